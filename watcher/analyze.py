@@ -1,0 +1,120 @@
+"""One document through the pipeline: extract -> detect -> score -> `Report`.
+
+Used by `watcher scan` and by the daemon's worker pool. Synchronous and CPU-bound; build one
+`Analyzer` per process (compiling the patterns takes about a second) and reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .detect import Detection, Scanner, Shape
+from .extract import Budget, bytes_chunks, extract, file_chunks
+from .privacy import Fingerprinter
+from .report import Report
+from .score import Evidence, Policy, score
+
+SAMPLES_SHOWN = 6
+
+
+@dataclass
+class _Hashing:
+    """Hashes and counts raw bytes as they stream past."""
+
+    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    size: int = 0
+
+    def wrap(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.digest.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+
+class Analyzer:
+    """Compiled detectors + scoring policy + (optionally) the fingerprint key."""
+
+    def __init__(
+        self,
+        scanner: Scanner | None = None,
+        policy: Policy = Policy(),
+        fingerprinter: Fingerprinter | None = None,
+    ) -> None:
+        self.scanner = scanner or Scanner()
+        self.policy = policy
+        self.fingerprinter = fingerprinter
+
+    def analyze_bytes(self, data: bytes, label: str, content_type: str | None = None, reveal: bool = False) -> Report:
+        return self.analyze_chunks(bytes_chunks(data), label, content_type=content_type, reveal=reveal)
+
+    def analyze_path(self, path: Path, label: str | None = None, reveal: bool = False) -> Report:
+        """A file of any size, streamed (a zip is read from the file, not memory)."""
+        path = Path(path)
+        return self.analyze_chunks(file_chunks(path), label or str(path), zip_path=path, reveal=reveal)
+
+    def analyze_chunks(
+        self,
+        chunks: Iterable[bytes],
+        label: str,
+        content_type: str | None = None,
+        zip_path: Path | None = None,
+        reveal: bool = False,
+    ) -> Report:
+        hashing = _Hashing()
+        budget = Budget()
+        detection = self.scanner.start()
+        raw = hashing.wrap(chunks)
+        for part in extract(raw, label, budget, content_type, zip_path):
+            scan = detection.part()
+            for chunk in part.chunks:
+                scan.feed(chunk)
+            scan.close()
+        for _ in raw:       # what extraction did not need still counts in the hash and size
+            pass
+        report = Report(path=label, sha256=hashing.digest.hexdigest(), size=hashing.size, errors=budget.notes)
+        self._fill(report, detection, reveal)
+        return report
+
+    def _fill(self, report: Report, detection: Detection, reveal: bool) -> None:
+        scanner = self.scanner
+        values = detection.values
+        report.counts = {d.name: len(values[d.name]) for d in scanner.detectors}
+        report.insurers = sorted(values["insurer"])
+        tabular = _largest_tabular(detection.shapes)
+        report.records = tabular.records if tabular else None
+        report.rules = {r.name: r.severity for r in scanner.rules if values[f"rule:{r.name}"]}
+        report.severity, report.reasons = score(_evidence(report, tabular), self.policy)
+        report.samples = [
+            f"{d.name} {d.mask(v)}"
+            for d in scanner.detectors if d.sensitive
+            for v in detection.samples[d.name]
+        ][:SAMPLES_SHOWN]
+        if self.fingerprinter:
+            fingerprint = self.fingerprinter
+            report.fingerprints = {
+                d.name: sorted(fingerprint(d.name, v) for v in values[d.name])
+                for d in scanner.detectors if d.sensitive and values[d.name]
+            }
+        if reveal:
+            report.revealed = {d.name: sorted(values[d.name]) for d in scanner.detectors if d.sensitive and values[d.name]}
+
+
+def _largest_tabular(shapes: list[Shape]) -> Shape | None:
+    tabular = [s for s in shapes if s.format]
+    return max(tabular, key=lambda s: s.records) if tabular else None
+
+
+def _evidence(report: Report, tabular: Shape | None) -> Evidence:
+    return Evidence(
+        counts=report.counts,
+        insurers=report.insurers,
+        tabular=tabular.describe() if tabular else None,
+        records=report.records,
+        nir_column=bool(tabular and tabular.nir_column),
+        health_headers=tuple(tabular.health_headers) if tabular else (),
+        professional=bool(tabular and tabular.professional),
+        rule_severities=report.rules,
+    )

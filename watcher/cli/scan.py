@@ -1,0 +1,111 @@
+"""`watcher scan`: score files, directories or stdin, without a daemon or a database.
+
+Contract (other tools rely on it): `--format json` prints one object per document per line;
+exit 0, 1 when `--fail-on` is reached, 2 on error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from ..analyze import Analyzer
+from ..detect import Scanner
+from ..report import Report
+from ..score import SEVERITIES, Policy, severity_rank
+from . import CliError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("scan", help="score files, directories or stdin (-)")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="file, directory (walked) or - for stdin")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--fail-on", choices=SEVERITIES[1:], metavar="SEVERITY",
+                        help="exit 1 when a document reaches this severity (low|medium|high|critical)")
+    parser.add_argument("--reveal", action="store_true",
+                        help="also print identifiers in clear (only to a terminal, never by default)")
+    parser.add_argument("--config", help="take operator rules and scoring from this sources.toml")
+    parser.set_defaults(func=run)
+
+
+def _analyzer(config_path: str | None) -> Analyzer:
+    """Operator rules and thresholds come from the configuration when one is given."""
+    if not config_path:
+        return Analyzer()
+    from ..config import ConfigError, load_config
+
+    try:
+        config = load_config(Path(config_path))
+    except (ConfigError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    return Analyzer(Scanner(config.rules), policy=config.policy or Policy())
+
+
+def _documents(paths: list[str], errors: list[str]) -> Iterator[Path | str]:
+    """Files in argument order; directories walked in name order; '-' is stdin."""
+    for raw in paths:
+        if raw == "-":
+            yield "-"
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            for folder, dirs, files in os.walk(path, onerror=lambda e: errors.append(f"{e.filename}: {e.strerror}")):
+                dirs.sort()
+                for name in sorted(files):
+                    yield Path(folder) / name
+        elif path.exists():
+            yield path
+        else:
+            errors.append(f"{raw}: no such file or directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.reveal and not sys.stdout.isatty():
+        raise CliError("--reveal prints identifiers in clear and only does so to a terminal, not a pipe or a file")
+    analyzer = _analyzer(args.config)
+    errors: list[str] = []
+    worst = "none"
+    if args.format == "text":
+        print(f"{'SEVERITY':<9} {'NIRS':>6} {'RECORDS':>8}  {'INSURERS':<28} PATH")
+    for document in _documents(args.paths, errors):
+        try:
+            if document == "-":
+                report = analyzer.analyze_chunks(iter(lambda: sys.stdin.buffer.read(1 << 20), b""), "-", reveal=args.reveal)
+            else:
+                report = analyzer.analyze_path(document, reveal=args.reveal)
+        except OSError as exc:
+            errors.append(f"{document}: {exc.strerror or exc}")
+            continue
+        _print(report, args.format, args.reveal)
+        if severity_rank(report.severity) > severity_rank(worst):
+            worst = report.severity
+    for error in errors:
+        print(f"watcher: error: {error}", file=sys.stderr)
+    if errors:
+        return 2
+    if args.fail_on and severity_rank(worst) >= severity_rank(args.fail_on):
+        return 1
+    return 0
+
+
+def _print(report: Report, fmt: str, reveal: bool) -> None:
+    if fmt == "json":
+        data = report.to_json()
+        if reveal and report.revealed:
+            data["revealed"] = report.revealed
+        print(json.dumps(data, ensure_ascii=False), flush=True)
+        return
+    insurers = ", ".join(report.insurers) or "-"
+    if len(insurers) > 28:
+        insurers = insurers[:27] + "\u2026"
+    records = "-" if report.records is None else f"{report.records:,}"
+    print(f"{report.severity.upper():<9} {report.counts.get('nir', 0):>6,} {records:>8}  {insurers:<28} {report.path}")
+    for line in report.reasons + [f"sample: {s}" for s in report.samples[:3]] + [f"note: {e}" for e in report.errors]:
+        print(f"{'':<9} {line}")
+    for name, values in (report.revealed or {}).items() if reveal else ():
+        print(f"{'':<9} REVEALED {name}: {', '.join(values[:20])}{' ...' if len(values) > 20 else ''}")
+    sys.stdout.flush()

@@ -1,0 +1,112 @@
+"""Detection: pure, synchronous code from UTF-8 text chunks to distinct values per detector.
+
+    scanner = Scanner(rules)            # compile once (about a second), reuse
+    detection = scanner.start()         # one per document
+    part = detection.part()             # one per extracted part (the text, a decoded blob...)
+    for chunk in chunks: part.feed(chunk)
+    part.close()
+    detection.values["nir"]             # distinct normalized NIRs: never leave the process
+
+Detectors (one module each, one interface: `base.Detector`): nir, insurers, siret, rpps, iban,
+email, phone, health (context words), and one `rules.RuleDetector` per operator rule. The shape of each part
+(tabular or not, records, headers) comes from `shape.ShapeReader`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .base import Detector
+from .email import EmailDetector
+from .health import HealthTermsDetector
+from .engine import ChunkWindow, Engine
+from .iban import IbanDetector
+from .insurers import InsurerDetector, Name
+from .nir import NirDetector
+from .phone import PhoneDetector
+from .rpps import RppsDetector
+from .rules import Rule, RuleDetector
+from .shape import Shape, ShapeReader
+from .siret import SiretDetector
+
+SAMPLES_PER_DETECTOR = 3
+
+
+def builtin_detectors(insurers: list[Name] | None = None) -> list[Detector]:
+    return [
+        NirDetector(), InsurerDetector(insurers), SiretDetector(), RppsDetector(),
+        IbanDetector(), EmailDetector(), PhoneDetector(), HealthTermsDetector(),
+    ]
+
+
+class Scanner:
+    """Every detector's patterns compiled into one Hyperscan database."""
+
+    def __init__(self, rules: Sequence[Rule] = (), insurers: list[Name] | None = None) -> None:
+        self.rules = list(rules)
+        self.detectors: list[Detector] = builtin_detectors(insurers) + [RuleDetector(r) for r in self.rules]
+        self.by_name = {d.name: d for d in self.detectors}
+        self.engine = Engine(self.detectors)
+
+    def start(self) -> Detection:
+        return Detection(self)
+
+
+class Detection:
+    """Distinct values and part shapes found in one document."""
+
+    def __init__(self, scanner: Scanner) -> None:
+        self.scanner = scanner
+        self.values: dict[str, set[str]] = {d.name: set() for d in scanner.detectors}
+        self.samples: dict[str, list[str]] = {d.name: [] for d in scanner.detectors}
+        self.shapes: list[Shape] = []
+
+    def add(self, name: str, value: str) -> None:
+        seen = self.values[name]
+        if value not in seen:
+            seen.add(value)
+            if len(self.samples[name]) < SAMPLES_PER_DETECTOR:
+                self.samples[name].append(value)
+
+    def part(self) -> PartScan:
+        return PartScan(self)
+
+    def scan_text(self, data: bytes) -> None:
+        """Scan one whole part held in memory (tests, small documents)."""
+        part = self.part()
+        part.feed(data)
+        part.close()
+
+
+class PartScan:
+    """Feeds one part's chunks to the engine (with overlap) and to its shape reader."""
+
+    def __init__(self, detection: Detection) -> None:
+        self._detection = detection
+        self._window = ChunkWindow()
+        self._shape = ShapeReader(lambda nir: detection.add("nir", nir))
+
+    def feed(self, chunk: bytes) -> None:
+        if chunk:
+            self._scan(chunk, final=False)
+            self._shape.feed(chunk)
+
+    def close(self) -> None:
+        self._scan(b"", final=True)
+        self._detection.shapes.append(self._shape.finish())
+
+    def _scan(self, chunk: bytes, final: bool) -> None:
+        buf, accept_from, accept_to = self._window.next(chunk, final)
+        if accept_to <= accept_from:
+            return
+        detection = self._detection
+        spans = detection.scanner.engine.spans(buf, accept_from, accept_to)
+        for detector, found in zip(detection.scanner.detectors, spans):
+            if found:
+                add = detection.add
+                name = detector.name
+                for value in detector.find(buf, found):
+                    add(name, value)
+
+
+__all__ = ["Detection", "Detector", "Rule", "Scanner", "Shape"]

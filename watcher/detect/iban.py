@@ -1,0 +1,41 @@
+"""IBAN in compact or grouped-by-four form, mod 97-10 checked (python-stdnum)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from stdnum import iban
+
+from ..privacy import mask_iban
+from .base import Pattern, Span
+
+
+def longest_per_start(spans: list[Span]) -> list[Span]:
+    """Hyperscan reports every end a pattern can stop at: keep the longest from each start."""
+    best: dict[int, Span] = {}
+    for span in spans:
+        if span[0] not in best or span[1] > best[span[0]][1]:
+            best[span[0]] = span
+    return list(best.values())
+
+
+class IbanDetector:
+    name = "iban"
+    sensitive = True
+
+    def patterns(self) -> list[Pattern]:
+        return [Pattern(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?", caseless=False)]
+
+    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
+        for start, end, _ in longest_per_start(spans):
+            if start > 0 and chr(buf[start - 1]).isalnum():
+                continue
+            # The longest candidate may have swallowed a following word: shorten until valid.
+            raw = buf[start:end].decode("ascii").replace(" ", "")
+            for length in range(len(raw), 14, -1):
+                if iban.is_valid(raw[:length]):
+                    yield raw[:length]
+                    break
+
+    def mask(self, value: str) -> str:
+        return mask_iban(value)

@@ -1,0 +1,74 @@
+"""Operator rules from configuration: named keyword sets and regular expressions.
+
+Rules are compiled into the same Hyperscan database as the built-in detectors. Hyperscan is an
+automaton engine: no backtracking, so no rule can hang the scanner. A pattern it cannot
+compile (a back-reference, a look-behind) is refused when the configuration is loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import hyperscan
+
+from ..privacy import mask_digits
+from .base import Pattern, Span
+from .engine import compile_database
+from .iban import longest_per_start
+from .text import fold_key, folded_pattern, on_word_boundaries
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One operator rule. Exactly one of `keywords` or `regex` is set.
+
+    Keywords match case- and accent-insensitively on word boundaries, like insurer names.
+    A regex is a Hyperscan (PCRE subset) pattern on UTF-8 text, case-insensitive unless
+    `case_sensitive`; what it matches may be personal data, so it is fingerprinted and masked
+    like an identifier. `severity` is the least severity a matching document gets.
+    """
+
+    name: str
+    severity: str = "low"
+    keywords: tuple[str, ...] = field(default_factory=tuple)
+    regex: str | None = None
+    case_sensitive: bool = False
+
+
+def rule_error(rule: Rule) -> str | None:
+    """Why `rule` cannot be compiled, or None. Used when the configuration is loaded."""
+    try:
+        compile_database(RuleDetector(rule).patterns())
+    except hyperscan.error as exc:
+        return f"pattern not supported ({exc}); no back-references or look-arounds"
+    return None
+
+
+class RuleDetector:
+    """Counts distinct matches of one operator rule, under the name `rule:<name>`."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.name = f"rule:{rule.name}"
+        self.sensitive = rule.regex is not None
+
+    def patterns(self) -> list[Pattern]:
+        if self.rule.regex is not None:
+            return [Pattern(self.rule.regex.encode("utf-8"), caseless=not self.rule.case_sensitive)]
+        return [Pattern(folded_pattern(k)) for k in self.rule.keywords]
+
+    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
+        if self.rule.regex is not None:
+            for start, end, _ in longest_per_start(spans):
+                yield buf[start:end].decode("utf-8", "replace")
+            return
+        for start, end, tag in spans:
+            if on_word_boundaries(buf, start, end):
+                yield fold_key(self.rule.keywords[tag])
+
+    def mask(self, value: str) -> str:
+        if not self.sensitive:
+            return value
+        return mask_digits(re.sub(r"\s+", " ", value)[:40], 2, 1)

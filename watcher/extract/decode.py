@@ -1,0 +1,59 @@
+"""Bytes to UTF-8: sniff the encoding from the head, then decode chunk by chunk.
+
+BOMs first; UTF-16 without a BOM by its NUL bytes (spreadsheet exports); UTF-8 when the head
+is valid UTF-8; cp1252 (a superset of Latin-1 used by French Windows exports) otherwise.
+Undecodable bytes become U+FFFD: decoding never fails.
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import Iterable, Iterator
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def sniff_encoding(head: bytes) -> str:
+    """The encoding of a document, judged on its first bytes."""
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding
+    sample = head[:4096]
+    if len(sample) >= 4:
+        odd_nuls = sample[1::2].count(0) / (len(sample) // 2)
+        even_nuls = sample[0::2].count(0) / (len(sample) // 2)
+        if odd_nuls > 0.4 and even_nuls < 0.05:
+            return "utf-16-le"
+        if even_nuls > 0.4 and odd_nuls < 0.05:
+            return "utf-16-be"
+    try:
+        head.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the head is still UTF-8.
+        if exc.start >= len(head) - 3 and exc.reason == "unexpected end of data":
+            return "utf-8"
+        return "cp1252"
+
+
+def to_utf8(chunks: Iterable[bytes], encoding: str) -> Iterator[bytes]:
+    """Re-encode a chunk stream to UTF-8 (a multi-byte character may span chunks)."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    for chunk in chunks:
+        text = decoder.decode(chunk)
+        if text:
+            yield text.encode("utf-8", "replace")
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail.encode("utf-8", "replace")
+
+
+def decode_text(data: bytes) -> str:
+    """A whole small document as text (HTML pages, blobs)."""
+    return b"".join(to_utf8([data], sniff_encoding(data[:65536]))).decode("utf-8")

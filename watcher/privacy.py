@@ -1,0 +1,75 @@
+"""Keep identifiers out of every output: keyed fingerprints and masks.
+
+A fingerprint is HMAC-SHA256(secret, "kind:normalized value"), hex-encoded. The secret is
+per installation, created once with mode 0600; without it a fingerprint cannot be reversed
+by brute force over the (small) NIR space. Masks keep only what an analyst needs to triage.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+BULLET = "\u2022"
+SECRET_BYTES = 32
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Return the installation secret at `path`, creating it (0600) on first use."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = secrets.token_bytes(SECRET_BYTES)
+        # O_EXCL: two processes racing on first use never overwrite each other's key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return load_or_create_secret(path)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return data
+    if len(data) < 16:
+        raise ValueError(f"{path}: secret key is too short ({len(data)} bytes); delete it to regenerate")
+    return data
+
+
+@dataclass(frozen=True)
+class Fingerprinter:
+    """Keyed, one-way fingerprints of normalized identifiers."""
+
+    secret: bytes
+
+    def __call__(self, kind: str, value: str) -> str:
+        return hmac.digest(self.secret, f"{kind}:{value}".encode(), "sha256").hex()
+
+
+def _bullets(text: str) -> str:
+    return "".join(BULLET if ch.isalnum() else ch for ch in text)
+
+
+def mask_nir(nir: str) -> str:
+    """`184127512345678` -> `1 84 12 •• ••• ••• ••` (sex, year and month only)."""
+    return f"{nir[0]} {nir[1:3]} {nir[3:5]} {_bullets('00 000 000 00')}"
+
+
+def mask_digits(value: str, keep_start: int, keep_end: int = 0) -> str:
+    """Keep the first `keep_start` and last `keep_end` characters; bullets elsewhere."""
+    end = len(value) - keep_end
+    return value[:keep_start] + _bullets(value[keep_start:end]) + value[end:]
+
+
+def mask_email(email: str) -> str:
+    """`jean.dupont@mutuelle.fr` -> `j•••@mutuelle.fr` (the domain helps attribute a leak)."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{BULLET * 3}@{domain}"
+
+
+def mask_iban(iban: str) -> str:
+    """Country and check digits, then bullets in groups of four, and the last two characters."""
+    body = mask_digits(iban, 4, 2)
+    return " ".join(body[i : i + 4] for i in range(0, len(body), 4))
