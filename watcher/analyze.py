@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .detect import Detection, Scanner, Shape
+from .detect.nir import LOOSE, resolve_loose
 from .extract import Budget, bytes_chunks, extract, file_chunks
 from .privacy import Fingerprinter
 from .report import Report
 from .score import Evidence, Policy, score
 
 SAMPLES_SHOWN = 6
+SAMPLES_PER_KIND = 3
 
 
 @dataclass
@@ -81,16 +83,19 @@ class Analyzer:
     def _fill(self, report: Report, detection: Detection, reveal: bool) -> None:
         scanner = self.scanner
         values = detection.values
+        tabular = _largest_tabular(detection.shapes)
+        context = bool(values["insurer"] or values["health_terms"] or (tabular and tabular.health_headers))
+        values["nir"] = resolve_loose(values["nir"], context)
+        detection.samples["nir"] = [v.lstrip(LOOSE) for v in detection.samples["nir"] if v.lstrip(LOOSE) in values["nir"]]
         report.counts = {d.name: len(values[d.name]) for d in scanner.detectors}
         report.insurers = sorted(values["insurer"])
-        tabular = _largest_tabular(detection.shapes)
         report.records = tabular.records if tabular else None
         report.rules = {r.name: r.severity for r in scanner.rules if values[f"rule:{r.name}"]}
         report.severity, report.reasons = score(_evidence(report, tabular), self.policy)
         report.samples = [
             f"{d.name} {d.mask(v)}"
             for d in scanner.detectors if d.sensitive
-            for v in detection.samples[d.name]
+            for v in detection.samples[d.name][:SAMPLES_PER_KIND]
         ][:SAMPLES_SHOWN]
         if self.fingerprinter:
             fingerprint = self.fingerprinter

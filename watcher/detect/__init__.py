@@ -101,12 +101,18 @@ class PartScan:
             return
         detection = self._detection
         spans = detection.scanner.engine.spans(buf, accept_from, accept_to)
+        window = (accept_from, accept_to)
         for detector, found in zip(detection.scanner.detectors, spans):
-            if found:
-                add = detection.add
-                name = detector.name
-                for value in detector.find(buf, found):
-                    add(name, value)
+            if not found:
+                continue
+            name = detector.name
+            values = detection.values[name]
+            accepted = detector.find(buf, found, window, values)
+            if len(detection.samples[name]) < SAMPLES_PER_DETECTOR:
+                for value in accepted:
+                    detection.add(name, value)
+            else:
+                values.update(accepted)      # the hot path of dense extracts: no per-value call
 
 
 __all__ = ["Detection", "Detector", "Rule", "Scanner", "Shape"]

@@ -3,24 +3,34 @@
 A detector declares Hyperscan byte patterns; the engine runs all detectors' patterns in one
 pass and hands each detector the spans its patterns matched. The detector then verifies them
 (checksums, structure, word boundaries, context: its false-positive filter) and yields the
-normalized values it accepts. Values stay inside the detection state: what leaves it is a
+normalized values it accepts.
+
+Match starts cost Hyperscan a lot (3x slower scans), so by default a span only has its end
+(start = 0) and the detector recovers the value from the bytes before it. A `single` pattern
+is reported at most once per buffer: it says "this name occurs here", and the detector finds
+the occurrences itself inside the accepted window (names and keywords: only the first valid
+occurrence in a document matters). Values stay inside the detection state: what leaves it is a
 count, masked samples and keyed fingerprints (see `watcher.privacy`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 # A span the engine found: (start, end, tag) with tag the index of the pattern in
-# the detector's own `patterns` list.
+# the detector's own `patterns` list; start is 0 unless the pattern asked for it (`som`).
 Span = tuple[int, int, int]
+# The accepted window of a buffer: a detector accepts matches whose end lies in (lo, hi].
+Window = tuple[int, int]
 
 
 @dataclass(frozen=True)
 class Pattern:
     expr: bytes                 # Hyperscan (PCRE subset) expression on UTF-8 bytes
     caseless: bool = True
+    single: bool = False        # report once per buffer, the detector locates occurrences
+    som: bool = False           # report the start of the match (slower)
 
 
 class Detector(Protocol):
@@ -30,16 +40,14 @@ class Detector(Protocol):
     def patterns(self) -> list[Pattern]:
         """The byte patterns to compile into the shared database."""
 
-    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
-        """Verify the spans matched in `buf`; yield the normalized values accepted."""
+    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+        """Verify the spans matched in `buf`; yield the normalized values accepted.
+
+        `found` holds the values already accepted in this document (to skip known names).
+        """
 
     def mask(self, value: str) -> str:
         """How a value may be shown to a person."""
 
 
-def each_span(detector_check, buf: bytes, spans: Iterable[Span]) -> Iterator[str]:
-    """Default `find`: run `detector_check(buf, start, end, tag)` on every span."""
-    for start, end, tag in spans:
-        value = detector_check(buf, start, end, tag)
-        if value is not None:
-            yield value
+NOT_AFTER_DIGIT = rb"(?:^|[^0-9])"      # a number never starts inside a longer run of digits

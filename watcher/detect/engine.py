@@ -22,7 +22,9 @@ def compile_database(patterns: Sequence[Pattern]) -> hyperscan.Database:
     """Compile byte patterns (ids = positions) into a block-mode database with match starts."""
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     flags = [
-        hyperscan.HS_FLAG_SOM_LEFTMOST | (hyperscan.HS_FLAG_CASELESS if p.caseless else 0)
+        (hyperscan.HS_FLAG_SOM_LEFTMOST if p.som else 0)
+        | (hyperscan.HS_FLAG_CASELESS if p.caseless else 0)
+        | (hyperscan.HS_FLAG_SINGLEMATCH if p.single else 0)
         for p in patterns
     ]
     database.compile(expressions=[p.expr for p in patterns], ids=list(range(len(patterns))), flags=flags)
@@ -35,27 +37,30 @@ class Engine:
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self.detectors = list(detectors)
         patterns: list[Pattern] = []
-        self._owner: list[tuple[int, int]] = []   # pattern id -> (detector index, tag)
+        self._owner: list[tuple[int, int, bool]] = []   # pattern id -> (detector index, tag, single)
         for index, detector in enumerate(self.detectors):
             for tag, pattern in enumerate(detector.patterns()):
                 patterns.append(pattern)
-                self._owner.append((index, tag))
+                self._owner.append((index, tag, pattern.single))
         self._database = compile_database(patterns)
 
     def spans(self, buf: bytes, accept_from: int, accept_to: int) -> list[list[Span]]:
-        """Matches in `buf` whose end lies in (accept_from, accept_to], per detector."""
+        """Matches in `buf` whose end lies in (accept_from, accept_to], per detector.
+
+        `single` patterns are passed whatever their end: the detector searches the window.
+        """
         found: list[tuple[int, int, int]] = []
         append = found.append
 
         def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
-            append((pattern_id, start, end))
+            append((pattern_id, start, end))   # start is 0 unless the pattern asked for `som`
 
         self._database.scan(buf, match_event_handler=on_match)
         per_detector: list[list[Span]] = [[] for _ in self.detectors]
         owner = self._owner
         for pattern_id, start, end in found:
-            if accept_from < end <= accept_to:
-                index, tag = owner[pattern_id]
+            index, tag, single = owner[pattern_id]
+            if single or accept_from < end <= accept_to:
                 per_detector[index].append((start, end, tag))
         return per_detector
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .base import Pattern, Span
-from .text import fold_key, folded_pattern, on_word_boundaries
+from .base import Pattern, Span, Window
+from .text import Vocabulary, fold_key
 
 TERMS = (
-    "mutuelle", "mutuelles", "tiers payant", "tiers-payant", "complémentaire santé", "sécurité sociale",
+    "mutuelle", "mutuelles", "tiers payant", "complémentaire santé", "sécurité sociale",
     "carte vitale", "attestation de droits", "ayant droit", "ayants droit", "garanties", "adhérent",
     "adhérents", "organisme complémentaire", "assurance maladie", "prévoyance", "remboursements",
     "numéro AMC", "code AMC", "contrat santé", "date de naissance", "rang de naissance", "CPAM",
@@ -21,15 +21,16 @@ class HealthTermsDetector:
     sensitive = False
 
     def __init__(self, terms: tuple[str, ...] = TERMS) -> None:
-        self.terms = terms
+        self.vocabulary = Vocabulary(list(terms))
 
     def patterns(self) -> list[Pattern]:
-        return [Pattern(folded_pattern(t)) for t in self.terms]
+        return self.vocabulary.patterns()
 
-    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
-        for start, end, tag in spans:
-            if on_word_boundaries(buf, start, end):
-                yield fold_key(self.terms[tag])
+    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+        for entry in self.vocabulary.entries(spans):
+            term = fold_key(self.vocabulary.texts[entry])
+            if term not in found and next(self.vocabulary.occurrences(buf, entry, window), None):
+                yield term
 
     def mask(self, value: str) -> str:
         return value

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from stdnum import iban
 
 from ..privacy import mask_iban
-from .base import Pattern, Span
+from .base import Pattern, Span, Window
+
+
+_IBAN = re.compile(rb"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?$")
 
 
 def longest_per_start(spans: list[Span]) -> list[Span]:
@@ -24,12 +28,15 @@ class IbanDetector:
     sensitive = True
 
     def patterns(self) -> list[Pattern]:
-        return [Pattern(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?", caseless=False)]
+        return [Pattern(rb"(?:^|[^A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?", caseless=False)]
 
-    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
-        for start, end, _ in longest_per_start(spans):
-            if start > 0 and chr(buf[start - 1]).isalnum():
-                continue
+    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+        located = []
+        for _, end, tag in spans:
+            match = _IBAN.search(buf, max(0, end - 42), end)
+            if match:
+                located.append((match.start(), end, tag))
+        for start, end, _ in longest_per_start(located):
             # The longest candidate may have swallowed a following word: shorten until valid.
             raw = buf[start:end].decode("ascii").replace(" ", "")
             for length in range(len(raw), 14, -1):

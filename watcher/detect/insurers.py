@@ -3,8 +3,8 @@
 `data/insurers.txt`: one insurer a line, `canonical|variant|...`; a `~` marks a name that is
 ambiguous alone (a first name, a common word, a short acronym) and counts only near
 health-insurance words. Matching is case- and accent-insensitive on Unicode word boundaries;
-a name inside a longer name matched at the same place (`Mutuelle Générale` inside `Mutuelle
-Générale de la Police`) is not counted twice.
+a name inside a longer name of another insurer at the same place (`Mutuelle Générale` inside
+`Mutuelle Générale de la Police`) counts only as the longer one.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from .base import Pattern, Span
-from .text import folded_pattern, has_health_context, on_word_boundaries
+from .base import Pattern, Span, Window
+from .text import Vocabulary, fold_key, has_health_context
 
 
 @dataclass(frozen=True)
@@ -26,22 +26,24 @@ class Name:
 
 
 def parse_watch_list(text: str) -> list[Name]:
-    """Parse the `canonical|variant|~ambiguous` format (comments start with '#')."""
+    """Parse the `canonical|variant|~ambiguous` format (comments start with '#').
+
+    Variants that fold to the same key (`Harmonie-Mutuelle`, `Harmonie Mutuelle`) are kept once.
+    """
     names: list[Name] = []
+    seen: set[str] = set()
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         variants = [v.strip() for v in line.split("|") if v.strip()]
         canonical = variants[0].lstrip("~")
-        seen: set[str] = set()
         for variant in variants:
-            ambiguous = variant.startswith("~")
-            text_ = variant.lstrip("~")
-            if text_.casefold() in seen:
+            key = fold_key(variant.lstrip("~"))
+            if key in seen:
                 continue
-            seen.add(text_.casefold())
-            names.append(Name(text_, canonical, ambiguous))
+            seen.add(key)
+            names.append(Name(variant.lstrip("~"), canonical, variant.startswith("~")))
     return names
 
 
@@ -54,31 +56,39 @@ def load_watch_list(path: Path | None = None) -> list[Name]:
     return parse_watch_list(text)
 
 
+def _longer_names(names: list[Name]) -> list[list[int]]:
+    """For each name, the other insurers' names that contain it as whole words."""
+    keys = [f" {fold_key(n.text)} " for n in names]
+    return [
+        [j for j, other in enumerate(keys) if j != i and key in other and names[j].canonical != names[i].canonical]
+        for i, key in enumerate(keys)
+    ]
+
+
 class InsurerDetector:
     name = "insurer"
     sensitive = False
 
     def __init__(self, names: list[Name] | None = None) -> None:
         self.names = names if names is not None else load_watch_list()
+        self.vocabulary = Vocabulary([n.text for n in self.names])
+        self._longer = _longer_names(self.names)
 
     def patterns(self) -> list[Pattern]:
-        return [Pattern(folded_pattern(n.text)) for n in self.names]
+        return self.vocabulary.patterns()
 
-    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
-        accepted = sorted(
-            ((start, end, self.names[tag]) for start, end, tag in spans if on_word_boundaries(buf, start, end)),
-            key=lambda span: (span[0], -span[1]),
-        )
-        cover_end = -1          # furthest end of the spans seen so far (sorted by start)
-        cover = (-1, -1)
-        for start, end, name in accepted:
-            if end <= cover_end and (start, end) != cover:
-                continue  # part of a longer name found at the same place
-            if end > cover_end:
-                cover_end, cover = end, (start, end)
-            if name.ambiguous and not has_health_context(buf, start, end):
+    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+        for entry in self.vocabulary.entries(spans):
+            name = self.names[entry]
+            if name.canonical in found:
                 continue
-            yield name.canonical
+            for start, end in self.vocabulary.occurrences(buf, entry, window):
+                if any(self.vocabulary.covers(buf, other, start, end) for other in self._longer[entry]):
+                    continue
+                if name.ambiguous and not has_health_context(buf, start, end):
+                    continue
+                yield name.canonical
+                break
 
     def mask(self, value: str) -> str:
         return value

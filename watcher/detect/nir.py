@@ -15,8 +15,7 @@ import re
 from typing import Iterator
 
 from ..privacy import mask_nir
-from .base import Pattern, Span
-from .text import is_digit_at
+from .base import NOT_AFTER_DIGIT, Pattern, Span, Window
 
 MONTHS = frozenset(
     [f"{m:02d}" for m in range(1, 13)] + ["20"] + [f"{m}" for m in range(30, 43)] + [f"{m}" for m in range(50, 100)]
@@ -25,6 +24,7 @@ _MONTH = rb"(?:0[1-9]|1[0-2]|20|3[0-9]|4[0-2]|[5-9][0-9])"
 _SEPARATORS = (b"", b" ", rb"\.", b"-", rb"\xc2\xa0")
 _KEY_SEPARATOR = rb"(?:[ ./\-]|\xc2\xa0)?"
 _DELETE = b" .-/\xc2\xa0\t"
+_SPECIAL_PLACES = frozenset(["20", "97", "98", "99"])
 # Labels that make a bare 13-character number a NIR (accent- and case-insensitive).
 _E = rb"(?:e|\xc3\xa9|\xc3\x89)"
 _LABEL = (
@@ -36,9 +36,10 @@ _KEY_AFTER = re.compile(r"^\s{0,3}[./:\-]?\s{0,3}(?:cl[eé]\s{0,3}[:=]?\s{0,3})?
 
 
 def _body(sep: bytes) -> bytes:
+    """Sex, year, month, place (never 00), commune, order (never 000) with one separator."""
     return (
-        rb"[1-4]" + sep + rb"[0-9]{2}" + sep + _MONTH + sep + rb"(?:[0-9]{2}|2[AB])" + sep
-        + rb"[0-9]{3}" + sep + rb"[0-9]{3}"
+        rb"[1-4]" + sep + rb"[0-9]{2}" + sep + _MONTH + sep + rb"(?:0[1-9]|[1-9][0-9]|2[AB])" + sep
+        + rb"[0-9]{3}" + sep + rb"(?:00[1-9]|0[1-9][0-9]|[1-9][0-9]{2})"
     )
 
 
@@ -99,38 +100,76 @@ def complete(body: str, key: str | None = None) -> str | None:
     return f"{body}{expected:02d}"
 
 
+STRICT_MONTHS = frozenset([f"{m:02d}" for m in range(1, 13)] + ["20"])
+LOOSE = "~"
+
+
+def tier(nir: str) -> str:
+    """`nir`, or `~nir` for the rarer forms (sex 3/4, months 30-42 and 50-99).
+
+    Random 15-digit numbers pass the permissive structure and the key about 1 in 400, the
+    strict one (sex 1/2, month 01-12 or 20) about 1 in 4,000: the rarer forms count only in
+    a document that is health data by other signs (see `resolve_loose`).
+    """
+    return nir if nir[0] in "12" and nir[3:5] in STRICT_MONTHS else LOOSE + nir
+
+
+def resolve_loose(values: set[str], context: bool) -> set[str]:
+    """Drop the `~` mark of the rarer forms when the document has context, else the values."""
+    loose = {v for v in values if v.startswith(LOOSE)}
+    if not loose:
+        return values
+    strict = values - loose
+    return strict | {v[1:] for v in loose} if context else strict
+
+
+def _check15(raw: bytes) -> str | None:
+    """The NIR if `raw` (15 characters, structure pre-checked by the pattern) is valid.
+
+    The hot path of dense extracts: the pattern already checked sex, month and order, so
+    only the key and the rarer places (Corsica, overseas, abroad, commune 000) remain.
+    """
+    nir = raw.decode("ascii", "replace").upper()
+    place = nir[5:7]
+    if not place.isdigit():
+        return nir if is_valid(nir) else None
+    if not nir[13:].isdigit() or 97 - int(nir[:13]) % 97 != int(nir[13:]):
+        return None
+    if (place in _SPECIAL_PLACES or nir[7:10] == "000") and not structure_ok(nir[:13]):
+        return None
+    return nir
+
+
 class NirDetector:
     name = "nir"
     sensitive = True
 
     def patterns(self) -> list[Pattern]:
-        full = [Pattern(_body(sep) + _KEY_SEPARATOR + rb"[0-9]{2}") for sep in _SEPARATORS]
+        full = [Pattern(NOT_AFTER_DIGIT + _body(sep) + _KEY_SEPARATOR + rb"[0-9]{2}") for sep in _SEPARATORS]
         labelled = [Pattern(_LABEL + _LABEL_GAP + _body(sep)) for sep in _SEPARATORS]
         return full + labelled
 
-    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
+    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
         full_forms = len(_SEPARATORS)
-        for start, end, tag in spans:
-            if is_digit_at(buf, end):
-                continue
+        size = len(buf)
+        for _, end, tag in spans:
+            if end < size and 48 <= buf[end] <= 57:
+                continue                      # a digit right after: part of a longer number
             if tag < full_forms:
-                if is_digit_at(buf, start - 1):
-                    continue
-                nir = buf[start:end].translate(None, _DELETE).decode("ascii", "replace").upper()
-                if is_valid(nir):
-                    yield nir
+                value = _check15(buf[max(0, end - 32):end].translate(None, _DELETE)[-15:])
+                if value:
+                    yield tier(value)
             else:
-                value = self._labelled(buf, start, end)
+                value = self._labelled(buf, end)   # a label is context enough
                 if value:
                     yield value
 
     @staticmethod
-    def _labelled(buf: bytes, start: int, end: int) -> str | None:
+    def _labelled(buf: bytes, end: int) -> str | None:
         """A 13-character body after a label; a key right after it must match."""
-        tail = buf[max(start, end - 40):end].decode("utf-8", "replace")
-        body = normalize(tail)[-13:]
+        body = normalize(buf[max(0, end - 40):end].decode("utf-8", "replace"))[-13:]
         after = _KEY_AFTER.match(buf[end:end + 30].decode("utf-8", "replace"))
         return complete(body, after.group(1) if after else None)
 
     def mask(self, value: str) -> str:
-        return mask_nir(value)
+        return mask_nir(value.lstrip(LOOSE))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 from ..privacy import mask_digits
-from .base import Pattern, Span
+from .base import Pattern, Span, Window
 from .text import is_digit_at
 
-_PAIR = rb"(?:[ .\-]?[0-9]{2}){4}"
+_PAIRS = rb"(?:[ .\-]?[0-9]{2}){4}"
+_NOT_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
 
 
 class PhoneDetector:
@@ -18,17 +18,14 @@ class PhoneDetector:
 
     def patterns(self) -> list[Pattern]:
         return [
-            Pattern(rb"0[1-9]" + _PAIR),
-            Pattern(rb"(?:\+33|0033)[ .\-]?(?:\(0\))?[1-9]" + _PAIR),
+            Pattern(rb"(?:^|[^0-9+])0[1-9]" + _PAIRS),
+            Pattern(rb"(?:\+33|(?:^|[^0-9])0033)[ .\-]?(?:\(0\))?[1-9]" + _PAIRS),
         ]
 
-    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
-        for start, end, _ in spans:
-            if is_digit_at(buf, end) or (buf[start] != 43 and is_digit_at(buf, start - 1)):
-                continue
-            digits = re.sub(rb"[^0-9]", b"", buf[start:end]).decode()
-            national = digits[-9:]
-            yield "+33" + national
+    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+        for _, end, _ in spans:
+            if not is_digit_at(buf, end):
+                yield "+33" + buf[max(0, end - 16):end].translate(None, _NOT_DIGITS)[-9:].decode()
 
     def mask(self, value: str) -> str:
         return mask_digits(value, 4, 2)

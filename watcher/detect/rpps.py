@@ -7,7 +7,7 @@ from typing import Iterator
 from stdnum import luhn
 
 from ..privacy import mask_digits
-from .base import Pattern, Span
+from .base import NOT_AFTER_DIGIT, Pattern, Span, Window
 from .text import is_digit_at
 
 
@@ -16,13 +16,13 @@ class RppsDetector:
     sensitive = True
 
     def patterns(self) -> list[Pattern]:
-        return [Pattern(rb"10[0-9]{9}")]
+        return [Pattern(NOT_AFTER_DIGIT + rb"10[0-9]{9}")]
 
-    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
-        for start, end, _ in spans:
-            if is_digit_at(buf, start - 1) or is_digit_at(buf, end):
+    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+        for _, end, _ in spans:
+            if is_digit_at(buf, end):
                 continue
-            number = buf[start:end].decode()
+            number = buf[end - 11:end].decode()
             if luhn.is_valid(number):
                 yield number
 

@@ -14,10 +14,10 @@ from typing import Iterator
 import hyperscan
 
 from ..privacy import mask_digits
-from .base import Pattern, Span
+from .base import Pattern, Span, Window
 from .engine import compile_database
 from .iban import longest_per_start
-from .text import fold_key, folded_pattern, on_word_boundaries
+from .text import Vocabulary, fold_key
 
 
 @dataclass(frozen=True)
@@ -53,20 +53,22 @@ class RuleDetector:
         self.rule = rule
         self.name = f"rule:{rule.name}"
         self.sensitive = rule.regex is not None
+        self.vocabulary = Vocabulary(list(rule.keywords))
 
     def patterns(self) -> list[Pattern]:
         if self.rule.regex is not None:
-            return [Pattern(self.rule.regex.encode("utf-8"), caseless=not self.rule.case_sensitive)]
-        return [Pattern(folded_pattern(k)) for k in self.rule.keywords]
+            return [Pattern(self.rule.regex.encode("utf-8"), caseless=not self.rule.case_sensitive, som=True)]
+        return self.vocabulary.patterns()
 
-    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
+    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
         if self.rule.regex is not None:
             for start, end, _ in longest_per_start(spans):
                 yield buf[start:end].decode("utf-8", "replace")
             return
-        for start, end, tag in spans:
-            if on_word_boundaries(buf, start, end):
-                yield fold_key(self.rule.keywords[tag])
+        for entry in self.vocabulary.entries(spans):
+            keyword = fold_key(self.vocabulary.texts[entry])
+            if keyword not in found and next(self.vocabulary.occurrences(buf, entry, window), None):
+                yield keyword
 
     def mask(self, value: str) -> str:
         if not self.sensitive:

@@ -13,22 +13,22 @@ from typing import Iterator
 from stdnum.fr import siren, siret
 
 from ..privacy import mask_digits
-from .base import Pattern, Span
+from .base import NOT_AFTER_DIGIT, Pattern, Span, Window
 from .text import is_digit_at
 
-_GROUP_SEP = rb"[ \xa0.]?"
-_SIRET = rb"[0-9]{3}" + _GROUP_SEP + rb"[0-9]{3}" + _GROUP_SEP + rb"[0-9]{3}" + _GROUP_SEP + rb"[0-9]{5}"
-_SIREN_GROUPED = rb"[0-9]{3} [0-9]{3} [0-9]{3}"
+_SEP = rb"[ .]?"
+_SIRET = NOT_AFTER_DIGIT + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{5}"
+_SIREN_GROUPED = NOT_AFTER_DIGIT + rb"[0-9]{3} [0-9]{3} [0-9]{3}"
 _SIREN_LABELLED = rb"\bsiren\b[^0-9\n]{0,10}[0-9]{9}"
-_FOLLOWED_BY_DIGIT = re.compile(rb"^[ .\xa0]?[0-9]")
+_GROUP_CONTINUES = re.compile(rb"[ .][0-9]")
 
 
-def _digits(raw: bytes) -> str:
-    return re.sub(rb"[^0-9]", b"", raw).decode()
+def _last_digits(buf: bytes, end: int, count: int) -> str:
+    return re.sub(rb"[^0-9]", b"", buf[max(0, end - count - 8):end])[-count:].decode()
 
 
 class SiretDetector:
-    """Counts SIRETs; SIRENs are reported as `siren:` values and counted apart."""
+    """Counts SIRETs; SIRENs are reported as `siren:` values and counted with them."""
 
     name = "siret"
     sensitive = True
@@ -36,20 +36,20 @@ class SiretDetector:
     def patterns(self) -> list[Pattern]:
         return [Pattern(_SIRET), Pattern(_SIREN_GROUPED), Pattern(_SIREN_LABELLED)]
 
-    def find(self, buf: bytes, spans: list[Span]) -> Iterator[str]:
-        for start, end, tag in spans:
-            if is_digit_at(buf, end) or (tag < 2 and is_digit_at(buf, start - 1)):
+    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+        for _, end, tag in spans:
+            if is_digit_at(buf, end):
                 continue
             if tag == 0:
-                number = _digits(buf[start:end])
+                number = _last_digits(buf, end, 14)
                 if siret.is_valid(number):
                     yield number
-            else:
-                if tag == 1 and _FOLLOWED_BY_DIGIT.match(buf[end:end + 3]):
-                    continue  # the first groups of a grouped SIRET
-                number = _digits(buf[start:end])[-9:]
-                if siren.is_valid(number):
-                    yield "siren:" + number
+                continue
+            if tag == 1 and _GROUP_CONTINUES.match(buf, end):
+                continue  # the first groups of a grouped SIRET
+            number = _last_digits(buf, end, 9)
+            if siren.is_valid(number):
+                yield "siren:" + number
 
     def mask(self, value: str) -> str:
         kind, _, number = value.rpartition(":")
