@@ -100,9 +100,9 @@ class PartScan:
         if accept_to <= accept_from:
             return
         detection = self._detection
-        spans = detection.scanner.engine.spans(buf, accept_from, accept_to)
+        hits = detection.scanner.engine.hits(buf, accept_from, accept_to)
         window = (accept_from, accept_to)
-        for detector, found in zip(detection.scanner.detectors, spans):
+        for detector, found in zip(detection.scanner.detectors, hits):
             if not found:
                 continue
             name = detector.name

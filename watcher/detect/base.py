@@ -5,8 +5,8 @@ pass and hands each detector the spans its patterns matched. The detector then v
 (checksums, structure, word boundaries, context: its false-positive filter) and yields the
 normalized values it accepts.
 
-Match starts cost Hyperscan a lot (3x slower scans), so by default a span only has its end
-(start = 0) and the detector recovers the value from the bytes before it. A `single` pattern
+Match starts cost Hyperscan a lot (3x slower scans), so by default a match only has its end
+and the detector recovers the value from the bytes before it. A `single` pattern
 is reported at most once per buffer: it says "this name occurs here", and the detector finds
 the occurrences itself inside the accepted window (names and keywords: only the first valid
 occurrence in a document matters). Values stay inside the detection state: what leaves it is a
@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
-# A span the engine found: (start, end, tag) with tag the index of the pattern in
-# the detector's own `patterns` list; start is 0 unless the pattern asked for it (`som`).
-Span = tuple[int, int, int]
+# What the engine found for one detector: (tag, positions) per pattern that matched, tag the
+# index of the pattern in the detector's own `patterns` list, positions the match ends (or
+# (start, end) pairs for `som` patterns).
+Hits = list[tuple[int, list]]
 # The accepted window of a buffer: a detector accepts matches whose end lies in (lo, hi].
 Window = tuple[int, int]
 
@@ -40,8 +41,8 @@ class Detector(Protocol):
     def patterns(self) -> list[Pattern]:
         """The byte patterns to compile into the shared database."""
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
-        """Verify the spans matched in `buf`; yield the normalized values accepted.
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
+        """Verify the matches in `buf`; yield the normalized values accepted.
 
         `found` holds the values already accepted in this document (to skip known names).
         """
@@ -51,3 +52,9 @@ class Detector(Protocol):
 
 
 NOT_AFTER_DIGIT = rb"(?:^|[^0-9])"      # a number never starts inside a longer run of digits
+NOT_BEFORE_DIGIT = rb"(?:[^0-9]|$)"     # ... nor ends inside one (the end then includes that byte)
+
+
+def number_end(buf: bytes, end: int) -> int:
+    """Where a number matched with NOT_BEFORE_DIGIT really ends."""
+    return end if end and 48 <= buf[end - 1] <= 57 else end - 1

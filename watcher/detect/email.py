@@ -10,7 +10,7 @@ import re
 from typing import Iterator
 
 from ..privacy import mask_email
-from .base import Pattern, Span, Window
+from .base import Hits, Pattern, Window
 
 _LOCAL = re.compile(rb"(?<![a-z0-9._%+\-])[a-z0-9][a-z0-9._%+\-]{0,63}$", re.IGNORECASE)
 
@@ -22,12 +22,13 @@ class EmailDetector:
     def patterns(self) -> list[Pattern]:
         return [Pattern(rb"[a-z0-9]@[a-z0-9][a-z0-9\-]*(?:\.[a-z0-9\-]+)*\.[a-z]{2,24}")]
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         ends: dict[int, int] = {}          # position of the @ -> furthest end of the domain
-        for _, end, _ in spans:
-            at = buf.rfind(b"@", max(0, end - 255), end)
-            if ends.get(at, -1) < end:
-                ends[at] = end
+        for _, positions in hits:
+            for end in positions:
+                at = buf.rfind(b"@", max(0, end - 255), end)
+                if ends.get(at, -1) < end:
+                    ends[at] = end
         for at, end in ends.items():
             local = _LOCAL.search(buf, max(0, at - 64), at)
             if local:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import hyperscan
 
-from .base import Detector, Pattern, Span
+from .base import Detector, Hits, Pattern
 
 OVERLAP = 4096      # bytes carried to the next chunk; longer matches across a boundary are lost
 GUARD = 512         # look-ahead a detector may need after a match
@@ -32,36 +32,49 @@ def compile_database(patterns: Sequence[Pattern]) -> hyperscan.Database:
 
 
 class Engine:
-    """The compiled patterns of a set of detectors (build once, reuse for every document)."""
+    """The compiled patterns of a set of detectors (build once, reuse for every document).
+
+    Patterns that need match starts (`som`) go to a second database, since asking for starts
+    slows Hyperscan down for every pattern compiled with them.
+    """
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self.detectors = list(detectors)
-        patterns: list[Pattern] = []
-        self._owner: list[tuple[int, int, bool]] = []   # pattern id -> (detector index, tag, single)
+        groups: dict[bool, list[Pattern]] = {False: [], True: []}
+        self._owners: dict[bool, list[tuple[int, int, bool]]] = {False: [], True: []}
         for index, detector in enumerate(self.detectors):
             for tag, pattern in enumerate(detector.patterns()):
-                patterns.append(pattern)
-                self._owner.append((index, tag, pattern.single))
-        self._database = compile_database(patterns)
+                groups[pattern.som].append(pattern)
+                self._owners[pattern.som].append((index, tag, pattern.single))
+        self._databases = {som: compile_database(p) for som, p in groups.items() if p}
 
-    def spans(self, buf: bytes, accept_from: int, accept_to: int) -> list[list[Span]]:
-        """Matches in `buf` whose end lies in (accept_from, accept_to], per detector.
+    def hits(self, buf: bytes, accept_from: int, accept_to: int) -> list[Hits]:
+        """Per detector, (tag, positions) of its patterns' matches ending in (accept_from, accept_to].
 
-        `single` patterns are passed whatever their end: the detector searches the window.
+        Positions are match ends, or (start, end) for `som` patterns. `single` patterns are
+        passed whatever their end: the detector searches the window itself.
         """
-        found: list[tuple[int, int, int]] = []
-        append = found.append
-
-        def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
-            append((pattern_id, start, end))   # start is 0 unless the pattern asked for `som`
-
-        self._database.scan(buf, match_event_handler=on_match)
-        per_detector: list[list[Span]] = [[] for _ in self.detectors]
-        owner = self._owner
-        for pattern_id, start, end in found:
-            index, tag, single = owner[pattern_id]
-            if single or accept_from < end <= accept_to:
-                per_detector[index].append((start, end, tag))
+        per_detector: list[Hits] = [[] for _ in self.detectors]
+        for som, database in self._databases.items():
+            owners = self._owners[som]
+            buckets: list[list] = [[] for _ in owners]
+            appends = [bucket.append for bucket in buckets]
+            if som:
+                def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
+                    appends[pattern_id]((start, end))
+            else:
+                def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
+                    appends[pattern_id](end)
+            database.scan(buf, match_event_handler=on_match)
+            for pattern_id, positions in enumerate(buckets):
+                if not positions:
+                    continue
+                index, tag, single = owners[pattern_id]
+                if not single:
+                    positions = [p for p in positions if accept_from < (p[1] if som else p) <= accept_to]
+                    if not positions:
+                        continue
+                per_detector[index].append((tag, positions))
         return per_detector
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .base import Pattern, Span, Window
+from .base import Hits, Pattern, Window
 from .text import Vocabulary, fold_key
 
 TERMS = (
@@ -26,8 +26,8 @@ class HealthTermsDetector:
     def patterns(self) -> list[Pattern]:
         return self.vocabulary.patterns()
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
-        for entry in self.vocabulary.entries(spans):
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
+        for entry in self.vocabulary.entries(hits):
             term = fold_key(self.vocabulary.texts[entry])
             if term not in found and next(self.vocabulary.occurrences(buf, entry, window), None):
                 yield term

@@ -8,19 +8,19 @@ from typing import Iterator
 from stdnum import iban
 
 from ..privacy import mask_iban
-from .base import Pattern, Span, Window
+from .base import Hits, Pattern, Window
 
 
 _IBAN = re.compile(rb"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?$")
 
 
-def longest_per_start(spans: list[Span]) -> list[Span]:
+def longest_per_start(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Hyperscan reports every end a pattern can stop at: keep the longest from each start."""
-    best: dict[int, Span] = {}
-    for span in spans:
-        if span[0] not in best or span[1] > best[span[0]][1]:
-            best[span[0]] = span
-    return list(best.values())
+    best: dict[int, int] = {}
+    for start, end in spans:
+        if best.get(start, -1) < end:
+            best[start] = end
+    return list(best.items())
 
 
 class IbanDetector:
@@ -30,13 +30,14 @@ class IbanDetector:
     def patterns(self) -> list[Pattern]:
         return [Pattern(rb"(?:^|[^A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?", caseless=False)]
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         located = []
-        for _, end, tag in spans:
-            match = _IBAN.search(buf, max(0, end - 42), end)
-            if match:
-                located.append((match.start(), end, tag))
-        for start, end, _ in longest_per_start(located):
+        for _, ends in hits:
+            for end in ends:
+                match = _IBAN.search(buf, max(0, end - 42), end)
+                if match:
+                    located.append((match.start(), end))
+        for start, end in longest_per_start(located):
             # The longest candidate may have swallowed a following word: shorten until valid.
             raw = buf[start:end].decode("ascii").replace(" ", "")
             for length in range(len(raw), 14, -1):

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from .base import Pattern, Span, Window
+from .base import Hits, Pattern, Window
 from .text import Vocabulary, fold_key, has_health_context
 
 
@@ -28,7 +28,8 @@ class Name:
 def parse_watch_list(text: str) -> list[Name]:
     """Parse the `canonical|variant|~ambiguous` format (comments start with '#').
 
-    Variants that fold to the same key (`Harmonie-Mutuelle`, `Harmonie Mutuelle`) are kept once.
+    Variants differing only in case are kept once; accented and plain spellings both stay
+    (`Viamedis`, `Viamédis`: the scan looks for each as written).
     """
     names: list[Name] = []
     seen: set[str] = set()
@@ -39,7 +40,7 @@ def parse_watch_list(text: str) -> list[Name]:
         variants = [v.strip() for v in line.split("|") if v.strip()]
         canonical = variants[0].lstrip("~")
         for variant in variants:
-            key = fold_key(variant.lstrip("~"))
+            key = variant.lstrip("~").casefold()
             if key in seen:
                 continue
             seen.add(key)
@@ -77,8 +78,8 @@ class InsurerDetector:
     def patterns(self) -> list[Pattern]:
         return self.vocabulary.patterns()
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
-        for entry in self.vocabulary.entries(spans):
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
+        for entry in self.vocabulary.entries(hits):
             name = self.names[entry]
             if name.canonical in found:
                 continue

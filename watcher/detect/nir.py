@@ -15,16 +15,16 @@ import re
 from typing import Iterator
 
 from ..privacy import mask_nir
-from .base import NOT_AFTER_DIGIT, Pattern, Span, Window
+from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
 
 MONTHS = frozenset(
     [f"{m:02d}" for m in range(1, 13)] + ["20"] + [f"{m}" for m in range(30, 43)] + [f"{m}" for m in range(50, 100)]
 )
 _MONTH = rb"(?:0[1-9]|1[0-2]|20|3[0-9]|4[0-2]|[5-9][0-9])"
-_SEPARATORS = (b"", b" ", rb"\.", b"-", rb"\xc2\xa0")
+_SEPARATOR = rb"(?:[ .\-]|\xc2\xa0)?"      # mixed separators are rare, the key check keeps them honest
 _KEY_SEPARATOR = rb"(?:[ ./\-]|\xc2\xa0)?"
 _DELETE = b" .-/\xc2\xa0\t"
-_SPECIAL_PLACES = frozenset(["20", "97", "98", "99"])
+_SPECIAL_PLACES_B = frozenset([b"20", b"97", b"98", b"99"])
 # Labels that make a bare 13-character number a NIR (accent- and case-insensitive).
 _E = rb"(?:e|\xc3\xa9|\xc3\x89)"
 _LABEL = (
@@ -101,6 +101,8 @@ def complete(body: str, key: str | None = None) -> str | None:
 
 
 STRICT_MONTHS = frozenset([f"{m:02d}" for m in range(1, 13)] + ["20"])
+_STRICT_MONTHS_B = frozenset(m.encode() for m in STRICT_MONTHS)
+_STRICT_SEX = (ord("1"), ord("2"))
 LOOSE = "~"
 
 
@@ -123,46 +125,50 @@ def resolve_loose(values: set[str], context: bool) -> set[str]:
     return strict | {v[1:] for v in loose} if context else strict
 
 
-def _check15(raw: bytes) -> str | None:
-    """The NIR if `raw` (15 characters, structure pre-checked by the pattern) is valid.
-
-    The hot path of dense extracts: the pattern already checked sex, month and order, so
-    only the key and the rarer places (Corsica, overseas, abroad, commune 000) remain.
-    """
-    nir = raw.decode("ascii", "replace").upper()
-    place = nir[5:7]
-    if not place.isdigit():
-        return nir if is_valid(nir) else None
-    if not nir[13:].isdigit() or 97 - int(nir[:13]) % 97 != int(nir[13:]):
-        return None
-    if (place in _SPECIAL_PLACES or nir[7:10] == "000") and not structure_ok(nir[:13]):
-        return None
-    return nir
-
-
 class NirDetector:
     name = "nir"
     sensitive = True
 
     def patterns(self) -> list[Pattern]:
-        full = [Pattern(NOT_AFTER_DIGIT + _body(sep) + _KEY_SEPARATOR + rb"[0-9]{2}") for sep in _SEPARATORS]
-        labelled = [Pattern(_LABEL + _LABEL_GAP + _body(sep)) for sep in _SEPARATORS]
-        return full + labelled
+        body = _body(_SEPARATOR)
+        return [
+            Pattern(NOT_AFTER_DIGIT + body + _KEY_SEPARATOR + rb"[0-9]{2}" + NOT_BEFORE_DIGIT),
+            Pattern(_LABEL + _LABEL_GAP + body + NOT_BEFORE_DIGIT),
+        ]
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
-        full_forms = len(_SEPARATORS)
-        size = len(buf)
-        for _, end, tag in spans:
-            if end < size and 48 <= buf[end] <= 57:
-                continue                      # a digit right after: part of a longer number
-            if tag < full_forms:
-                value = _check15(buf[max(0, end - 32):end].translate(None, _DELETE)[-15:])
-                if value:
-                    yield tier(value)
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
+        for tag, ends in hits:
+            if tag == 0:
+                yield from self._full(buf, ends)
             else:
-                value = self._labelled(buf, end)   # a label is context enough
-                if value:
-                    yield value
+                for end in ends:
+                    value = self._labelled(buf, number_end(buf, end))   # a label is context enough
+                    if value:
+                        yield value
+
+    @staticmethod
+    def _full(buf: bytes, ends: list[int]) -> Iterator[str]:
+        """The hot path of dense extracts, kept free of calls and on bytes: the pattern
+        already checked sex, month, place and order; the key and the rarer places (Corsica,
+        overseas, abroad, commune 000) remain."""
+        for end in ends:
+            if 48 <= buf[end - 1] <= 57:
+                raw = buf[end - 32 if end > 32 else 0:end]
+            else:
+                raw = buf[end - 33 if end > 33 else 0:end - 1]
+            nir = raw.translate(None, _DELETE)[-15:]
+            place = nir[5:7]
+            if place.isdigit():
+                if 97 - int(nir[:13]) % 97 != int(nir[13:]):
+                    continue
+                if (place in _SPECIAL_PLACES_B or nir[7:10] == b"000") and not structure_ok(nir[:13].decode()):
+                    continue
+                value = nir.decode()
+            else:
+                value = nir.decode().upper()
+                if not is_valid(value):
+                    continue
+            yield value if nir[0] in _STRICT_SEX and nir[3:5] in _STRICT_MONTHS_B else LOOSE + value
 
     @staticmethod
     def _labelled(buf: bytes, end: int) -> str | None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..privacy import mask_digits
-from .base import Pattern, Span, Window
-from .text import is_digit_at
+from .base import NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
 
 _PAIRS = rb"(?:[ .\-]?[0-9]{2}){4}"
 _NOT_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
@@ -18,13 +17,14 @@ class PhoneDetector:
 
     def patterns(self) -> list[Pattern]:
         return [
-            Pattern(rb"(?:^|[^0-9+])0[1-9]" + _PAIRS),
-            Pattern(rb"(?:\+33|(?:^|[^0-9])0033)[ .\-]?(?:\(0\))?[1-9]" + _PAIRS),
+            Pattern(rb"(?:^|[^0-9+])0[1-9]" + _PAIRS + NOT_BEFORE_DIGIT),
+            Pattern(rb"(?:\+33|(?:^|[^0-9])0033)[ .\-]?(?:\(0\))?[1-9]" + _PAIRS + NOT_BEFORE_DIGIT),
         ]
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
-        for _, end, _ in spans:
-            if not is_digit_at(buf, end):
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
+        for _, ends in hits:
+            for end in ends:
+                end = number_end(buf, end)
                 yield "+33" + buf[max(0, end - 16):end].translate(None, _NOT_DIGITS)[-9:].decode()
 
     def mask(self, value: str) -> str:

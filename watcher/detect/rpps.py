@@ -7,8 +7,7 @@ from typing import Iterator
 from stdnum import luhn
 
 from ..privacy import mask_digits
-from .base import NOT_AFTER_DIGIT, Pattern, Span, Window
-from .text import is_digit_at
+from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
 
 
 class RppsDetector:
@@ -16,15 +15,15 @@ class RppsDetector:
     sensitive = True
 
     def patterns(self) -> list[Pattern]:
-        return [Pattern(NOT_AFTER_DIGIT + rb"10[0-9]{9}")]
+        return [Pattern(NOT_AFTER_DIGIT + rb"10[0-9]{9}" + NOT_BEFORE_DIGIT)]
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
-        for _, end, _ in spans:
-            if is_digit_at(buf, end):
-                continue
-            number = buf[end - 11:end].decode()
-            if luhn.is_valid(number):
-                yield number
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
+        for _, ends in hits:
+            for end in ends:
+                end = number_end(buf, end)
+                number = buf[end - 11:end].decode()
+                if luhn.is_valid(number):
+                    yield number
 
     def mask(self, value: str) -> str:
         return mask_digits(value, 2, 2)

@@ -14,7 +14,7 @@ from typing import Iterator
 import hyperscan
 
 from ..privacy import mask_digits
-from .base import Pattern, Span, Window
+from .base import Hits, Pattern, Window
 from .engine import compile_database
 from .iban import longest_per_start
 from .text import Vocabulary, fold_key
@@ -60,12 +60,13 @@ class RuleDetector:
             return [Pattern(self.rule.regex.encode("utf-8"), caseless=not self.rule.case_sensitive, som=True)]
         return self.vocabulary.patterns()
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         if self.rule.regex is not None:
-            for start, end, _ in longest_per_start(spans):
-                yield buf[start:end].decode("utf-8", "replace")
+            for _, spans in hits:
+                for start, end in longest_per_start(spans):
+                    yield buf[start:end].decode("utf-8", "replace")
             return
-        for entry in self.vocabulary.entries(spans):
+        for entry in self.vocabulary.entries(hits):
             keyword = fold_key(self.vocabulary.texts[entry])
             if keyword not in found and next(self.vocabulary.occurrences(buf, entry, window), None):
                 yield keyword

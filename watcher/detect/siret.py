@@ -13,13 +13,12 @@ from typing import Iterator
 from stdnum.fr import siren, siret
 
 from ..privacy import mask_digits
-from .base import NOT_AFTER_DIGIT, Pattern, Span, Window
-from .text import is_digit_at
+from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
 
 _SEP = rb"[ .]?"
-_SIRET = NOT_AFTER_DIGIT + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{5}"
-_SIREN_GROUPED = NOT_AFTER_DIGIT + rb"[0-9]{3} [0-9]{3} [0-9]{3}"
-_SIREN_LABELLED = rb"\bsiren\b[^0-9\n]{0,10}[0-9]{9}"
+_SIRET = NOT_AFTER_DIGIT + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{5}" + NOT_BEFORE_DIGIT
+_SIREN_GROUPED = NOT_AFTER_DIGIT + rb"[0-9]{3} [0-9]{3} [0-9]{3}" + NOT_BEFORE_DIGIT
+_SIREN_LABELLED = rb"\bsiren\b[^0-9\n]{0,10}[0-9]{9}" + NOT_BEFORE_DIGIT
 _GROUP_CONTINUES = re.compile(rb"[ .][0-9]")
 
 
@@ -36,20 +35,20 @@ class SiretDetector:
     def patterns(self) -> list[Pattern]:
         return [Pattern(_SIRET), Pattern(_SIREN_GROUPED), Pattern(_SIREN_LABELLED)]
 
-    def find(self, buf: bytes, spans: list[Span], window: Window, found: set[str]) -> Iterator[str]:
-        for _, end, tag in spans:
-            if is_digit_at(buf, end):
-                continue
-            if tag == 0:
-                number = _last_digits(buf, end, 14)
-                if siret.is_valid(number):
-                    yield number
-                continue
-            if tag == 1 and _GROUP_CONTINUES.match(buf, end):
-                continue  # the first groups of a grouped SIRET
-            number = _last_digits(buf, end, 9)
-            if siren.is_valid(number):
-                yield "siren:" + number
+    def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
+        for tag, ends in hits:
+            for end in ends:
+                end = number_end(buf, end)
+                if tag == 0:
+                    number = _last_digits(buf, end, 14)
+                    if siret.is_valid(number):
+                        yield number
+                    continue
+                if tag == 1 and _GROUP_CONTINUES.match(buf, end):
+                    continue  # the first groups of a grouped SIRET
+                number = _last_digits(buf, end, 9)
+                if siren.is_valid(number):
+                    yield "siren:" + number
 
     def mask(self, value: str) -> str:
         kind, _, number = value.rpartition(":")

@@ -155,17 +155,20 @@ class Vocabulary:
         self._regexes: dict[int, re.Pattern[bytes]] = {}
         self._patterns: list[Pattern] = []
         self._entry: list[int] = []          # pattern tag -> index in texts
+        seen: set[bytes] = set()
         for index, text in enumerate(texts):
             for expr in scan_patterns(text):
-                self._patterns.append(Pattern(expr, single=True))
-                self._entry.append(index)
+                if expr not in seen:          # `Viamedis` and `Viamédis` share the plain form
+                    seen.add(expr)
+                    self._patterns.append(Pattern(expr, single=True))
+                    self._entry.append(index)
 
     def patterns(self) -> list[Pattern]:
         return self._patterns
 
-    def entries(self, spans: list[tuple[int, int, int]]) -> list[int]:
+    def entries(self, hits: list[tuple[int, list]]) -> list[int]:
         """The entries (indexes in `texts`) whose patterns matched, in order, once each."""
-        return list(dict.fromkeys(self._entry[tag] for _, _, tag in spans))
+        return list(dict.fromkeys(self._entry[tag] for tag, _ in hits))
 
     def regex(self, entry: int) -> re.Pattern[bytes]:
         if entry not in self._regexes:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .blobs import MiB, BlobFinder, Budget, Refused, compression_of, decompress, zip_members
+from .blobs import CORRUPT, MiB, BlobFinder, Budget, Refused, compression_of, decompress, zip_members
 from .decode import decode_text, sniff_encoding, to_utf8
 from .html import html_to_text, looks_like_html
 
@@ -107,7 +107,7 @@ def _guarded(chunks: Iterator[bytes], label: str, depth: int, budget: Budget) ->
             yield from stream
         except Refused as exc:
             notes.append(str(exc))
-        except (OSError, EOFError, ValueError) as exc:   # corrupt archive or stream
+        except CORRUPT as exc:   # a truncated or corrupt archive or stream
             notes.append(f"{label}: unreadable ({exc.__class__.__name__}: {exc})")
 
     yield from _parts(safe(chunks), label, depth, budget)

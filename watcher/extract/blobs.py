@@ -34,6 +34,10 @@ MAGIC = {
 }
 
 
+# What a truncated or corrupt compressed stream or archive raises.
+CORRUPT = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)
+
+
 class Refused(Exception):
     """Content not followed, with the reason an analyst reads."""
 

@@ -8,8 +8,11 @@ Undecodable bytes become U+FFFD: decoding never fails.
 from __future__ import annotations
 
 import codecs
+import re
+import unicodedata
 from typing import Iterable, Iterator
 
+_COMBINING = re.compile("[\u0300-\u036f]")
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
@@ -43,15 +46,25 @@ def sniff_encoding(head: bytes) -> str:
 
 
 def to_utf8(chunks: Iterable[bytes], encoding: str) -> Iterator[bytes]:
-    """Re-encode a chunk stream to UTF-8 (a multi-byte character may span chunks)."""
+    """Re-encode a chunk stream to UTF-8 NFC (a multi-byte character may span chunks).
+
+    Decomposed accents (`e` + U+0301, from macOS file names or some exports) are composed,
+    so `Viame\u0301dis` reads as `Viamédis` for every detector.
+    """
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     for chunk in chunks:
         text = decoder.decode(chunk)
         if text:
-            yield text.encode("utf-8", "replace")
+            yield _nfc(text)
     tail = decoder.decode(b"", final=True)
     if tail:
-        yield tail.encode("utf-8", "replace")
+        yield _nfc(tail)
+
+
+def _nfc(text: str) -> bytes:
+    if _COMBINING.search(text):
+        text = unicodedata.normalize("NFC", text)
+    return text.encode("utf-8", "replace")
 
 
 def decode_text(data: bytes) -> str:

@@ -1,0 +1,94 @@
+"""Fixtures and helpers for the config/fetch/sources tests (import them in the test module).
+
+Kept out of tests/conftest.py, which other test suites share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from watcher.config import SourceConfig, TorSettings
+from watcher.fetch import Fetcher, FetchSettings
+from watcher.sources import Item, PollContext, Source
+
+try:
+    from fakesites import ApiSite, FeedSite, ForumSite, PasteSite, serve
+    from socksproxy import SocksProxy
+except ImportError:  # tests/ imported as a package
+    from tests.fakesites import ApiSite, FeedSite, ForumSite, PasteSite, serve
+    from tests.socksproxy import SocksProxy
+
+
+class SeenStore:
+    """The daemon's seen-items table, as a set: `PollContext(fetcher, store)`."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    async def __call__(self, item_id: str, version: str = "") -> bool:
+        return (item_id, version) in self.seen
+
+    def mark(self, items: Iterable[Item]) -> None:
+        """Record items as processed (what the daemon does after scanning them)."""
+        self.seen.update((item.item_id, item.version) for item in items)
+
+
+def source_config(name: str = "test", kind: str = "listing", **fields: Any) -> SourceConfig:
+    """A SourceConfig without going through TOML."""
+    return replace(SourceConfig(name=name, kind=kind), **fields)
+
+
+def tor_settings(proxy: SocksProxy) -> TorSettings:
+    """TorSettings pointing at the test SOCKS proxy."""
+    return TorSettings(socks_host="127.0.0.1", socks_port=proxy.port)
+
+
+def fetcher(name: str = "test", **fields: Any) -> Fetcher:
+    """A Fetcher with FetchSettings(name=name, **fields) (use with `async with`)."""
+    return Fetcher(FetchSettings(name=name, **fields))
+
+
+async def poll_all(source: Source, ctx: PollContext, store: SeenStore | None = None) -> list[Item]:
+    """Run one poll to the end; mark the items seen in `store` like the daemon would."""
+    items = [item async for item in source.poll(ctx)]
+    if store is not None:
+        store.mark(items)
+    return items
+
+
+@pytest.fixture
+async def paste_site() -> AsyncIterator[PasteSite]:
+    async with serve(PasteSite()) as site:
+        yield site
+
+
+@pytest.fixture
+async def forum_site() -> AsyncIterator[ForumSite]:
+    async with serve(ForumSite()) as site:
+        yield site
+
+
+@pytest.fixture
+async def feed_site() -> AsyncIterator[FeedSite]:
+    async with serve(FeedSite()) as site:
+        yield site
+
+
+@pytest.fixture
+async def api_site() -> AsyncIterator[ApiSite]:
+    async with serve(ApiSite()) as site:
+        yield site
+
+
+@pytest.fixture
+async def socks_proxy(paste_site: PasteSite) -> AsyncIterator[SocksProxy]:
+    """A SOCKS5 proxy that alone knows examplepaste.onion (and clearnet.example): both are the
+    paste site; nothing else resolves."""
+    port = int(paste_site.base_url.rsplit(":", 1)[1])
+    hosts = {"examplepaste.onion": ("127.0.0.1", port), "clearnet.example": ("127.0.0.1", port)}
+    async with SocksProxy(hosts=hosts) as proxy:
+        yield proxy

@@ -1,0 +1,325 @@
+"""watcher.config: the shipped file loads; every error names file:line, the section and the key."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from watcher import config as config_module
+from watcher.config import ConfigError, find_config, load_config, parse_duration
+from watcher.detect.rules import Rule
+from watcher.score import Policy
+
+REPO = Path(__file__).resolve().parent.parent
+
+HEAD = """\
+[watcher]
+state_dir = "./state"
+
+[tor]
+socks = "127.0.0.1:9050"
+
+[[sources]]
+name = "inbox"
+kind = "directory"
+path = "./inbox"
+interval = 10
+"""
+
+LISTING = """
+[[sources]]
+name = "some-paste"
+kind = "listing"
+url = "http://examplepaste.onion/archive"
+tor = true
+interval = "5m"
+item_links = "table.archive a"
+item_url = "http://examplepaste.onion/raw/{id}"
+content = "pre"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sources.toml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def line_of(text: str, needle: str, occurrence: int = 1) -> int:
+    """1-based line number of the `occurrence`-th line containing `needle`."""
+    hits = [n for n, line in enumerate(textwrap.dedent(text).splitlines(), 1) if needle in line]
+    return hits[occurrence - 1]
+
+
+def load_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ=env or {})
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def assert_error(tmp_path: Path, text: str, line: int, *fragments: str,
+                 env: dict[str, str] | None = None) -> str:
+    message = load_error(tmp_path, text, env)
+    assert message.startswith(f"{tmp_path / 'sources.toml'}:{line}: "), message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+# -- the shipped file ------------------------------------------------------------------------------
+
+def test_shipped_config_loads_with_only_the_inbox_enabled() -> None:
+    config = load_config(REPO / "sources.toml", environ={})
+    assert [s.name for s in config.enabled_sources] == ["inbox"]
+    inbox = config.enabled_sources[0]
+    assert inbox.kind == "directory" and inbox.path == REPO / "inbox" and inbox.interval == 10
+    assert config.watcher.state_dir == REPO / "state"
+    assert config.tor is not None and config.tor.socks == "127.0.0.1:9050"
+    assert isinstance(config.alerts, dict) and config.policy == Policy()
+    gists = next(s for s in config.sources if s.name == "github-gists")
+    assert (gists.kind, gists.enabled, gists.url, gists.items, gists.id_field, gists.url_field) == (
+        "json", False, "https://api.github.com/gists/public", "", "id", "files.*.raw_url")
+    pastebin = next(s for s in config.sources if s.name == "pastebin")
+    assert (pastebin.id_field, pastebin.url_field) == ("key", "scrape_url")
+
+
+def test_state_directory_from_systemd_wins() -> None:
+    config = load_config(REPO / "sources.toml", environ={"STATE_DIRECTORY": "/var/lib/watcher"})
+    assert config.watcher.state_dir == Path("/var/lib/watcher")
+
+
+def test_relative_paths_are_relative_to_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, HEAD)
+    monkeypatch.chdir("/")
+    config = load_config(path, environ={})
+    assert config.watcher.state_dir == tmp_path / "state"
+    assert config.sources[0].path == tmp_path / "inbox"
+
+
+def test_full_example_of_the_spec_loads(tmp_path: Path) -> None:
+    text = HEAD + LISTING + """
+    [scoring]
+    critical_nirs = 5
+
+    [[rules]]
+    name = "contract-numbers"
+    regex = "CTR-[0-9]{8}"
+    severity = "medium"
+
+    [[rules]]
+    name = "insurers"
+    keywords = ["Mutuelle X", "Caisse Y"]
+
+    [[sources]]
+    name = "some-forum"
+    kind = "forum"
+    url = "http://exampleforum.onion/f/databases"
+    tor = true
+    thread_links = "a.thread"
+    post = "div.post"
+    next_page = "a.next"
+    max_pages = 5
+    headers = { Cookie = "env:FORUM_COOKIE" }
+
+    [[sources]]
+    name = "feed"
+    kind = "feed"
+    url = "https://example.org/feed.xml"
+    follow = true
+    interval = "1h30m"
+    """
+    config = load_config(write(tmp_path, text), environ={"FORUM_COOKIE": "sid=42"})
+    listing, forum, feed = config.sources[1:]
+    assert listing.tor and listing.onion and listing.interval == 300 and listing.content == "pre"
+    assert forum.headers == {"Cookie": "sid=42"} and forum.max_pages == 5
+    assert feed.follow and feed.interval == 5400 and not feed.tor
+    assert config.policy == Policy(critical_nirs=5)
+    assert config.rules == (Rule("contract-numbers", "medium", (), "CTR-[0-9]{8}"),
+                            Rule("insurers", "low", ("Mutuelle X", "Caisse Y")))
+
+
+# -- errors: file:line, section, key ----------------------------------------------------------------
+
+def test_unknown_source_key_names_its_line(tmp_path: Path) -> None:
+    text = HEAD + LISTING.replace('interval = "5m"', 'intervall = "5m"')
+    message = assert_error(tmp_path, text, line_of(text, "intervall"),
+                           'source "some-paste": key "intervall" is unknown (expected one of: ')
+    assert "interval" in message.split("expected one of:")[1]
+
+
+@pytest.mark.parametrize("value", ['"5 minutes"', "0", "-3", '"m5"', "true", '""'])
+def test_invalid_interval(tmp_path: Path, value: str) -> None:
+    text = HEAD + LISTING.replace('interval = "5m"', f"interval = {value}")
+    assert_error(tmp_path, text, line_of(text, "interval =", 2), 'key "interval"', '"5m"')
+
+
+def test_duplicate_source_names(tmp_path: Path) -> None:
+    text = HEAD + LISTING.replace('"some-paste"', '"inbox"')
+    assert_error(tmp_path, text, line_of(text, 'name = "inbox"', 2), 'source "inbox": key "name" duplicates')
+
+
+def test_missing_required_key_points_at_the_block(tmp_path: Path) -> None:
+    text = HEAD + LISTING.replace('item_links = "table.archive a"\n', "")
+    assert_error(tmp_path, text, line_of(text, "[[sources]]", 2),
+                 'source "some-paste": key "item_links" is missing', "listing source needs: url, item_links")
+
+
+def test_invalid_css_selector(tmp_path: Path) -> None:
+    text = HEAD + LISTING.replace('content = "pre"', 'content = "pre["')
+    assert_error(tmp_path, text, line_of(text, "content ="), 'key "content" is not a valid CSS selector')
+
+
+@pytest.mark.parametrize("url", ["ftp://examplepaste.onion/x", "examplepaste.onion/archive", "http:///nohost"])
+def test_invalid_url(tmp_path: Path, url: str) -> None:
+    text = HEAD + LISTING.replace("http://examplepaste.onion/archive", url)
+    assert_error(tmp_path, text, line_of(text, "url = "), 'key "url" must be an http:// or https:// URL')
+
+
+def test_tor_requires_a_socks_port(tmp_path: Path) -> None:
+    text = (HEAD + LISTING).replace('[tor]\nsocks = "127.0.0.1:9050"\n', "")
+    assert_error(tmp_path, text, line_of(text, "tor = true"), 'key "tor" is true but there is no [tor] socks')
+
+
+def test_onion_url_requires_tor(tmp_path: Path) -> None:
+    text = HEAD + LISTING.replace("tor = true\n", "")
+    assert_error(tmp_path, text, line_of(text, "url = "), 'key "url" is a .onion URL: set tor = true')
+
+
+def test_clearnet_through_tor_is_allowed(tmp_path: Path) -> None:
+    text = HEAD + LISTING.replace("examplepaste.onion", "paste.example.org")
+    source = load_config(write(tmp_path, text), environ={}).sources[1]
+    assert source.tor and not source.onion
+
+
+def test_env_header_is_resolved_and_unset_variable_named(tmp_path: Path) -> None:
+    text = HEAD + LISTING + 'headers = { Cookie = "env:PASTE_COOKIE", "X-Static" = "1" }\n'
+    config = load_config(write(tmp_path, text), environ={"PASTE_COOKIE": "sid=1"})
+    assert config.sources[1].headers == {"Cookie": "sid=1", "X-Static": "1"}
+    message = assert_error(tmp_path, text, line_of(text, "headers ="),
+                           'key "headers": Cookie reads environment variable PASTE_COOKIE, which is not set')
+    assert "sid=1" not in message
+
+
+def test_env_of_a_disabled_source_may_be_unset(tmp_path: Path) -> None:
+    text = HEAD + LISTING + 'enabled = false\nheaders = { Cookie = "env:PASTE_COOKIE" }\n'
+    source = load_config(write(tmp_path, text), environ={}).sources[1]
+    assert not source.enabled and source.headers == {}
+
+
+def test_headers_sub_table_line(tmp_path: Path) -> None:
+    text = HEAD + LISTING + '[sources.headers]\nCookie = "env:NOPE"\n'
+    assert_error(tmp_path, text, line_of(text, "[sources.headers]"), "variable NOPE, which is not set")
+
+
+def test_toml_syntax_error_keeps_line_and_column(tmp_path: Path) -> None:
+    text = HEAD + 'name "oops"\n'
+    message = load_error(tmp_path, text)
+    assert re.match(rf"{re.escape(str(tmp_path / 'sources.toml'))}:12:\d+: invalid TOML: ", message), message
+
+
+@pytest.mark.parametrize(("rule", "fragment"), [
+    ('name = "r"\nkeywords = ["a"]\nregex = "b"', "exactly one of"),
+    ('name = "r"', "exactly one of"),
+    ('name = "r"\nregex = "b"\nseverity = "urgent"', 'key "severity" must be one of: low, medium, high, critical'),
+    ('name = "r"\nkeywords = []', 'key "keywords" must be a non-empty list'),
+    ('name = "r"\nregex = "b"\nflags = "i"', 'key "flags" is unknown'),
+])
+def test_invalid_rules(tmp_path: Path, rule: str, fragment: str) -> None:
+    text = HEAD + "\n[[rules]]\n" + rule + "\n"
+    message = load_error(tmp_path, text)
+    assert 'rule "r"' in message and fragment in message, message
+    assert re.match(r".*sources\.toml:\d+: ", message)
+
+
+def test_rule_error_line(tmp_path: Path) -> None:
+    text = HEAD + '\n[[rules]]\nname = "a"\nregex = "x"\n\n[[rules]]\nname = "b"\nregex = "y"\nseverity = "bad"\n'
+    assert_error(tmp_path, text, line_of(text, 'severity = "bad"'), 'rule "b": key "severity"')
+
+
+@pytest.mark.parametrize(("section", "where", "fragment"), [
+    ("[scoring]\ncritical_nirs = 0", "critical_nirs", '[scoring]: key "critical_nirs" must be a positive integer'),
+    ("[scoring]\ncritical_nir = 3", "critical_nir", '[scoring]: key "critical_nir" is unknown'),
+    ("[watcher2]\nx = 1", "[watcher2]", '"watcher2" is unknown'),
+    ("[alerts]\n[alerts.x]\ny = 1\n[tor2]", "[tor2]", '"tor2" is unknown'),
+])
+def test_invalid_top_level_sections(tmp_path: Path, section: str, where: str, fragment: str) -> None:
+    text = HEAD + "\n" + section + "\n"
+    assert_error(tmp_path, text, line_of(text, where), fragment)
+
+
+def test_watcher_and_tor_keys_are_checked(tmp_path: Path) -> None:
+    text = HEAD.replace('state_dir = "./state"', 'state_dir = "./state"\nconcurency = 3')
+    assert_error(tmp_path, text, 3, '[watcher]: key "concurency" is unknown')
+    text = HEAD.replace('"127.0.0.1:9050"', '"127.0.0.1"')
+    assert_error(tmp_path, text, 5, '[tor]: key "socks" must be "host:port"')
+
+
+def test_unknown_kind_and_kind_specific_keys(tmp_path: Path) -> None:
+    text = HEAD + LISTING.replace('kind = "listing"', 'kind = "pastebin"')
+    assert_error(tmp_path, text, line_of(text, "kind = ", 2),
+                 'key "kind" must be one of: directory, listing, forum, json, feed')
+    text = HEAD.replace('path = "./inbox"', 'path = "./inbox"\ntor = true')
+    assert_error(tmp_path, text, line_of(text, "tor = true"), 'source "inbox": key "tor" is unknown')
+
+
+def test_item_url_template_is_checked(tmp_path: Path) -> None:
+    text = HEAD + LISTING.replace("/raw/{id}", "/raw/{key}")
+    assert_error(tmp_path, text, line_of(text, "item_url"), "unknown placeholders ['key']")
+
+
+def test_json_source_keys(tmp_path: Path) -> None:
+    text = HEAD + """
+    [[sources]]
+    name = "gists"
+    kind = "json"
+    endpoint = "https://api.github.com/gists/public"
+    id = "id"
+    url = "files..raw_url"
+    """
+    assert_error(tmp_path, text, line_of(text, "files..raw_url"), 'key "url" must be a dotted field path')
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+def test_find_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    system = tmp_path / "etc" / "sources.toml"
+    monkeypatch.setattr(config_module, "SYSTEM_CONFIG", system)
+    assert find_config("custom.toml") == Path("custom.toml")
+    with pytest.raises(ConfigError, match="no configuration found"):
+        find_config(None)
+    system.parent.mkdir()
+    system.write_text("")
+    assert find_config(None) == system
+    (tmp_path / "sources.toml").write_text("")
+    assert find_config(None) == Path("sources.toml")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: cannot read: No such file"):
+        load_config(tmp_path / "nope.toml")
+
+
+@given(st.integers(1, 10**6), st.sampled_from([("", 1), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]))
+def test_parse_duration(number: int, unit: tuple[str, int]) -> None:
+    assert parse_duration(f"{number}{unit[0]}") == number * unit[1]
+    assert parse_duration(number) == number
+
+
+@given(st.from_regex(r"[a-z][a-z_]{0,15}", fullmatch=True))
+def test_any_unknown_key_is_reported_on_its_line(key: str) -> None:
+    if key in ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
+               "timeout", "connect_timeout", "path"):
+        return
+    text = HEAD.replace("interval = 10", f"interval = 10\n{key} = 1")
+    path = Path("/nonexistent/sources.toml")
+    expected = rf'^/nonexistent/sources\.toml:12: source "inbox": key "{key}" is unknown'
+    with pytest.raises(ConfigError, match=expected):
+        config_module._Validator(path, text, {}).config(__import__("tomllib").loads(text))

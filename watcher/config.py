@@ -1,0 +1,670 @@
+"""Load and validate `sources.toml`.
+
+Every error is a `ConfigError` whose text is one line naming the file, the line, the section
+(source or rule) and the key, and saying what is expected, e.g.
+
+    sources.toml:14: source "some-paste": key "intervall" is unknown (expected one of: ...)
+
+`tomllib` gives no line numbers for semantic errors, so `_Locator` finds them in the text: the
+n-th `[[sources]]` block, then the `key =` line inside it (best effort: a key written as an
+inline table of another line falls back to the block's header line).
+
+A disabled source is checked like an enabled one, except that the environment variables its
+`env:NAME` headers refer to need not be set (so shipped examples load on any machine).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import soupsieve
+
+from watcher.detect.rules import Rule
+from watcher.score import SEVERITIES, Policy
+
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_INTERVAL = 300.0
+DEFAULT_MAX_PAGES = 5
+DEFAULT_CONCURRENCY = 8
+SYSTEM_CONFIG = Path("/etc/watcher/sources.toml")
+SOURCE_KINDS = ("directory", "listing", "forum", "json", "feed")
+RULE_SEVERITIES = tuple(s for s in SEVERITIES if s != "none")
+
+_TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources")
+_WATCHER_KEYS = ("state_dir", "concurrency")
+_TOR_KEYS = ("socks",)
+_RULE_KEYS = ("name", "keywords", "regex", "severity", "case_sensitive")
+_COMMON_KEYS = ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
+                "timeout", "connect_timeout")
+# kind -> (required keys, optional keys), beside the common ones.
+_KIND_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "directory": (("path",), ()),
+    "listing": (("url", "item_links"), ("tor", "item_url", "content")),
+    "forum": (("url", "thread_links", "post"), ("tor", "next_page", "max_pages")),
+    "json": (("endpoint", "id", "url"), ("tor", "items", "title")),
+    "feed": (("url",), ("tor", "follow")),
+}
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_TOML_POS_RE = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `str()` is one line: `file:line: where: what (expected ...)`."""
+
+
+@dataclass(frozen=True)
+class WatcherSettings:
+    """The `[watcher]` table."""
+
+    state_dir: Path
+    concurrency: int = DEFAULT_CONCURRENCY
+
+
+@dataclass(frozen=True)
+class TorSettings:
+    """The `[tor]` table: where the local Tor client's SOCKS5 port listens."""
+
+    socks_host: str
+    socks_port: int
+
+    @property
+    def socks(self) -> str:
+        """`host:port` (IPv6 hosts in brackets)."""
+        host = f"[{self.socks_host}]" if ":" in self.socks_host else self.socks_host
+        return f"{host}:{self.socks_port}"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One `[[sources]]` entry, validated. Kind-specific fields are None when not applicable.
+
+    `url` is always the page fetched first (listing, board, feed, or a json source's
+    `endpoint`); a json source's `url` key (the dotted path of the raw-content URL in each
+    record) is `url_field`, its `id` and `title` keys are `id_field` and `title_field`.
+    """
+
+    name: str
+    kind: str
+    enabled: bool = True
+    interval: float = DEFAULT_INTERVAL
+    url: str | None = None
+    path: Path | None = None
+    tor: bool = False
+    max_bytes: int = DEFAULT_MAX_BYTES
+    headers: Mapping[str, str] = field(default_factory=dict)
+    user_agent: str | None = None
+    timeout: float | None = None
+    connect_timeout: float | None = None
+    item_links: str | None = None
+    item_url: str | None = None
+    content: str | None = None
+    thread_links: str | None = None
+    post: str | None = None
+    next_page: str | None = None
+    max_pages: int = DEFAULT_MAX_PAGES
+    items: str = ""
+    id_field: str | None = None
+    url_field: str | None = None
+    title_field: str | None = None
+    follow: bool = False
+
+    @property
+    def onion(self) -> bool:
+        """True if the source's URL is an onion service."""
+        return is_onion(self.url)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration file, validated."""
+
+    path: Path
+    watcher: WatcherSettings
+    tor: TorSettings | None
+    alerts: dict[str, Any]
+    policy: Policy
+    rules: tuple[Rule, ...]
+    sources: tuple[SourceConfig, ...]
+
+    @property
+    def enabled_sources(self) -> tuple[SourceConfig, ...]:
+        """The sources to poll."""
+        return tuple(s for s in self.sources if s.enabled)
+
+
+def is_onion(url: str | None) -> bool:
+    """True if `url`'s host is a `.onion` name."""
+    if not url:
+        return False
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    return host.endswith(".onion")
+
+
+def find_config(cli_value: str | os.PathLike[str] | None) -> Path:
+    """Config path: the explicit one, else ./sources.toml, else /etc/watcher/sources.toml."""
+    if cli_value:
+        return Path(cli_value)
+    for candidate in (Path("sources.toml"), SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"no configuration found: tried ./sources.toml and {SYSTEM_CONFIG} "
+                      "(give one with --config)")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like "90", "30s", "5m", "1h30m", "1d".
+
+    Raises ValueError on anything else, on zero and on negative values.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("not a number or a duration string")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        pos, total = 0, 0.0
+        for match in _DURATION_RE.finditer(text):
+            if match.start() != pos or not match.group(0):
+                break
+            total += float(match.group(1)) * _UNITS[match.group(2)]
+            pos = match.end()
+            while pos < len(text) and text[pos] == " ":
+                pos += 1
+        if not text or pos != len(text):
+            raise ValueError("not a duration")
+        seconds = total
+    else:
+        seconds = float(value)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError("must be positive")
+    return seconds
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate the configuration file at `path`.
+
+    `environ` (default `os.environ`) resolves `env:NAME` header values and
+    `$STATE_DIRECTORY` (set by systemd's StateDirectory=, wins over `state_dir`).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_toml_error(path, text, exc)) from None
+    env = os.environ if environ is None else environ
+    return _Validator(path, text, env).config(data)
+
+
+def _toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """One line `file:line:col: invalid TOML: reason` from tomllib's message."""
+    message = str(exc).splitlines()[0]
+    match = _TOML_POS_RE.match(message)
+    if match:
+        return f"{path}:{match.group(2)}:{match.group(3)}: invalid TOML: {match.group(1)}"
+    if message.endswith("(at end of document)"):
+        line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+        return f"{path}:{line}: invalid TOML: {message.removesuffix(' (at end of document)')} at end of file"
+    return f"{path}: invalid TOML: {message}"
+
+
+class _Locator:
+    """Finds the line of a table, of the n-th array-of-tables entry, and of a key inside it."""
+
+    _HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\[\]#]+?)\s*\]\]?\s*(?:#.*)?$")
+
+    def __init__(self, text: str) -> None:
+        # (line number, is array header, dotted name)
+        self._headers: list[tuple[int, bool, str]] = []
+        self._lines = text.splitlines()
+        for number, line in enumerate(self._lines, 1):
+            match = self._HEADER_RE.match(line)
+            if match:
+                name = re.sub(r"[\"'\s]", "", match.group(2))
+                self._headers.append((number, match.group(1) == "[[", name))
+
+    def block(self, name: str, index: int | None = None) -> tuple[int, int] | None:
+        """(first, last) line numbers of table `name` (or its `index`-th array entry)."""
+        seen = -1
+        for position, (number, is_array, header) in enumerate(self._headers):
+            if header != name or is_array != (index is not None):
+                continue
+            seen += 1
+            if index is None or seen == index:
+                return number, self._block_end(position, name)
+        return None
+
+    def _block_end(self, position: int, name: str) -> int:
+        """Last line of the block starting at header `position` (sub-tables included)."""
+        for number, _is_array, header in self._headers[position + 1:]:
+            if not header.startswith(name + "."):
+                return number - 1
+        return len(self._lines)
+
+    def line(self, name: str, index: int | None = None, key: str | None = None) -> int | None:
+        """Line of `key` inside the block (the block's header line if not found)."""
+        block = self.block(name, index)
+        if block is None:
+            return self._top_level_key(name)
+        first, last = block
+        if key is None:
+            return first
+        key_re = re.compile(rf"^\s*([\"']?){re.escape(key)}\1\s*[=.]")
+        sub_re = re.compile(rf"^\s*\[\s*{re.escape(name)}\s*\.\s*([\"']?){re.escape(key)}\1\s*\]")
+        for number in range(first + 1, last + 1):
+            text = self._lines[number - 1]
+            if key_re.match(text) or sub_re.match(text):
+                return number
+        return first
+
+    def _top_level_key(self, key: str) -> int | None:
+        """Line of a top-level `key = ...` (before the first table header)."""
+        limit = self._headers[0][0] if self._headers else len(self._lines) + 1
+        key_re = re.compile(rf"^\s*([\"']?){re.escape(key)}\1\s*[=.]")
+        for number in range(1, limit):
+            if key_re.match(self._lines[number - 1]):
+                return number
+        return None
+
+
+@dataclass
+class _Where:
+    """The section an error is about: table name, array index, and how to call it."""
+
+    table: str
+    index: int | None
+    label: str
+
+
+class _Validator:
+    """Turns the parsed TOML into a `Config`, raising `ConfigError` on the first problem."""
+
+    def __init__(self, path: Path, text: str, environ: Mapping[str, str]) -> None:
+        self.path = path
+        self.base = path.resolve().parent
+        self.locator = _Locator(text)
+        self.environ = environ
+
+    # -- error helpers -------------------------------------------------------------------------
+
+    def fail(self, where: _Where, key: str | None, message: str) -> ConfigError:
+        """A ConfigError `file:line: label: key "k" message` (returned, raise it)."""
+        line = self.locator.line(where.table, where.index, key)
+        prefix = f"{self.path}:{line}" if line else f"{self.path}"
+        separator = "" if message.startswith(":") else " "
+        subject = f'key "{key}"{separator}{message}' if key else message
+        return ConfigError(f"{prefix}: {where.label}: {subject}")
+
+    def table(self, where: _Where, value: object, key: str | None = None) -> dict[str, Any]:
+        """`value` if it is a table, else an error."""
+        if not isinstance(value, dict):
+            raise self.fail(where, key, f"must be a table, not {_type_name(value)}")
+        return value
+
+    def check_keys(self, where: _Where, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+        """Unknown keys are errors (they are usually typos of optional keys)."""
+        for key in data:
+            if key not in allowed:
+                raise self.fail(where, key, f"is unknown (expected one of: {', '.join(allowed)})")
+
+    # -- typed getters ---------------------------------------------------------------------------
+
+    def string(self, where: _Where, data: Mapping[str, Any], key: str, default: str | None = None,
+               required: bool = False) -> str | None:
+        """A non-empty single-line string."""
+        if key not in data:
+            if required:
+                raise self.fail(where, None, f'key "{key}" is missing (expected a string)')
+            return default
+        value = data[key]
+        if not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
+            raise self.fail(where, key, f"must be a non-empty one-line string, not {_show(value)}")
+        return value
+
+    def boolean(self, where: _Where, data: Mapping[str, Any], key: str, default: bool) -> bool:
+        """true or false."""
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(where, key, f"must be true or false, not {_show(value)}")
+        return value
+
+    def integer(self, where: _Where, data: Mapping[str, Any], key: str, default: int) -> int:
+        """A positive integer."""
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(where, key, f"must be a positive integer, not {_show(value)}")
+        return value
+
+    def seconds(self, where: _Where, data: Mapping[str, Any], key: str,
+                default: float | None) -> float | None:
+        """A duration: seconds as a number, or "30s", "5m", "1h", "1d"."""
+        if key not in data:
+            return default
+        try:
+            return parse_duration(data[key])
+        except ValueError:
+            raise self.fail(where, key, f'must be a positive number of seconds or a duration like '
+                                        f'"30s", "5m", "1h", not {_show(data[key])}') from None
+
+    def selector(self, where: _Where, data: Mapping[str, Any], key: str,
+                 required: bool = False) -> str | None:
+        """A CSS selector that soupsieve compiles."""
+        value = self.string(where, data, key, required=required)
+        if value is None:
+            return None
+        try:
+            soupsieve.compile(value)
+        except Exception as exc:  # soupsieve raises SelectorSyntaxError and others
+            reason = str(exc).splitlines()[0]
+            raise self.fail(where, key, f"is not a valid CSS selector: {reason} ({value!r})") from None
+        return value
+
+    def url(self, where: _Where, data: Mapping[str, Any], key: str) -> str:
+        """An absolute http(s) URL with a host."""
+        value = self.string(where, data, key, required=True)
+        assert value is not None
+        problem = _url_problem(value)
+        if problem:
+            raise self.fail(where, key, f"must be an http:// or https:// URL ({problem}): {value!r}")
+        return value
+
+    # -- sections --------------------------------------------------------------------------------
+
+    def config(self, data: dict[str, Any]) -> Config:
+        """Validate the whole document."""
+        for key in data:
+            if key not in _TOP_KEYS:
+                where = _Where(key, None, "top level")
+                raise self.fail(where, None, f'"{key}" is unknown (expected one of: {", ".join(_TOP_KEYS)})')
+        watcher = self.watcher(self.table(_Where("watcher", None, "[watcher]"), data.get("watcher", {})))
+        tor = self.tor(data.get("tor"))
+        alerts = self.table(_Where("alerts", None, "[alerts]"), data.get("alerts", {}))
+        policy = self.policy(data.get("scoring", {}))
+        rules = self.rules(data.get("rules", []))
+        sources = self.sources(data.get("sources", []), tor)
+        return Config(path=self.path, watcher=watcher, tor=tor, alerts=dict(alerts), policy=policy,
+                      rules=rules, sources=sources)
+
+    def watcher(self, data: dict[str, Any]) -> WatcherSettings:
+        """`[watcher]`: state_dir (relative to the config's folder; $STATE_DIRECTORY wins)."""
+        where = _Where("watcher", None, "[watcher]")
+        self.check_keys(where, data, _WATCHER_KEYS)
+        state = self.string(where, data, "state_dir", default="./state")
+        assert state is not None
+        state_dir = self.base / Path(state).expanduser()
+        systemd_dir = self.environ.get("STATE_DIRECTORY", "")
+        if systemd_dir:
+            state_dir = Path(systemd_dir.split(":")[0])
+        concurrency = self.integer(where, data, "concurrency", DEFAULT_CONCURRENCY)
+        return WatcherSettings(state_dir=state_dir, concurrency=concurrency)
+
+    def tor(self, value: object) -> TorSettings | None:
+        """`[tor]`: socks = "host:port"."""
+        if value is None:
+            return None
+        where = _Where("tor", None, "[tor]")
+        data = self.table(where, value)
+        self.check_keys(where, data, _TOR_KEYS)
+        socks = self.string(where, data, "socks")
+        if socks is None:
+            return None
+        try:
+            host, port = split_host_port(socks)
+        except ValueError as exc:
+            raise self.fail(where, "socks", f'must be "host:port" like "127.0.0.1:9050" ({exc}): {socks!r}') from None
+        return TorSettings(socks_host=host, socks_port=port)
+
+    def policy(self, value: object) -> Policy:
+        """`[scoring]` thresholds -> score.Policy."""
+        where = _Where("scoring", None, "[scoring]")
+        data = self.table(where, value)
+        names = tuple(f.name for f in fields(Policy))
+        self.check_keys(where, data, names)
+        defaults = Policy()
+        return Policy(**{name: self.integer(where, data, name, getattr(defaults, name)) for name in names})
+
+    def rules(self, value: object) -> tuple[Rule, ...]:
+        """`[[rules]]` -> detect.rules.Rule (regex compile-checking happens in detect)."""
+        if not isinstance(value, list):
+            raise self.fail(_Where("rules", None, "top level"), None, '"rules" must be an array of tables ([[rules]])')
+        rules: list[Rule] = []
+        names: set[str] = set()
+        for index, entry in enumerate(value):
+            where = _Where("rules", index, f"rule #{index + 1}")
+            data = self.table(where, entry)
+            rule = self.rule(where, data)
+            if rule.name in names:
+                raise self.fail(where, "name", f'duplicates the name "{rule.name}" (rule names must be unique)')
+            names.add(rule.name)
+            rules.append(rule)
+        return tuple(rules)
+
+    def rule(self, where: _Where, data: dict[str, Any]) -> Rule:
+        """One rule: name, exactly one of keywords/regex, severity, case_sensitive."""
+        if isinstance(data.get("name"), str) and data["name"].strip():
+            where.label = f'rule "{data["name"]}"'
+        self.check_keys(where, data, _RULE_KEYS)
+        name = self.string(where, data, "name", required=True)
+        assert name is not None
+        if ("keywords" in data) == ("regex" in data):
+            raise self.fail(where, None, 'needs exactly one of "keywords" (a list of strings) or "regex" (a string)')
+        keywords: tuple[str, ...] = ()
+        if "keywords" in data:
+            raw = data["keywords"]
+            if not isinstance(raw, list) or not raw or not all(isinstance(k, str) and k.strip() for k in raw):
+                raise self.fail(where, "keywords", f"must be a non-empty list of non-empty strings, not {_show(raw)}")
+            keywords = tuple(raw)
+        regex = self.string(where, data, "regex")
+        severity = self.string(where, data, "severity", default="low")
+        if severity not in RULE_SEVERITIES:
+            raise self.fail(where, "severity", f"must be one of: {', '.join(RULE_SEVERITIES)}, not {_show(severity)}")
+        case_sensitive = self.boolean(where, data, "case_sensitive", False)
+        return Rule(name=name, severity=severity, keywords=keywords, regex=regex, case_sensitive=case_sensitive)
+
+    def sources(self, value: object, tor: TorSettings | None) -> tuple[SourceConfig, ...]:
+        """`[[sources]]` entries; names are unique."""
+        if not isinstance(value, list):
+            raise self.fail(_Where("sources", None, "top level"), None,
+                            '"sources" must be an array of tables ([[sources]])')
+        result: list[SourceConfig] = []
+        names: set[str] = set()
+        for index, entry in enumerate(value):
+            where = _Where("sources", index, f"source #{index + 1}")
+            source = self.source(where, self.table(where, entry), tor)
+            if source.name in names:
+                raise self.fail(where, "name", f'duplicates the name "{source.name}" (source names must be unique)')
+            names.add(source.name)
+            result.append(source)
+        return tuple(result)
+
+    def source(self, where: _Where, data: dict[str, Any], tor: TorSettings | None) -> SourceConfig:
+        """One source: common keys, then the keys of its kind."""
+        raw_name = data.get("name")
+        if isinstance(raw_name, str) and raw_name.strip():
+            where.label = f'source "{raw_name}"'
+        name = self.string(where, data, "name", required=True)
+        assert name is not None
+        if not _NAME_RE.fullmatch(name):
+            raise self.fail(where, "name", "must be 1-64 letters, digits, '.', '_' or '-', "
+                                           f"starting with a letter or digit, not {name!r}")
+        kind = self.string(where, data, "kind", required=True)
+        if kind not in _KIND_KEYS:
+            raise self.fail(where, "kind", f"must be one of: {', '.join(SOURCE_KINDS)}, not {_show(kind)}")
+        required, optional = _KIND_KEYS[kind]
+        self.check_keys(where, data, _COMMON_KEYS + required + optional)
+        for key in required:
+            if key not in data:
+                raise self.fail(where, None, f'key "{key}" is missing (a {kind} source needs: {", ".join(required)})')
+        enabled = self.boolean(where, data, "enabled", True)
+        common: dict[str, Any] = dict(
+            name=name, kind=kind, enabled=enabled,
+            interval=self.seconds(where, data, "interval", DEFAULT_INTERVAL),
+            max_bytes=self.integer(where, data, "max_bytes", DEFAULT_MAX_BYTES),
+            headers=self.headers(where, data, resolve_env=enabled),
+            user_agent=self.string(where, data, "user_agent"),
+            timeout=self.seconds(where, data, "timeout", None),
+            connect_timeout=self.seconds(where, data, "connect_timeout", None),
+        )
+        specific = getattr(self, f"kind_{kind}")(where, data)
+        source = SourceConfig(**common, **specific)
+        self.check_tor(where, source, tor)
+        return source
+
+    def check_tor(self, where: _Where, source: SourceConfig, tor: TorSettings | None) -> None:
+        """`tor = true` needs `[tor] socks`; an onion URL needs `tor = true` (no DNS leak)."""
+        url_key = "endpoint" if source.kind == "json" else "url"
+        if source.tor and tor is None:
+            raise self.fail(where, "tor", 'is true but there is no [tor] socks = "host:port" '
+                                          '(the SOCKS port of the local Tor client)')
+        if source.onion and not source.tor:
+            raise self.fail(where, url_key, "is a .onion URL: set tor = true")
+        if source.kind == "listing" and source.item_url and is_onion(source.item_url) and not source.tor:
+            raise self.fail(where, "item_url", "is a .onion URL: set tor = true")
+
+    def headers(self, where: _Where, data: Mapping[str, Any], resolve_env: bool) -> dict[str, str]:
+        """Header table; values "env:NAME" are read from the environment.
+
+        An unset variable is an error for an enabled source and drops the header of a disabled
+        one. Values are never echoed in errors (they are often secrets).
+        """
+        raw = data.get("headers", {})
+        table = self.table(where, raw, "headers")
+        headers: dict[str, str] = {}
+        for name, value in table.items():
+            if not _HEADER_NAME_RE.fullmatch(name):
+                raise self.fail(where, "headers", f": invalid header name {name!r}")
+            if not isinstance(value, str) or "\n" in value or "\r" in value:
+                raise self.fail(where, "headers", f': {name} must be a one-line string or "env:NAME"')
+            if value.startswith("env:"):
+                variable = value[4:]
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
+                    raise self.fail(where, "headers", f': {name}: "env:" must be followed by a '
+                                                      f"variable name, not {variable!r}")
+                if variable not in self.environ:
+                    if resolve_env:
+                        raise self.fail(where, "headers", f": {name} reads environment variable "
+                                                          f"{variable}, which is not set")
+                    continue
+                value = self.environ[variable]
+                if "\n" in value or "\r" in value:
+                    raise self.fail(where, "headers", f": {name} reads environment variable {variable}, "
+                                                      "which contains a line break")
+            headers[name] = value
+        return headers
+
+    # -- kinds -----------------------------------------------------------------------------------
+
+    def kind_directory(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
+        """directory: path (relative to the config file's folder)."""
+        raw = self.string(where, data, "path", required=True)
+        assert raw is not None
+        return {"path": self.base / Path(raw).expanduser()}
+
+    def kind_listing(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
+        """listing: url, item_links, item_url template, content selector."""
+        item_url = self.string(where, data, "item_url")
+        if item_url is not None:
+            self.check_template(where, item_url)
+        return {"url": self.url(where, data, "url"), "tor": self.boolean(where, data, "tor", False),
+                "item_links": self.selector(where, data, "item_links", required=True),
+                "item_url": item_url, "content": self.selector(where, data, "content")}
+
+    def check_template(self, where: _Where, template: str) -> None:
+        """item_url may use {id} and {href} only, and must give an http(s) URL."""
+        try:
+            placeholders = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as exc:
+            raise self.fail(where, "item_url", f"is not a valid template ({exc}); use {{id}} and {{href}}") from None
+        unknown = placeholders - {"id", "href"}
+        if unknown:
+            raise self.fail(where, "item_url", f"uses unknown placeholders {sorted(unknown)} "
+                                               "(expected {id} and/or {href})")
+        sample = template.format(id="x", href="http://example.org/x")
+        problem = _url_problem(sample)
+        if problem:
+            raise self.fail(where, "item_url", f"must give an http:// or https:// URL ({problem}): {template!r}")
+
+    def kind_forum(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
+        """forum: board url, thread_links, post, next_page, max_pages."""
+        return {"url": self.url(where, data, "url"), "tor": self.boolean(where, data, "tor", False),
+                "thread_links": self.selector(where, data, "thread_links", required=True),
+                "post": self.selector(where, data, "post", required=True),
+                "next_page": self.selector(where, data, "next_page"),
+                "max_pages": self.integer(where, data, "max_pages", DEFAULT_MAX_PAGES)}
+
+    def kind_json(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
+        """json: endpoint URL, items/id/url/title dotted paths."""
+        items = data.get("items", "")
+        if not isinstance(items, str):
+            raise self.fail(where, "items", 'must be a dotted path string ("" for a top-level list), '
+                                            f"not {_show(items)}")
+        return {"url": self.url(where, data, "endpoint"), "tor": self.boolean(where, data, "tor", False),
+                "items": items.strip(),
+                "id_field": self.dotted(where, data, "id", required=True),
+                "url_field": self.dotted(where, data, "url", required=True),
+                "title_field": self.dotted(where, data, "title")}
+
+    def dotted(self, where: _Where, data: Mapping[str, Any], key: str, required: bool = False) -> str | None:
+        """A dotted field path like "files.*.raw_url" (no empty segments)."""
+        value = self.string(where, data, key, required=required)
+        if value is not None and any(not part.strip() for part in value.split(".")):
+            raise self.fail(where, key, f'must be a dotted field path like "files.*.raw_url", not {value!r}')
+        return value
+
+    def kind_feed(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
+        """feed: url, follow."""
+        return {"url": self.url(where, data, "url"), "tor": self.boolean(where, data, "tor", False),
+                "follow": self.boolean(where, data, "follow", False)}
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[v6]:port"; ValueError otherwise."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([A-Za-z0-9.\-]+):(\d+)", value.strip())
+    if not match:
+        raise ValueError("no host:port")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        raise ValueError("port out of range")
+    return host, port
+
+
+def _url_problem(value: str) -> str | None:
+    """Why `value` is not an absolute http(s) URL with a host, or None."""
+    if any(c.isspace() for c in value):
+        return "contains whitespace"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return f"scheme {parts.scheme or 'missing'!s}"
+    if not parts.hostname:
+        return "no host"
+    return None
+
+
+def _type_name(value: object) -> str:
+    """TOML-ish name of a parsed value's type."""
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _show(value: object) -> str:
+    """Short one-line rendering of a value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+

@@ -1,0 +1,31 @@
+"""Sources: where documents come from. `build_source(config)` makes the right kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from watcher.config import SourceConfig
+from watcher.sources.base import Item, PollContext, Source, SourceError
+from watcher.sources.directory import DirectorySource
+from watcher.sources.feed import FeedSource
+from watcher.sources.forum import ForumSource
+from watcher.sources.jsonapi import JsonSource
+from watcher.sources.listing import ListingSource
+
+SOURCE_CLASSES: Mapping[str, type[Source]] = MappingProxyType({
+    cls.kind: cls for cls in (DirectorySource, ListingSource, ForumSource, JsonSource, FeedSource)
+})
+
+
+def build_source(config: SourceConfig) -> Source:
+    """The Source object for a validated `[[sources]]` entry."""
+    try:
+        cls = SOURCE_CLASSES[config.kind]
+    except KeyError:
+        raise ValueError(f"unknown source kind {config.kind!r} "
+                         f"(expected one of: {', '.join(SOURCE_CLASSES)})") from None
+    return cls(config)
+
+
+__all__ = ["SOURCE_CLASSES", "Item", "PollContext", "Source", "SourceError", "build_source"]

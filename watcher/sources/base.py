@@ -1,0 +1,205 @@
+"""What every source shares: the `Item` it yields, the `PollContext` it polls with, the
+`Source` base class, and page helpers (conditional GET, capped off-loop HTML parsing).
+
+A source yields only NEW items: it asks `ctx.is_seen(item_id, version)` before fetching an item
+page, so a poll over an unchanged site costs one request (or a 304). Validators of listing/board
+pages are stored in `ctx.validators` only once every item of the page was fetched: a page whose
+item failed is fetched in full again at the next poll, so the failed item is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, TypeVar
+from urllib.parse import urldefrag, urljoin, urlsplit
+
+from bs4 import BeautifulSoup, Tag
+
+from watcher.config import SourceConfig
+from watcher.fetch import Fetcher, FetchError, Response, RetryLater
+
+log = logging.getLogger(__name__)
+
+PARSE_OFF_LOOP_BYTES = 256 * 1024    # parse bigger pages in a thread (bs4+lxml: ~1.5 MB/s)
+PARSE_MAX_BYTES = 5 * 1024 * 1024    # never feed the parser more than this
+TEXT_TYPE = "text/plain; charset=utf-8"
+
+T = TypeVar("T")
+SeenCheck = Callable[[str, str], Awaitable[bool]]
+Validators = dict[str, tuple[str | None, str | None]]
+
+
+class SourceError(Exception):
+    """A source's main page (listing, board, feed, API, folder) is unusable: the poll failed."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One document found by a source.
+
+    `content` holds the bytes for fetched documents; a directory file has `path` instead (the
+    consumer streams it: it may be huge). An item with the same (source, item_id, version) is
+    already seen. `truncated` is True when the body was cut at the source's max_bytes.
+    """
+
+    source: str
+    item_id: str
+    url: str
+    title: str = ""
+    content: bytes | None = None
+    path: Path | None = None
+    content_type: str | None = None
+    version: str = ""
+    truncated: bool = False
+
+
+@dataclass
+class PollContext:
+    """What a poll needs from the daemon.
+
+    `seen(item_id, version)` is backed by the database (a set in tests); `validators` maps a
+    page URL to its (etag, last_modified) for conditional GETs and is updated by the source.
+    `fetcher` is None for sources that fetch nothing (directory).
+    """
+
+    fetcher: Fetcher | None
+    seen: SeenCheck
+    validators: Validators = field(default_factory=dict)
+
+    async def is_seen(self, item_id: str, version: str = "") -> bool:
+        """True if this item (at this version) was already processed."""
+        return await self.seen(item_id, version)
+
+
+class Source(ABC):
+    """Base of every source kind; built from its validated config."""
+
+    kind: ClassVar[str] = ""
+    uses_network: ClassVar[bool] = True
+
+    def __init__(self, config: SourceConfig) -> None:
+        if config.kind != self.kind:
+            raise ValueError(f"{type(self).__name__} cannot be built from a {config.kind!r} source")
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        """The source's unique name."""
+        return self.config.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    @abstractmethod
+    def poll(self, ctx: PollContext) -> AsyncIterator[Item]:
+        """Yield the items that are new since the last polls (an async generator)."""
+
+    # -- helpers for subclasses --------------------------------------------------------------------
+
+    def fetcher(self, ctx: PollContext) -> Fetcher:
+        """The context's fetcher (a network source cannot poll without one)."""
+        if ctx.fetcher is None:
+            raise SourceError(f"source {self.name}: no fetcher in the poll context")
+        return ctx.fetcher
+
+    async def fetch_page(self, ctx: PollContext, url: str) -> Response | None:
+        """Conditional GET of a main page; None when it is not modified. Errors propagate."""
+        etag, last_modified = ctx.validators.get(url, (None, None))
+        response = await self.fetcher(ctx).get(url, etag=etag, last_modified=last_modified)
+        if response.not_modified:
+            log.debug("source %s: %s not modified", self.name, url)
+            return None
+        return response
+
+    @staticmethod
+    def remember(ctx: PollContext, url: str, response: Response) -> None:
+        """Store the page's validators (call once all its items were fetched)."""
+        if response.etag or response.last_modified:
+            ctx.validators[url] = (response.etag, response.last_modified)
+        else:
+            ctx.validators.pop(url, None)
+
+    async def fetch_item(self, ctx: PollContext, url: str) -> Response | None:
+        """GET an item page; None (logged) on failure so the poll goes on.
+
+        RetryLater propagates: the site asked us to slow down, so the whole poll stops.
+        """
+        try:
+            return await self.fetcher(ctx).get(url)
+        except RetryLater:
+            raise
+        except FetchError as exc:
+            log.warning("source %s: item %s skipped (retried next poll): %s", self.name, url, exc)
+            return None
+
+    def item(self, item_id: str, url: str, **fields: object) -> Item:
+        """An Item of this source."""
+        return Item(source=self.name, item_id=item_id, url=url, **fields)  # type: ignore[arg-type]
+
+
+async def off_loop(body: bytes, parse: Callable[[bytes], T]) -> T:
+    """Run `parse(body)` in a thread if the body is big, on the loop otherwise.
+
+    The body is capped at PARSE_MAX_BYTES first: bs4 is superlinear on hostile pages.
+    """
+    if len(body) > PARSE_MAX_BYTES:
+        log.info("parsing only the first %d of %d bytes", PARSE_MAX_BYTES, len(body))
+        body = body[:PARSE_MAX_BYTES]
+    if len(body) > PARSE_OFF_LOOP_BYTES:
+        return await asyncio.to_thread(parse, body)
+    return parse(body)
+
+
+def soup(body: bytes) -> BeautifulSoup:
+    """An lxml-backed BeautifulSoup of an HTML page (bytes: bs4 detects the charset)."""
+    return BeautifulSoup(body, "lxml")
+
+
+def select_links(page: BeautifulSoup, selector: str, base_url: str) -> list[tuple[str, str]]:
+    """(absolute http(s) URL without fragment, link text) of the elements matching `selector`.
+
+    An element without href contributes its first descendant `a[href]`. Duplicates are dropped,
+    page order is kept.
+    """
+    links: dict[str, str] = {}
+    for element in page.select(selector):
+        anchor = element if element.get("href") else element.find("a", href=True)
+        if not isinstance(anchor, Tag):
+            continue
+        href = anchor.get("href")
+        if not isinstance(href, str) or not href.strip():
+            continue
+        url = urldefrag(urljoin(base_url, href.strip())).url
+        if urlsplit(url).scheme in ("http", "https") and url not in links:
+            links[url] = " ".join(anchor.get_text(" ").split())
+    return list(links.items())
+
+
+def link_id(url: str) -> str:
+    """Item id of a link: its last non-empty path segment, plus "?query" when it has one."""
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    base = segments[-1] if segments else parts.netloc
+    return f"{base}?{parts.query}" if parts.query else base
+
+
+def last_segment(url: str) -> str:
+    """The last non-empty path segment of `url` (the `{id}` of an item_url template)."""
+    segments = [s for s in urlsplit(url).path.split("/") if s]
+    return segments[-1] if segments else ""
+
+
+def text_of(element: Tag) -> str:
+    """The visible text of an element, one text node per line."""
+    return element.get_text("\n", strip=True)
+
+
+def sha256_hex(text: str) -> str:
+    """Hex SHA-256 of `text` (UTF-8): the version of an editable document."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,113 @@
+"""json: an API endpoint returning a JSON list of records, each pointing to a raw document.
+
+Shapes it covers: Pastebin's scraping API (`[{"key": ..., "scrape_url": ...}]`) and GitHub's
+public gists (`[{"id": ..., "files": {"name": {"raw_url": ...}}}]`). `items` is the dotted path
+to the list ("" = the top level); `id`, `url` and `title` are dotted paths inside a record,
+where a `*` segment takes the first value of a mapping (or the first element of a list) and a
+number indexes a list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from watcher.sources.base import Item, PollContext, Source, SourceError, off_loop
+
+log = logging.getLogger(__name__)
+
+
+def dig(value: Any, path: str) -> Any:
+    """The value at dotted `path` in `value` ("" = value itself); raises LookupError if absent."""
+    for segment in path.split(".") if path else ():
+        if segment == "*":
+            if isinstance(value, dict) and value:
+                value = next(iter(value.values()))
+            elif isinstance(value, list) and value:
+                value = value[0]
+            else:
+                raise LookupError(segment)
+        elif isinstance(value, dict) and segment in value:
+            value = value[segment]
+        elif isinstance(value, list) and segment.isdigit() and int(segment) < len(value):
+            value = value[int(segment)]
+        else:
+            raise LookupError(segment)
+    return value
+
+
+def parse_json(body: bytes) -> Any:
+    """json.loads that reports a SourceError."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SourceError(f"not JSON: {exc}") from None
+
+
+class JsonSource(Source):
+    """An API listing records; one document per record (its raw content URL)."""
+
+    kind = "json"
+
+    async def poll(self, ctx: PollContext) -> AsyncIterator[Item]:
+        """Yield the documents of the records not seen yet."""
+        endpoint = self.config.url
+        assert endpoint
+        response = await self.fetch_page(ctx, endpoint)
+        if response is None:
+            return
+        if response.truncated:
+            raise SourceError(f"source {self.name}: {endpoint} is larger than max_bytes "
+                              f"({self.config.max_bytes}): cannot parse a cut JSON document")
+        data = await off_loop(response.body, parse_json)
+        try:
+            records = dig(data, self.config.items)
+        except LookupError:
+            raise SourceError(f"source {self.name}: no {self.config.items!r} in the response of {endpoint}") from None
+        if not isinstance(records, list):
+            raise SourceError(f"source {self.name}: {self.config.items or 'the response'!s} is not a list")
+        failures = 0
+        for record in records:
+            fields = self.record_fields(record)
+            if fields is None:
+                continue
+            item_id, url, title = fields
+            if await ctx.is_seen(item_id):
+                continue
+            document = await self.fetch_item(ctx, url)
+            if document is None:
+                failures += 1
+                continue
+            yield self.item(item_id, document.url, title=title, content=document.body,
+                            content_type=document.content_type, truncated=document.truncated)
+        if not failures:
+            self.remember(ctx, endpoint, response)
+
+    def record_fields(self, record: Any) -> tuple[str, str, str] | None:
+        """(id, raw URL, title) of a record; None (logged) if the record lacks them."""
+        config = self.config
+        assert config.id_field and config.url_field
+        try:
+            raw_id = dig(record, config.id_field)
+            url = dig(record, config.url_field)
+        except LookupError as exc:
+            log.warning("source %s: record without %s (segment %s): skipped", self.name,
+                        f"{config.id_field!r}/{config.url_field!r}", exc)
+            return None
+        if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or not str(raw_id):
+            log.warning("source %s: record id %r is not a string or number: skipped", self.name, raw_id)
+            return None
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+            log.warning("source %s: record %s: %r is not an http(s) URL: skipped", self.name, raw_id, url)
+            return None
+        title = ""
+        if config.title_field:
+            try:
+                value = dig(record, config.title_field)
+                title = value if isinstance(value, str) else ""
+            except LookupError:
+                pass
+        return str(raw_id), url, title
