@@ -19,7 +19,7 @@ setup: $(VENV)/.installed
 run: setup
 	mkdir -p inbox
 	cp -n examples/demo-extract.csv inbox/ 2>/dev/null || true
-	$(VENV)/bin/watcher scan inbox
+	$(VENV)/bin/watcher run --config $(CONFIG)
 
 test: setup
 	$(PY) -m pytest -q

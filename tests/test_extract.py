@@ -195,10 +195,6 @@ CORRUPT_STREAMS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: extract/__init__.py _guarded.safe catches (OSError, EOFError, ValueError) but zlib.error and "
-    "lzma.LZMAError derive from Exception only: a corrupt gzip/zlib/xz stream raises out of "
-    "Analyzer.analyze_bytes (watcher scan dies with a traceback, exit 1, later paths not scanned)"))
 @pytest.mark.parametrize("data", CORRUPT_STREAMS)
 def test_corrupt_gzip_and_xz_are_noted_not_raised(analyzer, data):
     report = analyzer.analyze_bytes(data, "bad.bin")

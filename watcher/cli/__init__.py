@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("scan",)
+COMMANDS = ("scan", "daemon")
 
 
 class CliError(Exception):

@@ -1,0 +1,128 @@
+"""Daemon commands: `run`, `check-config`, `sources`, `findings`. Each takes --config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+
+from ..config import Config, ConfigError, find_config, load_config
+from ..logs import setup_logging
+from ..score import SEVERITIES
+from . import CliError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run the daemon (polls the sources in sources.toml)")
+    _common(run)
+    run.add_argument("--once", action="store_true", help="one pass over every source, then exit")
+    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    run.add_argument("--log-format", default="kv", choices=("kv", "json"))
+    run.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: up to 2)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate sources.toml without running")
+    _common(check)
+    check.set_defaults(func=cmd_check_config)
+
+    sources = sub.add_parser("sources", help="health of each source: last poll, items, findings, failures")
+    _common(sources)
+    sources.add_argument("--format", choices=("text", "json"), default="text")
+    sources.set_defaults(func=cmd_sources)
+
+    findings = sub.add_parser("findings", help="findings recorded by the daemon")
+    _common(findings)
+    findings.add_argument("--format", choices=("text", "json"), default="text")
+    findings.add_argument("--since", help="ISO date/time, or a duration back from now (30m, 24h, 7d)")
+    findings.add_argument("--min-severity", choices=SEVERITIES[1:])
+    findings.set_defaults(func=cmd_findings)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="sources.toml (default: ./sources.toml, then /etc/watcher/sources.toml)")
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The validated configuration, or a one-line CliError naming file, line and key."""
+    try:
+        return load_config(find_config(args.config))
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"{exc.filename}: {exc.strerror}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..daemon import Daemon
+
+    setup_logging(args.log_level, args.log_format)
+    config = load(args)
+    return asyncio.run(Daemon(config, once=args.once, workers=args.workers).run())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load(args)
+    enabled = config.enabled_sources
+    tor = sum(1 for s in enabled if s.tor)
+    print(f"{config.path}: ok: {len(enabled)} enabled source(s) of {len(config.sources)}, "
+          f"{tor} through Tor, {len(config.rules)} rule(s); state in {config.watcher.state_dir}")
+    return 0
+
+
+def _state(config: Config):
+    from ..daemon import DB_NAME
+    from ..store import StateDB
+
+    path = config.watcher.state_dir / DB_NAME
+    if not path.exists():
+        raise CliError(f"no state database at {path}: the daemon has not run yet (watcher run --once)")
+    return StateDB(path)
+
+
+def cmd_sources(args: argparse.Namespace) -> int:
+    config = load(args)
+    with _state(config) as db:
+        rows = db.sources_health()
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False, default=str))
+        return 0
+    print(f"{'SOURCE':<20} {'KIND':<9} {'STATE':<8} {'LAST POLL':<20} {'ITEMS':>6} {'FINDINGS':>8} "
+          f"{'FAILS':>5} {'NEXT POLL':<20} LAST ERROR")
+    for row in rows:
+        print(f"{row['name']:<20} {row['kind']:<9} {row['state']:<8} {row.get('last_poll') or '-':<20} "
+              f"{row.get('items', 0):>6} {row.get('findings', 0):>8} {row.get('consecutive_failures', 0):>5} "
+              f"{row.get('next_poll') or '-':<20} {row.get('last_error') or ''}")
+    return 0
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """`2026-11-01`, `2026-11-01T12:00:00Z`, or `24h`/`7d`/`30m` back from now."""
+    if not value:
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"--since {value!r}: expected an ISO date/time or a duration like 24h or 7d") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    config = load(args)
+    since = parse_since(args.since)
+    with _state(config) as db:
+        rows = db.findings(since=since, min_severity=args.min_severity)
+    for row in rows:
+        if args.format == "json":
+            print(json.dumps(row, ensure_ascii=False, default=str))
+            continue
+        nirs = row.get("counts", {}).get("nir", 0)
+        print(f"{row['severity'].upper():<9} {nirs:>6} NIRs  {row.get('first_seen')}  {row.get('source')}  "
+              f"{row.get('url') or row.get('item_id')}")
+        for reason in row.get("reasons", []):
+            print(f"{'':<9} {reason}")
+    return 0

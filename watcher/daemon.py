@@ -1,0 +1,330 @@
+"""The daemon: schedules the sources and wires the pipeline stages together.
+
+    sources (poll) -> fetch -> [worker pool: extract -> detect -> score] -> store -> alert
+
+Each enabled source runs in its own task: poll, then sleep its interval (with jitter), or back
+off exponentially (with jitter, capped) after a failure, or as long as a 429/503 Retry-After
+asks. At most one poll of a source runs at a time; a global semaphore bounds simultaneous
+fetches. Extraction and detection are CPU-bound: they run in a pool of worker processes so a
+10 MB page never stalls the event loop. A failing source costs that source one poll, never the
+daemon. Identifiers never reach the log: only counts, masked samples and reasons do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from .analyze import Analyzer
+from .config import Config, ConfigError, SourceConfig, load_config
+from .detect import Scanner
+from .detect.rules import Rule
+from .fetch import Fetcher, FetchError, RetryLater, tor_preflight
+from .logs import log_event
+from .notify import Notifier
+from .privacy import Fingerprinter, load_or_create_secret
+from .report import Report
+from .score import Policy
+from .sources import SOURCE_CLASSES, build_source
+from .sources.base import Item, PollContext, Source, SourceError
+from .store import ItemResult, Store
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 3600.0          # seconds: a failing source is retried at least hourly
+JITTER = 0.1                  # +-10% on every interval
+DB_NAME = "watcher.db"
+SECRET_NAME = "secret.key"
+
+# A finding hook: called with the item, its report and what recording it did. The alerting
+# stage plugs in here.
+FindingHook = Callable[[Item, Report, ItemResult], Awaitable[None]]
+
+
+# --------------------------------------------------------------------------- worker processes
+
+_WORKER: dict[str, Analyzer] = {}     # one Analyzer per worker process, built by the initializer
+
+
+def _init_worker(rules: tuple[Rule, ...], policy: Policy, secret: bytes) -> None:
+    _WORKER["analyzer"] = Analyzer(Scanner(rules), policy=policy, fingerprinter=Fingerprinter(secret))
+
+
+def _analyze(content: bytes | None, path: str | None, label: str, content_type: str | None) -> Report:
+    analyzer = _WORKER["analyzer"]
+    if path is not None:
+        return analyzer.analyze_path(Path(path), label)
+    return analyzer.analyze_bytes(content or b"", label, content_type)
+
+
+def worker_pool(config: Config, secret: bytes, workers: int | None = None) -> ProcessPoolExecutor:
+    """Worker processes started fresh (spawn): no inherited threads, locks or sockets."""
+    count = workers or max(1, min(2, os.cpu_count() or 1))
+    return ProcessPoolExecutor(
+        max_workers=count,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(config.rules, config.policy, secret),
+    )
+
+
+# --------------------------------------------------------------------------- scheduling
+
+def jittered(seconds: float, rng: random.Random) -> float:
+    return seconds * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+def backoff(interval: float, failures: int, rng: random.Random) -> float:
+    """Delay after `failures` consecutive failures: doubling, capped, jittered."""
+    cap = max(interval, MAX_BACKOFF)
+    return jittered(min(interval * 2 ** min(failures, 16), cap), rng)
+
+
+@dataclass
+class Counters:
+    """Live figures for STATUS= and the logs."""
+
+    polls: int = 0
+    failed_polls: int = 0
+    items: int = 0
+    findings: int = 0
+    failing: set[str] = field(default_factory=set)
+
+    def status(self) -> str:
+        failing = f", {len(self.failing)} failing" if self.failing else ""
+        return f"{self.polls} polls, {self.items} items, {self.findings} findings{failing}"
+
+
+class Daemon:
+    """One configuration's worth of polling; `run()` until stopped (or once)."""
+
+    def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
+                 workers: int | None = None, on_finding: FindingHook | None = None) -> None:
+        self.config = config
+        self.once = once
+        self.notifier = notifier or Notifier()
+        self.workers = workers
+        self.on_finding = on_finding
+        self.counters = Counters()
+        self._rng = random.Random()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.store: Store | None = None
+        self.pool: ProcessPoolExecutor | None = None
+        self.limiter: asyncio.Semaphore | None = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def run(self) -> int:
+        state_dir = self.config.watcher.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = load_or_create_secret(state_dir / SECRET_NAME)
+        self.pool = worker_pool(self.config, secret, self.workers)
+        self.store = await Store.open(state_dir / DB_NAME)
+        self.limiter = asyncio.Semaphore(self.config.watcher.concurrency)
+        try:
+            await self._preflight()
+            if self.once:
+                await self._run_once()
+                return 0
+            return await self._run_forever(secret)
+        finally:
+            self.notifier.stopping()
+            await self._stop_sources()
+            await self.store.close()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _preflight(self) -> None:
+        """One clear line when Tor is needed but its SOCKS port does not answer."""
+        needs_tor = [s.name for s in self.config.enabled_sources if s.tor]
+        if needs_tor and self.config.tor is not None:
+            problem = await tor_preflight(self.config.tor.socks)
+            if problem:
+                log_event(log, "error", "tor unreachable: tor sources will retry with backoff",
+                          socks=self.config.tor.socks, reason=problem, sources=",".join(needs_tor))
+        for source in self.config.sources:
+            await self.store.upsert_source(source.name, source.kind)  # type: ignore[union-attr]
+            if not source.enabled:
+                await self.store.disable_source(source.name)  # type: ignore[union-attr]
+
+    async def _run_once(self) -> None:
+        """`--once`: every enabled source polled once, then exit."""
+        async def once(source: Source) -> None:
+            async with self._fetcher(source.config) as fetcher:
+                await self._poll(source, fetcher, 0)
+
+        await asyncio.gather(*(once(build_source(s)) for s in self.config.enabled_sources))
+        counters = self.counters
+        log_event(log, "info", "pass done", polls=counters.polls, items=counters.items,
+                  findings=counters.findings, failing=len(counters.failing))
+
+    async def _run_forever(self, secret: bytes) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        self._start_sources()
+        self.notifier.ready(f"watching {len(self._tasks)} sources")
+        log_event(log, "info", "daemon ready", sources=len(self._tasks), config=str(self.config.path))
+        watchdog = asyncio.create_task(self._watchdog())
+        try:
+            while not self._stop.is_set():
+                stop = asyncio.create_task(self._stop.wait())
+                reload = asyncio.create_task(self._reload.wait())
+                await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                reload.cancel()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self._reload_config(secret)
+        finally:
+            watchdog.cancel()
+        log_event(log, "info", "daemon stopping", **{"polls": self.counters.polls, "items": self.counters.items})
+        return 0
+
+    async def _reload_config(self, secret: bytes) -> None:
+        """SIGHUP: re-read sources.toml; an invalid file keeps the running configuration."""
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config.path)
+        except (ConfigError, OSError) as exc:
+            log_event(log, "error", "reload refused, keeping the running configuration", reason=str(exc))
+            self.notifier.ready(f"reload refused: {exc}")
+            return
+        await self._stop_sources()
+        if (config.rules, config.policy) != (self.config.rules, self.config.policy):
+            old, self.pool = self.pool, worker_pool(config, secret, self.workers)
+            old.shutdown(wait=False, cancel_futures=True)  # type: ignore[union-attr]
+        self.config = config
+        self.limiter = asyncio.Semaphore(config.watcher.concurrency)
+        for source in config.sources:
+            await self.store.upsert_source(source.name, source.kind)  # type: ignore[union-attr]
+        self._start_sources()
+        log_event(log, "info", "configuration reloaded", sources=len(self._tasks))
+        self.notifier.ready(self.counters.status())
+
+    def _start_sources(self) -> None:
+        for source_config in self.config.enabled_sources:
+            source = build_source(source_config)
+            self._tasks[source.name] = asyncio.create_task(self._source_loop(source), name=source.name)
+
+    async def _stop_sources(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 while the loop turns; STATUS= with live counts. A wedged loop stops both."""
+        interval = self.notifier.watchdog_interval() or 10.0
+        while True:
+            self.notifier.watchdog()
+            self.notifier.status(self.counters.status())
+            await asyncio.sleep(interval)
+
+    # -- one source ----------------------------------------------------------------------------
+    async def _source_loop(self, source: Source) -> None:
+        """Poll `source` until cancelled, with one fetcher (one Tor circuit) for its lifetime."""
+        failures = 0
+        async with self._fetcher(source.config) as fetcher:
+            while True:
+                ok, delay = await self._poll(source, fetcher, failures)
+                failures = 0 if ok else failures + 1
+                await asyncio.sleep(delay)
+
+    async def _poll(self, source: Source, fetcher: Fetcher | None, failures: int) -> tuple[bool, float]:
+        """One poll: (succeeded, seconds until the next one).
+
+        Next poll: the interval (jittered) after a success, what Retry-After asked after a
+        429/503, an exponential backoff after a failure.
+        """
+        name, interval = source.name, source.config.interval
+        store = self.store
+        assert store is not None
+        started = time.monotonic()
+        items = findings = 0
+        error: str | None = None
+        delay = jittered(interval, self._rng)
+
+        async def seen(item_id: str, version: str) -> bool:
+            return await store.is_seen(name, item_id, version)
+
+        ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.source_validators(name))
+        try:
+            async for item in source.poll(ctx):
+                items += 1
+                findings += await self._process(item)
+            await store.save_validators(name, ctx.validators)
+        except RetryLater as exc:
+            error, delay = f"rate limited, asked to wait {exc.seconds:.0f} s: {exc}", max(exc.seconds, interval)
+        except (FetchError, SourceError, OSError) as exc:
+            error, delay = str(exc), backoff(interval, failures + 1, self._rng)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:     # a bug or a hostile page: costs this poll, never the daemon
+            log.exception("source %s: poll crashed", name)
+            error, delay = f"{type(exc).__name__}: {exc}", backoff(interval, failures + 1, self._rng)
+        await store.record_poll(name, error is None, error, datetime.now(timezone.utc) + timedelta(seconds=delay))
+        self._count_poll(name, error, items, findings, time.monotonic() - started)
+        return error is None, delay
+
+    def _fetcher(self, source: SourceConfig) -> _NullFetcher | Fetcher:
+        """The source's HTTP client; the directory source fetches nothing."""
+        if not SOURCE_CLASSES[source.kind].uses_network:
+            return _NullFetcher()
+        return Fetcher.for_source(source, self.config.tor, limiter=self.limiter)
+
+    def _count_poll(self, name: str, error: str | None, items: int, findings: int, took: float) -> None:
+        counters = self.counters
+        counters.polls += 1
+        counters.items += items
+        counters.findings += findings
+        if error is None:
+            counters.failing.discard(name)
+            log_event(log, "info", "poll done", source=name, items=items, findings=findings, seconds=round(took, 2))
+        else:
+            counters.failed_polls += 1
+            counters.failing.add(name)
+            log_event(log, "warning", "poll failed", source=name, error=error)
+
+    async def _process(self, item: Item) -> int:
+        """Analyse one item in the pool, record it; 1 if it is a new or escalated finding."""
+        loop = asyncio.get_running_loop()
+        label = item.url or item.item_id
+        report: Report = await loop.run_in_executor(
+            self.pool, _analyze, item.content, str(item.path) if item.path else None, label, item.content_type,
+        )
+        result = await self.store.record_item(  # type: ignore[union-attr]
+            item.source, item.item_id, item.version, item.url, item.title, report,
+        )
+        if not (result.new_finding or result.escalated):
+            return 0
+        log_event(
+            log, "warning", "finding", source=item.source, severity=report.severity, url=item.url,
+            item=item.item_id, finding=result.finding_id, nirs=report.counts.get("nir", 0),
+            records=report.records, insurers=",".join(report.insurers), reasons="; ".join(report.reasons),
+        )
+        if self.on_finding is not None:
+            await self.on_finding(item, report, result)
+        return 1
+
+
+class _NullFetcher:
+    """The directory source fetches nothing: an async context giving None."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
