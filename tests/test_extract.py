@@ -93,9 +93,6 @@ def test_base64_single_line(analyzer):
     assert "MGEN" in report.insurers
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: extract/blobs.py BlobFinder only looks for base64 when _B64_TRIGGER (a 120-character run without "
-    "a newline) matches: MIME/PEM base64 wrapped at 76 (or 64) characters is never decoded"))
 @pytest.mark.parametrize("width", [76, 64])
 def test_base64_wrapped(analyzer, width):
     blob = base64.b64encode(CSV_BYTES)
@@ -201,10 +198,6 @@ def test_corrupt_gzip_and_xz_are_noted_not_raised(analyzer, data):
     assert report.errors
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: extract/blobs.py compression_of() takes any document starting with 0x78 and a byte b with "
-    "(0x7800+b) % 31 == 0 for zlib: text starting 'x ', 'x?', 'x^' or 'x}' is decompressed (zlib.error raised) "
-    "instead of scanned as text"))
 @pytest.mark.parametrize("start", [b"x ", b"x^", b"x}"])
 def test_text_starting_like_a_zlib_header(analyzer, start):
     report = analyzer.analyze_bytes(start + b"marks the spot\n" + CSV_BYTES, "notes.txt")
@@ -250,10 +243,6 @@ def test_gzip_bomb_refused_quickly_with_bounded_memory(analyzer):
     assert grown_mib < 200, grown_mib
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: extract/blobs.py decompress() calls budget.spend(len(out), consumed) with the size of ONE output "
-    "chunk (<= 1 MiB), and Budget.spend only applies the ratio test when produced > 8 MiB: the 200x ratio "
-    "never fires, only the 256 MiB total cap does (same in _read_member for zip members)"))
 def test_high_ratio_stream_refused_before_the_total_cap(analyzer):
     data = b"".join(_gzip_bomb_chunks(64))                # 64 MiB of zeros, ratio ~1000x
     report = analyzer.analyze_bytes(data, "ratio.gz")

@@ -172,9 +172,6 @@ def test_phone_forms_count_once(found):
     assert found("06 12 34 56 78 / 0612345678 / +33 6 12 34 56 78 / 0033612345678")["phone"] == {"+33612345678"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): phone.py pattern allows a separator between any pair, so the groups of four of a grouped "
-    "IBAN ('0532 0130 00' in DE89 3704 0044 0532 0130 00) count as a phone number"))
 def test_grouped_iban_holds_no_phone(found):
     assert found("IBAN DE89 3704 0044 0532 0130 00")["phone"] == set()
 

@@ -49,9 +49,7 @@ def test_separators_are_boundaries(found, text):
 
 @pytest.mark.parametrize("text", [
     "Alan est parti en vacances avec sa sœur.", "J'ai vu Alan hier.", "Alan Turing a écrit un article.",
-    pytest.param("Alan sa maison est au bord de la mer.", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: watcher/data/insurers.txt lists 'Alan SA' as an unambiguous variant, so 'Alan sa maison' "
-        "(French prose: Alan + possessive) counts Alan without health context"))),
+    "Alan sa maison est au bord de la mer.",
 ])
 def test_ambiguous_name_alone_in_prose_not_counted(found, text):
     assert insurers(found, text) == set()

@@ -196,9 +196,7 @@ def test_bare_13_characters_without_label(found):
 LABELS = [
     "NIR : ", "NIR:", "nir=", "n° SS ", "N° SS : ", "n°ss ", "No SS ", "n° s.s. ", "N° de sécurité sociale : ",
     "Numéro de sécurité sociale ", "numéro de sécu ", "matricule ", "Matricule : ", "NSS: ", "insee ",
-    pytest.param("num_secu=", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: nir.py _LABEL: 'num' + '_' + 'secu' not matched (only \\.?\\s? allowed between n/num and secu); "
-        "num-secu too"))),
+    "num_secu=",
     "num secu: ", "numsecu=",
 ]
 
@@ -265,9 +263,6 @@ def test_13_characters_in_a_non_nir_column_do_not_count(analyzer):
     assert analyzer.analyze_bytes(csv.encode(), "orders.csv").counts["nir"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shape.py _plan_nir_rows parses the nir/cle columns only when >= half of the first 19 rows hold "
-    "13-character values; in a NIR column with mixed forms the 13-character rows (key in `cle`) are lost"))
 def test_mixed_form_nir_column_with_key_column(analyzer, rng):
     people = [random_nir(rng) for _ in range(12)]
     rows = []

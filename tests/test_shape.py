@@ -48,9 +48,6 @@ def test_csv_without_header_counts_every_line(scanner):
     assert shape.roles == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shape.py _sniff_csv counts delimiters with str.count, ignoring quotes: a comma CSV whose quoted "
-    "fields hold commas (addresses) has inconsistent counts and is not recognised as tabular"))
 def test_quoted_csv(scanner):
     text = 'nom,prenom,adresse\n"DUPONT","Jean","1, rue de la Paix"\n"MARTIN","Marie","2, rue Haute"\n"PETIT","Luc","3, place"\n'
     shape = shape_of(scanner, text)
@@ -120,9 +117,6 @@ def test_sql_insert_rows_on_their_own_lines(scanner):
     assert shape.records == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shape.py _SQL_ROW_SEPARATORS only knows '),(' '), (' '),\\n(' '),\\r\\n(': rows of a multi-row INSERT "
-    "indented on their own lines ('),\\n  (') are not counted (3 rows -> 1 record)"))
 def test_sql_insert_indented_rows(scanner):
     text = "INSERT INTO assures (nom, prenom, nir) VALUES\n  " + SQL_ROWS.replace("),(", "),\n  (") + ";\n"
     assert shape_of(scanner, text).records == 3
@@ -165,18 +159,12 @@ def test_html_table_with_nir_column_is_critical(analyzer):
     assert any("NIR column" in r for r in report.reasons)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shape.py _sniff_csv skips a delimiter absent from the FIRST non-blank line: an HTML page with a heading "
-    "(or a CSV with a title line) before the table is not tabular (records None, no NIR column)"))
 def test_html_table_after_a_heading(analyzer, rng):
     people = [random_nir(rng, strict=True) for _ in range(3)]
     report = analyzer.analyze_bytes(_html_table(people, "<h1>Export assurés</h1><p>Extrait du 07/02</p>"), "page.html")
     assert report.records is not None and report.records >= 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shape.py CSV counter is data.count(b'\\n'): blank lines count as records, and html.py's text of a table "
-    "has blank lines (block newline + whitespace nodes between rows): 3 <tr> rows -> 9 records"))
 def test_html_table_record_count_is_exact(analyzer):
     rows = "".join(f"  <tr><td>N{i}</td><td>P{i}</td><td>x</td></tr>\n" for i in range(3))
     html = f"<html><body>\n<table>\n  <tr><th>nom</th><th>prenom</th><th>nir</th></tr>\n{rows}</table>\n</body></html>\n"
@@ -194,9 +182,6 @@ def test_short_prose_is_not_tabular(scanner):
     assert shape_of(scanner, text).format is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: shape.py _sniff_csv accepts a delimiter that occurs once per line: wrapped prose with one comma "
-    "per line is reported as a 'comma CSV' of N records"))
 def test_wrapped_prose_is_not_tabular(scanner):
     text = (
         "Le marché de l'assurance santé évolue vite. Les mutuelles, les courtiers et les\n"

@@ -15,6 +15,7 @@ A disabled source is checked like an enabled one, except that the environment va
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import string
@@ -34,13 +35,19 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_INTERVAL = 300.0
 DEFAULT_MAX_PAGES = 5
 DEFAULT_CONCURRENCY = 8
+DEFAULT_ITEMS_DAYS = 90
+DEFAULT_FINDINGS_DAYS = 365
+DEFAULT_VACUUM_EVERY = 7 * 86400.0
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 SYSTEM_CONFIG = Path("/etc/watcher/sources.toml")
 SOURCE_KINDS = ("directory", "listing", "forum", "json", "feed")
 RULE_SEVERITIES = tuple(s for s in SEVERITIES if s != "none")
 
-_TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources")
+_TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retention", "metrics")
 _WATCHER_KEYS = ("state_dir", "concurrency")
 _TOR_KEYS = ("socks",)
+_RETENTION_KEYS = ("items_days", "findings_days", "fingerprints_days", "vacuum_every")
+_METRICS_KEYS = ("listen",)
 _RULE_KEYS = ("name", "keywords", "regex", "severity", "case_sensitive")
 _COMMON_KEYS = ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
                 "timeout", "connect_timeout")
@@ -83,6 +90,36 @@ class TorSettings:
         """`host:port` (IPv6 hosts in brackets)."""
         host = f"[{self.socks_host}]" if ":" in self.socks_host else self.socks_host
         return f"{host}:{self.socks_port}"
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """The `[retention]` table: how long the state database keeps what (see watcher.retention).
+
+    Items (and the validators of URLs not polled since) are forgotten `items_days` after they
+    were last seen, findings and their item links `findings_days` after. `fingerprints_days`
+    (>= findings_days) keeps an old finding's fingerprints, stripped of its samples and links,
+    so a leak that resurfaces is still recognised. `vacuum_every`: seconds between VACUUMs.
+    """
+
+    items_days: int = DEFAULT_ITEMS_DAYS
+    findings_days: int = DEFAULT_FINDINGS_DAYS
+    fingerprints_days: int = DEFAULT_FINDINGS_DAYS
+    vacuum_every: float = DEFAULT_VACUUM_EVERY
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The `[metrics]` table: where the Prometheus endpoint listens (a loopback address only)."""
+
+    host: str
+    port: int
+
+    @property
+    def listen(self) -> str:
+        """`host:port` (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -136,6 +173,8 @@ class Config:
     policy: Policy
     rules: tuple[Rule, ...]
     sources: tuple[SourceConfig, ...]
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    metrics: MetricsSettings | None = None   # None: no metrics endpoint
 
     @property
     def enabled_sources(self) -> tuple[SourceConfig, ...]:
@@ -394,8 +433,10 @@ class _Validator:
         policy = self.policy(data.get("scoring", {}))
         rules = self.rules(data.get("rules", []))
         sources = self.sources(data.get("sources", []), tor)
+        retention = self.retention(data.get("retention", {}))
+        metrics = self.metrics(data.get("metrics"))
         return Config(path=self.path, watcher=watcher, tor=tor, alerts=dict(alerts), policy=policy,
-                      rules=rules, sources=sources)
+                      rules=rules, sources=sources, retention=retention, metrics=metrics)
 
     def watcher(self, data: dict[str, Any]) -> WatcherSettings:
         """`[watcher]`: state_dir (relative to the config's folder; $STATE_DIRECTORY wins)."""
@@ -425,6 +466,47 @@ class _Validator:
         except ValueError as exc:
             raise self.fail(where, "socks", f'must be "host:port" like "127.0.0.1:9050" ({exc}): {socks!r}') from None
         return TorSettings(socks_host=host, socks_port=port)
+
+    def retention(self, value: object) -> RetentionSettings:
+        """`[retention]`: days to keep items and findings (fingerprints at least as long), vacuum period."""
+        where = _Where("retention", None, "[retention]")
+        data = self.table(where, value)
+        self.check_keys(where, data, _RETENTION_KEYS)
+        items_days = self.integer(where, data, "items_days", DEFAULT_ITEMS_DAYS)
+        findings_days = self.integer(where, data, "findings_days", DEFAULT_FINDINGS_DAYS)
+        fingerprints_days = self.integer(where, data, "fingerprints_days", findings_days)
+        if fingerprints_days < findings_days:
+            raise self.fail(where, "fingerprints_days", f"must be at least findings_days ({findings_days}): "
+                                                        f"a finding keeps its fingerprints, not {fingerprints_days}")
+        vacuum_every = self.seconds(where, data, "vacuum_every", DEFAULT_VACUUM_EVERY)
+        assert vacuum_every is not None
+        return RetentionSettings(items_days=items_days, findings_days=findings_days,
+                                 fingerprints_days=fingerprints_days, vacuum_every=vacuum_every)
+
+    def metrics(self, value: object) -> MetricsSettings | None:
+        """`[metrics]`: listen = "127.0.0.1:9464" (the default); loopback addresses only."""
+        if value is None:
+            return None
+        where = _Where("metrics", None, "[metrics]")
+        data = self.table(where, value)
+        self.check_keys(where, data, _METRICS_KEYS)
+        listen = self.string(where, data, "listen", default=DEFAULT_METRICS_LISTEN)
+        assert listen is not None
+        try:
+            host, port = split_host_port(listen)
+        except ValueError as exc:
+            raise self.fail(where, "listen", f'must be "host:port" like "{DEFAULT_METRICS_LISTEN}" ({exc}): '
+                                             f"{listen!r}") from None
+        if host.lower() == "localhost":
+            host = "127.0.0.1"
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise self.fail(where, "listen", "must be a loopback address (127.0.0.1, [::1] or localhost): "
+                                             f"the endpoint has no authentication, not {listen!r}")
+        return MetricsSettings(host=host, port=port)
 
     def policy(self, value: object) -> Policy:
         """`[scoring]` thresholds -> score.Policy."""

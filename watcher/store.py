@@ -11,7 +11,7 @@ and masked samples only. As a second line of defence the store refuses a fingerp
 not a hex digest, and blanks NIR-shaped digit runs in the untrusted text it keeps (item
 titles, poll errors, samples). URLs are stored as given.
 
-Schema (version 2). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+Schema (version 3). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
 compare as text. JSON columns hold JSON text (datasette renders it).
 
     schema_version (version PK, name, applied_at)       one row per applied migration
@@ -29,8 +29,25 @@ compare as text. JSON columns hold JSON text (datasette renders it).
                    Every item version a finding was seen in; kept when an item changes.
     fingerprints   (hmac, kind, finding_id) PK, WITHOUT ROWID; hmac leads the key so
                    "which findings share these fingerprints" is an index search.
+    incidents      (id PK, severity, nirs, sources JSON, first_seen, last_seen,
+                    alerted_severity, alerted_nirs, alerted_sources JSON, alerted_at)
+                   One leak: findings grouped by content hash or NIR overlap (watcher.alerts).
+                   alerted_* is the state the last alert described (NULL: never alerted).
+    incident_findings (finding_id PK -> findings, incident_id -> incidents, overlap, joined_at)
+    alerts         (id PK, alert_id UNIQUE, kind new|update|health, severity info..critical,
+                    incident_id, finding_id, source, title, tags JSON, payload JSON,
+                    state pending|sent|logged|failed, tries, next_try, last_error,
+                    delivered_to JSON, created_at, emitted_at, sent_at, acked_at)
+                   The outbox: written in the transaction of the finding that raised it.
+    health_notices (source PK -> sources, failing_since, alert -> alerts, notified_at)
+                   A source whose failure streak has been announced (one notice per streak).
     views          source_health (what `sources_health()` returns),
-                   finding_links (findings joined to the items they were seen in).
+                   finding_links (findings joined to the items they were seen in),
+                   incident_overview (incidents with their finding and alert counts).
+
+Alerting (watcher.alerts) keeps its tables here and works through two doors: an `AlertHook`
+given to `record_item(s)` runs inside the recording transaction (so a finding and its alert
+commit together or not at all), and `Store.call` runs its own functions on the store thread.
 
 How to add a migration (e.g. the alerts/incidents tables):
 
@@ -60,11 +77,12 @@ import re
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlite_utils import Database
 
@@ -72,6 +90,8 @@ from .report import Report
 from .score import SEVERITIES, severity_rank
 
 __all__ = [
+    "AlertHook",
+    "FindingEvent",
     "ItemRecord",
     "ItemResult",
     "MIGRATIONS",
@@ -284,9 +304,91 @@ def _m002_views(db: Database) -> None:
     )
 
 
+def _m003_alerts(db: Database) -> None:
+    """Incidents, the alert outbox and health notices; every existing finding becomes an incident.
+
+    Backfilled incidents are marked as already alerted (alerted_* = their current state): the
+    findings recorded before alerting existed were logged then, and replaying history would
+    flood the SOC. They still group later reposts and raise updates when those grow.
+    """
+    _execute_all(
+        db,
+        [
+            """CREATE TABLE incidents (
+                id INTEGER PRIMARY KEY,
+                severity TEXT NOT NULL CHECK (severity IN ('low', 'medium', 'high', 'critical')),
+                nirs INTEGER NOT NULL DEFAULT 0,
+                sources TEXT NOT NULL DEFAULT '[]',
+                first_seen TEXT NOT NULL,
+                last_seen TEXT NOT NULL,
+                alerted_severity TEXT,
+                alerted_nirs INTEGER,
+                alerted_sources TEXT,
+                alerted_at TEXT
+            )""",
+            """CREATE TABLE incident_findings (
+                finding_id INTEGER PRIMARY KEY REFERENCES findings(id) ON DELETE CASCADE,
+                incident_id INTEGER NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+                overlap REAL,
+                joined_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX incident_findings_incident ON incident_findings (incident_id)",
+            """CREATE TABLE alerts (
+                id INTEGER PRIMARY KEY,
+                alert_id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL CHECK (kind IN ('new', 'update', 'health')),
+                severity TEXT NOT NULL CHECK (severity IN ('info', 'low', 'medium', 'high', 'critical')),
+                incident_id INTEGER REFERENCES incidents(id) ON DELETE SET NULL,
+                finding_id INTEGER REFERENCES findings(id) ON DELETE SET NULL,
+                source TEXT,
+                title TEXT NOT NULL,
+                tags TEXT NOT NULL DEFAULT '[]',
+                payload TEXT NOT NULL DEFAULT '{}',
+                state TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'sent', 'logged', 'failed')),
+                tries INTEGER NOT NULL DEFAULT 0,
+                next_try TEXT NOT NULL,
+                last_error TEXT,
+                delivered_to TEXT NOT NULL DEFAULT '[]',
+                created_at TEXT NOT NULL,
+                emitted_at TEXT,
+                sent_at TEXT,
+                acked_at TEXT
+            )""",
+            "CREATE INDEX alerts_due ON alerts (state, next_try)",
+            "CREATE INDEX alerts_unemitted ON alerts (id) WHERE emitted_at IS NULL",
+            "CREATE INDEX alerts_incident ON alerts (incident_id)",
+            """CREATE TABLE health_notices (
+                source TEXT PRIMARY KEY REFERENCES sources(name) ON DELETE CASCADE,
+                failing_since TEXT NOT NULL,
+                alert INTEGER REFERENCES alerts(id) ON DELETE SET NULL,
+                notified_at TEXT NOT NULL
+            )""",
+            """INSERT INTO incidents (id, severity, nirs, sources, first_seen, last_seen)
+            SELECT f.id, f.severity, coalesce(json_extract(f.counts, '$.nir'), 0),
+                (SELECT json_group_array(source) FROM
+                    (SELECT DISTINCT l.source FROM item_findings AS l WHERE l.finding_id = f.id
+                     ORDER BY l.source)),
+                f.first_seen, f.last_seen
+            FROM findings AS f""",
+            """UPDATE incidents SET alerted_severity = severity, alerted_nirs = nirs,
+                alerted_sources = sources""",
+            """INSERT INTO incident_findings (finding_id, incident_id, overlap, joined_at)
+            SELECT id, id, NULL, first_seen FROM findings""",
+            """CREATE VIEW incident_overview AS
+            SELECT i.id, i.severity, i.nirs, i.sources, i.first_seen, i.last_seen,
+                (SELECT count(*) FROM incident_findings AS m WHERE m.incident_id = i.id) AS findings,
+                (SELECT count(*) FROM alerts AS a WHERE a.incident_id = i.id) AS alerts,
+                i.alerted_severity, i.alerted_nirs, i.alerted_at
+            FROM incidents AS i""",
+        ],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
+    Migration(3, "incidents, alerts and health notices", _m003_alerts),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -331,6 +433,37 @@ class ItemResult:
     finding_id: int | None
     new_finding: bool
     escalated: bool
+    alert: int | None = None    # the alerts row the alert hook wrote, if any
+
+
+@dataclass(frozen=True)
+class FindingEvent:
+    """What recording one item did to a finding, as an `AlertHook` sees it.
+
+    `title` is the item title as stored (NIR-shaped runs blanked); `now` the transaction's
+    timestamp. Sent for every recorded item that has a finding, new or not: an alert hook
+    decides itself whether a known finding on a new source is news.
+    """
+
+    source: str
+    item_id: str
+    url: str | None
+    title: str | None
+    finding_id: int
+    new_finding: bool
+    escalated: bool
+    report: Report
+    now: str
+
+
+class AlertHook(Protocol):
+    """Called inside the recording transaction; may write through `state.db`, must not commit.
+
+    Returns the id of the alerts row it wrote, or None. An exception rolls the whole
+    transaction back (the item, the finding and the alert are written together or not at all).
+    """
+
+    def __call__(self, state: StateDB, event: FindingEvent) -> int | None: ...
 
 
 # --------------------------------------------------------------------------- file
@@ -432,6 +565,14 @@ class StateDB:
         except BaseException:
             conn.rollback()
             raise
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One BEGIN IMMEDIATE transaction, for modules that keep their own tables here."""
+        return self._transaction()
+
+    def now(self) -> str:
+        """The current time as stored (from the clock this StateDB was opened with)."""
+        return self._now()
 
     def _now(self) -> str:
         return format_time(self._clock())
@@ -634,12 +775,13 @@ class StateDB:
         url: str | None,
         title: str | None,
         report: Report | None,
+        alert: AlertHook | None = None,
     ) -> ItemResult:
         """Record one polled item and its report in one transaction; see `record_items`."""
         record = ItemRecord(source, item_id, version, url, title, report)
-        return self.record_items([record])[0]
+        return self.record_items([record], alert=alert)[0]
 
-    def record_items(self, records: Sequence[ItemRecord]) -> list[ItemResult]:
+    def record_items(self, records: Sequence[ItemRecord], alert: AlertHook | None = None) -> list[ItemResult]:
         """Record items in ONE transaction (all or none), returning one result per record.
 
         For each record: upsert the item (keeping first_seen); if the report's severity is not
@@ -647,15 +789,19 @@ class StateDB:
         existing finding (same bytes on another source or item = the same finding), raising
         its severity and analysis if this report is more severe. Recording the same item
         version twice is harmless. Batching amortizes the commit when the daemon is busy.
+
+        `alert`, when given, is called for every record that has a finding, inside the same
+        transaction, after the finding and its links are written: the alert row it writes
+        commits with them (no finding without its alert, no alert without its finding).
         """
         for record in records:
             if record.report is not None:
                 severity_rank(record.report.severity)  # ValueError before any write
         now = self._now()
         with self._transaction():
-            return [self._record_one(record, now) for record in records]
+            return [self._record_one(record, now, alert) for record in records]
 
-    def _record_one(self, record: ItemRecord, now: str) -> ItemResult:
+    def _record_one(self, record: ItemRecord, now: str, alert: AlertHook | None = None) -> ItemResult:
         source, item_id, version = record.source, str(record.item_id), str(record.version)
         self._require_source(source)
         existing = self.db.execute(
@@ -683,7 +829,11 @@ class StateDB:
                 VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 (finding_id, source, item_id, version, record.url, title, now),
             )
-        return ItemResult(not same_version, finding_id, new_finding, escalated)
+        alert_row = None
+        if alert is not None and finding_id is not None and report is not None:
+            event = FindingEvent(source, item_id, record.url, title, finding_id, new_finding, escalated, report, now)
+            alert_row = alert(self, event)
+        return ItemResult(not same_version, finding_id, new_finding, escalated, alert_row)
 
     def _write_item(
         self,
@@ -961,11 +1111,20 @@ class Store:
         url: str | None,
         title: str | None,
         report: Report | None,
+        alert: AlertHook | None = None,
     ) -> ItemResult:
-        return await self._run(self._state.record_item, source, item_id, version, url, title, report)
+        return await self._run(self._state.record_item, source, item_id, version, url, title, report, alert)
 
-    async def record_items(self, records: Sequence[ItemRecord]) -> list[ItemResult]:
-        return await self._run(self._state.record_items, list(records))
+    async def record_items(self, records: Sequence[ItemRecord], alert: AlertHook | None = None) -> list[ItemResult]:
+        return await self._run(self._state.record_items, list(records), alert)
+
+    async def call(self, function: Callable[Concatenate[StateDB, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """`function(state, *args, **kwargs)` on the store thread, with the store's StateDB.
+
+        For modules that keep their own tables in this database (watcher.alerts): they go
+        through the daemon's one connection, serialized with every other call.
+        """
+        return await self._run(function, self._state, *args, **kwargs)
 
     async def findings(
         self, since: datetime | None = None, min_severity: str | None = None, limit: int | None = None

@@ -28,7 +28,7 @@ _SPECIAL_PLACES_B = frozenset([b"20", b"97", b"98", b"99"])
 # Labels that make a bare 13-character number a NIR (accent- and case-insensitive).
 _E = rb"(?:e|\xc3\xa9|\xc3\x89)"
 _LABEL = (
-    rb"(?:\bnir|\bn(?:o|\xc2\xb0|\xc2\xba|um(?:" + _E + rb"ro)?)?\.?\s?(?:de\s)?(?:s\.?s\b\.?|s" + _E + rb"cu)"
+    rb"(?:\bnir|\bn(?:o|\xc2\xb0|\xc2\xba|um(?:" + _E + rb"ro)?)?[._\-]?\s?(?:de[\s_\-])?(?:s\.?s\b\.?|s" + _E + rb"cu)"
     rb"|\bnss\b|s" + _E + rb"curit" + _E + rb"\ssociale|\binsee|\bmatricule)"
 )
 _LABEL_GAP = rb"[^0-9\n]{0,30}?"
@@ -79,8 +79,14 @@ def is_valid(nir: str) -> bool:
 
 
 def normalize(text: str) -> str:
-    """Drop separators and upper-case: `2 53 07 2a 073 004 43` -> `255072A07300443`."""
-    return re.sub(r"[\s.\-/]", "", text).upper()
+    """Drop separators and upper-case: `2 53 07 2a 073 004 43` -> `255072A07300443`.
+
+    Chained replaces: several times faster than str.translate or re.sub on short strings.
+    """
+    return (
+        text.replace(" ", "").replace(".", "").replace("-", "").replace("/", "")
+        .replace("\xa0", "").replace("\t", "").strip().upper()
+    )
 
 
 def complete(body: str, key: str | None = None) -> str | None:

@@ -7,7 +7,9 @@ from typing import Iterator
 from ..privacy import mask_digits
 from .base import NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
 
-_PAIRS = rb"(?:[ .\-]?[0-9]{2}){4}"
+# One separator style per number: "05 32 01 30 00" or "0532013000", not "0532 0130 00"
+# (the groups of four of an IBAN).
+_PAIRS = [rb"[0-9]{8}"] + [rb"(?:" + sep + rb"[0-9]{2}){4}" for sep in (b" ", rb"\.", b"-")]
 _NOT_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
 
 
@@ -16,10 +18,11 @@ class PhoneDetector:
     sensitive = True
 
     def patterns(self) -> list[Pattern]:
-        return [
-            Pattern(rb"(?:^|[^0-9+])0[1-9]" + _PAIRS + NOT_BEFORE_DIGIT),
-            Pattern(rb"(?:\+33|(?:^|[^0-9])0033)[ .\-]?(?:\(0\))?[1-9]" + _PAIRS + NOT_BEFORE_DIGIT),
+        national = [rb"(?:^|[^0-9+])0[1-9]" + pairs + NOT_BEFORE_DIGIT for pairs in _PAIRS]
+        international = [
+            rb"(?:\+33|(?:^|[^0-9])0033)[ .\-]?(?:\(0\))?[1-9]" + pairs + NOT_BEFORE_DIGIT for pairs in _PAIRS
         ]
+        return [Pattern(expr) for expr in national + international]
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         for _, ends in hits:

@@ -128,7 +128,7 @@ def _text_part(chunks: Iterator[bytes], label: str, depth: int, budget: Budget) 
     yield Part(label, scanned())
     for index, blob in enumerate(blobs, 1):
         try:
-            budget.spend(len(blob), len(blob), f"{label}: base64 block {index}")
+            budget.spend(len(blob), f"{label}: base64 block {index}")
         except Refused as exc:
             budget.notes.append(str(exc))
             return

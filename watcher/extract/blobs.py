@@ -25,13 +25,15 @@ from ..detect.base import Pattern
 MiB = 1024 * 1024
 _B64_RUN = re.compile(rb"(?:[A-Za-z0-9+/]{4}|\r?\n|[ \t]){40,}[A-Za-z0-9+/=]{0,4}")
 _B64_CONTINUES = re.compile(rb"^(?:[A-Za-z0-9+/=]|\r?\n)*")
-_B64_TRIGGER = Pattern(rb"[A-Za-z0-9+/]{120}", caseless=False)
+# One long run, or two lines of a block wrapped at 64 or 76 characters (MIME, PEM).
+_B64_TRIGGER = Pattern(rb"[A-Za-z0-9+/]{120}|[A-Za-z0-9+/]{56}\r?\n[A-Za-z0-9+/]{56}", caseless=False)
 MAGIC = {
     b"\x1f\x8b": "gzip",
     b"BZh": "bzip2",
     b"\xfd7zXZ\x00": "xz",
     b"PK\x03\x04": "zip",
 }
+_ZLIB_FLAGS = (0x01, 0x5E, 0x9C, 0xDA)        # the four compression levels zlib writes
 
 
 # What a truncated or corrupt compressed stream or archive raises.
@@ -53,20 +55,29 @@ class Budget:
     expanded: int = 0
     notes: list[str] = field(default_factory=list)
 
-    def spend(self, produced: int, consumed: int, what: str) -> None:
+    def spend(self, produced: int, what: str) -> None:
+        """Count `produced` expanded bytes against the document's total."""
         self.expanded += produced
         if self.expanded > self.max_expanded:
             raise Refused(f"{what} refused: expands past {self.max_expanded // MiB} MiB (decompression bomb?)")
+
+    def check_ratio(self, produced: int, consumed: int, what: str) -> None:
+        """Refuse a stream that has inflated `max_ratio` times its input (past 8 MiB)."""
         if produced > 8 * MiB and produced > self.max_ratio * max(consumed, 1):
             raise Refused(f"{what} refused: expands more than {self.max_ratio}x (decompression bomb?)")
 
 
 def compression_of(head: bytes) -> str | None:
+    """The compression of a document by its magic bytes (zlib, which has none, by trial)."""
     for magic, kind in MAGIC.items():
         if head.startswith(magic):
             return kind
-    if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
-        return "zlib"
+    if len(head) >= 8 and head[0] == 0x78 and head[1] in _ZLIB_FLAGS:
+        try:
+            zlib.decompressobj().decompress(head[:4096], 64)
+            return "zlib"
+        except zlib.error:
+            return None     # text that happens to start with "x^"
     return None
 
 
@@ -84,7 +95,7 @@ def decompress(chunks: Iterable[bytes], kind: str, budget: Budget, what: str) ->
     """Stream-decompress `chunks`, never producing more than the budget allows."""
     engine = _decompressor(kind)
     zlib_like = kind in ("gzip", "zlib")
-    consumed = 0
+    consumed = produced = 0
     for chunk in chunks:
         consumed += len(chunk)
         data = chunk
@@ -92,7 +103,9 @@ def decompress(chunks: Iterable[bytes], kind: str, budget: Budget, what: str) ->
             out = engine.decompress(data, MiB)
             data = engine.unconsumed_tail if zlib_like else b""
             if out:
-                budget.spend(len(out), consumed, what)
+                produced += len(out)
+                budget.spend(len(out), what)
+                budget.check_ratio(produced, consumed, what)
                 yield out
             if engine.eof:
                 rest = engine.unused_data
@@ -128,9 +141,13 @@ def zip_members(data: bytes | str, budget: Budget, what: str) -> Iterator[tuple[
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget, what: str) -> Iterator[bytes]:
+    label = f"{what}: member {info.filename!r}"
+    produced = 0
     with archive.open(info) as member:
         while chunk := member.read(MiB):
-            budget.spend(len(chunk), max(info.compress_size, 1), f"{what}: member {info.filename!r}")
+            produced += len(chunk)
+            budget.spend(len(chunk), label)
+            budget.check_ratio(produced, info.compress_size, label)
             yield chunk
 
 

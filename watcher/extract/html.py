@@ -49,7 +49,12 @@ def html_to_text(markup: str, max_parse: int = 5 * 1024 * 1024) -> str:
         cell.append("\t")
     for block in soup.find_all(_BLOCKS):
         block.append("\n")
-    return soup.get_text()
+    return _tidy(soup.get_text())
+
+
+def _tidy(text: str) -> str:
+    """No blank or whitespace-only lines (they are not records), no trailing cell tabs."""
+    return "\n".join(stripped for line in text.splitlines() if (stripped := line.rstrip()).strip()) + "\n"
 
 
 def _strip_tags(markup: str) -> str:
@@ -57,4 +62,4 @@ def _strip_tags(markup: str) -> str:
         text = match.group(0)
         return "" if match.group(1) else ("\n" if text[1:3].lower() == "br" or text[1] == "/" else " ")
 
-    return html_lib.unescape(_TAG.sub(replace, markup))
+    return _tidy(html_lib.unescape(_TAG.sub(replace, markup)))
