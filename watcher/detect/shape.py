@@ -243,7 +243,9 @@ class ShapeReader:
         self._counter = _count_lines
 
     def _plan_nir_rows(self, lines: list[str], delimiter: str) -> None:
-        """Parse rows when the NIR column holds 13-character bodies (key apart or absent)."""
+        """Parse rows when the NIR column may hold 13-character bodies: there is a key column,
+        or the first rows show some (a column without a key of 15-character NIRs only is left
+        to the main detector, which is much faster)."""
         headers = self.shape.headers
         nir_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "nir"), None)
         if nir_index is None:
@@ -251,7 +253,7 @@ class ShapeReader:
         key_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "cle"), None)
         rows = list(csv.reader(lines[1:40], delimiter=delimiter))
         values = [nir_rules.normalize(r[nir_index]) for r in rows if len(r) > nir_index]
-        if any(len(v) == 13 for v in values):
+        if key_index is not None or any(len(v) == 13 for v in values):
             self._row_columns = (nir_index, key_index)
             self._delimiter = delimiter
 

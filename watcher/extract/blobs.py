@@ -26,7 +26,7 @@ MiB = 1024 * 1024
 _B64_RUN = re.compile(rb"(?:[A-Za-z0-9+/]{4}|\r?\n|[ \t]){40,}[A-Za-z0-9+/=]{0,4}")
 _B64_CONTINUES = re.compile(rb"^(?:[A-Za-z0-9+/=]|\r?\n)*")
 # One long run, or two lines of a block wrapped at 64 or 76 characters (MIME, PEM).
-_B64_TRIGGER = Pattern(rb"[A-Za-z0-9+/]{120}|[A-Za-z0-9+/]{56}\r?\n[A-Za-z0-9+/]{56}", caseless=False)
+_B64_TRIGGER = Pattern(rb"[A-Za-z0-9+/]{120}|[A-Za-z0-9+/]{56}\r?\n[ \t]*[A-Za-z0-9+/]{56}", caseless=False)
 MAGIC = {
     b"\x1f\x8b": "gzip",
     b"BZh": "bzip2",
