@@ -20,6 +20,7 @@ import random
 import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -57,6 +58,10 @@ _WORKER: dict[str, Analyzer] = {}     # one Analyzer per worker process, built b
 
 
 def _init_worker(rules: tuple[Rule, ...], policy: Policy, secret: bytes) -> None:
+    # The daemon stops its workers itself: a Ctrl-C or a SIGTERM sent to the whole process
+    # group (systemd's default) must not kill one in the middle of a document.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _WORKER["analyzer"] = Analyzer(Scanner(rules), policy=policy, fingerprinter=Fingerprinter(secret))
 
 
@@ -122,13 +127,14 @@ class Daemon:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.store: Store | None = None
         self.pool: ProcessPoolExecutor | None = None
+        self._secret = b""
         self.limiter: asyncio.Semaphore | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
     async def run(self) -> int:
         state_dir = self.config.watcher.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        secret = load_or_create_secret(state_dir / SECRET_NAME)
+        secret = self._secret = load_or_create_secret(state_dir / SECRET_NAME)
         self.pool = worker_pool(self.config, secret, self.workers)
         self.store = await Store.open(state_dir / DB_NAME)
         self.limiter = asyncio.Semaphore(self.config.watcher.concurrency)
@@ -137,7 +143,7 @@ class Daemon:
             if self.once:
                 await self._run_once()
                 return 0
-            return await self._run_forever(secret)
+            return await self._run_forever()
         finally:
             self.notifier.stopping()
             await self._stop_sources()
@@ -168,7 +174,7 @@ class Daemon:
         log_event(log, "info", "pass done", polls=counters.polls, items=counters.items,
                   findings=counters.findings, failing=len(counters.failing))
 
-    async def _run_forever(self, secret: bytes) -> int:
+    async def _run_forever(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -186,13 +192,13 @@ class Daemon:
                 reload.cancel()
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
-                    await self._reload_config(secret)
+                    await self._reload_config()
         finally:
             watchdog.cancel()
         log_event(log, "info", "daemon stopping", **{"polls": self.counters.polls, "items": self.counters.items})
         return 0
 
-    async def _reload_config(self, secret: bytes) -> None:
+    async def _reload_config(self) -> None:
         """SIGHUP: re-read sources.toml; an invalid file keeps the running configuration."""
         self.notifier.reloading()
         try:
@@ -202,16 +208,22 @@ class Daemon:
             self.notifier.ready(f"reload refused: {exc}")
             return
         await self._stop_sources()
-        if (config.rules, config.policy) != (self.config.rules, self.config.policy):
-            old, self.pool = self.pool, worker_pool(config, secret, self.workers)
-            old.shutdown(wait=False, cancel_futures=True)  # type: ignore[union-attr]
+        rules_changed = (config.rules, config.policy) != (self.config.rules, self.config.policy)
         self.config = config
+        if rules_changed:
+            self._replace_pool()
         self.limiter = asyncio.Semaphore(config.watcher.concurrency)
         for source in config.sources:
             await self.store.upsert_source(source.name, source.kind)  # type: ignore[union-attr]
         self._start_sources()
         log_event(log, "info", "configuration reloaded", sources=len(self._tasks))
         self.notifier.ready(self.counters.status())
+
+    def _replace_pool(self) -> None:
+        """New workers (new rules after a reload, or a worker died); the old pool winds down."""
+        old, self.pool = self.pool, worker_pool(self.config, self._secret, self.workers)
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
 
     def _start_sources(self) -> None:
         for source_config in self.config.enabled_sources:
@@ -302,9 +314,16 @@ class Daemon:
         """Analyse one item in the pool, record it; 1 if it is a new or escalated finding."""
         loop = asyncio.get_running_loop()
         label = item.url or item.item_id
-        report: Report = await loop.run_in_executor(
-            self.pool, _analyze, item.content, str(item.path) if item.path else None, label, item.content_type,
-        )
+        try:
+            report: Report = await loop.run_in_executor(
+                self.pool, _analyze, item.content, str(item.path) if item.path else None, label, item.content_type,
+            )
+        except BrokenProcessPool:
+            # A worker died (a crash, the OOM killer): replace the pool, fail this poll; the
+            # item was not recorded, so it is tried again at the next poll.
+            log_event(log, "error", "analysis worker died: pool replaced", source=item.source, item=item.item_id)
+            self._replace_pool()
+            raise SourceError(f"analysis worker died on {label}; the item is retried next poll") from None
         result = await self.store.record_item(  # type: ignore[union-attr]
             item.source, item.item_id, item.version, item.url, item.title, report,
         )
