@@ -194,3 +194,21 @@ def test_seeded_mix_exact_counts(found):
     values = found(text)
     assert values["siret"] == sirets
     assert values["phone"] == {"+33" + p[1:] for p in phones}
+
+
+def test_fast_checksums_agree_with_python_stdnum():
+    """The table-driven Luhn and the SIRET rule (La Poste included) match python-stdnum."""
+    import random
+
+    from stdnum import luhn
+    from stdnum.fr import siret
+
+    from watcher.detect.luhn import luhn_ok
+    from watcher.detect.siret import siret_ok
+
+    rng = random.Random(7)
+    for _ in range(20000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.choice([9, 11, 14])))
+        assert luhn_ok(digits) == luhn.is_valid(digits), digits
+        number = ("356000000" + digits[:5]) if rng.random() < 0.3 else digits.ljust(14, "0")[:14]
+        assert siret_ok(number) == siret.is_valid(number), number

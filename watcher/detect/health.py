@@ -27,9 +27,9 @@ class HealthTermsDetector:
         return self.vocabulary.patterns()
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
-        for entry in self.vocabulary.entries(hits):
+        for entry, ends in self.vocabulary.entries(hits).items():
             term = fold_key(self.vocabulary.texts[entry])
-            if term not in found and next(self.vocabulary.occurrences(buf, entry, window), None):
+            if term not in found and next(self.vocabulary.occurrences(buf, entry, window, ends), None):
                 yield term
 
     def mask(self, value: str) -> str:

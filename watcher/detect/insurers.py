@@ -72,18 +72,19 @@ class InsurerDetector:
 
     def __init__(self, names: list[Name] | None = None) -> None:
         self.names = names if names is not None else load_watch_list()
-        self.vocabulary = Vocabulary([n.text for n in self.names])
+        ambiguous = frozenset(i for i, n in enumerate(self.names) if n.ambiguous)
+        self.vocabulary = Vocabulary([n.text for n in self.names], located=ambiguous)
         self._longer = _longer_names(self.names)
 
     def patterns(self) -> list[Pattern]:
         return self.vocabulary.patterns()
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
-        for entry in self.vocabulary.entries(hits):
+        for entry, ends in self.vocabulary.entries(hits).items():
             name = self.names[entry]
             if name.canonical in found:
                 continue
-            for start, end in self.vocabulary.occurrences(buf, entry, window):
+            for start, end in self.vocabulary.occurrences(buf, entry, window, ends):
                 if any(self.vocabulary.covers(buf, other, start, end) for other in self._longer[entry]):
                     continue
                 if name.ambiguous and not has_health_context(buf, start, end):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from stdnum import luhn
-
 from ..privacy import mask_digits
+from .luhn import luhn_ok
 from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
 
 
@@ -22,7 +21,7 @@ class RppsDetector:
             for end in ends:
                 end = number_end(buf, end)
                 number = buf[end - 11:end].decode()
-                if luhn.is_valid(number):
+                if luhn_ok(number):
                     yield number
 
     def mask(self, value: str) -> str:

@@ -66,9 +66,9 @@ class RuleDetector:
                 for start, end in longest_per_start(spans):
                     yield buf[start:end].decode("utf-8", "replace")
             return
-        for entry in self.vocabulary.entries(hits):
+        for entry, ends in self.vocabulary.entries(hits).items():
             keyword = fold_key(self.vocabulary.texts[entry])
-            if keyword not in found and next(self.vocabulary.occurrences(buf, entry, window), None):
+            if keyword not in found and next(self.vocabulary.occurrences(buf, entry, window, ends), None):
                 yield keyword
 
     def mask(self, value: str) -> str:

@@ -155,14 +155,18 @@ def _bounded(text: str, pattern: bytes) -> bytes:
 class Vocabulary:
     """Names or words matched accent- and case-insensitively on word boundaries.
 
-    Hyperscan only says which entries occur in a buffer (`single` patterns, one report
-    each); Python's `re` then locates their occurrences inside the accepted window. A
-    document names an insurer thousands of times but only the first valid occurrence
-    matters, so this keeps the per-match Python cost off dense extracts.
+    For most entries Hyperscan only says which occur in a buffer (`single` patterns, one
+    report each) and Python's `re` then finds their first valid occurrence inside the
+    accepted window: a document names an insurer thousands of times but only one valid
+    occurrence matters, so dense extracts cost no per-match Python work. Entries in
+    `located` (ambiguous names, which need context around each occurrence and may never
+    get it) are reported at every occurrence instead, and checked there only, rather than
+    searched for again through every chunk.
     """
 
-    def __init__(self, texts: list[str]) -> None:
+    def __init__(self, texts: list[str], located: frozenset[int] = frozenset()) -> None:
         self.texts = texts
+        self.located = located
         self._regexes: dict[int, re.Pattern[bytes]] = {}
         self._patterns: list[Pattern] = []
         self._entry: list[int] = []          # pattern tag -> index in texts
@@ -171,26 +175,45 @@ class Vocabulary:
             for expr in scan_patterns(text):
                 if expr not in seen:          # `Viamedis` and `Viamédis` share the plain form
                     seen.add(expr)
-                    self._patterns.append(Pattern(expr, single=True))
+                    self._patterns.append(Pattern(expr, single=index not in located))
                     self._entry.append(index)
 
     def patterns(self) -> list[Pattern]:
         return self._patterns
 
-    def entries(self, hits: list[tuple[int, list]]) -> list[int]:
-        """The entries (indexes in `texts`) whose patterns matched, in order, once each."""
-        return list(dict.fromkeys(self._entry[tag] for tag, _ in hits))
+    def entries(self, hits: list[tuple[int, list]]) -> dict[int, list[int]]:
+        """entry (index in `texts`) -> the match ends Hyperscan reported, in order."""
+        found: dict[int, list[int]] = {}
+        for tag, ends in hits:
+            found.setdefault(self._entry[tag], []).extend(ends)
+        return found
 
     def regex(self, entry: int) -> re.Pattern[bytes]:
         if entry not in self._regexes:
             self._regexes[entry] = re.compile(folded_pattern(self.texts[entry]), re.IGNORECASE)
         return self._regexes[entry]
 
-    def occurrences(self, buf: bytes, entry: int, window: tuple[int, int]) -> Iterator[tuple[int, int]]:
-        """(start, end) of `entry` on word boundaries, ending inside `window`."""
+    def occurrences(
+        self, buf: bytes, entry: int, window: tuple[int, int], ends: list[int] = ()  # type: ignore[assignment]
+    ) -> Iterator[tuple[int, int]]:
+        """(start, end) of `entry` on word boundaries, ending inside `window`.
+
+        Hyperscan's reported ends come first (a short search right before each); a `single`
+        entry whose first occurrence does not qualify is then searched through the window.
+        """
         lo, hi = window
-        for match in self.regex(entry).finditer(buf, max(0, lo - 512), hi):
-            if match.end() > lo and on_word_boundaries(buf, match.start(), match.end()):
+        regex = self.regex(entry)
+        reach = 4 * len(self.texts[entry]) + 8
+        seen: set[tuple[int, int]] = set()
+        for end in sorted(set(ends)):
+            match = regex.search(buf, max(0, end - reach), min(hi, end))
+            if match and match.end() > lo and on_word_boundaries(buf, match.start(), match.end()):
+                seen.add(match.span())
+                yield match.span()
+        if entry in self.located:
+            return
+        for match in regex.finditer(buf, max(0, lo - 512), hi):
+            if match.span() not in seen and match.end() > lo and on_word_boundaries(buf, *match.span()):
                 yield match.span()
 
     def covers(self, buf: bytes, entry: int, start: int, end: int) -> bool:
