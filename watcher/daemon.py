@@ -2,6 +2,9 @@
 
     sources (poll) -> fetch -> [worker pool: extract -> detect -> score] -> store -> alert
 
+A finding and its alert are written in one transaction; the alert sender (watcher.alerts)
+delivers from that outbox, so an alert is never lost to a crash.
+
 Each enabled source runs in its own task: poll, then sleep its interval (with jitter), or back
 off exponentially (with jitter, capped) after a failure, or as long as a 429/503 Retry-After
 asks. At most one poll of a source runs at a time; a global semaphore bounds simultaneous
@@ -26,23 +29,28 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from .alerts import AlertSender, alert_settings
 from .analyze import Analyzer
 from .config import Config, ConfigError, SourceConfig, load_config
 from .detect import Scanner
 from .detect.rules import Rule
 from .fetch import Fetcher, FetchError, RetryLater, tor_preflight
 from .logs import log_event
+from .metrics import Metrics
+from .metrics import serve as serve_metrics
 from .notify import Notifier
 from .privacy import Fingerprinter, load_or_create_secret
 from .report import Report
+from .retention import retention_pass, retention_task, store_runner
 from .score import Policy
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
-from .store import ItemResult, Store
+from .store import ItemResult, Store, parse_time
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 3600.0          # seconds: a failing source is retried at least hourly
+MAX_PLANNED_WAIT = 86400.0    # a stored next poll further away than a day is not trusted
 JITTER = 0.1                  # +-10% on every interval
 DB_NAME = "watcher.db"
 SECRET_NAME = "secret.key"
@@ -121,22 +129,27 @@ class Daemon:
         self.workers = workers
         self.on_finding = on_finding
         self.counters = Counters()
+        self.metrics = Metrics()
         self._rng = random.Random()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.store: Store | None = None
+        self.alerts: AlertSender | None = None
         self.pool: ProcessPoolExecutor | None = None
         self._secret = b""
+        self._next_poll: dict[str, str] = {}        # source -> next poll planned by the last run
         self.limiter: asyncio.Semaphore | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
     async def run(self) -> int:
+        alerts = alert_settings(self.config)          # a broken [alerts] fails before anything opens
         state_dir = self.config.watcher.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = self._secret = load_or_create_secret(state_dir / SECRET_NAME)
         self.pool = worker_pool(self.config, secret, self.workers)
         self.store = await Store.open(state_dir / DB_NAME)
+        self.alerts = AlertSender(self.store, alerts, on_outcome=self.metrics.alert)
         self.limiter = asyncio.Semaphore(self.config.watcher.concurrency)
         try:
             await self._preflight()
@@ -158,10 +171,7 @@ class Daemon:
             if problem:
                 log_event(log, "error", "tor unreachable: tor sources will retry with backoff",
                           socks=self.config.tor.socks, reason=problem, sources=",".join(needs_tor))
-        for source in self.config.sources:
-            await self.store.upsert_source(source.name, source.kind)  # type: ignore[union-attr]
-            if not source.enabled:
-                await self.store.disable_source(source.name)  # type: ignore[union-attr]
+        await self._sync_sources()
 
     async def _run_once(self) -> None:
         """`--once`: every enabled source polled once, then exit."""
@@ -170,6 +180,8 @@ class Daemon:
                 await self._poll(source, fetcher, 0)
 
         await asyncio.gather(*(once(build_source(s)) for s in self.config.enabled_sources))
+        await self.alerts.run_once()  # type: ignore[union-attr]
+        await retention_pass(store_runner(self.store), self.config.retention)  # type: ignore[arg-type]
         counters = self.counters
         log_event(log, "info", "pass done", polls=counters.polls, items=counters.items,
                   findings=counters.findings, failing=len(counters.failing))
@@ -183,6 +195,7 @@ class Daemon:
         self.notifier.ready(f"watching {len(self._tasks)} sources")
         log_event(log, "info", "daemon ready", sources=len(self._tasks), config=str(self.config.path))
         watchdog = asyncio.create_task(self._watchdog())
+        background = self._start_background()
         try:
             while not self._stop.is_set():
                 stop = asyncio.create_task(self._stop.wait())
@@ -194,7 +207,9 @@ class Daemon:
                     self._reload.clear()
                     await self._reload_config()
         finally:
-            watchdog.cancel()
+            for task in [watchdog, *background]:
+                task.cancel()
+            await asyncio.gather(watchdog, *background, return_exceptions=True)
         log_event(log, "info", "daemon stopping", **{"polls": self.counters.polls, "items": self.counters.items})
         return 0
 
@@ -203,6 +218,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             config = load_config(self.config.path)
+            alerts = alert_settings(config)
         except (ConfigError, OSError) as exc:
             log_event(log, "error", "reload refused, keeping the running configuration", reason=str(exc))
             self.notifier.ready(f"reload refused: {exc}")
@@ -210,14 +226,42 @@ class Daemon:
         await self._stop_sources()
         rules_changed = (config.rules, config.policy) != (self.config.rules, self.config.policy)
         self.config = config
+        self.alerts.reconfigure(alerts)  # type: ignore[union-attr]
         if rules_changed:
             self._replace_pool()
         self.limiter = asyncio.Semaphore(config.watcher.concurrency)
-        for source in config.sources:
-            await self.store.upsert_source(source.name, source.kind)  # type: ignore[union-attr]
+        await self._sync_sources()
+        self.counters.failing &= {s.name for s in config.enabled_sources}
         self._start_sources()
         log_event(log, "info", "configuration reloaded", sources=len(self._tasks))
         self.notifier.ready(self.counters.status())
+
+    async def _sync_sources(self) -> None:
+        """Source rows follow the configuration: enabled ones upserted, disabled or removed
+        ones marked disabled (so they are not reported failing forever)."""
+        store = self.store
+        assert store is not None
+        health = await store.sources_health()
+        known = {row["name"]: row["state"] for row in health}
+        self._next_poll = {row["name"]: row["next_poll"] for row in health if row.get("next_poll")}
+        enabled = {s.name for s in self.config.enabled_sources}
+        for source in self.config.sources:
+            if source.enabled or source.name not in known:
+                await store.upsert_source(source.name, source.kind)
+        for name in (set(known) | {s.name for s in self.config.sources}) - enabled:
+            if known.get(name) != "disabled":
+                await store.disable_source(name)
+
+    def _start_background(self) -> list[asyncio.Task[None]]:
+        """The alert sender, hourly retention passes, and the metrics endpoint if configured."""
+        run = store_runner(self.store)  # type: ignore[arg-type]
+        tasks = [
+            asyncio.create_task(self.alerts.run(), name="alerts"),  # type: ignore[union-attr]
+            asyncio.create_task(retention_task(run, lambda: self.config.retention), name="retention"),
+        ]
+        if self.config.metrics is not None:
+            tasks.append(asyncio.create_task(serve_metrics(self.config.metrics, self.metrics, run), name="metrics"))
+        return tasks
 
     def _replace_pool(self) -> None:
         """New workers (new rules after a reload, or a worker died); the old pool winds down."""
@@ -238,22 +282,33 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _watchdog(self) -> None:
-        """WATCHDOG=1 while the loop turns; STATUS= with live counts. A wedged loop stops both."""
-        interval = self.notifier.watchdog_interval() or 10.0
+        """WATCHDOG=1 while the loop turns, with STATUS= and live counts in the same datagram.
+        A wedged loop sends neither, and systemd restarts the service."""
+        interval = self.notifier.watchdog_interval()
         while True:
-            self.notifier.watchdog()
-            self.notifier.status(self.counters.status())
-            await asyncio.sleep(interval)
+            status = f"STATUS={self.counters.status()}"
+            self.notifier.notify(*(("WATCHDOG=1", status) if interval else (status,)))
+            await asyncio.sleep(interval or 10.0)
 
     # -- one source ----------------------------------------------------------------------------
     async def _source_loop(self, source: Source) -> None:
         """Poll `source` until cancelled, with one fetcher (one Tor circuit) for its lifetime."""
         failures = 0
+        await asyncio.sleep(self._wait_planned(source.name))
         async with self._fetcher(source.config) as fetcher:
             while True:
                 ok, delay = await self._poll(source, fetcher, failures)
                 failures = 0 if ok else failures + 1
                 await asyncio.sleep(delay)
+
+    def _wait_planned(self, name: str) -> float:
+        """Seconds until the poll planned before a restart or reload (a Retry-After, a
+        backoff): honoured, so a rate-limited site is not hit again at once."""
+        planned = self._next_poll.get(name)
+        if not planned:
+            return 0.0
+        wait = (parse_time(planned) - datetime.now(timezone.utc)).total_seconds()
+        return min(max(wait, 0.0), MAX_PLANNED_WAIT)
 
     async def _poll(self, source: Source, fetcher: Fetcher | None, failures: int) -> tuple[bool, float]:
         """One poll: (succeeded, seconds until the next one).
@@ -298,6 +353,7 @@ class Daemon:
         return Fetcher.for_source(source, self.config.tor, limiter=self.limiter)
 
     def _count_poll(self, name: str, error: str | None, items: int, findings: int, took: float) -> None:
+        self.metrics.poll(name, error is None, items, findings)
         counters = self.counters
         counters.polls += 1
         counters.items += items
@@ -326,7 +382,10 @@ class Daemon:
             raise SourceError(f"analysis worker died on {label}; the item is retried next poll") from None
         result = await self.store.record_item(  # type: ignore[union-attr]
             item.source, item.item_id, item.version, item.url, item.title, report,
+            alert=self.alerts.policy,  # type: ignore[union-attr]
         )
+        if result.alert is not None:     # written with the finding: the sender delivers it
+            self.alerts.wake()  # type: ignore[union-attr]
         if not (result.new_finding or result.escalated):
             return 0
         log_event(

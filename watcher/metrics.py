@@ -12,12 +12,12 @@ text exposition format 0.0.4. Two kinds of figures:
 - gauges read from the database at each scrape (grouped counts over indexed columns, a few
   milliseconds): `watcher_findings{severity}`, `watcher_items{source}`, `watcher_source_up`,
   `watcher_source_consecutive_failures`, `watcher_source_last_success_timestamp_seconds`,
-  `watcher_alerts{status}` (when the alerts table exists), `watcher_state_db_bytes`.
+  `watcher_alerts{state}` (when the alerts table exists), `watcher_state_db_bytes`.
 
 The database is read through the store's writer thread (a `StoreRunner`, see
 `watcher.retention.store_runner`). At most one such read is in flight: a scrape that arrives
 while the store is busy (a VACUUM) waits `db_timeout` seconds, then answers with the live
-counters and `watcher_state_db_up 0`. Labels carry source names and statuses only, never
+counters and `watcher_state_db_up 0`. Labels carry source names and states only, never
 anything read from a document.
 """
 
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DB_TIMEOUT = 5.0
-ALERT_STATUS_COLUMNS = ("status", "state")
 
 # name -> (type, help). Rendering follows this order.
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -72,7 +71,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "watcher_source_up": ("gauge", "1 if the source's last poll succeeded, 0 if it is failing (enabled sources)."),
     "watcher_source_consecutive_failures": ("gauge", "Consecutive failed polls of the source."),
     "watcher_source_last_success_timestamp_seconds": ("gauge", "Time of the source's last successful poll."),
-    "watcher_alerts": ("gauge", "Alerts in the state database, by status."),
+    "watcher_alerts": ("gauge", "Alerts in the state database, by state (pending, sent, logged, failed)."),
 }
 
 Labels = tuple[tuple[str, str], ...]
@@ -129,19 +128,20 @@ class Metrics:
 # --------------------------------------------------------------------------- database gauges
 
 
-def alert_counts(db: Database) -> dict[str, int] | None:
-    """Alerts per status, or None when there is no alerts table (or it has no status column).
+def alert_counts(db: Database, unacknowledged: bool = False) -> dict[str, int] | None:
+    """Alerts per state (pending, sent, logged, failed), or None without an alerts table.
 
-    The alerts table comes from a later migration; its status column is `status` (or `state`).
+    The table comes with schema version 3 (watcher.alerts); an older database has none.
+    `unacknowledged`: leave out alerts an operator acknowledged (`watcher alerts ack`).
     """
     if "alerts" not in db.table_names():
         return None
     columns = db["alerts"].columns_dict
-    column = next((name for name in ALERT_STATUS_COLUMNS if name in columns), None)
-    if column is None:
+    if "state" not in columns:
         return None
-    rows = db.execute(f"SELECT {column}, count(*) FROM alerts GROUP BY {column}").fetchall()
-    return {str(status): int(count) for status, count in rows}
+    where = " WHERE acked_at IS NULL" if unacknowledged and "acked_at" in columns else ""
+    rows = db.execute(f"SELECT state, count(*) FROM alerts{where} GROUP BY state").fetchall()
+    return {str(state): int(count) for state, count in rows}
 
 
 def database_samples(state: StateDB) -> list[Sample]:
@@ -157,7 +157,7 @@ def database_samples(state: StateDB) -> list[Sample]:
         found.append(_sample("watcher_items", count, source=source))
     found.extend(_source_samples(conn))
     for status, count in sorted((alert_counts(db) or {}).items()):
-        found.append(_sample("watcher_alerts", count, status=status))
+        found.append(_sample("watcher_alerts", count, state=status))
     return found
 
 
@@ -187,6 +187,7 @@ def _number(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
+    value = float(value)
     return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
 
 
@@ -265,7 +266,7 @@ class MetricsServer:
             self._pending.add_done_callback(_consume_exception)
         try:
             samples = await asyncio.wait_for(asyncio.shield(self._pending), self._db_timeout)
-        except (asyncio.TimeoutError, StoreClosedError, sqlite3.Error) as exc:
+        except (TimeoutError, StoreClosedError, sqlite3.Error) as exc:
             self._note_db(False, exc)
             return [_sample("watcher_state_db_up", 0)]
         self._note_db(True, None)

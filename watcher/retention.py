@@ -1,25 +1,33 @@
 """Retention: age out what the state database would otherwise keep forever, and vacuum it.
 
-What goes, and when (`[retention]` in sources.toml, `config.RetentionSettings`); "old" is
-compared with the row's last activity, never its creation:
+What goes, and when (`[retention]` in sources.toml, `config.RetentionSettings`). Age is
+measured from a row's last activity, never from its creation:
 
-| rows | removed when | why |
-| --- | --- | --- |
-| findings | `last_seen` older than `fingerprints_days` (cascades to their fingerprints and item links) | a leak not seen for that long is closed |
-| finding samples | `last_seen` older than `findings_days`, when `fingerprints_days` is longer: the finding is *retired*, its masked samples blanked, its fingerprints kept | a resurfacing leak is still recognised, with nothing readable left |
-| item_findings | `linked_at` older than `findings_days` | where a finding was seen is evidence: kept as long as findings are |
-| items | `last_seen` older than `items_days` and no link left | the dedup memory of sources; an item still evidencing a finding stays |
-| validators | `updated_at` older than `items_days` | ETags of sources that are no longer polled |
+- findings: deleted when `last_seen` is older than `fingerprints_days`, with their
+  fingerprints and item links (ON DELETE CASCADE): a leak not seen for that long is closed;
+- finding samples: when `fingerprints_days` is longer than `findings_days`, a finding whose
+  `last_seen` is older than `findings_days` is *retired*: its masked samples are blanked, its
+  fingerprints kept, so a resurfacing leak is still recognised with nothing readable left;
+- item_findings: `linked_at` older than `findings_days` (where a finding was seen is
+  evidence, kept as long as findings are);
+- items: `last_seen` older than `items_days` and no link left (the sources' dedup memory;
+  an item that still evidences a finding stays);
+- validators: `updated_at` older than `items_days` (ETags of sources no longer polled);
+- incidents: no finding left and `last_seen` older than `fingerprints_days`;
+- alerts: `created_at` older than `findings_days`, unless still `pending` (outbox history).
 
-`sources` rows follow the configuration and `schema_version` has one row per migration; neither
-grows. A forgotten item that is still published is fetched and analysed once more; its content,
-if its finding is still kept, is recognised by sha256 and raises no new alert. Tables added by
-later migrations (alerts) go with their findings if their foreign key says ON DELETE CASCADE;
-with RESTRICT/NO ACTION the findings step fails (logged) and the other steps still run.
+`incident_findings` rows go with their findings (ON DELETE CASCADE); `sources` and
+`health_notices` rows follow the configuration and `schema_version` has one row per migration:
+none of them grows. The incidents and alerts steps run only when those tables exist (schema 3).
+A forgotten item that is still published is fetched and analysed once more; its content, if
+its finding is still kept, is recognised by sha256: the same finding, not a new one. A step that SQLite
+refuses (say a future table referencing findings without ON DELETE) is logged and the other
+steps still run.
 
 Every statement runs on the store's single writer thread: the daemon passes a `StoreRunner`
-(`store_runner(store)`), an async callable that runs `fn(state_db)` there. Deletions go in
-batches, one transaction and one runner call each, so polls interleave with a long first purge.
+(`store_runner(store)`, over `Store.call`), an async callable that runs `fn(state_db)` there.
+Deletions go in batches, one transaction and one runner call each, so polls interleave with a
+long first purge.
 The VACUUM (every `vacuum_every`, remembered across restarts in `<db>.vacuumed`, skipped when
 the file has no free pages) runs outside any transaction and is followed by
 `PRAGMA wal_checkpoint(TRUNCATE)`, which shrinks the WAL file the VACUUM filled.
@@ -28,15 +36,15 @@ the file has no free pages) runs outside any transaction and is followed by
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .config import RetentionSettings
 from .logs import log_event
@@ -49,6 +57,7 @@ __all__ = [
     "StoreRunner",
     "VacuumResult",
     "purge",
+    "retention_pass",
     "retention_task",
     "run_retention",
     "store_runner",
@@ -59,8 +68,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-#: Runs `fn(state)` on the store's writer thread and returns its result.
-StoreRunner = Callable[[Callable[[StateDB], R]], Awaitable[R]]
+
+
+class StoreRunner(Protocol):
+    """Runs `fn(state)` on the store's writer thread; awaits its result."""
+
+    def __call__(self, fn: Callable[[StateDB], R], /) -> Awaitable[R]: ...
+
+
 #: Settings, or a getter read at every pass (so a SIGHUP reload applies without a restart).
 SettingsSource = RetentionSettings | Callable[[], RetentionSettings]
 
@@ -73,15 +88,11 @@ FILE_MODE = 0o600
 
 
 def store_runner(store: Store) -> StoreRunner:
-    """A `StoreRunner` over the daemon's `Store`: calls join its single-thread executor queue.
-
-    `Store` has no public "run this on your thread" method, so this reaches `_run` and
-    `_state`; it is the only place that does (swap for a public `Store.call(fn)` when one
-    exists). `Store._run` raises `StoreClosedError` once the store is closed.
-    """
+    """A `StoreRunner` over the daemon's `Store`: calls join its single-thread executor queue
+    (`Store.call`, which raises `StoreClosedError` once the store is closed)."""
 
     async def run(fn: Callable[[StateDB], R]) -> R:
-        return await store._run(fn, store._state)  # noqa: SLF001
+        return await store.call(fn)
 
     return run
 
@@ -91,12 +102,16 @@ def store_runner(store: Store) -> StoreRunner:
 
 @dataclass(frozen=True)
 class _Step:
-    """One kind of deletion: a statement with `:cutoff` and `:limit`, and which cutoff it uses."""
+    """One kind of deletion: a statement with `:cutoff` and `:limit`, and which cutoff it uses.
+
+    `table`: the step runs only when this table exists (tables of later migrations).
+    """
 
     name: str
     cutoff: str            # "items", "findings" or "fingerprints"
     batch: int
     sql: str
+    table: str | None = None
 
 
 _STEPS: tuple[_Step, ...] = (
@@ -118,6 +133,15 @@ _STEPS: tuple[_Step, ...] = (
     _Step("validators", "items", ROW_BATCH,
           """DELETE FROM validators WHERE rowid IN (
               SELECT rowid FROM validators WHERE updated_at < :cutoff LIMIT :limit)"""),
+    _Step("incidents", "fingerprints", ROW_BATCH,
+          """DELETE FROM incidents WHERE id IN (
+              SELECT i.id FROM incidents AS i WHERE i.last_seen < :cutoff AND NOT EXISTS (
+                  SELECT 1 FROM incident_findings AS m WHERE m.incident_id = i.id)
+              LIMIT :limit)""", table="incidents"),
+    _Step("alerts", "findings", ROW_BATCH,
+          """DELETE FROM alerts WHERE id IN (
+              SELECT id FROM alerts WHERE created_at < :cutoff AND state != 'pending' LIMIT :limit)""",
+          table="alerts"),
 )
 
 
@@ -130,26 +154,15 @@ def _cutoffs(settings: RetentionSettings, now: datetime) -> dict[str, str]:
     }
 
 
-@contextmanager
-def _transaction(state: StateDB) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT on the store's connection, rolled back on any error."""
-    conn = state.db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.rollback()
-        raise
-    try:
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+def _steps(state: StateDB) -> list[_Step]:
+    """The steps that apply to this database (those whose table exists)."""
+    tables = set(state.db.table_names())
+    return [step for step in _STEPS if step.table is None or step.table in tables]
 
 
 def _run_batch(state: StateDB, step: _Step, cutoff: str, limit: int) -> int:
     """One batch of `step` in one transaction: the number of rows it changed."""
-    with _transaction(state):
+    with state.transaction():
         cursor = state.db.conn.execute(step.sql, {"cutoff": cutoff, "limit": limit})
         return max(cursor.rowcount, 0)
 
@@ -163,13 +176,15 @@ class RetentionResult:
     links: int = 0
     items: int = 0
     validators: int = 0
+    incidents: int = 0
+    alerts: int = 0
     failed: list[str] = field(default_factory=list)
     vacuum: VacuumResult | None = None
 
     @property
     def changed(self) -> int:
         """Rows deleted or retired in all."""
-        return self.findings_deleted + self.findings_retired + self.links + self.items + self.validators
+        return sum(getattr(self, step.name) for step in _STEPS)
 
 
 def purge(state: StateDB, settings: RetentionSettings, now: datetime) -> RetentionResult:
@@ -180,7 +195,7 @@ def purge(state: StateDB, settings: RetentionSettings, now: datetime) -> Retenti
     """
     result = RetentionResult()
     cutoffs = _cutoffs(settings, now)
-    for step in _STEPS:
+    for step in _steps(state):
         try:
             while True:
                 changed = _run_batch(state, step, cutoffs[step.cutoff], step.batch)
@@ -279,10 +294,11 @@ async def run_retention(run: StoreRunner, settings: RetentionSettings, now: date
     vacuum if it is due. Logs one line (INFO when something changed, else DEBUG)."""
     result = RetentionResult()
     cutoffs = _cutoffs(settings, now)
-    for step in _STEPS:
+    for step in await run(_steps):
         try:
             while True:
-                changed = await run(lambda state, s=step: _run_batch(state, s, cutoffs[s.cutoff], s.batch))
+                changed = await run(functools.partial(_run_batch, step=step, cutoff=cutoffs[step.cutoff],
+                                                      limit=step.batch))
                 setattr(result, step.name, getattr(result, step.name) + changed)
                 if changed < step.batch:
                     break
@@ -296,10 +312,7 @@ async def run_retention(run: StoreRunner, settings: RetentionSettings, now: date
 
 def _log_pass(result: RetentionResult) -> None:
     """One log line with the counts (and the vacuum's sizes when one ran)."""
-    fields: dict[str, object] = {
-        "findings_deleted": result.findings_deleted, "findings_retired": result.findings_retired,
-        "links": result.links, "items": result.items, "validators": result.validators,
-    }
+    fields: dict[str, object] = {step.name: getattr(result, step.name) for step in _STEPS}
     if result.vacuum is not None:
         fields.update(vacuumed=result.vacuum.vacuumed, bytes_before=result.vacuum.bytes_before,
                       bytes_after=result.vacuum.bytes_after, checkpoint_busy=result.vacuum.checkpoint_busy)
@@ -311,22 +324,33 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+async def retention_pass(run: StoreRunner, settings: RetentionSettings, *,
+                         clock: Callable[[], datetime] = _utc_now) -> RetentionResult | None:
+    """One pass now, for `watcher run --once`. A failure is logged and None returned, never
+    raised: retention must not take the daemon down. Only `StoreClosedError` propagates."""
+    try:
+        return await run_retention(run, settings, clock())
+    except StoreClosedError:
+        raise
+    except Exception:  # logged with its traceback, retried at the next pass
+        log.exception("retention pass failed; retrying at the next pass")
+        return None
+
+
 async def retention_task(run: StoreRunner, settings: SettingsSource, *,
                          clock: Callable[[], datetime] = _utc_now,
                          first_delay: float = FIRST_DELAY, every: float = PASS_EVERY) -> None:
     """Run a retention pass `first_delay` seconds after start, then every `every` seconds.
 
     Until cancelled; returns when the store is closed. A failed pass is logged and retried at
-    the next one: retention must never take the daemon down. `settings` may be a getter, read
-    at each pass, so a reloaded configuration applies at once.
+    the next one. `settings` may be a getter, read at each pass, so a reloaded configuration
+    applies at once.
     """
     await asyncio.sleep(first_delay)
     while True:
         current = settings() if callable(settings) else settings
         try:
-            await run_retention(run, current, clock())
+            await retention_pass(run, current, clock=clock)
         except StoreClosedError:
             return
-        except Exception:  # noqa: BLE001 - logged with its traceback, retried next pass
-            log.exception("retention pass failed; retrying at the next pass")
         await asyncio.sleep(every)

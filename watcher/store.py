@@ -49,13 +49,13 @@ Alerting (watcher.alerts) keeps its tables here and works through two doors: an 
 given to `record_item(s)` runs inside the recording transaction (so a finding and its alert
 commit together or not at all), and `Store.call` runs its own functions on the store thread.
 
-How to add a migration (e.g. the alerts/incidents tables):
+How to add a migration (as `_m003_alerts` added the alerts/incidents tables):
 
-1. Write `def _m003_incidents(db: Database) -> None` that executes its DDL/DML with
+1. Write `def _m004_something(db: Database) -> None` that executes its DDL/DML with
    `db.execute(...)`. It runs inside one `BEGIN IMMEDIATE` transaction together with the
    `schema_version` row, so it is all-or-nothing; do not commit inside it, and do not use
    `db.executescript` (it would commit). A foreign-key check runs before the commit.
-2. Append `Migration(3, "incidents", _m003_incidents)` to `MIGRATIONS`. Versions must be
+2. Append `Migration(4, "something", _m004_something)` to `MIGRATIONS`. Versions must be
    1, 2, 3... without gaps; `SCHEMA_VERSION` follows automatically.
 3. Never edit a released migration: databases in the field already ran it.
 4. Test it by building the previous version by hand in a test, opening it, and checking.
@@ -86,6 +86,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlite_utils import Database
 
+from .logs import redact
 from .report import Report
 from .score import SEVERITIES, severity_rank
 
@@ -120,7 +121,8 @@ REDACTED = "[redacted]"
 # commune, order, optional key. Deliberately unanchored, so a NIR glued to other digits is
 # caught too; blanking part of some other long number in a title or error is acceptable.
 _NIR_SHAPED = re.compile(
-    r"[1-478][ .-]?\d{2}[ .-]?\d{2}[ .-]?(?:\d{2}|2[ABab])[ .-]?\d{3}[ .-]?\d{3}(?:[ .-]?\d{2})?"
+    r"[1-478][ .\-\u00a0]?\d{2}[ .\-\u00a0]?\d{2}[ .\-\u00a0]?(?:\d{2}|2[ABab])[ .\-\u00a0]?\d{3}"
+    r"[ .\-\u00a0]?\d{3}(?:[ .\-\u00a0]?\d{2})?"
 )
 _HEX_DIGEST = re.compile(r"[0-9a-f]{32,128}")
 
@@ -169,7 +171,7 @@ def _redact(text: str | None) -> str | None:
     cleaned, hits = _NIR_SHAPED.subn(REDACTED, text)
     if hits:
         logger.warning("blanked %d NIR-shaped number(s) before storing text", hits)
-    return cleaned
+    return redact(cleaned)          # and e-mail addresses and IBANs, like the logs
 
 
 def _one_line(error: str | None) -> str | None:

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("scan", "daemon")
+COMMANDS = ("scan", "daemon", "alerts", "service")
 
 
 class CliError(Exception):

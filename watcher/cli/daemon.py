@@ -45,8 +45,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace) -> Config:
     """The validated configuration, or a one-line CliError naming file, line and key."""
+    from ..alerts import alert_settings
+
     try:
-        return load_config(find_config(args.config))
+        config = load_config(find_config(args.config))
+        alert_settings(config)              # [alerts] is validated by the alerting stage
+        return config
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:

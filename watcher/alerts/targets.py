@@ -1,0 +1,151 @@
+"""Apprise targets: loading them, routing alerts to them by tag, sending to one of them.
+
+Routing. apprise's own rule (measured with apprise 2.3): `notify(tag=...)` selects services
+carrying one of the tags (a list is OR, a tuple inside it AND), plus services tagged `always`;
+a service *without* tags is notified only when no tag filter is given (or `tag="all"`). So with
+apprise's rule, an untagged URL would miss every tagged alert. leak-watcher routes itself,
+so that the simplest setup (one untagged URL) receives everything:
+
+- an untagged target receives every alert;
+- a target tagged `always` receives every alert;
+- any other target receives the alerts that carry one of its tags. Leak alerts carry their
+  severity (`critical`, `high`, `medium`, `low`) and `leak`; source-health notices `health`.
+  A target tagged `critical` gets only critical alerts; `leak` gets every leak alert.
+
+Each matched target is then sent to through its own one-service `Apprise` object, so the
+outcome of every target is known: a target that accepted an alert is recorded and never sent
+that alert again, while the others are retried.
+
+A target's id is a short SHA-256 of its full URL (stable across restarts, no secret stored);
+its name is apprise's privacy URL (passwords and tokens starred), safe to print and log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import apprise
+from apprise import Apprise, AppriseAsset, AppriseConfig, NotifyFormat
+
+from ..logs import redact
+from .message import Message
+from .settings import AlertSettings
+
+__all__ = ["SendResult", "Target", "TargetError", "load_targets", "route", "send"]
+
+log = logging.getLogger(__name__)
+
+ALWAYS_TAG = "always"
+ERROR_CHARS = 300
+
+
+class TargetError(Exception):
+    """The targets could not be loaded (an invalid URL, an unreadable apprise config)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One apprise service: `id` stable and secret-free, `name` printable, `tags` lowercase."""
+
+    id: str
+    name: str
+    tags: frozenset[str]
+    service: apprise.plugins.NotifyBase
+
+    def accepts(self, tags: Iterable[str]) -> bool:
+        """Whether an alert with `tags` goes to this target (see the module doc)."""
+        return not self.tags or ALWAYS_TAG in self.tags or not self.tags.isdisjoint(tags)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of one message to one target."""
+
+    target: Target
+    ok: bool
+    error: str | None = None
+
+
+def quiet_apprise() -> None:
+    """Keep apprise's logger at INFO or above: its DEBUG lines carry whole message bodies."""
+    logger = logging.getLogger("apprise")
+    if logger.getEffectiveLevel() < logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+def _target(service: apprise.plugins.NotifyBase) -> Target:
+    url = service.url()
+    return Target(
+        id=hashlib.sha256(url.encode()).hexdigest()[:16],
+        name=service.url(privacy=True),
+        tags=frozenset(str(tag).lower() for tag in service.tags),
+        service=service,
+    )
+
+
+def load_targets(settings: AlertSettings) -> list[Target]:
+    """Every apprise service the settings declare, deduplicated by URL.
+
+    Raises TargetError when a URL does not parse, or when the apprise config file loads no
+    service (unreadable, invalid YAML): a declared target that silently vanished would turn
+    every later alert into a log line only.
+    """
+    quiet_apprise()
+    asset = AppriseAsset()
+    services: list[apprise.plugins.NotifyBase] = []
+    for number, entry in enumerate(settings.urls, 1):
+        service = Apprise.instantiate(entry.url, asset=asset, tag=list(entry.tags) or None)
+        if service is None:
+            raise TargetError(f"[alerts] urls entry {number} is not a URL apprise can use "
+                              f"(scheme {entry.url.split('://', 1)[0]!r})")
+        services.append(service)
+    if settings.config is not None:
+        services.extend(_from_config(settings, asset))
+    targets: dict[str, Target] = {}
+    for service in services:
+        target = _target(service)
+        targets.setdefault(target.id, target)
+    return list(targets.values())
+
+
+def _from_config(settings: AlertSettings, asset: AppriseAsset) -> list[apprise.plugins.NotifyBase]:
+    config = AppriseConfig(asset=asset)
+    if not config.add(str(settings.config)):
+        raise TargetError(f"apprise config {settings.config}: not a path apprise can read")
+    services = list(config.services())
+    if not services:
+        raise TargetError(f"apprise config {settings.config}: no service loaded (unreadable file, "
+                          "invalid YAML/text, or no URL in it)")
+    return services
+
+
+def route(targets: Sequence[Target], tags: Iterable[str]) -> list[Target]:
+    """The targets an alert with `tags` goes to."""
+    wanted = frozenset(tag.lower() for tag in tags)
+    return [target for target in targets if target.accepts(wanted)]
+
+
+async def send(target: Target, message: Message, timeout: float) -> SendResult:
+    """Send `message` to `target` alone, through `Apprise.async_notify`; never raises."""
+    notifier = Apprise(asset=target.service.asset)
+    notifier.add(target.service)
+    try:
+        result = await notifier.async_notify(
+            body=message.body, title=message.title, notify_type=message.notify_type,
+            body_format=NotifyFormat.TEXT, timeout=timeout,
+        )
+    except Exception as exc:  # a plugin bug must cost one attempt, never the sender
+        return SendResult(target, False, _one_line(f"{type(exc).__name__}: {exc}"))
+    with result:
+        if result:
+            return SendResult(target, True)
+        problems = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
+        return SendResult(target, False, _one_line("; ".join([result.status.name, *problems[-2:]])))
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return redact(flat if len(flat) <= ERROR_CHARS else flat[: ERROR_CHARS - 1] + "\u2026")

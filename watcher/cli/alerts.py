@@ -1,0 +1,184 @@
+"""Alert commands: `alerts [list|show ID|ack ID]`, `incidents`, `test-alert`. Each takes --config.
+
+`alerts` and `incidents` read the daemon's state database (they may run while it runs: SQLite
+in WAL mode lets readers in, and `ack` is one short write transaction). `test-alert` sends a
+harmless message through the configured apprise targets and prints each target's result; it
+exits 1 if any target failed, 2 if there is no target or the configuration is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from ..config import Config, ConfigError
+from ..store import format_time
+from . import CliError
+from .daemon import _common, _state, load
+
+ID_HELP = "alert number (first column of `watcher alerts`) or Alert ID"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    alerts = sub.add_parser("alerts", help="alerts raised by the daemon: list, show ID, ack ID")
+    _common(alerts)
+    alerts.add_argument("action", nargs="?", choices=("list", "show", "ack"), default="list")
+    alerts.add_argument("id", nargs="?", metavar="ID", help=ID_HELP)
+    alerts.add_argument("--format", choices=("text", "json"), default="text")
+    alerts.add_argument("--limit", type=int, default=50, help="list: how many of the latest alerts (default 50)")
+    alerts.add_argument("--state", action="append", choices=("pending", "sent", "logged", "failed"),
+                        help="list: only alerts in this state (repeatable)")
+    alerts.set_defaults(func=cmd_alerts)
+
+    incidents = sub.add_parser("incidents", help="incidents: findings grouped into one leak each")
+    _common(incidents)
+    incidents.add_argument("--format", choices=("text", "json"), default="text")
+    incidents.add_argument("--limit", type=int, default=50, help="how many of the latest incidents (default 50)")
+    incidents.set_defaults(func=cmd_incidents)
+
+    test = sub.add_parser("test-alert", help="send a harmless test alert through the configured targets")
+    _common(test)
+    test.add_argument("--tag", help="only the targets this tag routes to (e.g. critical, leak, health)")
+    test.set_defaults(func=cmd_test_alert)
+
+
+def _settings(config: Config):
+    from ..alerts import alert_settings
+
+    try:
+        return alert_settings(config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from ..alerts import records
+
+    config = load(args)
+    if args.action != "list" and not args.id:
+        raise CliError(f"alerts {args.action}: give an alert ID ({ID_HELP})")
+    with _state(config) as db:
+        if args.action == "list":
+            _print_list(records.list_alerts(db, args.limit, tuple(args.state or ())), args.format)
+            return 0
+        alert = records.ack_alert(db, args.id) if args.action == "ack" else records.alert_by_ref(db, args.id)
+    if alert is None:
+        raise CliError(f"no alert {args.id!r} (see `watcher alerts`)")
+    if args.format == "json":
+        print(json.dumps(alert.to_json(), ensure_ascii=False, default=str))
+    elif args.action == "ack":
+        print(f"alert {alert.id} acknowledged at {alert.acked_at}")
+    else:
+        _print_one(alert)
+    return 0
+
+
+def _print_list(alerts: list, fmt: str) -> None:
+    if fmt == "json":
+        for alert in alerts:
+            print(json.dumps(alert.to_json(), ensure_ascii=False, default=str))
+        return
+    print(f"{'ID':>5} {'STATE':<8} {'KIND':<7} {'SEVERITY':<8} {'INCIDENT':>8} {'TRIES':>5} "
+          f"{'CREATED':<20} {'ACK':<3} TITLE")
+    for alert in alerts:
+        incident = alert.incident_id if alert.incident_id is not None else "-"
+        print(f"{alert.id:>5} {alert.state:<8} {alert.kind:<7} {alert.severity:<8} {incident:>8} "
+              f"{alert.tries:>5} {alert.created_at:<20} {'yes' if alert.acked_at else '':<3} {alert.title}")
+
+
+def _print_one(alert) -> None:
+    from ..alerts import render
+
+    message = render(alert)
+    print(f"Alert {alert.id} ({alert.kind}, {alert.severity}), Alert ID {alert.alert_id}")
+    print(f"State: {alert.state} after {alert.tries} attempt(s), accepted by {len(alert.delivered_to)} "
+          f"target(s); created {alert.created_at}, sent {alert.sent_at or '-'}, "
+          f"acknowledged {alert.acked_at or '-'}")
+    if alert.state == "pending":
+        print(f"Next attempt: {alert.next_try}")
+    if alert.last_error:
+        print(f"Last error: {alert.last_error}")
+    print(f"Tags: {', '.join(alert.tags)}")
+    print()
+    print(message.title)
+    print(message.body)
+
+
+# --------------------------------------------------------------------------- incidents
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    from ..alerts import records
+
+    config = load(args)
+    with _state(config) as db:
+        rows = records.incidents(db, args.limit)
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False, default=str))
+        return 0
+    print(f"{'ID':>5} {'SEVERITY':<8} {'NIRS':>8} {'DOCS':>4} {'ALERTS':>6} {'FIRST SEEN':<20} "
+          f"{'LAST SEEN':<20} SOURCES")
+    for row in rows:
+        print(f"{row['id']:>5} {row['severity']:<8} {row['nirs']:>8,} {row['findings']:>4} {row['alerts']:>6} "
+              f"{row['first_seen']:<20} {row['last_seen']:<20} {', '.join(row['sources'])}")
+    return 0
+
+
+# --------------------------------------------------------------------------- test-alert
+
+
+@contextmanager
+def _apprise_captured_only() -> Iterator[None]:
+    """While sending: apprise's warnings go to each target's result line, not to stderr.
+
+    apprise captures a call's warnings through a handler on its own logger, so that logger
+    must be at INFO (measured: at ERROR the reason of a failure is lost); not propagating
+    keeps the same warnings off stderr. The logger is restored afterwards.
+    """
+    apprise_log = logging.getLogger("apprise")
+    saved = apprise_log.level, apprise_log.propagate
+    apprise_log.setLevel(logging.INFO)
+    apprise_log.propagate = False
+    try:
+        yield
+    finally:
+        apprise_log.setLevel(saved[0])
+        apprise_log.propagate = saved[1]
+
+
+def cmd_test_alert(args: argparse.Namespace) -> int:
+    from ..alerts import TargetError, load_targets, probe_message, route, send
+
+    settings = _settings(load(args))
+    try:
+        targets = load_targets(settings)
+    except TargetError as exc:
+        raise CliError(str(exc)) from None
+    if args.tag:
+        targets = route(targets, [args.tag])
+    if not targets:
+        where = f" for tag {args.tag!r}" if args.tag else ""
+        raise CliError(f"no alert target{where}: set [alerts] urls or config in the configuration")
+    message = probe_message(format_time(datetime.now(UTC)), args.tag)
+
+    async def send_all():
+        return await asyncio.gather(*(send(target, message, settings.timeout) for target in targets))
+
+    with _apprise_captured_only():
+        results = asyncio.run(send_all())
+    for result in results:
+        status = "ok    " if result.ok else "FAILED"
+        detail = f": {result.error}" if result.error else ""
+        print(f"{status} {result.target.name}{detail}")
+    failed = sum(1 for result in results if not result.ok)
+    print(f"{len(results) - failed} of {len(results)} target(s) accepted the test alert")
+    return 1 if failed else 0
