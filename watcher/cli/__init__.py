@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+from typing import Any, Iterable
 
 COMMANDS = ("scan", "daemon", "alerts", "service")
 
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+def print_json_lines(rows: Iterable[Any]) -> None:
+    """One JSON object per line: what `--format json` prints for other tools."""
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False, default=str))
 
 
 def build_parser() -> argparse.ArgumentParser:

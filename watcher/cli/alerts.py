@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from datetime import UTC, datetime
 
 from ..config import Config, ConfigError
 from ..store import format_time
-from . import CliError
+from . import CliError, print_json_lines
 from .daemon import _common, _state, load
 
 ID_HELP = "alert number (first column of `watcher alerts`) or Alert ID"
@@ -73,7 +72,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if alert is None:
         raise CliError(f"no alert {args.id!r} (see `watcher alerts`)")
     if args.format == "json":
-        print(json.dumps(alert.to_json(), ensure_ascii=False, default=str))
+        print_json_lines([alert.to_json()])
     elif args.action == "ack":
         print(f"alert {alert.id} acknowledged at {alert.acked_at}")
     else:
@@ -83,8 +82,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def _print_list(alerts: list, fmt: str) -> None:
     if fmt == "json":
-        for alert in alerts:
-            print(json.dumps(alert.to_json(), ensure_ascii=False, default=str))
+        print_json_lines(alert.to_json() for alert in alerts)
         return
     print(f"{'ID':>5} {'STATE':<8} {'KIND':<7} {'SEVERITY':<8} {'INCIDENT':>8} {'TRIES':>5} "
           f"{'CREATED':<20} {'ACK':<3} TITLE")
@@ -122,8 +120,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     with _state(config) as db:
         rows = records.incidents(db, args.limit)
     if args.format == "json":
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False, default=str))
+        print_json_lines(rows)
         return 0
     print(f"{'ID':>5} {'SEVERITY':<8} {'NIRS':>8} {'DOCS':>4} {'ALERTS':>6} {'FIRST SEEN':<20} "
           f"{'LAST SEEN':<20} SOURCES")

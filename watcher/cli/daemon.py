@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from datetime import datetime, timedelta, timezone
 
 from ..config import Config, ConfigError, find_config, load_config
 from ..logs import setup_logging
 from ..score import SEVERITIES
-from . import CliError
+from . import CliError, print_json_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,8 +88,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
     with _state(config) as db:
         rows = db.sources_health()
     if args.format == "json":
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False, default=str))
+        print_json_lines(rows)
         return 0
     print(f"{'SOURCE':<20} {'KIND':<9} {'STATE':<8} {'LAST POLL':<20} {'ITEMS':>6} {'FINDINGS':>8} "
           f"{'FAILS':>5} {'NEXT POLL':<20} LAST ERROR")
@@ -120,10 +118,10 @@ def cmd_findings(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     with _state(config) as db:
         rows = db.findings(since=since, min_severity=args.min_severity)
+    if args.format == "json":
+        print_json_lines(rows)
+        return 0
     for row in rows:
-        if args.format == "json":
-            print(json.dumps(row, ensure_ascii=False, default=str))
-            continue
         nirs = row.get("counts", {}).get("nir", 0)
         print(f"{row['severity'].upper():<9} {nirs:>6} NIRs  {row.get('first_seen')}  {row.get('source')}  "
               f"{row.get('url') or row.get('item_id')}")
