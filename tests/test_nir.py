@@ -291,10 +291,6 @@ def test_json_records_with_nir_and_cle(analyzer):
     assert report.counts["nir"] == 12
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a 13-character NIR in the `nir` column of an SQL dump (column list or CREATE TABLE) is never counted: "
-    "shape.py recombines nir/cle only for CSV (_plan_nir_rows is called from _sniff_csv alone), and the "
-    "NIR label needs the word right before the value"))
 def test_sql_dump_nir_and_cle_columns(analyzer):
     rng = random.Random(5)
     people = [random_nir(rng, strict=True) for _ in range(12)]
@@ -374,3 +370,13 @@ def test_ean13_are_not_nirs(found, rng):
 def test_random_bodies_structure_is_valid(rng):
     for _ in range(500):
         assert nir_rules.structure_ok(random_body(rng))
+
+
+def test_key_in_the_next_column_is_paired_without_a_header(analyzer, rng):
+    """`body;key` in adjacent columns (CSV or SQL) is a NIR whatever the header says; a wrong
+    key in that column is not."""
+    people = [random_nir(rng, strict=True) for _ in range(3)]
+    rows = "".join(f"x{i};{n[:13]};{n[13:]};y\n" for i, n in enumerate(people))
+    assert analyzer.analyze_bytes(("a;b;c;d\n" + rows).encode(), "t.csv").counts["nir"] == 3
+    wrong = "".join(f"x{i};{n[:13]};{(int(n[13:]) % 97) + 1:02d};y\n" for i, n in enumerate(people))
+    assert analyzer.analyze_bytes(("a;b;c;d\n" + wrong).encode(), "t.csv").counts["nir"] == 0

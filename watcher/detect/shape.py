@@ -243,9 +243,10 @@ class ShapeReader:
         self._counter = _count_lines
 
     def _plan_nir_rows(self, lines: list[str], delimiter: str) -> None:
-        """Parse rows when the NIR column may hold 13-character bodies: there is a key column,
-        or the first rows show some (a column without a key of 15-character NIRs only is left
-        to the main detector, which is much faster)."""
+        """Parse rows when the NIR column may hold 13-character bodies the NIR detector cannot
+        pair with their key: a key column that is not the next one, or a NIR column without a
+        key column whose first rows show 13-character values. (A key in the next column is
+        matched by the detector itself, `1841275123456;40`, much faster than parsing rows.)"""
         headers = self.shape.headers
         nir_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "nir"), None)
         if nir_index is None:
@@ -253,6 +254,8 @@ class ShapeReader:
         key_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "cle"), None)
         rows = list(csv.reader(lines[1:40], delimiter=delimiter))
         values = [nir_rules.normalize(r[nir_index]) for r in rows if len(r) > nir_index]
+        if key_index == nir_index + 1:
+            return
         if key_index is not None or any(len(v) == 13 for v in values):
             self._row_columns = (nir_index, key_index)
             self._delimiter = delimiter
