@@ -32,7 +32,7 @@ from watcher.report import Report
 from watcher.store import Store
 
 REPO = Path(watcher.__file__).resolve().parents[1]
-NIR_RUN = re.compile(r"\d{13}")
+NIR_RUN = re.compile(r"(?<![0-9a-f])\d{13}")   # not inside the random hex of an Alert ID
 
 
 @pytest.fixture
