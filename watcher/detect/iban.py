@@ -8,7 +8,10 @@ from typing import Iterator
 from ..privacy import mask_iban
 from .base import Hits, Pattern, Window
 
-_IBAN = re.compile(rb"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?$")
+# Hyperscan looks for the start of an IBAN only (country, check digits, first group): one
+# report per IBAN, where the whole pattern reported every group end (16 for a grouped one).
+_START = rb"(?:^|[^A-Za-z0-9])[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4}"
+_IBAN = re.compile(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?")
 
 
 def _valid_lengths(candidate: str) -> Iterator[int]:
@@ -32,39 +35,24 @@ def _valid_lengths(candidate: str) -> Iterator[int]:
             yield length
 
 
-def longest_per_start(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Hyperscan reports every end a pattern can stop at: keep the longest from each start."""
-    best: dict[int, int] = {}
-    for start, end in spans:
-        if best.get(start, -1) < end:
-            best[start] = end
-    return list(best.items())
-
-
 class IbanDetector:
     name = "iban"
     sensitive = True
 
     def patterns(self) -> list[Pattern]:
-        return [Pattern(rb"(?:^|[^A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?", caseless=False)]
+        return [Pattern(_START, caseless=False)]
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
-        located: list[tuple[int, int]] = []
         for _, ends in hits:
-            covered = -1                 # start of the IBAN found for a later end
-            for end in sorted(ends, reverse=True):
-                if end > covered >= 0 and located and end <= located[-1][1]:
-                    continue             # a shorter end of an IBAN already located
-                match = _IBAN.search(buf, max(0, end - 42), end)
-                if match:
-                    located.append((match.start(), end))
-                    covered = match.start()
-        for start, end in longest_per_start(located):
-            # The longest candidate may have swallowed a following word: shorten until valid.
-            raw = buf[start:end].decode("ascii").replace(" ", "")
-            for length in _valid_lengths(raw):
-                yield raw[:length]
-                break
+            for end in ends:
+                match = _IBAN.match(buf, end - (9 if buf[end - 5] == 0x20 else 8))
+                if not match:
+                    continue
+                # The longest candidate may have swallowed a following word: shorten until valid.
+                raw = match.group(0).decode("ascii").replace(" ", "")
+                for length in _valid_lengths(raw):
+                    yield raw[:length]
+                    break
 
     def mask(self, value: str) -> str:
         return mask_iban(value)

@@ -16,8 +16,16 @@ import hyperscan
 from ..privacy import mask_digits
 from .base import Hits, Pattern, Window
 from .engine import compile_database
-from .iban import longest_per_start
 from .text import Vocabulary, fold_key
+
+
+def longest_per_start(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Hyperscan reports every end a pattern can stop at: keep the longest from each start."""
+    best: dict[int, int] = {}
+    for start, end in spans:
+        if best.get(start, -1) < end:
+            best[start] = end
+    return list(best.items())
 
 
 @dataclass(frozen=True)

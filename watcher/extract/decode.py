@@ -51,6 +51,9 @@ def to_utf8(chunks: Iterable[bytes], encoding: str) -> Iterator[bytes]:
     Decomposed accents (`e` + U+0301, from macOS file names or some exports) are composed,
     so `Viame\u0301dis` reads as `Viamédis` for every detector.
     """
+    if encoding == "utf-8":
+        yield from _utf8_passthrough(chunks)
+        return
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     for chunk in chunks:
         text = decoder.decode(chunk)
@@ -59,6 +62,42 @@ def to_utf8(chunks: Iterable[bytes], encoding: str) -> Iterator[bytes]:
     tail = decoder.decode(b"", final=True)
     if tail:
         yield _nfc(tail)
+
+
+def _utf8_passthrough(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """UTF-8 in, the same bytes out when they are valid and composed (the common case:
+    no re-encoding); a character cut at a chunk end waits for the next chunk."""
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk if carry else chunk
+        cut = _complete_prefix(data)
+        data, carry = data[:cut], data[cut:]
+        if data:
+            yield _valid_utf8(data)
+    if carry:
+        yield _valid_utf8(carry)
+
+
+def _complete_prefix(data: bytes) -> int:
+    """Length of `data` without a trailing, incomplete multi-byte character."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:                       # a lead byte: is its sequence complete?
+            needed = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= needed else len(data) - back
+    return len(data)
+
+
+def _valid_utf8(data: bytes) -> bytes:
+    if b"\xcc" in data or b"\xcd" in data:      # maybe combining marks: compose them
+        return _nfc(data.decode("utf-8", "replace"))
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace").encode("utf-8")
 
 
 def _nfc(text: str) -> bytes:
