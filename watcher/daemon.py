@@ -108,7 +108,6 @@ class Counters:
     """Live figures for STATUS= and the logs."""
 
     polls: int = 0
-    failed_polls: int = 0
     items: int = 0
     findings: int = 0
     failing: set[str] = field(default_factory=set)
@@ -210,7 +209,7 @@ class Daemon:
             for task in [watchdog, *background]:
                 task.cancel()
             await asyncio.gather(watchdog, *background, return_exceptions=True)
-        log_event(log, "info", "daemon stopping", **{"polls": self.counters.polls, "items": self.counters.items})
+        log_event(log, "info", "daemon stopping", polls=self.counters.polls, items=self.counters.items)
         return 0
 
     async def _reload_config(self) -> None:
@@ -362,7 +361,6 @@ class Daemon:
             counters.failing.discard(name)
             log_event(log, "info", "poll done", source=name, items=items, findings=findings, seconds=round(took, 2))
         else:
-            counters.failed_polls += 1
             counters.failing.add(name)
             log_event(log, "warning", "poll failed", source=name, error=error)
 
@@ -380,6 +378,8 @@ class Daemon:
             log_event(log, "error", "analysis worker died: pool replaced", source=item.source, item=item.item_id)
             self._replace_pool()
             raise SourceError(f"analysis worker died on {label}; the item is retried next poll") from None
+        if item.truncated:
+            report.errors.append(f"{label}: cut at the source's max_bytes ({item.source}); the rest was not read")
         result = await self.store.record_item(  # type: ignore[union-attr]
             item.source, item.item_id, item.version, item.url, item.title, report,
             alert=self.alerts.policy,  # type: ignore[union-attr]
