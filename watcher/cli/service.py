@@ -34,7 +34,6 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..config import Config, SourceConfig
-from ..metrics import alert_counts
 from ..store import parse_time
 from .daemon import load
 
@@ -147,6 +146,8 @@ def _read(db_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int] | No
             raise sqlite3.DatabaseError("no sources table: not a leak-watcher state database")
         cursor = conn.execute(f"SELECT {', '.join(_SOURCE_COLUMNS)} FROM sources")
         rows = {row[0]: dict(zip(_SOURCE_COLUMNS, row, strict=True)) for row in cursor}
+        from ..metrics import alert_counts     # aiohttp: imported only when status runs
+
         return rows, alert_counts(db, unacknowledged=True)
     finally:
         conn.close()
