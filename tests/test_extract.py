@@ -298,3 +298,10 @@ def test_arbitrary_bytes_never_raise(analyzer):
             report = analyzer.analyze_bytes(prefix + body, "random.bin")
             assert report.severity in ("none", "low", "medium", "high", "critical")
             assert report.size == len(prefix) + len(body)
+
+
+def test_json_unicode_escapes_are_decoded(analyzer):
+    """API responses escape accents (`Viam\\u00e9dis`): names still match."""
+    data = b'[{"nom": "x", "assureur": "Alm\\u00e9rys", "note": "Mutuelle G\\u00e9n\\u00e9rale"}]'
+    report = analyzer.analyze_bytes(data, "api.json")
+    assert report.insurers == ["Almerys", "La Mutuelle G\u00e9n\u00e9rale"]

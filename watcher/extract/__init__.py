@@ -11,6 +11,7 @@ scanned are extracted after it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -95,7 +96,23 @@ def _parts(
         if markup is not None:
             yield from _text_part(iter([html_to_text(decode_text(markup)).encode("utf-8")]), label, depth, budget)
         return
-    yield from _text_part(to_utf8(chunks, sniff_encoding(head)), label, depth, budget)
+    text = to_utf8(chunks, sniff_encoding(head))
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[") and b"\\u" in head:
+        text = _json_unescaped(text)         # "Viam\u00e9dis" in API responses
+    yield from _text_part(text, label, depth, budget)
+
+
+_JSON_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})")
+
+
+def _json_unescaped(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """JSON text with its \\uXXXX escapes written as UTF-8, so names and accents match."""
+    def char(match: re.Match[bytes]) -> bytes:
+        code = int(match.group(1), 16)
+        return match.group(0) if 0xD800 <= code <= 0xDFFF or code < 0x20 else chr(code).encode("utf-8")
+
+    for chunk in chunks:
+        yield _JSON_ESCAPE.sub(char, chunk)
 
 
 def _guarded(chunks: Iterator[bytes], label: str, depth: int, budget: Budget) -> Iterator[Part]:
