@@ -380,3 +380,10 @@ def test_key_in_the_next_column_is_paired_without_a_header(analyzer, rng):
     assert analyzer.analyze_bytes(("a;b;c;d\n" + rows).encode(), "t.csv").counts["nir"] == 3
     wrong = "".join(f"x{i};{n[:13]};{(int(n[13:]) % 97) + 1:02d};y\n" for i, n in enumerate(people))
     assert analyzer.analyze_bytes(("a;b;c;d\n" + wrong).encode(), "t.csv").counts["nir"] == 0
+
+
+@pytest.mark.parametrize("apart", [" - ", " / ", "/", " "])
+def test_key_apart_with_spaced_punctuation(found, rng, apart):
+    nir = random_nir(rng, strict=True)
+    spaced = f"{nir[0]} {nir[1:3]} {nir[3:5]} {nir[5:7]} {nir[7:10]} {nir[10:13]}"
+    assert found(f"NSS {spaced}{apart}{nir[13:]} fin")["nir"] == {nir}

@@ -25,7 +25,7 @@ _SEPARATOR = rb"(?:[ .\-]|\xc2\xa0)?"      # mixed separators are rare, the key 
 # The key may stand apart: after a space, dot, dash, slash or no-break space, or in the next
 # column of a CSV row or an SQL tuple (`1841275123456;40`, `"1841275123456","40"`,
 # `'1841275123456', '40'`): as strong as a compact NIR, since the key must match.
-_KEY_SEPARATOR = rb"(?:[ ./\-]|\xc2\xa0|[\x22']? ?[;,\t|] ?[\x22']?)?"
+_KEY_SEPARATOR = rb"(?: ?[./\-] ?| |\xc2\xa0|[\x22']? ?[;,\t|] ?[\x22']?)?"
 _DELETE = b" .-/\xc2\xa0\t;,|\x22'"
 _SPECIAL_PLACES_B = frozenset([b"20", b"97", b"98", b"99"])
 # Labels that make a bare 13-character number a NIR (accent- and case-insensitive).
