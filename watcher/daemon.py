@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
 import random
 import signal
 import time
@@ -26,26 +24,22 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Awaitable, Callable
 
 from .alerts import AlertSender, alert_settings
-from .analyze import Analyzer
 from .config import Config, ConfigError, SourceConfig, load_config
-from .detect import Scanner
-from .detect.rules import Rule
 from .fetch import Fetcher, FetchError, RetryLater, tor_preflight
 from .logs import log_event
 from .metrics import Metrics
 from .metrics import serve as serve_metrics
 from .notify import Notifier
-from .privacy import Fingerprinter, load_or_create_secret
+from .privacy import load_or_create_secret
 from .report import Report
 from .retention import retention_pass, retention_task, store_runner
-from .score import Policy
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
 from .store import ItemResult, Store, parse_time
+from .worker import analyze, worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -58,37 +52,6 @@ SECRET_NAME = "secret.key"
 # A finding hook: called with the item, its report and what recording it did. The alerting
 # stage plugs in here.
 FindingHook = Callable[[Item, Report, ItemResult], Awaitable[None]]
-
-
-# --------------------------------------------------------------------------- worker processes
-
-_WORKER: dict[str, Analyzer] = {}     # one Analyzer per worker process, built by the initializer
-
-
-def _init_worker(rules: tuple[Rule, ...], policy: Policy, secret: bytes) -> None:
-    # The daemon stops its workers itself: a Ctrl-C or a SIGTERM sent to the whole process
-    # group (systemd's default) must not kill one in the middle of a document.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _WORKER["analyzer"] = Analyzer(Scanner(rules), policy=policy, fingerprinter=Fingerprinter(secret))
-
-
-def _analyze(content: bytes | None, path: str | None, label: str, content_type: str | None) -> Report:
-    analyzer = _WORKER["analyzer"]
-    if path is not None:
-        return analyzer.analyze_path(Path(path), label)
-    return analyzer.analyze_bytes(content or b"", label, content_type)
-
-
-def worker_pool(config: Config, secret: bytes, workers: int | None = None) -> ProcessPoolExecutor:
-    """Worker processes started fresh (spawn): no inherited threads, locks or sockets."""
-    count = workers or max(1, min(2, os.cpu_count() or 1))
-    return ProcessPoolExecutor(
-        max_workers=count,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(config.rules, config.policy, secret),
-    )
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -370,7 +333,7 @@ class Daemon:
         label = item.url or item.item_id
         try:
             report: Report = await loop.run_in_executor(
-                self.pool, _analyze, item.content, str(item.path) if item.path else None, label, item.content_type,
+                self.pool, analyze, item.content, str(item.path) if item.path else None, label, item.content_type,
             )
         except BrokenProcessPool:
             # A worker died (a crash, the OOM killer): replace the pool, fail this poll; the
