@@ -79,21 +79,37 @@ class Detection:
 
 
 class PartScan:
-    """Feeds one part's chunks to the engine (with overlap) and to its shape reader."""
+    """Feeds one part's chunks to the engine (with overlap) and to its shape reader.
+
+    Chunks are gathered up to SCAN_AT bytes before a scan, so a small paste is scanned once,
+    at `close()`, instead of once per chunk and again for its tail.
+    """
+
+    SCAN_AT = 1 << 20
 
     def __init__(self, detection: Detection) -> None:
         self._detection = detection
         self._window = ChunkWindow()
         self._shape = ShapeReader(lambda nir: detection.add("nir", nir))
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     def feed(self, chunk: bytes) -> None:
         if chunk:
-            self._scan(chunk, final=False)
             self._shape.feed(chunk)
+            self._pending.append(chunk)
+            self._pending_size += len(chunk)
+            if self._pending_size >= self.SCAN_AT:
+                self._flush(final=False)
 
     def close(self) -> None:
-        self._scan(b"", final=True)
+        self._flush(final=True)
         self._detection.shapes.append(self._shape.finish())
+
+    def _flush(self, final: bool) -> None:
+        data = b"".join(self._pending) if len(self._pending) != 1 else self._pending[0]
+        self._pending, self._pending_size = [], 0
+        self._scan(data, final)
 
     def _scan(self, chunk: bytes, final: bool) -> None:
         buf, accept_from, accept_to = self._window.next(chunk, final)

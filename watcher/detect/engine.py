@@ -47,28 +47,37 @@ class Engine:
                 groups[pattern.som].append(pattern)
                 self._owners[pattern.som].append((index, tag, pattern.single))
         self._databases = {som: compile_database(p) for som, p in groups.items() if p}
+        # One bucket per pattern, allocated once: a scan fills a few and they are emptied
+        # after it (allocating ~400 lists per scan cost more than scanning a small paste).
+        self._buckets = {som: [[] for _ in owners] for som, owners in self._owners.items()}
+        self._handlers = {som: self._handler(som) for som in self._databases}
+
+    def _handler(self, som: bool):
+        appends = [bucket.append for bucket in self._buckets[som]]
+        if som:
+            def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
+                appends[pattern_id]((start, end))
+        else:
+            def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
+                appends[pattern_id](end)      # start is 0 without `som`: not kept
+        return on_match
 
     def hits(self, buf: bytes, accept_from: int, accept_to: int) -> list[Hits]:
         """Per detector, (tag, positions) of its patterns' matches ending in (accept_from, accept_to].
 
         Positions are match ends, or (start, end) for `som` patterns. `single` patterns are
-        passed whatever their end: the detector searches the window itself.
+        passed whatever their end: the detector searches the window itself. Not reentrant:
+        one Engine per thread.
         """
         per_detector: list[Hits] = [[] for _ in self.detectors]
         for som, database in self._databases.items():
-            owners = self._owners[som]
-            buckets: list[list] = [[] for _ in owners]
-            appends = [bucket.append for bucket in buckets]
-            if som:
-                def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
-                    appends[pattern_id]((start, end))
-            else:
-                def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
-                    appends[pattern_id](end)
-            database.scan(buf, match_event_handler=on_match)
-            for pattern_id, positions in enumerate(buckets):
-                if not positions:
+            owners, buckets = self._owners[som], self._buckets[som]
+            database.scan(buf, match_event_handler=self._handlers[som])
+            for pattern_id, bucket in enumerate(buckets):
+                if not bucket:
                     continue
+                positions = bucket[:]
+                bucket.clear()
                 index, tag, single = owners[pattern_id]
                 if not single:
                     positions = [p for p in positions if accept_from < (p[1] if som else p) <= accept_to]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import bz2
+import functools
 import io
 import lzma
 import re
@@ -151,6 +152,12 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget
             yield chunk
 
 
+@functools.lru_cache(maxsize=1)
+def _trigger_database() -> hyperscan.Database:
+    """Compiled once per process (a few ms: too much to pay for every part of every paste)."""
+    return compile_database([_B64_TRIGGER])
+
+
 class BlobFinder:
     """Finds base64 blocks (one or many lines) in a stream of UTF-8 chunks.
 
@@ -160,7 +167,7 @@ class BlobFinder:
     """
 
     def __init__(self, min_decoded: int = 90) -> None:
-        self._trigger = compile_database([_B64_TRIGGER])
+        self._trigger = _trigger_database()
         self._carry = b""
         self.min_decoded = min_decoded
 
