@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -181,31 +180,3 @@ def test_watchdog_pid_is_compared_with_the_calling_process(monkeypatch: pytest.M
     notifier = Notifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())})
     monkeypatch.setattr(os, "getpid", lambda: 1)  # as seen from a forked child
     assert notifier.watchdog_interval() is None
-
-
-async def test_keepalive_pings_at_half_the_watchdog_period(
-    path_socket: tuple[socket.socket, str],
-) -> None:
-    sock, address = path_socket
-    sock.setblocking(False)
-    notifier = Notifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "40000"})  # every 20 ms
-    task = asyncio.create_task(notifier.keepalive())
-    await asyncio.sleep(0.15)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    pings = 0
-    while True:
-        try:
-            assert sock.recv(64) == b"WATCHDOG=1"
-        except BlockingIOError:
-            break
-        pings += 1
-    assert 3 <= pings <= 10
-
-
-async def test_keepalive_returns_when_no_watchdog_is_configured(
-    path_socket: tuple[socket.socket, str],
-) -> None:
-    _, address = path_socket
-    await asyncio.wait_for(Notifier({"NOTIFY_SOCKET": address}).keepalive(), timeout=1)

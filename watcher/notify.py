@@ -13,7 +13,6 @@ logged at WARNING, later ones at DEBUG, per instance. There is no module-level s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -134,16 +133,3 @@ class Notifier:
         if self._watchdog_pid is not None and self._watchdog_pid != os.getpid():
             return None
         return self._watchdog_usec / 2 / 1_000_000
-
-    async def keepalive(self) -> None:
-        """Ping the watchdog forever at `watchdog_interval()`; return at once if none is due.
-
-        Run it as a task of the event loop: pings stop when the loop stalls, which is what
-        the watchdog is for. Cancel the task on shutdown.
-        """
-        interval = self.watchdog_interval()
-        if interval is None or self._address is None:
-            return
-        while True:
-            self.watchdog()
-            await asyncio.sleep(interval)
