@@ -74,6 +74,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -763,11 +764,7 @@ class StateDB:
 
     def is_seen(self, source: str, item_id: str, version: str) -> bool:
         """Whether this exact item version was recorded already (then skip fetching it)."""
-        row = self.db.execute(
-            "SELECT 1 FROM items WHERE source = ? AND item_id = ? AND version = ?",
-            (source, str(item_id), str(version)),
-        ).fetchone()
-        return row is not None
+        return is_seen_query(self.db.conn, source, item_id, version)
 
     def record_item(
         self,
@@ -1026,6 +1023,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def is_seen_query(conn: sqlite3.Connection, source: str, item_id: str, version: str) -> bool:
+    """Whether this exact item version was recorded already (then skip fetching it)."""
+    row = conn.execute(
+        "SELECT 1 FROM items WHERE source = ? AND item_id = ? AND version = ?",
+        (source, str(item_id), str(version)),
+    ).fetchone()
+    return row is not None
+
+
 class Store:
     """Asyncio facade over `StateDB`: every call runs on one dedicated worker thread.
 
@@ -1034,10 +1040,11 @@ class Store:
     cancelled still completes (its transaction is not left half-done).
     """
 
-    def __init__(self, executor: ThreadPoolExecutor, state: StateDB) -> None:
+    def __init__(self, executor: ThreadPoolExecutor, state: StateDB, reader: sqlite3.Connection) -> None:
         """Use `await Store.open(path)`."""
         self._executor = executor
         self._state = state
+        self._reader = reader
         self._closed = False
 
     @classmethod
@@ -1050,13 +1057,18 @@ class Store:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(executor, state)
+        # A read-only connection of the event loop's own thread, for `is_seen`: a point query
+        # on the primary key (tens of microseconds) costs less than a trip to the writer
+        # thread, and WAL lets it read while the writer writes.
+        reader = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        return cls(executor, state, reader)
 
     async def close(self) -> None:
         """Finish queued calls, close the connection, stop the thread. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._reader.close()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._state.close)
@@ -1103,7 +1115,10 @@ class Store:
         await self._run(self._state.save_validators, source, dict(validators))
 
     async def is_seen(self, source: str, item_id: str, version: str) -> bool:
-        return await self._run(self._state.is_seen, source, item_id, version)
+        """Read on the loop's own read-only connection (see `open`): no thread hop."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        return is_seen_query(self._reader, source, item_id, version)
 
     async def record_item(
         self,

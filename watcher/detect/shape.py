@@ -324,7 +324,11 @@ def _fields(line: str, delimiter: str) -> list[str]:
 
 
 def _field_count(line: str, delimiter: str) -> int:
-    return len(_fields(line, delimiter)) if delimiter in line else 1
+    if delimiter not in line:
+        return 1
+    if '"' not in line:
+        return line.count(delimiter) + 1     # what csv would say, 20x cheaper
+    return len(_fields(line, delimiter))
 
 
 def _longest_run(counts: list[int]) -> tuple[int, int, int] | None:
