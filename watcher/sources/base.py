@@ -22,6 +22,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 from bs4 import BeautifulSoup, Tag
 
 from watcher.config import SourceConfig
+from watcher.extract.html import looks_like_html
 from watcher.fetch import Fetcher, FetchError, Response, RetryLater
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,18 @@ class Source(ABC):
         except FetchError as exc:
             log.warning("source %s: item %s skipped (retried next poll): %s", self.name, url, exc)
             return None
+
+    def no_links(self, key: str, page: Response) -> None:
+        """A main page whose selector matched nothing: a failed poll when the page is not a
+        page at all (cut at max_bytes, binary, not HTML), else a warning (an empty board, a
+        login wall or a new layout look alike)."""
+        head = page.body[:2048]
+        selector = getattr(self.config, key)
+        if page.truncated or b"\x00" in head or not looks_like_html(head, page.content_type):
+            raise SourceError(f"{key} {selector!r} matched no link: {page.url} is not an HTML page"
+                              f"{' (cut at max_bytes)' if page.truncated else ''}")
+        log.warning("source %s: %s %r matched no link on %s (empty, a login wall or a new layout?)",
+                    self.name, key, selector, page.url)
 
     def item(self, item_id: str, url: str, **fields: object) -> Item:
         """An Item of this source."""

@@ -19,9 +19,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 
 from bs4 import Tag
 
-from watcher.extract.html import looks_like_html
-
-from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, SourceError, link_id, off_loop,
+from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, link_id, off_loop,
                                   select_links, sha256_hex, soup, text_of)
 
 log = logging.getLogger(__name__)
@@ -76,13 +74,7 @@ class ForumSource(Source):
             return
         threads = await off_loop(board.body, partial(parse_board, self.config.thread_links, board.url))
         if not threads:
-            head = board.body[:2048]
-            unusable = board.truncated or b"\x00" in head or not looks_like_html(head, board.content_type)
-            if unusable:    # not a page at all (cut, binary, a JSON error...): the poll failed
-                raise SourceError(f"thread_links {self.config.thread_links!r} matched no link: {board.url} is not an "
-                                  f"HTML page{' (cut at max_bytes)' if board.truncated else ''}")
-            log.warning("source %s: thread_links %r matched no link on %s (empty, a login wall or a new layout?)",
-                        self.name, self.config.thread_links, board.url)
+            self.no_links("thread_links", board)
         complete = True
         for thread_url, title in threads:
             walk = self.thread_posts(ctx, thread_url, title)

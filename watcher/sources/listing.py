@@ -13,9 +13,7 @@ from functools import partial
 
 from bs4 import Tag
 
-from watcher.extract.html import looks_like_html
-
-from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, SourceError, last_segment, link_id,
+from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, last_segment, link_id,
                                   off_loop, select_links, soup)
 
 log = logging.getLogger(__name__)
@@ -61,13 +59,7 @@ class ListingSource(Source):
             return
         links = await off_loop(page.body, partial(parse_links, self.config.item_links, page.url))
         if not links:
-            head = page.body[:2048]
-            unusable = page.truncated or b"\x00" in head or not looks_like_html(head, page.content_type)
-            if unusable:    # not a page at all (cut, binary, a JSON error...): the poll failed
-                raise SourceError(f"item_links {self.config.item_links!r} matched no link: {page.url} is not an "
-                                  f"HTML page{' (cut at max_bytes)' if page.truncated else ''}")
-            log.warning("source %s: item_links %r matched no link on %s (empty, a login wall or a new layout?)",
-                        self.name, self.config.item_links, page.url)
+            self.no_links("item_links", page)
         failures = 0
         for link, title in links:
             item_id = link_id(link)
