@@ -24,8 +24,8 @@ pool round trip, store calls), then a whole pass with the CPU of each thread.
 
 `--what-if NAME[,NAME]` runs the daemon with candidate fixes patched in through a
 sitecustomize.py on PYTHONPATH (watcher/ is not edited; the spawned workers get them too):
-`cached-trigger`, `lazy-buckets` (both merged in 983ce22: they now report "already fixed"),
-`switch-interval`, `deep-queue` (see WHAT_IFS). The multiprocessing resource tracker is left
+`switch-interval`, `deep-queue` (see WHAT_IFS; the earlier `cached-trigger` and `lazy-buckets`
+were merged in 983ce22). The multiprocessing resource tracker is left
 unpatched (importing watcher there would add ~20 MB to the measured RSS).
 
 Targets (issue): >= 500 items/s on 2 cores, peak RSS < 250 MB, idle CPU < 1%.
@@ -414,76 +414,14 @@ async def sample_memory(root: int, peak: Peak, stop: asyncio.Event) -> None:
 # without editing watcher/: the patches go into a sitecustomize.py put on PYTHONPATH, so the
 # spawned workers get them too. Results (findings by severity) must stay the same.
 WHAT_IFS = {
-    # BlobFinder compiles its Hyperscan trigger for every text part of every document
-    # (watcher/extract/blobs.py BlobFinder.__init__ -> compile_database, ~3 ms): once per process.
-    "cached-trigger": """
-import functools
-import inspect
-import watcher.extract.blobs as _blobs
-
-if "compile_database(" not in inspect.getsource(_blobs.BlobFinder.__init__):
-    raise ImportError("what-if cached-trigger: already fixed in this checkout (983ce22)")
-
-@functools.lru_cache(maxsize=None)
-def _trigger():
-    return _blobs.compile_database([_blobs._B64_TRIGGER])
-
-def _init(self, min_decoded=90):
-    self._trigger = _trigger()
-    self._carry = b""
-    self.min_decoded = min_decoded
-
-_blobs.BlobFinder.__init__ = _init
-""",
-    # Engine.hits allocates two 407-entry lists per scan (a bucket per pattern) and scans each
-    # document twice (chunk, then the final tail): buckets only for patterns that matched.
-    "lazy-buckets": """
-import inspect
-import watcher.detect.engine as _engine
-
-if "[[] for _ in owners]" not in inspect.getsource(_engine.Engine.hits):
-    raise ImportError("what-if lazy-buckets: already fixed in this checkout (983ce22)")
-
-def _hits(self, buf, accept_from, accept_to):
-    per_detector = [[] for _ in self.detectors]
-    for som, database in self._databases.items():
-        owners = self._owners[som]
-        buckets = {}
-        if som:
-            def on_match(pattern_id, start, end, flags, context):
-                found = buckets.get(pattern_id)
-                if found is None:
-                    buckets[pattern_id] = [(start, end)]
-                else:
-                    found.append((start, end))
-        else:
-            def on_match(pattern_id, start, end, flags, context):
-                found = buckets.get(pattern_id)
-                if found is None:
-                    buckets[pattern_id] = [end]
-                else:
-                    found.append(end)
-        database.scan(buf, match_event_handler=on_match)
-        for pattern_id in sorted(buckets):
-            positions = buckets[pattern_id]
-            index, tag, single = owners[pattern_id]
-            if not single:
-                positions = [p for p in positions if accept_from < (p[1] if som else p) <= accept_to]
-                if not positions:
-                    continue
-            per_detector[index].append((tag, positions))
-    return per_detector
-
-_engine.Engine.hits = _hits
-""",
-    # ProcessPoolExecutor keeps only max_workers + 1 calls queued for the workers; refilling
-    # needs the parent's GIL (its management thread): a deeper queue rides out GIL waits.
     # The parent runs 4+ threads under one GIL (event loop, store, pool manager, queue feeder):
     # a shorter switch interval hands the GIL over sooner (default 5 ms).
     "switch-interval": """
 import sys
 sys.setswitchinterval(0.0005)
 """,
+    # ProcessPoolExecutor keeps only max_workers + 1 calls queued for the workers; refilling
+    # needs the parent's GIL (its management thread): a deeper queue rides out GIL waits.
     "deep-queue": """
 import concurrent.futures.process as _process
 _process.EXTRA_QUEUED_CALLS = 32
