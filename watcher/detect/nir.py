@@ -112,17 +112,11 @@ def complete(body: str, key: str | None = None) -> str | None:
 STRICT_MONTHS = frozenset([f"{m:02d}" for m in range(1, 13)] + ["20"])
 _STRICT_MONTHS_B = frozenset(m.encode() for m in STRICT_MONTHS)
 _STRICT_SEX = (ord("1"), ord("2"))
+# The rarer forms (sex 3/4, months 30-42 and 50-99) are found marked `~nir`: random 15-digit
+# numbers pass the permissive structure and the key about 1 in 400, the strict one (sex 1/2,
+# month 01-12 or 20) about 1 in 4,000, so the rarer forms count only in a document that is
+# health data by other signs (an insurer, health words or columns).
 LOOSE = "~"
-
-
-def tier(nir: str) -> str:
-    """`nir`, or `~nir` for the rarer forms (sex 3/4, months 30-42 and 50-99).
-
-    Random 15-digit numbers pass the permissive structure and the key about 1 in 400, the
-    strict one (sex 1/2, month 01-12 or 20) about 1 in 4,000: the rarer forms count only in
-    a document that is health data by other signs (see `resolve_loose`).
-    """
-    return nir if nir[0] in "12" and nir[3:5] in STRICT_MONTHS else LOOSE + nir
 
 
 def resolve_loose(values: set[str], context: bool) -> set[str]:

@@ -91,11 +91,6 @@ def on_word_boundaries(buf: bytes, start: int, end: int) -> bool:
     return before_ok and not is_word(_char_at(buf, end))
 
 
-def is_digit_at(buf: bytes, pos: int) -> bool:
-    """True when byte `pos` exists and is an ASCII digit."""
-    return 0 <= pos < len(buf) and 48 <= buf[pos] <= 57
-
-
 # Words that make a nearby ambiguous name or a bare 13-character number health-insurance data.
 HEALTH_CONTEXT = re.compile(
     r"mutuel|assur|sant[eé]|tiers[ -]?payant|compl[eé]mentaire|adh[eé]rent|garantie|"
