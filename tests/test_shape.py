@@ -200,3 +200,13 @@ def test_describe():
     from watcher.detect.shape import Shape
     assert Shape(format="csv", delimiter=";", records=1204).describe() == "semicolon CSV extract of 1,204 records"
     assert Shape(format="jsonl", records=25).describe() == "JSON-lines sample of 25 records"
+
+
+@pytest.mark.parametrize("header, role", [
+    ("N° sécurité sociale", "nir"), ("No Secu Assure", "nir"), ("Nº de Sécu", "nir"),
+    ("code mutuelle", "mutuelle"), ("Date de naissance", "date_naissance"), ("Ville", None),
+])
+def test_header_roles_written_as_people_write_them(header, role):
+    from watcher.detect.shape import header_role
+
+    assert header_role(header) == role

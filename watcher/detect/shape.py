@@ -53,6 +53,11 @@ _ROLE_PREFIX = (
     ("cle", "cle"), ("mutuelle", "mutuelle"), ("organisme", "mutuelle"), ("garantie", "garanties"),
     ("email", "email"), ("telephone", "telephone"), ("siret", "siret"), ("rpps", "rpps"), ("finess", "finess"),
 )
+# Anywhere in the folded header: `N° sécurité sociale`, `no_secu_assure`, `Mutuelle santé`...
+_ROLE_PART = (
+    ("securitesociale", "nir"), ("numsecu", "nir"), ("nosecu", "nir"), ("numerosecu", "nir"), ("desecu", "nir"),
+    ("datenaiss", "date_naissance"), ("datedenaiss", "date_naissance"), ("mutuelle", "mutuelle"),
+)
 HEALTH_ROLES = frozenset(
     ["nir", "cle", "date_naissance", "rang_naissance", "mutuelle", "garanties", "adherent", "contrat", "droits",
      "rpps", "adeli", "finess"]
@@ -77,6 +82,10 @@ def header_role(name: str) -> str | None:
     for prefix, role in _ROLE_PREFIX:
         if key.startswith(prefix):
             return role
+    if len(key) <= 32:              # a header, not a sentence that mentions "mutuelles"
+        for part, role in _ROLE_PART:
+            if part in key:
+                return role
     return None
 
 
