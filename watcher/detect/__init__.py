@@ -14,7 +14,7 @@ email, phone, health (context words), and one `rules.RuleDetector` per operator 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from .base import Detector
 from .email import EmailDetector
@@ -47,6 +47,8 @@ class Scanner:
         self.detectors: list[Detector] = builtin_detectors(insurers) + [RuleDetector(r) for r in self.rules]
         self.by_name = {d.name: d for d in self.detectors}
         self.engine = Engine(self.detectors)
+        # Detectors with their own compiled scanner (see `base`), run on every buffer.
+        self.direct = [d for d in self.detectors if getattr(d, "scan", None)]
 
     def start(self) -> Detection:
         return Detection(self)
@@ -116,19 +118,22 @@ class PartScan:
         if accept_to <= accept_from:
             return
         detection = self._detection
-        hits = detection.scanner.engine.hits(buf, accept_from, accept_to)
+        scanner = detection.scanner
         window = (accept_from, accept_to)
-        for detector, found in zip(detection.scanner.detectors, hits):
-            if not found:
-                continue
-            name = detector.name
-            values = detection.values[name]
-            accepted = detector.find(buf, found, window, values)
-            if len(detection.samples[name]) < SAMPLES_PER_DETECTOR:
-                for value in accepted:
-                    detection.add(name, value)
-            else:
-                values.update(accepted)      # the hot path of dense extracts: no per-value call
+        hits = scanner.engine.hits(buf, accept_from, accept_to)
+        for detector in scanner.direct:
+            self._accept(detector.name, detector.scan(buf, window))
+        for detector, found in zip(scanner.detectors, hits):
+            if found:
+                self._accept(detector.name, detector.find(buf, found, window, detection.values[detector.name]))
+
+    def _accept(self, name: str, accepted: Iterable[str]) -> None:
+        detection = self._detection
+        if len(detection.samples[name]) < SAMPLES_PER_DETECTOR:
+            for value in accepted:
+                detection.add(name, value)
+        else:
+            detection.values[name].update(accepted)      # the hot path of dense extracts: no per-value call
 
 
 __all__ = ["Detection", "Detector", "Rule", "Scanner", "Shape"]

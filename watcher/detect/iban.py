@@ -7,6 +7,7 @@ from typing import Iterator
 
 from ..privacy import mask_iban
 from .base import Hits, Pattern, Window
+from .compiled import speedups
 
 # Hyperscan looks for the start of an IBAN only (country, check digits, first group): one
 # report per IBAN, where the whole pattern reported every group end (16 for a grouped one).
@@ -14,8 +15,8 @@ _START = rb"(?:^|[^A-Za-z0-9])[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4}"
 _IBAN = re.compile(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?")
 
 
-def _valid_lengths(candidate: str) -> Iterator[int]:
-    """Lengths L (longest first) at which candidate[:L] passes the ISO 7064 mod 97 check.
+def valid_length_py(candidate: str) -> int:
+    """The longest length L >= 15 at which candidate[:L] passes the ISO 7064 mod 97 check, or 0.
 
     One pass over the characters: the remainder of every prefix of the account part, then
     the country and check digits appended. (python-stdnum's `iban.is_valid` also checks each
@@ -32,7 +33,11 @@ def _valid_lengths(candidate: str) -> Iterator[int]:
     scale = pow(10, head_digits, 97)
     for length in range(len(candidate), 14, -1):
         if (remainders[length - 5] * scale + head) % 97 == 1:
-            yield length
+            return length
+    return 0
+
+
+valid_length = speedups.iban_length if speedups else valid_length_py
 
 
 class IbanDetector:
@@ -50,9 +55,9 @@ class IbanDetector:
                     continue
                 # The longest candidate may have swallowed a following word: shorten until valid.
                 raw = match.group(0).decode("ascii").replace(" ", "")
-                for length in _valid_lengths(raw):
+                length = valid_length(raw)
+                if length:
                     yield raw[:length]
-                    break
 
     def mask(self, value: str) -> str:
         return mask_iban(value)

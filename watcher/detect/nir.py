@@ -16,6 +16,7 @@ from typing import Iterator
 
 from ..privacy import mask_nir
 from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
+from .compiled import speedups
 
 MONTHS = frozenset(
     [f"{m:02d}" for m in range(1, 13)] + ["20"] + [f"{m}" for m in range(30, 43)] + [f"{m}" for m in range(50, 100)]
@@ -129,19 +130,32 @@ def resolve_loose(values: set[str], context: bool) -> set[str]:
 
 
 class NirDetector:
+    """Full NIRs through the compiled scanner (`_speedups.nir_scan`) when it was built, else
+    through a Hyperscan pattern and `_full`; 13-character NIRs after a label through Hyperscan.
+
+    `compiled=False` forces the Python path (the tests compare both).
+    """
+
     name = "nir"
     sensitive = True
 
+    def __init__(self, compiled: bool = True) -> None:
+        self.compiled = bool(compiled and speedups)
+
     def patterns(self) -> list[Pattern]:
         body = _body(_SEPARATOR)
-        return [
-            Pattern(NOT_AFTER_DIGIT + body + _KEY_SEPARATOR + rb"[0-9]{2}" + NOT_BEFORE_DIGIT),
-            Pattern(_LABEL + _LABEL_GAP + body + NOT_BEFORE_DIGIT),
-        ]
+        labelled = Pattern(_LABEL + _LABEL_GAP + body + NOT_BEFORE_DIGIT)
+        if self.compiled:
+            return [labelled]
+        return [labelled, Pattern(NOT_AFTER_DIGIT + body + _KEY_SEPARATOR + rb"[0-9]{2}" + NOT_BEFORE_DIGIT)]
+
+    def scan(self, buf: bytes, window: Window) -> list[str]:
+        """Full NIRs ending in the window, found without Hyperscan (compiled scanner only)."""
+        return speedups.nir_scan(buf, *window) if self.compiled else []
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         for tag, ends in hits:
-            if tag == 0:
+            if tag == 1:
                 yield from self._full(buf, ends)
             else:
                 for end in ends:
