@@ -6,10 +6,16 @@ plain functions (importable with `from conftest import ...`) and also exposed as
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from collections import defaultdict
 
 import pytest
+
+# Compiled pattern databases go to a cache of this test run (and of the processes it starts),
+# never to the user's ~/.cache.
+os.environ.setdefault("WATCHER_CACHE_DIR", tempfile.mkdtemp(prefix="watcher-test-cache-"))
 
 from watcher.analyze import Analyzer
 from watcher.detect import Scanner

@@ -17,6 +17,7 @@ from watcher.detect.engine import Engine
 from watcher.detect.iban import valid_length_py
 from watcher.detect.luhn import luhn_ok_py
 from watcher.detect.nir import NirDetector, nir_key
+from watcher.detect.shape import count_lines_py
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 COMPILED, PYTHON = NirDetector(compiled=True), NirDetector(compiled=False)
@@ -145,3 +146,10 @@ def test_compiled_iban_length_finds_real_ibans():
         iban = f"FR{check:02d}{account}"
         assert speedups.iban_length(iban) == len(iban) == valid_length_py(iban)
         assert speedups.iban_length(iban + "ABCD") == valid_length_py(iban + "ABCD") >= len(iban)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet="ab \t\r\n;", max_size=80))
+def test_compiled_count_lines_equals_python(text):
+    data = text.encode()
+    assert speedups.count_lines(data) == count_lines_py(data)

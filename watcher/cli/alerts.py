@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from ..config import Config, ConfigError
-from ..store import format_time
+from ..timestamps import format_time
 from . import CliError, print_json_lines
 from .daemon import _common, _state, load
 

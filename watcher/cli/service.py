@@ -31,10 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from ..config import Config, SourceConfig
-from ..store import parse_time
+from ..timestamps import parse_time
 from .daemon import load
 
 __all__ = ["EXIT_CODES", "Health", "SourceHealth", "evaluate", "register"]
@@ -140,6 +138,8 @@ def _read(db_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int] | No
     wal = db_path.with_name(db_path.name + "-wal")
     options = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
     conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?{options}", uri=True, timeout=5)
+    from sqlite_utils import Database      # imported here: `watcher scan` starts without it
+
     try:
         db = Database(conn, execute_plugins=False)
         if "sources" not in db.table_names():

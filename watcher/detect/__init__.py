@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 from .base import Detector
 from .email import EmailDetector
 from .health import HealthTermsDetector
-from .engine import ChunkWindow, Engine
+from .engine import ChunkWindow, Engine, default_cache_dir
 from .iban import IbanDetector
 from .insurers import InsurerDetector, Name
 from .nir import NirDetector
@@ -46,7 +46,7 @@ class Scanner:
         self.rules = list(rules)
         self.detectors: list[Detector] = builtin_detectors(insurers) + [RuleDetector(r) for r in self.rules]
         self.by_name = {d.name: d for d in self.detectors}
-        self.engine = Engine(self.detectors)
+        self.engine = Engine(self.detectors, cache=default_cache_dir())
         # Detectors with their own compiled scanner (see `base`), run on every buffer.
         self.direct = [d for d in self.detectors if getattr(d, "scan", None)]
 

@@ -255,9 +255,33 @@ static PyObject *iban_length(PyObject *self, PyObject *arg)
     return PyLong_FromLong(0);
 }
 
+/* Lines holding something other than spaces, tabs and carriage returns (records of a text
+ * file), counted like `shape._count_lines_py`: a line is counted at its newline. */
+static PyObject *count_lines(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *s = view.buf, *end = s + view.len;
+    Py_ssize_t count = 0;
+    int content = 1;                     /* the text before the first newline counts, as in Python */
+    for (; s < end; s++) {
+        unsigned char c = *s;
+        if (c == '\n') {
+            count += content;
+            content = 0;
+        } else if (c != ' ' && c != '\t' && c != '\r') {
+            content = 1;
+        }
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(count);
+}
+
 static PyMethodDef methods[] = {
     {"nir_scan", nir_scan, METH_VARARGS, "Full NIRs whose match ends in (lo, hi]: list of normalized values."},
     {"luhn_ok", luhn_ok, METH_O, "True when the Luhn checksum of a string of digits is 0."},
+    {"count_lines", count_lines, METH_O, "Newlines that end a line holding something (blank lines are not records)."},
     {"iban_length", iban_length, METH_O, "Longest length >= 15 at which an IBAN candidate passes mod 97, or 0."},
     {NULL, NULL, 0, NULL},
 };

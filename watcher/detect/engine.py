@@ -8,6 +8,12 @@ exactly once: in the scan where its end first falls inside the accepted window.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
 from typing import Sequence
 
 import hyperscan
@@ -16,19 +22,104 @@ from .base import Detector, Hits, Pattern
 
 OVERLAP = 4096      # bytes carried to the next chunk; longer matches across a boundary are lost
 GUARD = 512         # look-ahead a detector may need after a match
+CACHE_MAX_AGE = 30 * 86400     # compiled databases unused this long are removed
+
+log = logging.getLogger(__name__)
 
 
-def compile_database(patterns: Sequence[Pattern]) -> hyperscan.Database:
-    """Compile byte patterns (ids = positions) into a block-mode database with match starts."""
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+def compile_database(patterns: Sequence[Pattern], cache: Path | None = None) -> hyperscan.Database:
+    """Compile byte patterns (ids = positions) into a block-mode database with match starts.
+
+    With a `cache` directory, the compiled database is kept there, named by a hash of the
+    patterns and the Hyperscan version: compiling the built-in set takes about half a second,
+    loading it a millisecond (every `watcher scan`, every daemon worker). Hyperscan checks a
+    CRC when loading, so a damaged file is recompiled, never used.
+    """
     flags = [
         (hyperscan.HS_FLAG_SOM_LEFTMOST if p.som else 0)
         | (hyperscan.HS_FLAG_CASELESS if p.caseless else 0)
         | (hyperscan.HS_FLAG_SINGLEMATCH if p.single else 0)
         for p in patterns
     ]
+    path = cache / f"hs-{_fingerprint(patterns, flags)}.db" if cache else None
+    if path:
+        database = _load(path)
+        if database is not None:
+            return database
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(expressions=[p.expr for p in patterns], ids=list(range(len(patterns))), flags=flags)
+    if path:
+        _save(path, database)
     return database
+
+
+def default_cache_dir() -> Path | None:
+    """`$WATCHER_CACHE_DIR` ("" turns the cache off), systemd's `$CACHE_DIRECTORY`, else the
+    user's cache directory (`$XDG_CACHE_HOME` or ~/.cache)."""
+    if "WATCHER_CACHE_DIR" in os.environ:
+        return Path(os.environ["WATCHER_CACHE_DIR"]) if os.environ["WATCHER_CACHE_DIR"] else None
+    if os.environ.get("CACHE_DIRECTORY"):
+        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "leak-watcher"
+
+
+def _fingerprint(patterns: Sequence[Pattern], flags: list[int]) -> str:
+    digest = hashlib.sha256(f"hyperscan {hyperscan.__version__} block".encode())
+    for pattern, flag in zip(patterns, flags):
+        digest.update(b"%d:%d:" % (flag, len(pattern.expr)) + pattern.expr)
+    return digest.hexdigest()[:32]
+
+
+def _load(path: Path) -> hyperscan.Database | None:
+    """The cached database, or None. Hyperscan does not defend against crafted files, so a
+    cache directory others can write to is not read at all."""
+    try:
+        if not _private(path.parent):
+            log.warning("pattern cache %s ignored: the directory must be ours and not writable by others", path.parent)
+            return None
+        database = hyperscan.loadb(path.read_bytes(), hyperscan.HS_MODE_BLOCK)
+        database.scratch = hyperscan.Scratch(database)     # loadb gives a database without one
+    except FileNotFoundError:
+        return None
+    except (OSError, hyperscan.error) as exc:
+        log.warning("pattern cache %s unusable (%s): compiling again", path, exc)
+        return None
+    try:
+        os.utime(path)                       # recently used: kept by _save's clean-up
+    except OSError:
+        pass
+    return database
+
+
+def _private(directory: Path) -> bool:
+    info = directory.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def _save(path: Path, database: hyperscan.Database) -> None:
+    """Write atomically (temporary file + rename: concurrent workers never see half a file);
+    a read-only or missing cache directory only costs the next start a compilation."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".hs-")
+    except OSError as exc:
+        log.debug("pattern cache %s not written: %s", path, exc)
+        return
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(hyperscan.dumpb(database))
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.debug("pattern cache %s not written: %s", path, exc)
+        Path(temporary).unlink(missing_ok=True)
+        return
+    try:
+        for old in path.parent.glob("hs-*.db"):
+            if old != path and time.time() - old.stat().st_mtime > CACHE_MAX_AGE:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass                                 # a file removed by another process meanwhile
 
 
 class Engine:
@@ -38,7 +129,7 @@ class Engine:
     slows Hyperscan down for every pattern compiled with them.
     """
 
-    def __init__(self, detectors: Sequence[Detector]) -> None:
+    def __init__(self, detectors: Sequence[Detector], cache: Path | None = None) -> None:
         self.detectors = list(detectors)
         groups: dict[bool, list[Pattern]] = {False: [], True: []}
         self._owners: dict[bool, list[tuple[int, int, bool]]] = {False: [], True: []}
@@ -46,7 +137,7 @@ class Engine:
             for tag, pattern in enumerate(detector.patterns()):
                 groups[pattern.som].append(pattern)
                 self._owners[pattern.som].append((index, tag, pattern.single))
-        self._databases = {som: compile_database(p) for som, p in groups.items() if p}
+        self._databases = {som: compile_database(p, cache) for som, p in groups.items() if p}
         # One bucket per pattern, allocated once: a scan fills a few and they are emptied
         # after it (allocating ~400 lists per scan cost more than scanning a small paste).
         self._buckets = {som: [[] for _ in owners] for som, owners in self._owners.items()}

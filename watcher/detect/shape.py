@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from . import nir as nir_rules
+from .compiled import speedups
 from .text import strip_accents
 
 HEAD_BYTES = 64 * 1024
@@ -317,12 +318,13 @@ class ShapeReader:
 _BLANK_LINE = re.compile(rb"\n(?=[ \t\r]*\n)")
 
 
-def _count_lines(data: bytes) -> int:
-    """Lines holding something (blank lines are not records)."""
-    count = data.count(b"\n")
-    if b"\n\n" in data or b"\n \n" in data or b"\n\r\n" in data or b"\n\t" in data:
-        count -= len(_BLANK_LINE.findall(data))
-    return count
+def count_lines_py(data: bytes) -> int:
+    """Lines holding something (blank lines are not records); `_speedups.count_lines` does
+    it in C (the regex costs a dense CSV 0.3 s per 100 MB)."""
+    return data.count(b"\n") - len(_BLANK_LINE.findall(data))
+
+
+_count_lines = speedups.count_lines if speedups else count_lines_py
 
 
 def _fields(line: str, delimiter: str) -> list[str]:

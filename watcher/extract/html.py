@@ -12,8 +12,6 @@ import html as html_lib
 import re
 import warnings
 
-from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
-
 _BLOCKS = [
     "p", "div", "li", "tr", "pre", "table", "section", "article", "blockquote", "h1", "h2", "h3", "h4",
     "h5", "h6", "header", "footer", "dd", "dt", "form", "textarea", "title", "ul", "ol",
@@ -37,6 +35,10 @@ def html_to_text(markup: str, max_parse: int = 5 * 1024 * 1024) -> str:
     """The visible text of a page, one line per block, cells tab-separated."""
     if len(markup) > max_parse:
         return _strip_tags(markup)
+    # Imported here: bs4 (with soupsieve) is a tenth of a second of start-up that `watcher
+    # scan` on CSV files and logs never needs.
+    from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
