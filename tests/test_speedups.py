@@ -12,7 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from test_properties import bodies
+from watcher.detect import NUMBER_KINDS, Scanner
 from watcher.detect.compiled import speedups
+from watcher.detect.phone import PhoneDetector
+from watcher.detect.rpps import RppsDetector
+from watcher.detect.siret import SiretDetector
 from watcher.detect.engine import Engine
 from watcher.detect.iban import valid_length_py
 from watcher.detect.luhn import luhn_ok_py
@@ -20,23 +24,40 @@ from watcher.detect.nir import NirDetector, nir_key
 from watcher.detect.shape import count_lines_py
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-COMPILED, PYTHON = NirDetector(compiled=True), NirDetector(compiled=False)
-ENGINES = {id(COMPILED): Engine([COMPILED]), id(PYTHON): Engine([PYTHON])}
+CLASSES = {"nir": NirDetector, "siret": SiretDetector, "rpps": RppsDetector, "phone": PhoneDetector}
+# kind -> (compiled detector, Python detector), each with its own engine
+DETECTORS = {kind: (cls(compiled=True), cls(compiled=False)) for kind, cls in CLASSES.items()}
+ENGINES = {id(d): Engine([d]) for pair in DETECTORS.values() for d in pair}
+COMPILED, PYTHON = DETECTORS["nir"]
 # Separators inside the body, between body and key, and bytes that are neither.
 BODY_SEPARATORS = ["", " ", ".", "-", "\xa0"]
 KEY_SEPARATORS = BODY_SEPARATORS + ["/", " / ", ";", ",", "\t", "|", "; ", '";"', "', '", '" , "', "'|'"]
 OTHER = ["x", "  ", "\n", "/", "'", '"', "..", ";;", " ; ; "]
 
-def values(detector: NirDetector, buf: bytes, lo: int, hi: int) -> set[str]:
+def found(kind: str, compiled: bool, buf: bytes, lo: int, hi: int) -> set[str]:
+    """What the detector of `kind` accepts in (lo, hi]: through Hyperscan and `find` for its
+    patterns, plus the compiled number pass when compiled."""
+    detector = DETECTORS[kind][0 if compiled else 1]
+    values: set[str] = set()
     hits = ENGINES[id(detector)].hits(buf, lo, hi)[0]
-    found = set(detector.find(buf, hits, (lo, hi), set())) if hits else set()
-    return found | set(detector.scan(buf, (lo, hi)))
+    if hits:
+        values |= set(detector.find(buf, hits, (lo, hi), set()))
+    if compiled:
+        values |= set(speedups.scan_numbers(buf, lo, hi)[NUMBER_KINDS.index(kind)])
+    return values
+
+
+def assert_same(buf: bytes, lo: int = 0, hi: int | None = None) -> None:
+    hi = len(buf) if hi is None else hi
+    for kind in NUMBER_KINDS:
+        assert found(kind, True, buf, lo, hi) == found(kind, False, buf, lo, hi), kind
 
 
 def test_the_extension_is_built():
     assert speedups is not None, "watcher.detect._speedups missing: setup.py did not build it (no C compiler?)"
-    assert COMPILED.compiled and not PYTHON.compiled
+    assert all(compiled.compiled and not python.compiled for compiled, python in DETECTORS.values())
     assert len(COMPILED.patterns()) == 1 and len(PYTHON.patterns()) == 2
+    assert Scanner().numbers and not Scanner(compiled=False).numbers
 
 
 @st.composite
@@ -81,8 +102,8 @@ def nir_texts(draw) -> str:
 def test_compiled_nir_scan_equals_the_python_path(text, cut):
     buf = text.encode()
     lo, hi = sorted(min(c, len(buf)) for c in cut)
-    assert values(COMPILED, buf, 0, len(buf)) == values(PYTHON, buf, 0, len(buf))
-    assert values(COMPILED, buf, lo, hi) == values(PYTHON, buf, lo, hi)
+    assert_same(buf)
+    assert_same(buf, lo, hi)
 
 
 def _seeded_candidate(rng: random.Random) -> str:
@@ -105,25 +126,68 @@ def test_compiled_equals_python_on_many_seeded_candidates():
     rng = random.Random(20240205)
     candidates = [_seeded_candidate(rng) for _ in range(30_000)]
     buf = "".join(rng.choice(["\n", " ", ";", "|", "x", "7", "'"]) + c for c in candidates).encode()
-    python = values(PYTHON, buf, 0, len(buf))
+    python = found("nir", False, buf, 0, len(buf))
     assert len(python) > 5_000                          # the sample does exercise the checks
-    assert values(COMPILED, buf, 0, len(buf)) == python
+    assert found("nir", True, buf, 0, len(buf)) == python
 
 
 @SETTINGS
 @given(data=st.binary(max_size=400))
 def test_compiled_nir_scan_on_arbitrary_bytes(data):
-    assert values(COMPILED, data, 0, len(data)) == values(PYTHON, data, 0, len(data))
+    assert_same(data)
+
+
+def nirs(text: str) -> list[str]:
+    return sorted(speedups.scan_numbers(text.encode(), 0, len(text.encode()))[0])
 
 
 def test_compiled_scan_finds_every_form_and_marks_the_rarer_ones():
     corsica = f"2841219123456{nir_key('2841219123456'):02d}"     # key computed with 2A = 19
     rarer = f"3841275123456{nir_key('3841275123456'):02d}"
     text = f"1 84 12 75 123 456 40;x 2.84.12.2a.123.456.{corsica[13:]};\"1841275123457\", \"{nir_key('1841275123457'):02d}\" {rarer}"
-    assert sorted(speedups.nir_scan(text.encode(), 0, len(text))) == sorted([
+    assert nirs(text) == sorted([
         "184127512345640", "284122A123456" + corsica[13:], f"1841275123457{nir_key('1841275123457'):02d}", "~" + rarer])
-    assert speedups.nir_scan(b"11841275123456 40", 0, 20) == []          # inside a longer number
-    assert speedups.nir_scan(b"1841275123456 41", 0, 20) == []           # wrong key
+    assert nirs("11841275123456 40") == []          # inside a longer number
+    assert nirs("1841275123456 41") == []           # wrong key
+
+
+def _luhn_complete(digits: str) -> str:
+    return next(digits + d for d in "0123456789" if luhn_ok_py(digits + d))
+
+
+def _seeded_number(rng: random.Random) -> str:
+    """A SIRET, SIREN, RPPS or phone number, valid or not, in one of its written forms."""
+    kind = rng.choice(["siret", "siren", "rpps", "phone", "poste"])
+    if kind in ("siret", "siren", "poste"):
+        siren = "356000000" if kind == "poste" else _luhn_complete("".join(rng.choices("0123456789", k=8)))
+        number = siren if kind == "siren" else _luhn_complete(siren + "".join(rng.choices("0123456789", k=4)))
+        if rng.random() < 0.3:
+            number = number[:-1] + rng.choice("0123456789")
+        groups = [number[i:i + 3] for i in range(0, 9, 3)] + ([number[9:]] if len(number) > 9 else [])
+        sep = rng.choice(["", " ", ".", " ", "-"])
+        return "".join((sep if i and rng.random() < 0.9 else rng.choice(["", " ", "."])) + g for i, g in enumerate(groups))
+    if kind == "rpps":
+        number = _luhn_complete("10" + "".join(rng.choices("0123456789", k=8)))
+        return number if rng.random() < 0.7 else number[:-1] + rng.choice("0123456789")
+    prefix = rng.choice(["0", "0", "+33", "0033", "+33 (0)", "0033 ", "+33.", "+0", "33"])
+    digits = rng.choice("123456789") + "".join(rng.choices("0123456789", k=8))
+    pairs = [digits[1 + 2 * i:3 + 2 * i] for i in range(4)]
+    sep = rng.choice(["", " ", ".", "-"])
+    seps = [sep] * 4 if rng.random() < 0.8 else rng.choices(["", " ", ".", "-"], k=4)
+    lead = rng.choice(["", "", " ", "-"]) if prefix != "0" else ""
+    return prefix + lead + digits[0] + "".join(s + p for s, p in zip(seps, pairs))
+
+
+def test_compiled_numbers_equal_python_on_many_seeded_candidates():
+    rng = random.Random(1977)
+    texts = [_seeded_number(rng) for _ in range(20_000)]
+    buf = "".join(rng.choice(["\n", " ", ";", "|", "x", "7", "+", "'", "(", "SIREN "]) + t for t in texts).encode()
+    for kind in ("siret", "rpps", "phone"):
+        python = found(kind, False, buf, 0, len(buf))
+        assert len(python) > 1_000, kind                   # the sample does exercise the checks
+        assert found(kind, True, buf, 0, len(buf)) == python, kind
+    for lo in range(0, len(buf), 99_991):                  # windows cut anywhere
+        assert_same(buf[lo:lo + 5_000], 100, 4_000)
 
 
 @settings(max_examples=500, deadline=None)
@@ -153,3 +217,22 @@ def test_compiled_iban_length_finds_real_ibans():
 def test_compiled_count_lines_equals_python(text):
     data = text.encode()
     assert speedups.count_lines(data) == count_lines_py(data)
+
+
+def test_whole_scanners_agree_on_a_mixed_document():
+    """Every detector's values, compiled number pass or not, on an extract and a log."""
+    rng = random.Random(7)
+    lines = ["nom;prenom;nir;cle;mutuelle;telephone;siret;rpps"]
+    for _ in range(2_000):
+        lines.append(";".join([
+            "DUPONT", "Jean", _seeded_candidate(rng), f"{rng.randint(0, 99):02d}", "Viamedis",
+            _seeded_number(rng), _seeded_number(rng), _seeded_number(rng),
+        ]))
+    data = ("\n".join(lines) + "\nNIR : 1841275123456 et SIREN 732829320, tel 06 12 34 56 78\n").encode()
+    results = []
+    for compiled in (True, False):
+        detection = Scanner(compiled=compiled).start()
+        detection.scan_text(data)
+        results.append(detection.values)
+    assert results[0] == results[1]
+    assert all(results[0][kind] for kind in NUMBER_KINDS)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from .base import Detector
+from .compiled import speedups
 from .email import EmailDetector
 from .health import HealthTermsDetector
 from .engine import ChunkWindow, Engine, default_cache_dir
@@ -32,23 +33,30 @@ from .siret import SiretDetector
 SAMPLES_PER_DETECTOR = 3
 
 
-def builtin_detectors(insurers: list[Name] | None = None) -> list[Detector]:
+# What `_speedups.scan_numbers` finds in one pass, in the order it returns them.
+NUMBER_KINDS = ("nir", "siret", "rpps", "phone")
+
+
+def builtin_detectors(insurers: list[Name] | None = None, compiled: bool = True) -> list[Detector]:
     return [
-        NirDetector(), InsurerDetector(insurers), SiretDetector(), RppsDetector(),
-        IbanDetector(), EmailDetector(), PhoneDetector(), HealthTermsDetector(),
+        NirDetector(compiled), InsurerDetector(insurers), SiretDetector(compiled), RppsDetector(compiled),
+        IbanDetector(), EmailDetector(), PhoneDetector(compiled), HealthTermsDetector(),
     ]
 
 
 class Scanner:
-    """Every detector's patterns compiled into one Hyperscan database."""
+    """Every detector's patterns compiled into one Hyperscan database, and the dense numbers
+    (NUMBER_KINDS) found by one compiled pass when `_speedups` is built.
 
-    def __init__(self, rules: Sequence[Rule] = (), insurers: list[Name] | None = None) -> None:
+    `compiled=False`: everything through Hyperscan and Python (the tests compare the two).
+    """
+
+    def __init__(self, rules: Sequence[Rule] = (), insurers: list[Name] | None = None, compiled: bool = True) -> None:
         self.rules = list(rules)
-        self.detectors: list[Detector] = builtin_detectors(insurers) + [RuleDetector(r) for r in self.rules]
+        self.numbers = bool(compiled and speedups)
+        self.detectors: list[Detector] = builtin_detectors(insurers, self.numbers) + [RuleDetector(r) for r in self.rules]
         self.by_name = {d.name: d for d in self.detectors}
         self.engine = Engine(self.detectors, cache=default_cache_dir())
-        # Detectors with their own compiled scanner (see `base`), run on every buffer.
-        self.direct = [d for d in self.detectors if getattr(d, "scan", None)]
 
     def start(self) -> Detection:
         return Detection(self)
@@ -121,8 +129,10 @@ class PartScan:
         scanner = detection.scanner
         window = (accept_from, accept_to)
         hits = scanner.engine.hits(buf, accept_from, accept_to)
-        for detector in scanner.direct:
-            self._accept(detector.name, detector.scan(buf, window))
+        if scanner.numbers:
+            for name, values in zip(NUMBER_KINDS, speedups.scan_numbers(buf, accept_from, accept_to)):
+                if values:
+                    self._accept(name, values)
         for detector, found in zip(scanner.detectors, hits):
             if found:
                 self._accept(detector.name, detector.find(buf, found, window, detection.values[detector.name]))

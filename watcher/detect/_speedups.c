@@ -1,12 +1,13 @@
 /* Compiled hot paths of the detectors (optional: each has a pure-Python equivalent).
  *
- * nir_scan(buf, lo, hi) -> list[str]
- *     Every full NIR (13 characters + key, in every written form) whose match ends in
- *     (lo, hi], key-checked and structure-checked; values normalized (15 characters,
- *     2A/2B upper-case), the rarer forms marked with a leading "~". It is exactly the
- *     Hyperscan pattern of `nir.NirDetector` (tag 0) followed by `NirDetector._full`, done
- *     in one pass without a Python call per candidate: a dense member extract holds about
- *     9,000 NIRs a megabyte, and the Python path spends 2-3 us on each.
+ * scan_numbers(buf, lo, hi) -> (nirs, sirets, rpps, phones)
+ *     Every full NIR (13 characters + key, every written form), SIRET and grouped SIREN,
+ *     RPPS number and French phone number whose match ends in (lo, hi], checked and
+ *     normalized as the Python detectors do (NIRs of the rarer forms marked "~"). It is
+ *     exactly the Hyperscan patterns each detector leaves out when compiled (nir.py tag 1,
+ *     siret.py tags 1-2, rpps.py, phone.py) followed by their `find`, in one pass without a
+ *     Python call per match: a dense member extract holds ~9,000 NIRs a megabyte, and the
+ *     Python path spent 2-3 us on each.
  *
  * luhn_ok(digits) -> bool, iban_length(candidate) -> int
  *     The checksums of `luhn.luhn_ok` and `iban._valid_lengths` (longest valid length, 0 if
@@ -19,6 +20,48 @@
 #include <string.h>
 
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* The end of a number pattern (`NOT_BEFORE_DIGIT` of base.py): p is one past the last
+ * digit; the match ends one past the following non-digit, or at the end of the buffer.
+ * -1 when a digit follows (the number is part of a longer one). */
+static inline Py_ssize_t number_match_end(const unsigned char *s, Py_ssize_t p, Py_ssize_t n)
+{
+    if (p < n && is_digit(s[p]))
+        return -1;
+    return p < n ? p + 1 : n;
+}
+
+/* Is a match ending at `end` in (lo, hi]? As for Hyperscan's `$`, a number followed by the
+ * buffer's final newline also ends before that newline. */
+static inline int in_window(const unsigned char *s, Py_ssize_t n, Py_ssize_t end, Py_ssize_t lo, Py_ssize_t hi)
+{
+    if (end > lo && end <= hi)
+        return 1;
+    return end == n && n > 0 && s[n - 1] == '\n' && n - 1 > lo && n - 1 <= hi;
+}
+
+/* Append s[0:len] (ASCII) to a list as a str; -1 on error. */
+static int append_text(PyObject *out, const char *text, Py_ssize_t len)
+{
+    PyObject *value = PyUnicode_FromStringAndSize(text, len);
+    if (!value)
+        return -1;
+    int status = PyList_Append(out, value);
+    Py_DECREF(value);
+    return status;
+}
+
+static const int DOUBLED[10] = {0, 2, 4, 6, 8, 1, 3, 5, 7, 9};
+
+static int luhn_digits(const char *d, int len)
+{
+    int total = 0;
+    for (int i = 0; i < len; i++) {
+        int value = d[len - 1 - i] - '0';
+        total += (i & 1) ? DOUBLED[value] : value;
+    }
+    return total % 10 == 0;
+}
 
 /* One optional separator inside the body: space, dot, dash or a UTF-8 no-break space. */
 static inline Py_ssize_t skip_separator(const unsigned char *s, Py_ssize_t p, Py_ssize_t n)
@@ -109,18 +152,9 @@ static Py_ssize_t match_nir(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, 
     while (p < n && p - gap <= 5 && !is_digit(s[p])) p++;
     if (!key_separator_ok(s, gap, p)) return -1;
     if ((p = read_digits(s, p, n, 2, v + 13)) < 0) return -1;         /* key */
-    if (p < n && is_digit(s[p])) return -1;
-    return p < n ? p + 1 : n;
+    return number_match_end(s, p, n);
 }
 
-/* Is a match ending at `end` in (lo, hi]? As for Hyperscan's `$`, a NIR followed by the
- * buffer's final newline also ends before that newline. */
-static inline int in_window(const unsigned char *s, Py_ssize_t n, Py_ssize_t end, Py_ssize_t lo, Py_ssize_t hi)
-{
-    if (end > lo && end <= hi)
-        return 1;
-    return end == n && s[n - 1] == '\n' && n - 1 > lo && n - 1 <= hi;
-}
 
 /* Key and the checks the pattern cannot do. Returns 0 invalid, 1 strict, 2 rarer form. */
 static int check_nir(const char *v)
@@ -156,7 +190,142 @@ static int check_nir(const char *v)
     return strict ? 1 : 2;
 }
 
-static PyObject *nir_scan(PyObject *self, PyObject *args)
+/* SIRET `NNN[ .]?NNN[ .]?NNN[ .]?NNNNN` (siret.py, tag 0), else SIREN grouped `NNN NNN NNN`
+ * not followed by another group (tag 1): a 14-digit value or "siren:" + 9 digits. */
+static inline Py_ssize_t siret_at(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, char *value, Py_ssize_t *len)
+{
+    if (!is_digit(s[p]) || (p > 0 && is_digit(s[p - 1])))
+        return -1;
+    static const int groups[4] = {3, 3, 3, 5};
+    char digits[14];
+    Py_ssize_t q = p;
+    int k = 0, g;
+    for (g = 0; g < 4; g++) {
+        if (g > 0 && q < n && (s[q] == ' ' || s[q] == '.'))
+            q++;
+        Py_ssize_t next = read_digits(s, q, n, groups[g], digits + k);
+        if (next < 0)
+            break;
+        q = next;
+        k += groups[g];
+    }
+    if (g == 4) {
+        Py_ssize_t end = number_match_end(s, q, n);
+        if (end < 0)
+            return -1;
+        int ok, sum = 0;
+        if (memcmp(digits, "356000000", 9) == 0) {     /* La Poste: digit sum a multiple of 5 */
+            for (int i = 0; i < 14; i++) sum += digits[i] - '0';
+            ok = sum % 5 == 0;
+        } else {
+            ok = luhn_digits(digits, 9) && luhn_digits(digits, 14);
+        }
+        if (ok) {
+            memcpy(value, digits, 14);
+            *len = 14;
+        }
+        return end;
+    }
+    /* SIREN grouped by spaces: exactly `NNN NNN NNN` */
+    q = p;
+    for (g = 0; g < 3; g++) {
+        if (g > 0) {
+            if (q >= n || s[q] != ' ') return -1;
+            q++;
+        }
+        if ((q = read_digits(s, q, n, 3, digits + 3 * g)) < 0) return -1;
+    }
+    Py_ssize_t end = number_match_end(s, q, n);
+    if (end < 0)
+        return -1;
+    if (q + 1 < n && (s[q] == ' ' || s[q] == '.') && is_digit(s[q + 1]))
+        return end;                                     /* the first groups of a grouped SIRET */
+    if (luhn_digits(digits, 9)) {
+        memcpy(value, "siren:", 6);
+        memcpy(value + 6, digits, 9);
+        *len = 15;
+    }
+    return end;
+}
+
+/* RPPS: exactly 11 digits starting with 10, Luhn key (rpps.py). */
+static inline Py_ssize_t rpps_at(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, char *value, Py_ssize_t *len)
+{
+    if (s[p] != '1' || p + 1 >= n || s[p + 1] != '0' || (p > 0 && is_digit(s[p - 1])))
+        return -1;
+    if (read_digits(s, p, n, 11, value) < 0)
+        return -1;
+    Py_ssize_t end = number_match_end(s, p + 11, n);
+    if (end >= 0 && luhn_digits(value, 11))
+        *len = 11;
+    return end;
+}
+
+/* French phone numbers (phone.py): `0[1-9]` after anything but a digit or '+', or `+33` /
+ * `0033` (after a non-digit), a separator and `(0)` allowed; then four pairs of digits, all
+ * glued or all with the same separator. Value: "+33" and the nine significant digits. */
+static inline Py_ssize_t phone_at(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, char *value, Py_ssize_t *len)
+{
+    Py_ssize_t q;
+    int before_digit = p > 0 && is_digit(s[p - 1]);
+    if (s[p] == '0' && p + 1 < n && s[p + 1] >= '1' && s[p + 1] <= '9' && !before_digit && (p == 0 || s[p - 1] != '+')) {
+        q = p + 1;
+    } else {
+        if (p + 3 <= n && s[p] == '+' && s[p + 1] == '3' && s[p + 2] == '3')
+            q = p + 3;
+        else if (p + 4 <= n && !before_digit && memcmp(s + p, "0033", 4) == 0)
+            q = p + 4;
+        else
+            return -1;
+        if (q < n && (s[q] == ' ' || s[q] == '.' || s[q] == '-'))
+            q++;
+        if (q + 3 <= n && s[q] == '(' && s[q + 1] == '0' && s[q + 2] == ')')
+            q += 3;
+        if (q >= n || s[q] < '1' || s[q] > '9')
+            return -1;
+    }
+    value[3] = (char)s[q++];
+    unsigned char separators[4];
+    for (int pair = 0; pair < 4; pair++) {
+        separators[pair] = 0;
+        if (q < n && (s[q] == ' ' || s[q] == '.' || s[q] == '-'))
+            separators[pair] = s[q++];
+        if ((q = read_digits(s, q, n, 2, value + 4 + 2 * pair)) < 0)
+            return -1;
+    }
+    Py_ssize_t end = number_match_end(s, q, n);
+    if (end < 0)
+        return -1;
+    int glued = !separators[0] && !separators[1] && !separators[2] && !separators[3];
+    int same = separators[0] && separators[0] == separators[1] && separators[1] == separators[2] && separators[2] == separators[3];
+    if (glued || same) {
+        memcpy(value, "+33", 3);
+        *len = 12;
+    }
+    return end;
+}
+
+
+/* Lengths of the first run of digits that can begin each kind of number (bit L set). */
+#define BIT(L) (1u << (L))
+static const unsigned NIR_RUNS = BIT(1) | BIT(3) | BIT(5) | BIT(6) | BIT(7) | BIT(10) | BIT(13) | BIT(15);
+static const unsigned SIRET_RUNS = BIT(3) | BIT(6) | BIT(9) | BIT(14);
+
+enum { NIR, SIRET, RPPS, PHONE, KINDS };
+
+/* Append a found value to its list when its match ends in the window; -1 on error. */
+static inline int keep(PyObject *lists[KINDS], int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t end,
+                       Py_ssize_t lo, Py_ssize_t hi, const char *value, Py_ssize_t len)
+{
+    if (end < 0 || len == 0 || !in_window(s, n, end, lo, hi))
+        return 0;
+    return append_text(lists[kind], value, len);
+}
+
+/* One pass over the runs of digits: each run start is offered to the matchers its length
+ * allows (a dense CSV has a run every few bytes; most are dates and amounts no matcher
+ * wants). Returns (nirs, sirets, rpps, phones) ending in (lo, hi]. */
+static PyObject *scan_numbers(PyObject *self, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t lo, hi;
@@ -164,40 +333,63 @@ static PyObject *nir_scan(PyObject *self, PyObject *args)
         return NULL;
     const unsigned char *s = view.buf;
     Py_ssize_t n = view.len;
-    PyObject *out = PyList_New(0);
-    if (!out) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    char v[16];
-    v[0] = '~';
-    /* A match ends at most 31 bytes after its start, one past the next non-digit. */
-    Py_ssize_t first = lo - 32 > 0 ? lo - 32 : 0;
-    Py_ssize_t stop = hi < n ? hi : n;
-    for (Py_ssize_t p = first; p < stop; p++) {
+    PyObject *lists[KINDS] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
+    PyObject *result = NULL;
+    for (int k = 0; k < KINDS; k++)
+        if (!lists[k]) goto done;
+    char value[32];
+    Py_ssize_t len, end;
+    /* Every match ends at most 32 bytes after its start. */
+    Py_ssize_t p = lo - 32 > 0 ? lo - 32 : 0, stop = hi < n ? hi : n;
+    if (p > 0)
+        while (p < stop && is_digit(s[p - 1]) && is_digit(s[p])) p++;   /* not inside a run */
+    while (p < stop) {
         unsigned char c = s[p];
-        if (c < '1' || c > '4' || (p > 0 && is_digit(s[p - 1])))
+        if (c == '+') {
+            len = 0;
+            end = phone_at(s, p, n, value, &len);
+            if (keep(lists, PHONE, s, n, end, lo, hi, value, len) < 0) goto done;
+            p++;
             continue;
-        Py_ssize_t end = match_nir(s, p, n, v + 1);
-        if (end < 0 || !in_window(s, n, end, lo, hi))
-            continue;
-        int tier = check_nir(v + 1);
-        if (!tier)
-            continue;
-        PyObject *value = tier == 1 ? PyUnicode_FromStringAndSize(v + 1, 15) : PyUnicode_FromStringAndSize(v, 16);
-        if (!value || PyList_Append(out, value) < 0) {
-            Py_XDECREF(value);
-            Py_DECREF(out);
-            PyBuffer_Release(&view);
-            return NULL;
         }
-        Py_DECREF(value);
+        if (!is_digit(c)) {
+            p++;
+            continue;
+        }
+        Py_ssize_t run = p;
+        while (run < n && is_digit(s[run])) run++;
+        Py_ssize_t L = run - p;
+        if (L <= 15 && (NIR_RUNS & BIT(L)) && c >= '1' && c <= '4') {
+            end = match_nir(s, p, n, value + 1);
+            int tier = end < 0 ? 0 : check_nir(value + 1);
+            if (tier == 2)
+                value[0] = '~';
+            if (tier && keep(lists, NIR, s, n, end, lo, hi, tier == 1 ? value + 1 : value, tier == 1 ? 15 : 16) < 0) goto done;
+        }
+        if (L <= 14 && (SIRET_RUNS & BIT(L))) {
+            len = 0;
+            end = siret_at(s, p, n, value, &len);
+            if (keep(lists, SIRET, s, n, end, lo, hi, value, len) < 0) goto done;
+        }
+        if (L == 11 && c == '1' && s[p + 1] == '0') {
+            len = 0;
+            end = rpps_at(s, p, n, value, &len);
+            if (keep(lists, RPPS, s, n, end, lo, hi, value, len) < 0) goto done;
+        }
+        if (c == '0' && (L == 2 || L == 10 || L == 4 || L == 5 || L == 13)) {   /* 06 12.., 0612.., 0033.. */
+            len = 0;
+            end = phone_at(s, p, n, value, &len);
+            if (keep(lists, PHONE, s, n, end, lo, hi, value, len) < 0) goto done;
+        }
+        p = run;
     }
+    result = PyTuple_Pack(KINDS, lists[0], lists[1], lists[2], lists[3]);
+done:
+    for (int k = 0; k < KINDS; k++)
+        Py_XDECREF(lists[k]);
     PyBuffer_Release(&view);
-    return out;
+    return result;
 }
-
-static const int DOUBLED[10] = {0, 2, 4, 6, 8, 1, 3, 5, 7, 9};
 
 static PyObject *luhn_ok(PyObject *self, PyObject *arg)
 {
@@ -279,7 +471,7 @@ static PyObject *count_lines(PyObject *self, PyObject *arg)
 }
 
 static PyMethodDef methods[] = {
-    {"nir_scan", nir_scan, METH_VARARGS, "Full NIRs whose match ends in (lo, hi]: list of normalized values."},
+    {"scan_numbers", scan_numbers, METH_VARARGS, "(nirs, sirets, rpps, phones) whose matches end in (lo, hi]."},
     {"luhn_ok", luhn_ok, METH_O, "True when the Luhn checksum of a string of digits is 0."},
     {"count_lines", count_lines, METH_O, "Newlines that end a line holding something (blank lines are not records)."},
     {"iban_length", iban_length, METH_O, "Longest length >= 15 at which an IBAN candidate passes mod 97, or 0."},

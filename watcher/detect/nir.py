@@ -130,10 +130,9 @@ def resolve_loose(values: set[str], context: bool) -> set[str]:
 
 
 class NirDetector:
-    """Full NIRs through the compiled scanner (`_speedups.nir_scan`) when it was built, else
-    through a Hyperscan pattern and `_full`; 13-character NIRs after a label through Hyperscan.
-
-    `compiled=False` forces the Python path (the tests compare both).
+    """13-character NIRs after a label through Hyperscan; full NIRs through the compiled
+    number pass (`_speedups.scan_numbers`, see `Scanner`) when built, else through a
+    Hyperscan pattern and `_full`. `compiled=False` forces the Python path (tests compare).
     """
 
     name = "nir"
@@ -148,10 +147,6 @@ class NirDetector:
         if self.compiled:
             return [labelled]
         return [labelled, Pattern(NOT_AFTER_DIGIT + body + _KEY_SEPARATOR + rb"[0-9]{2}" + NOT_BEFORE_DIGIT)]
-
-    def scan(self, buf: bytes, window: Window) -> list[str]:
-        """Full NIRs ending in the window, found without Hyperscan (compiled scanner only)."""
-        return speedups.nir_scan(buf, *window) if self.compiled else []
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         for tag, ends in hits:

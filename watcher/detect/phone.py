@@ -7,6 +7,7 @@ from typing import Iterator
 
 from ..privacy import mask_digits
 from .base import NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
+from .compiled import speedups
 
 _NOT_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
 _PAIRS = rb"(?:[ .\-]?[0-9]{2}){4}"
@@ -24,7 +25,12 @@ class PhoneDetector:
     name = "phone"
     sensitive = True
 
+    def __init__(self, compiled: bool = True) -> None:
+        self.compiled = bool(compiled and speedups)     # found by `_speedups.scan_numbers` instead
+
     def patterns(self) -> list[Pattern]:
+        if self.compiled:
+            return []
         return [
             Pattern(rb"(?:^|[^0-9+])0[1-9]" + _PAIRS + NOT_BEFORE_DIGIT),
             Pattern(rb"(?:\+33|(?:^|[^0-9])0033)[ .\-]?(?:\(0\))?[1-9]" + _PAIRS + NOT_BEFORE_DIGIT),

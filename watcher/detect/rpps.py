@@ -5,16 +5,20 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..privacy import mask_digits
-from .luhn import luhn_ok
 from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
+from .compiled import speedups
+from .luhn import luhn_ok
 
 
 class RppsDetector:
     name = "rpps"
     sensitive = True
 
+    def __init__(self, compiled: bool = True) -> None:
+        self.compiled = bool(compiled and speedups)     # found by `_speedups.scan_numbers` instead
+
     def patterns(self) -> list[Pattern]:
-        return [Pattern(NOT_AFTER_DIGIT + rb"10[0-9]{9}" + NOT_BEFORE_DIGIT)]
+        return [] if self.compiled else [Pattern(NOT_AFTER_DIGIT + rb"10[0-9]{9}" + NOT_BEFORE_DIGIT)]
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         for _, ends in hits:

@@ -11,8 +11,9 @@ import re
 from typing import Iterator
 
 from ..privacy import mask_digits
-from .luhn import luhn_ok
 from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
+from .compiled import speedups
+from .luhn import luhn_ok
 
 _SEP = rb"[ .]?"
 _SIRET = NOT_AFTER_DIGIT + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{5}" + NOT_BEFORE_DIGIT
@@ -37,24 +38,32 @@ def _last_digits(buf: bytes, end: int, count: int) -> str:
 
 
 class SiretDetector:
-    """Counts SIRETs; SIRENs are reported as `siren:` values and counted with them."""
+    """Counts SIRETs; SIRENs are reported as `siren:` values and counted with them.
+
+    SIRETs and grouped SIRENs through the compiled number pass (`_speedups.scan_numbers`)
+    when built, else through Hyperscan; labelled SIRENs through Hyperscan.
+    """
 
     name = "siret"
     sensitive = True
 
+    def __init__(self, compiled: bool = True) -> None:
+        self.compiled = bool(compiled and speedups)
+
     def patterns(self) -> list[Pattern]:
-        return [Pattern(_SIRET), Pattern(_SIREN_GROUPED), Pattern(_SIREN_LABELLED)]
+        labelled = Pattern(_SIREN_LABELLED)
+        return [labelled] if self.compiled else [labelled, Pattern(_SIRET), Pattern(_SIREN_GROUPED)]
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         for tag, ends in hits:
             for end in ends:
                 end = number_end(buf, end)
-                if tag == 0:
+                if tag == 1:
                     number = _last_digits(buf, end, 14)
                     if siret_ok(number):
                         yield number
                     continue
-                if tag == 1 and _GROUP_CONTINUES.match(buf, end):
+                if tag == 2 and _GROUP_CONTINUES.match(buf, end):
                     continue  # the first groups of a grouped SIRET
                 number = _last_digits(buf, end, 9)
                 if luhn_ok(number):
