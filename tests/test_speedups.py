@@ -22,6 +22,7 @@ from watcher.detect.iban import valid_length_py
 from watcher.detect.luhn import luhn_ok_py
 from watcher.detect.nir import NirDetector, nir_key
 from watcher.detect.shape import count_lines_py
+from watcher.extract.blobs import triggered_py
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLASSES = {"nir": NirDetector, "siret": SiretDetector, "rpps": RppsDetector, "phone": PhoneDetector}
@@ -43,7 +44,7 @@ def found(kind: str, compiled: bool, buf: bytes, lo: int, hi: int) -> set[str]:
     if hits:
         values |= set(detector.find(buf, hits, (lo, hi), set()))
     if compiled:
-        values |= set(speedups.scan_numbers(buf, lo, hi)[NUMBER_KINDS.index(kind)])
+        values |= {v for name, found in zip(NUMBER_KINDS, speedups.scan_numbers(buf, lo, hi)) if name == kind for v in found}
     return values
 
 
@@ -138,7 +139,9 @@ def test_compiled_nir_scan_on_arbitrary_bytes(data):
 
 
 def nirs(text: str) -> list[str]:
-    return sorted(speedups.scan_numbers(text.encode(), 0, len(text.encode()))[0])
+    strict, loose, *_ = speedups.scan_numbers(text.encode(), 0, len(text.encode()))
+    assert all(not v.startswith("~") for v in strict) and all(v.startswith("~") for v in loose)
+    return sorted(strict + loose)
 
 
 def test_compiled_scan_finds_every_form_and_marks_the_rarer_ones():
@@ -236,3 +239,17 @@ def test_whole_scanners_agree_on_a_mixed_document():
         results.append(detection.values)
     assert results[0] == results[1]
     assert all(results[0][kind] for kind in NUMBER_KINDS)
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(st.tuples(st.integers(0, 130), st.sampled_from(["\n", "\r\n", "\n  \t", " ", "\r", "\n.", "-", "="])), max_size=6))
+def test_compiled_base64_trigger_equals_hyperscan(parts):
+    data = "".join("QUJD+/9z" * (length // 8) + "x" * (length % 8) + sep for length, sep in parts).encode()
+    assert speedups.base64_run(data) == triggered_py(data)
+
+
+def test_compiled_base64_trigger_examples():
+    line = b"A" * 56
+    assert speedups.base64_run(b"x" * 120) and not speedups.base64_run(b"x" * 119 + b" " + b"x" * 119)
+    assert speedups.base64_run(line + b"\r\n \t" + line)
+    assert not speedups.base64_run(line[1:] + b"\n" + line) and not speedups.base64_run(line + b"\n.\n" + line)

@@ -85,7 +85,8 @@ class Analyzer:
         values = detection.values
         tabular = _largest_tabular(detection.shapes)
         context = bool(values["insurer"] or values["health_terms"] or (tabular and tabular.health_headers))
-        values["nir"] = resolve_loose(values["nir"], context)
+        if detection.loose_nirs:
+            values["nir"] = resolve_loose(values["nir"], context)
         detection.samples["nir"] = [v.lstrip(LOOSE) for v in detection.samples["nir"] if v.lstrip(LOOSE) in values["nir"]]
         report.counts = {d.name: len(values[d.name]) for d in scanner.detectors}
         report.insurers = sorted(values["insurer"])

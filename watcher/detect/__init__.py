@@ -33,8 +33,9 @@ from .siret import SiretDetector
 SAMPLES_PER_DETECTOR = 3
 
 
-# What `_speedups.scan_numbers` finds in one pass, in the order it returns them.
-NUMBER_KINDS = ("nir", "siret", "rpps", "phone")
+# What `_speedups.scan_numbers` finds in one pass, in the order it returns them (NIRs of the
+# rarer forms, marked `~`, come in a list of their own).
+NUMBER_KINDS = ("nir", "nir", "siret", "rpps", "phone")
 
 
 def builtin_detectors(insurers: list[Name] | None = None, compiled: bool = True) -> list[Detector]:
@@ -70,6 +71,9 @@ class Detection:
         self.values: dict[str, set[str]] = {d.name: set() for d in scanner.detectors}
         self.samples: dict[str, list[str]] = {d.name: [] for d in scanner.detectors}
         self.shapes: list[Shape] = []
+        # NIRs of the rarer forms (marked `~`, see `nir.resolve_loose`) may be among the values:
+        # always on the Python path, when the compiled pass returned some otherwise.
+        self.loose_nirs = not scanner.numbers
 
     def add(self, name: str, value: str) -> None:
         seen = self.values[name]
@@ -130,7 +134,9 @@ class PartScan:
         window = (accept_from, accept_to)
         hits = scanner.engine.hits(buf, accept_from, accept_to)
         if scanner.numbers:
-            for name, values in zip(NUMBER_KINDS, speedups.scan_numbers(buf, accept_from, accept_to)):
+            found = speedups.scan_numbers(buf, accept_from, accept_to)
+            detection.loose_nirs = detection.loose_nirs or bool(found[1])
+            for name, values in zip(NUMBER_KINDS, found):
                 if values:
                     self._accept(name, values)
         for detector, found in zip(scanner.detectors, hits):

@@ -1,13 +1,18 @@
 /* Compiled hot paths of the detectors (optional: each has a pure-Python equivalent).
  *
- * scan_numbers(buf, lo, hi) -> (nirs, sirets, rpps, phones)
+ * scan_numbers(buf, lo, hi) -> (nirs, rarer-form nirs, sirets, rpps, phones)
  *     Every full NIR (13 characters + key, every written form), SIRET and grouped SIREN,
  *     RPPS number and French phone number whose match ends in (lo, hi], checked and
- *     normalized as the Python detectors do (NIRs of the rarer forms marked "~"). It is
+ *     normalized as the Python detectors do (NIRs of the rarer forms marked "~", in a list
+ *     of their own so Python need not look for the mark among a million values). It is
  *     exactly the Hyperscan patterns each detector leaves out when compiled (nir.py tag 1,
  *     siret.py tags 1-2, rpps.py, phone.py) followed by their `find`, in one pass without a
  *     Python call per match: a dense member extract holds ~9,000 NIRs a megabyte, and the
  *     Python path spent 2-3 us on each.
+ *
+ * count_lines(data) -> int, base64_run(data) -> bool
+ *     Records of a text (shape.py) and the trigger of base64 decoding (extract/blobs.py):
+ *     two passes over every byte of every document.
  *
  * luhn_ok(digits) -> bool, iban_length(candidate) -> int
  *     The checksums of `luhn.luhn_ok` and `iban._valid_lengths` (longest valid length, 0 if
@@ -311,7 +316,7 @@ static inline Py_ssize_t phone_at(const unsigned char *s, Py_ssize_t p, Py_ssize
 static const unsigned NIR_RUNS = BIT(1) | BIT(3) | BIT(5) | BIT(6) | BIT(7) | BIT(10) | BIT(13) | BIT(15);
 static const unsigned SIRET_RUNS = BIT(3) | BIT(6) | BIT(9) | BIT(14);
 
-enum { NIR, SIRET, RPPS, PHONE, KINDS };
+enum { NIR, LOOSE_NIR, SIRET, RPPS, PHONE, KINDS };
 
 /* Append a found value to its list when its match ends in the window; -1 on error. */
 static inline int keep(PyObject *lists[KINDS], int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t end,
@@ -324,7 +329,7 @@ static inline int keep(PyObject *lists[KINDS], int kind, const unsigned char *s,
 
 /* One pass over the runs of digits: each run start is offered to the matchers its length
  * allows (a dense CSV has a run every few bytes; most are dates and amounts no matcher
- * wants). Returns (nirs, sirets, rpps, phones) ending in (lo, hi]. */
+ * wants). Returns (nirs, rarer-form nirs, sirets, rpps, phones) ending in (lo, hi]. */
 static PyObject *scan_numbers(PyObject *self, PyObject *args)
 {
     Py_buffer view;
@@ -333,7 +338,7 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         return NULL;
     const unsigned char *s = view.buf;
     Py_ssize_t n = view.len;
-    PyObject *lists[KINDS] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
+    PyObject *lists[KINDS] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
     PyObject *result = NULL;
     for (int k = 0; k < KINDS; k++)
         if (!lists[k]) goto done;
@@ -364,7 +369,8 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
             int tier = end < 0 ? 0 : check_nir(value + 1);
             if (tier == 2)
                 value[0] = '~';
-            if (tier && keep(lists, NIR, s, n, end, lo, hi, tier == 1 ? value + 1 : value, tier == 1 ? 15 : 16) < 0) goto done;
+            if (tier == 1 && keep(lists, NIR, s, n, end, lo, hi, value + 1, 15) < 0) goto done;
+            if (tier == 2 && keep(lists, LOOSE_NIR, s, n, end, lo, hi, value, 16) < 0) goto done;
         }
         if (L <= 14 && (SIRET_RUNS & BIT(L))) {
             len = 0;
@@ -383,7 +389,7 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         }
         p = run;
     }
-    result = PyTuple_Pack(KINDS, lists[0], lists[1], lists[2], lists[3]);
+    result = PyTuple_Pack(KINDS, lists[0], lists[1], lists[2], lists[3], lists[4]);
 done:
     for (int k = 0; k < KINDS; k++)
         Py_XDECREF(lists[k]);
@@ -470,9 +476,42 @@ static PyObject *count_lines(PyObject *self, PyObject *arg)
     return PyLong_FromSsize_t(count);
 }
 
+/* The base64 trigger of extract/blobs.py: a run of 120 base64 characters, or a run of 56
+ * ending a line and another of 56 starting the next one (`\r?\n[ \t]*` between). */
+static PyObject *base64_run(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *s = view.buf;
+    Py_ssize_t n = view.len, run = 0;
+    int armed = 0, found = 0;            /* armed: after a line that ended with 56 base64 chars */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/') {
+            run++;
+            if (run >= 120 || (armed && run >= 56)) {
+                found = 1;
+                break;
+            }
+            continue;
+        }
+        if (c == '\r' && i + 1 < n && s[i + 1] == '\n')
+            c = s[++i];
+        if (c == '\n')
+            armed = run >= 56;
+        else if (!(armed && run == 0 && (c == ' ' || c == '\t')))
+            armed = 0;
+        run = 0;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(found);
+}
+
 static PyMethodDef methods[] = {
-    {"scan_numbers", scan_numbers, METH_VARARGS, "(nirs, sirets, rpps, phones) whose matches end in (lo, hi]."},
+    {"scan_numbers", scan_numbers, METH_VARARGS, "(nirs, rarer-form nirs, sirets, rpps, phones) whose matches end in (lo, hi]."},
     {"luhn_ok", luhn_ok, METH_O, "True when the Luhn checksum of a string of digits is 0."},
+    {"base64_run", base64_run, METH_O, "True when the bytes hold a base64 block worth decoding (see blobs.py)."},
     {"count_lines", count_lines, METH_O, "Newlines that end a line holding something (blank lines are not records)."},
     {"iban_length", iban_length, METH_O, "Longest length >= 15 at which an IBAN candidate passes mod 97, or 0."},
     {NULL, NULL, 0, NULL},

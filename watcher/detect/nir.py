@@ -122,8 +122,6 @@ LOOSE = "~"
 
 def resolve_loose(values: set[str], context: bool) -> set[str]:
     """Drop the `~` mark of the rarer forms when the document has context, else the values."""
-    if not values or max(values)[0] != LOOSE:    # "~" sorts after digits: no loop in Python
-        return values
     loose = {v for v in values if v.startswith(LOOSE)}
     strict = values - loose
     return strict | {v[1:] for v in loose} if context else strict
