@@ -463,46 +463,60 @@ static PyObject *count_lines(PyObject *self, PyObject *arg)
     const unsigned char *s = view.buf, *end = s + view.len;
     Py_ssize_t count = 0;
     int content = 1;                     /* the text before the first newline counts, as in Python */
-    for (; s < end; s++) {
-        unsigned char c = *s;
-        if (c == '\n') {
-            count += content;
-            content = 0;
-        } else if (c != ' ' && c != '\t' && c != '\r') {
-            content = 1;
-        }
+    while (s < end) {
+        const unsigned char *newline = memchr(s, '\n', end - s);
+        if (!newline)
+            break;
+        for (const unsigned char *c = s; !content && c < newline; c++)
+            content = *c != ' ' && *c != '\t' && *c != '\r';
+        count += content;
+        content = 0;
+        s = newline + 1;
     }
     PyBuffer_Release(&view);
     return PyLong_FromSsize_t(count);
 }
 
-/* The base64 trigger of extract/blobs.py: a run of 120 base64 characters, or a run of 56
- * ending a line and another of 56 starting the next one (`\r?\n[ \t]*` between). */
+static unsigned char BASE64[256];        /* 1 for A-Z a-z 0-9 + /, filled at import */
+
+/* Length of the run of base64 characters starting at s[p]. */
+static inline Py_ssize_t base64_length(const unsigned char *s, Py_ssize_t p, Py_ssize_t n)
+{
+    Py_ssize_t q = p;
+    while (q < n && BASE64[s[q]]) q++;
+    return q - p;
+}
+
 static PyObject *base64_run(PyObject *self, PyObject *arg)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *s = view.buf;
-    Py_ssize_t n = view.len, run = 0;
-    int armed = 0, found = 0;            /* armed: after a line that ended with 56 base64 chars */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = s[i];
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/') {
-            run++;
-            if (run >= 120 || (armed && run >= 56)) {
-                found = 1;
-                break;
-            }
+    Py_ssize_t n = view.len;
+    int found = 0;
+    /* Both forms need a run of 56, and every such run covers one of the probed positions:
+     * after a non-base64 byte at p, the next run of 56 holds p + 56 or starts after it. */
+    for (Py_ssize_t p = 55; p < n && !found;) {
+        if (!BASE64[s[p]]) {
+            p += 56;
             continue;
         }
-        if (c == '\r' && i + 1 < n && s[i + 1] == '\n')
-            c = s[++i];
-        if (c == '\n')
-            armed = run >= 56;
-        else if (!(armed && run == 0 && (c == ' ' || c == '\t')))
-            armed = 0;
-        run = 0;
+        Py_ssize_t a = p, b;
+        while (a > 0 && BASE64[s[a - 1]]) a--;
+        b = p + base64_length(s, p, n);
+        if (b - a >= 120) {
+            found = 1;
+        } else if (b - a >= 56) {                           /* a line ending with 56... */
+            Py_ssize_t q = b;
+            if (q + 1 < n && s[q] == '\r' && s[q + 1] == '\n') q++;
+            if (q < n && s[q] == '\n') {
+                q++;
+                while (q < n && (s[q] == ' ' || s[q] == '\t')) q++;
+                found = base64_length(s, q, n) >= 56;       /* ...and the next starting with 56 */
+            }
+        }
+        p = b + 56;
     }
     PyBuffer_Release(&view);
     return PyBool_FromLong(found);
@@ -519,4 +533,9 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    for (int c = 0; c < 256; c++)
+        BASE64[c] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+    return PyModule_Create(&module);
+}
