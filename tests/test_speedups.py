@@ -253,3 +253,12 @@ def test_compiled_base64_trigger_examples():
     assert speedups.base64_run(b"x" * 120) and not speedups.base64_run(b"x" * 119 + b" " + b"x" * 119)
     assert speedups.base64_run(line + b"\r\n \t" + line)
     assert not speedups.base64_run(line[1:] + b"\n" + line) and not speedups.base64_run(line + b"\n.\n" + line)
+
+
+def test_compiled_base64_trigger_at_every_offset():
+    """The C trigger probes every 56th byte: a block must be seen wherever it starts."""
+    for offset in range(0, 130):
+        for length in (55, 56, 57, 119, 120):
+            for tail in (b"", b"\n" + b"B" * 56, b"\r\n\t" + b"B" * 55 + b".", b" " + b"B" * 56):
+                data = b". " * (offset // 2) + b"-" * (offset % 2) + b"A" * length + tail + b"."
+                assert speedups.base64_run(data) == triggered_py(data), (offset, length, tail)
