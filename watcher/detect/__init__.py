@@ -14,6 +14,7 @@ email, phone, health (context words), and one `rules.RuleDetector` per operator 
 
 from __future__ import annotations
 
+import logging
 from typing import Iterable, Sequence
 
 from .base import Detector
@@ -31,6 +32,7 @@ from .shape import Shape, ShapeReader
 from .siret import SiretDetector
 
 SAMPLES_PER_DETECTOR = 3
+log = logging.getLogger(__name__)
 
 
 # What `_speedups.scan_numbers` finds in one pass, in the order it returns them (NIRs of the
@@ -55,6 +57,8 @@ class Scanner:
     def __init__(self, rules: Sequence[Rule] = (), insurers: list[Name] | None = None, compiled: bool = True) -> None:
         self.rules = list(rules)
         self.numbers = bool(compiled and speedups)
+        if compiled and not speedups:
+            log.warning("compiled detector helpers not built (no C compiler at install?): scanning about 3x slower")
         self.detectors: list[Detector] = builtin_detectors(insurers, self.numbers) + [RuleDetector(r) for r in self.rules]
         self.by_name = {d.name: d for d in self.detectors}
         self.engine = Engine(self.detectors, cache=default_cache_dir())
