@@ -77,6 +77,15 @@ def test_mma_alone_needs_context(found):
     assert insurers(found, "MMA Vie") == {"MMA"}          # an unambiguous variant
 
 
+def test_ambiguous_name_counts_at_a_later_occurrence_with_context(found):
+    """Hyperscan reports the first occurrence only; a later one with context still counts."""
+    filler = "lorem ipsum " * 60
+    assert insurers(found, f"MMA gagne. {filler} Mutuelle : MMA, garanties") == {"MMA"}
+    big = f"MMA gagne. {filler}" * 2_000 + "\nMutuelle : MMA, garanties\n"   # > 1 MiB: another chunk
+    assert insurers(found, big) == {"MMA"}
+    assert insurers(found, f"MMA gagne. {filler}" * 2_000) == set()
+
+
 def test_health_context_must_be_near(found):
     far = "MMA " + "lorem ipsum " * 100 + " mutuelle"
     assert insurers(found, far) == set()

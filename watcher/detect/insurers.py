@@ -80,17 +80,29 @@ class InsurerDetector:
         return self.vocabulary.patterns()
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
+        located: dict[int, list[int]] | None = None       # every occurrence of the ambiguous names
         for entry, ends in self.vocabulary.entries(hits).items():
             name = self.names[entry]
             if name.canonical in found:
                 continue
-            for start, end in self.vocabulary.occurrences(buf, entry, window, ends):
-                if any(self.vocabulary.covers(buf, other, start, end) for other in self._longer[entry]):
-                    continue
-                if name.ambiguous and not has_health_context(buf, start, end):
-                    continue
+            if self._qualifies(buf, entry, window, ends):
                 yield name.canonical
-                break
+            elif name.ambiguous:                          # its first occurrence had no context
+                if located is None:
+                    located = self.vocabulary.located_ends(buf, window)
+                if self._qualifies(buf, entry, window, located.get(entry, [])):
+                    yield name.canonical
+
+    def _qualifies(self, buf: bytes, entry: int, window: Window, ends: list[int]) -> bool:
+        """An occurrence of `entry` not inside a longer name, and near health context if the
+        name is ambiguous."""
+        for start, end in self.vocabulary.occurrences(buf, entry, window, ends):
+            if any(self.vocabulary.covers(buf, other, start, end) for other in self._longer[entry]):
+                continue
+            if self.names[entry].ambiguous and not has_health_context(buf, start, end):
+                continue
+            return True
+        return False
 
     def mask(self, value: str) -> str:
         return value

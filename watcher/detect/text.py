@@ -12,6 +12,7 @@ import unicodedata
 from typing import Iterator
 
 from .base import Pattern
+from .engine import Engine, default_cache_dir
 
 _ACCENTED = {
     "a": "àâäáãåÀÂÄÁÃÅ",
@@ -147,16 +148,27 @@ def _bounded(text: str, pattern: bytes) -> bytes:
     return pattern
 
 
+class _Patterns:
+    """A detector-shaped holder of patterns, for an `Engine` of its own."""
+
+    def __init__(self, patterns: list[Pattern]) -> None:
+        self._patterns = patterns
+
+    def patterns(self) -> list[Pattern]:
+        return self._patterns
+
+
 class Vocabulary:
     """Names or words matched accent- and case-insensitively on word boundaries.
 
-    For most entries Hyperscan only says which occur in a buffer (`single` patterns, one
-    report each) and Python's `re` then finds their first valid occurrence inside the
-    accepted window: a document names an insurer thousands of times but only one valid
-    occurrence matters, so dense extracts cost no per-match Python work. Entries in
-    `located` (ambiguous names, which need context around each occurrence and may never
-    get it) are reported at every occurrence instead, and checked there only, rather than
-    searched for again through every chunk.
+    Hyperscan only says which entries occur in a buffer (`single` patterns, one report each)
+    and Python's `re` then finds their first valid occurrence inside the accepted window: a
+    document names an insurer thousands of times but only one valid occurrence matters, so
+    dense extracts cost no per-match Python work. Entries in `located` (ambiguous names,
+    which need context around an occurrence and may never get it) are checked at their
+    first occurrence; when that one does not qualify, `located_ends` asks a second, small
+    database for all their occurrences in the buffer, rather than searching for them again
+    with `re` through every chunk.
     """
 
     def __init__(self, texts: list[str], located: frozenset[int] = frozenset()) -> None:
@@ -170,11 +182,23 @@ class Vocabulary:
             for expr in scan_patterns(text):
                 if expr not in seen:          # `Viamedis` and `Viamédis` share the plain form
                     seen.add(expr)
-                    self._patterns.append(Pattern(expr, single=index not in located))
+                    self._patterns.append(Pattern(expr, single=True))
                     self._entry.append(index)
+        self._every: Engine | None = None    # every occurrence of the located entries, built on demand
 
     def patterns(self) -> list[Pattern]:
         return self._patterns
+
+    def located_ends(self, buf: bytes, window: tuple[int, int]) -> dict[int, list[int]]:
+        """entry -> the ends of every occurrence of the located entries ending in `window`."""
+        if self._every is None:
+            tags = [tag for tag, entry in enumerate(self._entry) if entry in self.located]
+            every = _Patterns([Pattern(self._patterns[tag].expr) for tag in tags])
+            self._every, self._every_entry = Engine([every], cache=default_cache_dir()), [self._entry[t] for t in tags]
+        found: dict[int, list[int]] = {}
+        for tag, ends in self._every.hits(buf, *window)[0]:
+            found.setdefault(self._every_entry[tag], []).extend(ends)
+        return found
 
     def entries(self, hits: list[tuple[int, list]]) -> dict[int, list[int]]:
         """entry (index in `texts`) -> the match ends Hyperscan reported, in order."""
@@ -193,8 +217,9 @@ class Vocabulary:
     ) -> Iterator[tuple[int, int]]:
         """(start, end) of `entry` on word boundaries, ending inside `window`.
 
-        Hyperscan's reported ends come first (a short search right before each); a `single`
-        entry whose first occurrence does not qualify is then searched through the window.
+        Hyperscan's reported ends come first (a short search right before each); an entry
+        whose first occurrence does not qualify is then searched through the window, unless
+        it is `located` (the caller then passes `located_ends`).
         """
         lo, hi = window
         regex = self.regex(entry)
