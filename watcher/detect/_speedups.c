@@ -382,7 +382,9 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
             end = rpps_at(s, p, n, value, &len);
             if (keep(lists, RPPS, s, n, end, lo, hi, value, len) < 0) goto done;
         }
-        if (c == '0' && (L == 2 || L == 10 || L == 4 || L == 5 || L == 13)) {   /* 06 12.., 0612.., 0033.. */
+        /* 06 12 34 56 78 (the same separator after the first two pairs: not a date such as
+         * 05-02;), 0612345678, 0033... */
+        if (c == '0' && ((L == 2 && p + 5 < n && s[p + 5] == s[p + 2]) || L == 10 || L == 4 || L == 5 || L == 13)) {
             len = 0;
             end = phone_at(s, p, n, value, &len);
             if (keep(lists, PHONE, s, n, end, lo, hi, value, len) < 0) goto done;
