@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from test_properties import bodies
 from watcher.detect import NUMBER_KINDS, Scanner
 from watcher.detect.compiled import speedups
+from watcher.detect.iban import IbanDetector
 from watcher.detect.phone import PhoneDetector
 from watcher.detect.rpps import RppsDetector
 from watcher.detect.siret import SiretDetector
@@ -24,6 +25,7 @@ from watcher.detect.luhn import luhn_ok_py
 from watcher.detect.nir import NirDetector, nir_key
 from watcher.detect.shape import count_lines_py
 from watcher.extract.blobs import triggered_py
+from watcher.extract.decode import _decodes
 
 # Without the extension every test but the first is moot: the Python paths are what runs.
 pytestmark = pytest.mark.skipif(speedups is None, reason="watcher.detect._speedups not built")
@@ -264,3 +266,35 @@ def test_compiled_base64_trigger_at_every_offset():
             for tail in (b"", b"\n" + b"B" * 56, b"\r\n\t" + b"B" * 55 + b".", b" " + b"B" * 56):
                 data = b". " * (offset // 2) + b"-" * (offset % 2) + b"A" * length + tail + b"."
                 assert speedups.base64_run(data) == triggered_py(data), (offset, length, tail)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=30).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.lists(st.sampled_from([b"a", b"\xc3\xa9", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe0\x80\xaf", b"\xc0\xaf",
+                              b"\xf0\x9f\x98\x80", b"\xef\xbf\xbf", b"\xc3", b"\x80", b"abcdefgh"]), max_size=12).map(b"".join),
+))
+def test_compiled_utf8_validation_equals_decode(data):
+    assert speedups.utf8_valid(data) == _decodes(data)
+
+
+def test_compiled_ibans_equal_python():
+    """`ibans_at` against iban.py's Python path on seeded IBANs, cut, glued, grouped."""
+    rng = random.Random(11)
+    parts = []
+    for _ in range(3_000):
+        account = "".join(rng.choices("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=rng.randint(11, 32)))
+        country = rng.choice(["FR", "DE", "GB", "MC"])
+        check = 98 - int("".join(str(int(c, 36)) for c in account + country + "00")) % 97
+        iban = f"{country}{check:02d}{account}"
+        if rng.random() < 0.3:
+            iban = iban[:-1] + rng.choice("0123456789")
+        if rng.random() < 0.5:
+            iban = " ".join(iban[i:i + 4] for i in range(0, len(iban), 4))
+        parts.append(rng.choice([" ", "\n", "x", ";", "IBAN: "]) + iban + rng.choice(["", " ", "X", " 1234", ".", "\n"]))
+    buf = "".join(parts).encode()
+    compiled, python = IbanDetector(compiled=True), IbanDetector(compiled=False)
+    hits = Engine([compiled]).hits(buf, 0, len(buf))[0]
+    found = [set(detector.find(buf, hits, (0, len(buf)), set())) for detector in (compiled, python)]
+    assert len(found[1]) > 1_000 and found[0] == found[1]

@@ -43,7 +43,7 @@ NUMBER_KINDS = ("nir", "nir", "siret", "rpps", "phone")
 def builtin_detectors(insurers: list[Name] | None = None, compiled: bool = True) -> list[Detector]:
     return [
         NirDetector(compiled), InsurerDetector(insurers), SiretDetector(compiled), RppsDetector(compiled),
-        IbanDetector(), EmailDetector(), PhoneDetector(compiled), HealthTermsDetector(),
+        IbanDetector(compiled), EmailDetector(), PhoneDetector(compiled), HealthTermsDetector(),
     ]
 
 

@@ -14,6 +14,10 @@
  *     Records of a text (shape.py) and the trigger of base64 decoding (extract/blobs.py):
  *     two passes over every byte of every document.
  *
+ * utf8_valid(data) -> bool, ibans_at(buf, ends) -> list[str]
+ *     UTF-8 validation without building a string (extract/decode.py) and the IBAN check of
+ *     iban.py at Hyperscan's match ends, in bulk.
+ *
  * luhn_ok(digits) -> bool, iban_length(candidate) -> int
  *     The checksums of `luhn.luhn_ok` and `iban._valid_lengths` (longest valid length, 0 if
  *     none), called for every SIRET/RPPS/IBAN candidate of a log file.
@@ -22,6 +26,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -425,34 +430,38 @@ static inline int base36(char c)
     return -1;
 }
 
-/* ISO 7064 mod 97-10 of candidate[4:L] + candidate[:4], longest L >= 15 first. */
-static PyObject *iban_length(PyObject *self, PyObject *arg)
+/* ISO 7064 mod 97-10 of candidate[4:L] + candidate[:4]: the longest L >= 15 that passes, or 0. */
+static Py_ssize_t iban_length_of(const char *s, Py_ssize_t n)
 {
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(arg, &n);
-    if (!s)
-        return NULL;
     if (n < 15 || n > 64)
-        return PyLong_FromLong(0);
+        return 0;
     int head = 0, scale = 1, remainders[64];
     for (int k = 0; k < 4; k++) {
         int value = base36(s[k]);
-        if (value < 0) return PyLong_FromLong(0);
+        if (value < 0) return 0;
         head = (head * (value > 9 ? 100 : 10) + value) % 97;
         scale = (scale * (value > 9 ? 100 : 10)) % 97;
     }
     int remainder = 0;
     for (Py_ssize_t k = 4; k < n; k++) {
         int value = base36(s[k]);
-        if (value < 0) return PyLong_FromLong(0);
+        if (value < 0) return 0;
         remainder = (remainder * (value > 9 ? 100 : 10) + value) % 97;
         remainders[k] = remainder;
     }
-    for (Py_ssize_t length = n; length >= 15; length--) {
+    for (Py_ssize_t length = n; length >= 15; length--)
         if ((remainders[length - 1] * scale + head) % 97 == 1)
-            return PyLong_FromSsize_t(length);
-    }
-    return PyLong_FromLong(0);
+            return length;
+    return 0;
+}
+
+static PyObject *iban_length(PyObject *self, PyObject *arg)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(arg, &n);
+    if (!s)
+        return NULL;
+    return PyLong_FromSsize_t(iban_length_of(s, n));
 }
 
 /* Lines holding something other than spaces, tabs and carriage returns (records of a text
@@ -524,10 +533,111 @@ static PyObject *base64_run(PyObject *self, PyObject *arg)
     return PyBool_FromLong(found);
 }
 
+/* Valid UTF-8 (no overlong forms, no surrogates, at most U+10FFFF): what bytes.decode
+ * accepts, without building the string (extract/decode.py checks every chunk). */
+static PyObject *utf8_valid(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *s = view.buf;
+    Py_ssize_t n = view.len, i = 0;
+    int ok = 1;
+    while (i < n) {
+        if (i + 8 <= n) {                                   /* eight ASCII bytes at a time */
+            uint64_t word;
+            memcpy(&word, s + i, 8);
+            if (!(word & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int extra;
+        unsigned char lo = 0x80, hi = 0xBF;                /* allowed range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF) extra = 1;
+        else if (c == 0xE0) { extra = 2; lo = 0xA0; }
+        else if (c >= 0xE1 && c <= 0xEC) extra = 2;
+        else if (c == 0xED) { extra = 2; hi = 0x9F; }
+        else if (c >= 0xEE && c <= 0xEF) extra = 2;
+        else if (c == 0xF0) { extra = 3; lo = 0x90; }
+        else if (c >= 0xF1 && c <= 0xF3) extra = 3;
+        else if (c == 0xF4) { extra = 3; hi = 0x8F; }
+        else { ok = 0; break; }
+        if (i + extra >= n || s[i + 1] < lo || s[i + 1] > hi) { ok = 0; break; }
+        for (int k = 2; k <= extra; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF) { ok = 0; break; }
+        if (!ok) break;
+        i += extra + 1;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ok);
+}
+
+static inline int upper_or_digit(unsigned char c) { return (c >= 'A' && c <= 'Z') || is_digit(c); }
+
+/* IBANs from the match ends of iban.py's Hyperscan pattern (country, check digits, first
+ * group): the longest `[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?`
+ * there, spaces removed, cut to its longest prefix passing mod 97 (iban_length). */
+static PyObject *ibans_at(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    PyObject *ends;
+    if (!PyArg_ParseTuple(args, "y*O!", &view, &PyList_Type, &ends))
+        return NULL;
+    const unsigned char *s = view.buf;
+    Py_ssize_t n = view.len;
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t e = 0; out && e < PyList_GET_SIZE(ends); e++) {
+        Py_ssize_t end = PyLong_AsSsize_t(PyList_GET_ITEM(ends, e));
+        if (end < 8) {                                      /* the shortest match is 8 bytes */
+            if (end == -1 && PyErr_Occurred()) { Py_CLEAR(out); break; }
+            continue;
+        }
+        Py_ssize_t p = end - (s[end - 5] == ' ' ? 9 : 8);
+        char raw[40];
+        int k = 0;
+        if (p < 0 || p + 4 > n || !(s[p] >= 'A' && s[p] <= 'Z') || !(s[p + 1] >= 'A' && s[p + 1] <= 'Z')
+            || !is_digit(s[p + 2]) || !is_digit(s[p + 3]))
+            continue;
+        memcpy(raw, s + p, 4);
+        k = 4;
+        Py_ssize_t q = p + 4;
+        int groups = 0;
+        while (groups < 7) {                                /* ( ?[A-Z0-9]{4}){2,7} */
+            Py_ssize_t r = q < n && s[q] == ' ' ? q + 1 : q;
+            if (r + 4 > n || !upper_or_digit(s[r]) || !upper_or_digit(s[r + 1]) || !upper_or_digit(s[r + 2]) || !upper_or_digit(s[r + 3]))
+                break;
+            memcpy(raw + k, s + r, 4);
+            k += 4;
+            q = r + 4;
+            groups++;
+        }
+        if (groups < 2)
+            continue;
+        Py_ssize_t r = q < n && s[q] == ' ' ? q + 1 : q;    /* ( ?[A-Z0-9]{1,4})? */
+        if (!(r < n && upper_or_digit(s[r])))
+            r = q;
+        for (int t = 0; t < 4 && r < n && upper_or_digit(s[r]); t++)
+            raw[k++] = (char)s[r++];
+        Py_ssize_t length = iban_length_of(raw, k);
+        if (length && append_text(out, raw, length) < 0)
+            Py_CLEAR(out);
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"scan_numbers", scan_numbers, METH_VARARGS, "(nirs, rarer-form nirs, sirets, rpps, phones) whose matches end in (lo, hi]."},
     {"luhn_ok", luhn_ok, METH_O, "True when the Luhn checksum of a string of digits is 0."},
     {"base64_run", base64_run, METH_O, "True when the bytes hold a base64 block worth decoding (see blobs.py)."},
+    {"utf8_valid", utf8_valid, METH_O, "True when the bytes are valid UTF-8 (what bytes.decode accepts)."},
+    {"ibans_at", ibans_at, METH_VARARGS, "IBANs at the match ends of iban.py's Hyperscan pattern (see iban.py)."},
     {"count_lines", count_lines, METH_O, "Newlines that end a line holding something (blank lines are not records)."},
     {"iban_length", iban_length, METH_O, "Longest length >= 15 at which an IBAN candidate passes mod 97, or 0."},
     {NULL, NULL, 0, NULL},

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from typing import Iterable, Iterator
 
+from ..detect.compiled import speedups
 _COMBINING = re.compile("[\u0300-\u036f]")
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -93,11 +94,18 @@ def _complete_prefix(data: bytes) -> int:
 def _valid_utf8(data: bytes) -> bytes:
     if b"\xcc" in data or b"\xcd" in data:      # maybe combining marks: compose them
         return _nfc(data.decode("utf-8", "replace"))
+    if speedups.utf8_valid(data) if speedups else _decodes(data):   # C: no string built
+        return data
+    return data.decode("utf-8", "replace").encode("utf-8")
+
+
+def _decodes(data: bytes) -> bool:
+    """What `_speedups.utf8_valid` says, in Python."""
     try:
         data.decode("utf-8")
-        return data
+        return True
     except UnicodeDecodeError:
-        return data.decode("utf-8", "replace").encode("utf-8")
+        return False
 
 
 def _nfc(text: str) -> bytes:
