@@ -323,6 +323,8 @@ static const unsigned SIRET_RUNS = BIT(3) | BIT(6) | BIT(9) | BIT(14);
 
 enum { NIR, LOOSE_NIR, SIRET, RPPS, PHONE, KINDS };
 
+static unsigned char NUMBER_START[256];  /* 1 for digits and '+', filled at import */
+
 /* Append a found value to its list when its match ends in the window; -1 on error. */
 static inline int keep(PyObject *lists[KINDS], int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t end,
                        Py_ssize_t lo, Py_ssize_t hi, const char *value, Py_ssize_t len)
@@ -354,15 +356,14 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
     if (p > 0)
         while (p < stop && is_digit(s[p - 1]) && is_digit(s[p])) p++;   /* not inside a run */
     while (p < stop) {
+        while (p < stop && !NUMBER_START[s[p]]) p++;       /* most bytes: one table look-up */
+        if (p >= stop)
+            break;
         unsigned char c = s[p];
         if (c == '+') {
             len = 0;
             end = phone_at(s, p, n, value, &len);
             if (keep(lists, PHONE, s, n, end, lo, hi, value, len) < 0) goto done;
-            p++;
-            continue;
-        }
-        if (!is_digit(c)) {
             p++;
             continue;
         }
@@ -647,6 +648,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1
 
 PyMODINIT_FUNC PyInit__speedups(void)
 {
+    for (int c = 0; c < 256; c++)
+        NUMBER_START[c] = is_digit((unsigned char)c) || c == '+';
     for (int c = 0; c < 256; c++)
         BASE64[c] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
     return PyModule_Create(&module);
