@@ -69,6 +69,7 @@ SAMPLE_EVERY = 0.2
 TARGET_ITEMS_PER_S = 500
 TARGET_RSS_MB = 250
 TARGET_IDLE_CPU = 1.0
+PROFILE_BATCH = 16    # --profile: items per pool task and per transaction (~ the daemon's batches here)
 
 WORDS = ("le la les un une des et ou mais donc avec sans pour dans sur sous entre vers chez depuis "
          "service client rapport réunion projet équipe semaine mois année budget livraison commande "
@@ -571,12 +572,13 @@ async def run_idle(args: argparse.Namespace, site: Site, work: Path) -> dict[str
 
 # --------------------------------------------------------------------------- profile
 
-def _trivial_analysis(content: bytes | None, path: str | None, label: str, content_type: str | None):  # noqa: ANN202
-    """A pool task with the daemon's signature and a realistic Report, but no analysis."""
+def _trivial_analysis(jobs):  # noqa: ANN001, ANN202
+    """A pool task with the daemon's signature (`analyze_batch`) and realistic Reports, but no analysis."""
     from watcher.report import Report
-    return Report(path=label, sha256=hashlib.sha256(content or b"").hexdigest(), size=len(content or b""),
-                  counts={"nir": 0, "insurer": 0, "siret": 0, "rpps": 0, "iban": 0, "email": 0, "phone": 0,
-                          "health_terms": 0})
+    return [Report(path=job.label, sha256=hashlib.sha256(job.content or b"").hexdigest(),
+                   size=len(job.content or b""), counts={"nir": 0, "insurer": 0, "siret": 0, "rpps": 0, "iban": 0,
+                                                         "email": 0, "phone": 0, "health_terms": 0})
+            for job in jobs]
 
 
 def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
@@ -601,6 +603,7 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
     from watcher.fetch import Fetcher, FetchSettings
     from watcher.privacy import Fingerprinter
     from watcher.sources.listing import parse_links
+    from watcher.worker import Job
 
     logging.basicConfig(level=logging.ERROR)   # the in-process daemon's finding/alert lines
     if args.what_if:
@@ -647,7 +650,7 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
     t = time.thread_time()
     for _ in range(reps):
         parse_links("table.archive a", site.url("/s/0/archive"), page)
-    stage["listing page parse (bs4+lxml, select, urljoin)"] = (time.thread_time() - t) / (reps * args.items)
+    stage["listing page parse (lxml, XPath, urljoin)"] = (time.thread_time() - t) / (reps * args.items)
 
     ids = list(corpus.pastes)[:2000]
 
@@ -661,21 +664,23 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
 
     stage["HTTP fetch of the item (Fetcher.get, aiohttp)"] = asyncio.run(fetch_all())
 
+    jobs = [Job(corpus.pastes[i], None, site.url(f"/raw/{i}"), "text/plain") for i in ids]
+    batches = [jobs[n:n + PROFILE_BATCH] for n in range(0, len(jobs), PROFILE_BATCH)]
+
     async def pool_round_trips() -> tuple[float, float]:
         loop = asyncio.get_running_loop()
         pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
         try:
-            await loop.run_in_executor(pool, _trivial_analysis, b"x", None, "x", None)
+            await loop.run_in_executor(pool, _trivial_analysis, jobs[:1])
             t0, p0 = time.thread_time(), time.process_time()
-            await asyncio.gather(*(loop.run_in_executor(pool, _trivial_analysis, corpus.pastes[i], None,
-                                                        site.url(f"/raw/{i}"), "text/plain") for i in ids))
+            await asyncio.gather(*(loop.run_in_executor(pool, _trivial_analysis, batch) for batch in batches))
             main = (time.thread_time() - t0) / len(ids)
             return main, (time.process_time() - p0) / len(ids) - main
         finally:
             pool.shutdown()
 
     main, helpers = asyncio.run(pool_round_trips())
-    stage["pool round trip, loop side (submit, result)"] = main
+    stage[f"pool round trip, loop side (one task per {PROFILE_BATCH} items)"] = main
     helper_stage = {"pool round trip, pool threads (pickle 2-20 KB in, Report out)": helpers}
 
     async def store_calls() -> tuple[float, float]:
@@ -683,19 +688,21 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
         try:
             await store.upsert_source("s", "listing")
             thread_cpu = await store._run(time.thread_time)
+            records = [store_module.ItemRecord("s", paste_id, "", site.url(f"/raw/{paste_id}"), f"Paste {n}",
+                                               reports[n]) for n, (paste_id, _) in enumerate(docs)]
             t0 = time.thread_time()
-            for n, (paste_id, _) in enumerate(docs):
-                await store.is_seen("s", paste_id, "")
-                await store.record_item("s", paste_id, "", site.url(f"/raw/{paste_id}"), f"Paste {n}",
-                                        reports[n])
+            for n in range(0, len(records), PROFILE_BATCH):
+                for record in records[n:n + PROFILE_BATCH]:
+                    await store.is_seen("s", record.item_id, "")
+                await store.record_items(records[n:n + PROFILE_BATCH])
             main = (time.thread_time() - t0) / len(docs)
             return main, (await store._run(time.thread_time) - thread_cpu) / len(docs)
         finally:
             await store.close()
 
     main, store_thread = asyncio.run(store_calls())
-    stage["store facade on the loop (is_seen + record_item)"] = main
-    helper_stage["store thread (is_seen + record_item, one transaction per item)"] = store_thread
+    stage["store facade on the loop (is_seen + record_items)"] = main
+    helper_stage[f"store thread (record_items, one transaction per {PROFILE_BATCH} items)"] = store_thread
     print("== 2. stages alone, CPU per item (no profiler)")
     for name, seconds in {**stage, **helper_stage}.items():
         print(f"   {name:<66} {seconds * 1000:6.3f} ms")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import pytest
 from watcher import config as config_module
 from watcher.fetch import Fetcher, FetchError, RetryLater
 from watcher.sources import SOURCE_CLASSES, PollContext, SourceError, build_source
-from watcher.sources.base import PARSE_MAX_BYTES, link_id, off_loop
+from watcher.sources.base import PARSE_MAX_BYTES, link_id, off_loop, select_links, soup
 from watcher.sources.directory import DirectorySource
 from watcher.sources.jsonapi import dig
+from watcher.sources.links import compile_selector, page_links
 
 try:
     from conftest_sources import (SeenStore, api_site, feed_site, forum_site,
@@ -310,3 +312,80 @@ async def test_big_pages_are_parsed_off_the_loop_and_capped() -> None:
     assert await off_loop(b"x" * 1000, parse) == (loop_thread, 1000)
     thread, size = await off_loop(b"x" * (PARSE_MAX_BYTES + 100), parse)
     assert thread != loop_thread and size == PARSE_MAX_BYTES
+
+
+# -- links through lxml ------------------------------------------------------------------------------
+# `page_links` must give exactly what bs4 + soupsieve give (`select_links(soup(...))`): same
+# links, same order, same text, on regular and broken pages, in every encoding bs4 detects.
+
+PAGES = [
+    "<!doctype html><html><head><meta charset='utf-8'></head><body><table class='archive x'><tr><td>"
+    "<a href='/view/1'>Pé 1</a></td></tr><tr><td><a href='/view/2#frag'>  two <b>bold</b>\n</a></td>"
+    "<td><a href='mailto:x@y'>m</a></td></tr></table><a href='/other'>o</a></body></html>".encode(),
+    "<html><body><div id='main' class='list\u00a0items'><ul><li class='item'><a href='http://ex.org/a?x=1'>"
+    "A<!-- c -->B<script>var s</script>C</a></li><li class='item new'><span><a>no</a><a href=''>empty</a>"
+    "<a href='/b'>b</a></span></li><li class=ITEM><a href='/c' data-id='7' title=\"it's\">c</a></li></ul>"
+    "</div><template><a href='/t'>tt</a></template><p><a href='/r'>x<ruby>k<rt>kk</rt></ruby></a></p>"
+    "<script href='/s'>s</script></body></html>".encode(),
+    b"<A HREF='/up' CLASS='Big'>UP</A><TABLE CLASS=archive><TR><TD><A HREF=/z>z</A>",
+    "<html><head><meta http-equiv='Content-Type' content='text/html; charset=iso-8859-1'></head><body>"
+    "<div class='item'><a href='/caf\xe9'>caf\xe9</a></div></body></html>".encode("latin-1"),
+    "<html><body><div class='item'><a href='/é'>é ü</a></div></body></html>".encode("cp1252"),
+    b"\xef\xbb\xbf<html><body><p class='item'><a href='  /bom  '>bom</a></p></body></html>",
+    b"<html><body><meta charset='shift_jis'><a href='/v/1'>x</a><ul class='x\xc2\xa0y'></ul></body></html>",
+    b"<html><body><meta charset='bogus'><a href='/v/1'>x</a></body></html>",
+    b"", b"plain text, no html", b"<a href='/x'>x</a><a href='/x'>dup</a><a href='javascript:void(0)'>js</a>",
+    b"<div class='a'><div class='b'><a href='/ab'>ab</a></div></div><div class='b'><a href='/b'>b</a></div>",
+]
+SELECTORS = ["table.archive a", "a", "table.archive td > a", ".item a", "li.item > span a", "div#main a",
+             "a[href]", "a[href^='/v']", 'a[href$="1"]', "a[href*=view]", "a[data-id='7']", "a[title=\"it's\"]",
+             "*", "table.archive a, a[href='/other']", "div.a div.b a", ".a > .b > a", "TABLE.archive A",
+             ".ITEM a", "li.item", "[href]", "a:not([href])", "a[rel~=x]", "li:nth-child(2) a"]
+
+
+def random_page(rng: random.Random) -> bytes:
+    """A random, often broken, page mixing the constructs bs4 and lxml could disagree on."""
+    def node(depth: int) -> str:
+        if depth > 4 or rng.random() < 0.3:
+            return rng.choice(["txt", "a b", "<!--c-->", "&amp;", "é", "\n", "<br>", "<?pi x?>", "<![CDATA[cd]]>",
+                               "<a HREF='/U'>U</a>", "<a href>bare</a>", "<rt>r</rt>", "<style>s</style>",
+                               "<noscript><a href='/ns'>ns</a></noscript>", "<textarea><a href='/t'>t</a></textarea>",
+                               "<a href='/v/1'>x<a href='/v/2'>y</a></a>", "<meta charset='bogus'>"])
+        tag = rng.choice(["div", "p", "a", "span", "table", "tr", "td", "li", "template", "script", "A", "TD"])
+        attributes = " ".join(f"{name}='{rng.choice(values)}'" for name, values in (
+            ("class", ["x", "item", "archive", "X", "x y", "x\u00a0y", " item ", "item\tx"]),
+            ("href", ["/v/1", "/v/2", "v3", "", "#f", "http://o.org/x", " /w ", "ftp://x/y", "/ü"]),
+            ("id", ["m", "M"]), ("data-k", ["1", "x"])) if rng.random() < 0.4)
+        inner = "".join(node(depth + 1) for _ in range(rng.randrange(4)))
+        return f"<{tag} {attributes}>{inner}" + (f"</{tag}>" if rng.random() < 0.85 else "")
+
+    page = "<html><body>" + "".join(node(0) for _ in range(rng.randrange(1, 6))) + "</body></html>"
+    return page.encode(rng.choice(["utf-8", "cp1252"]), errors="replace")
+
+
+def random_selector(rng: random.Random) -> str:
+    def compound() -> str:
+        return rng.choice(["", "a", "div", "td", "*", "li", "TD"]) + "".join(rng.choice(
+            [".x", ".item", "#m", "[href]", "[href^='/v']", "[href$='1']", "[href*=v]", "[data-k='1']"])
+            for _ in range(rng.randrange(3))) or "a"
+
+    parts = [compound()]
+    for _ in range(rng.randrange(3)):
+        parts += [rng.choice([" ", " > ", ">"]), compound()]
+    return "".join(parts) + (", " + compound() if rng.random() < 0.2 else "")
+
+
+def test_page_links_are_the_links_bs4_finds() -> None:
+    base = "http://site.example/s/0/archive"
+    rng = random.Random(7)
+    cases = [(page, selector) for page in PAGES for selector in SELECTORS]
+    cases += [(random_page(rng), random_selector(rng)) for _ in range(800)]
+    for page, selector in cases:
+        assert page_links(selector, base, page) == select_links(soup(page), selector, base), (selector, page)
+
+
+def test_simple_selectors_skip_bs4() -> None:
+    for selector in ("table.archive a", "div#main > ul li.item a", "a[href^='/view/']", "td > a, th > a"):
+        assert compile_selector(selector) is not None, selector
+    for selector in ("a:not([href])", "a[rel~=x]", "a[type=text]", "a[href='']", "h2 + a", r"a.\31 x", "a[href=x i]"):
+        assert compile_selector(selector) is None, selector

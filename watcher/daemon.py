@@ -9,8 +9,10 @@ Each enabled source runs in its own task: poll, then sleep its interval (with ji
 off exponentially (with jitter, capped) after a failure, or as long as a 429/503 Retry-After
 asks. At most one poll of a source runs at a time; a global semaphore bounds simultaneous
 fetches. Extraction and detection are CPU-bound: they run in a pool of worker processes so a
-10 MB page never stalls the event loop. A failing source costs that source one poll, never the
-daemon. Identifiers never reach the log: only counts, masked samples and reasons do.
+10 MB page never stalls the event loop. Items travel to the pool and to the store in batches
+(up to BATCH_WINDOW seconds of them): one pool task and one transaction for many items, as
+the event-loop process is the daemon's bottleneck. A failing source costs that source one poll,
+never the daemon. Identifiers never reach the log: only counts, masked samples and reasons do.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Generic, TypeVar
 
 from .alerts import AlertSender, alert_settings
 from .config import Config, ConfigError, SourceConfig, load_config
@@ -38,20 +40,26 @@ from .report import Report
 from .retention import retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
-from .store import ItemResult, Store, parse_time
-from .worker import analyze, worker_pool
+from .store import ItemRecord, ItemResult, Store, parse_time
+from .worker import AnalysisFailed, Job, analyze_batch, worker_pool
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 3600.0          # seconds: a failing source is retried at least hourly
 MAX_PLANNED_WAIT = 86400.0    # a stored next poll further away than a day is not trusted
 JITTER = 0.1                  # +-10% on every interval
+BATCH_WINDOW = 0.02           # seconds an item waits for others to share its pool task and transaction
+BATCH_MAX_ITEMS = 32
+BATCH_MAX_BYTES = 1024 * 1024
 DB_NAME = "watcher.db"
 SECRET_NAME = "secret.key"
 
 # A finding hook: called with the item, its report and what recording it did. The alerting
 # stage plugs in here.
 FindingHook = Callable[[Item, Report, ItemResult], Awaitable[None]]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -80,6 +88,80 @@ class Counters:
         return f"{self.polls} polls, {self.items} items, {self.findings} findings{failing}"
 
 
+# --------------------------------------------------------------------------- batches
+
+class Batcher(Generic[T, R]):
+    """Gathers the values submitted within `window` seconds into one call of `run`.
+
+    `run(values)` returns one result per value, an exception in place of a failed one; each
+    `submit` gets its own. A batch is sent as soon as it holds `max_items` values or
+    `max_size` (by `size`). A value whose caller was cancelled before its batch left is
+    dropped; a batch that left runs to its end.
+    """
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R | BaseException]]], *, window: float,
+                 max_items: int, max_size: int = 0, size: Callable[[T], int] = lambda value: 0) -> None:
+        self._run = run
+        self.window, self.max_items, self.max_size, self._size = window, max_items, max_size, size
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._pending_size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, value: T) -> R:
+        """The result of `value` once its batch has run."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((value, future))
+        self._pending_size += self._size(value)
+        if len(self._pending) >= self.max_items or (self.max_size and self._pending_size >= self.max_size):
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.window, self._flush)
+        return await future
+
+    async def close(self) -> None:
+        """Send what is pending and wait for every batch under way."""
+        self._flush()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch = [(value, future) for value, future in self._pending if not future.done()]
+        self._pending, self._pending_size = [], 0
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._run([value for value, _ in batch])
+            if len(results) != len(batch):      # never leave a caller waiting forever
+                raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:
+            results = [exc] * len(batch)
+        for (_, future), result in zip(batch, results):
+            if future.done():           # its caller was cancelled meanwhile
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+class AnalysisError(Exception):
+    """A document's analysis raised in the worker (a bug, or a hostile document)."""
+
+
+# --------------------------------------------------------------------------- the daemon
+
 class Daemon:
     """One configuration's worth of polling; `run()` until stopped (or once)."""
 
@@ -102,6 +184,11 @@ class Daemon:
         self._secret = b""
         self._next_poll: dict[str, str] = {}        # source -> next poll planned by the last run
         self.limiter: asyncio.Semaphore | None = None
+        # Items go to the worker pool and to the store in batches: a pool task and a store
+        # transaction cost the event-loop process ~0.3 ms each, whatever their size.
+        self._batches: Batcher[Item, tuple[Report, ItemResult]] = Batcher(
+            self._analyze_and_record, window=BATCH_WINDOW, max_items=BATCH_MAX_ITEMS,
+            max_size=BATCH_MAX_BYTES, size=_batch_size)
 
     # -- life cycle ----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -122,6 +209,7 @@ class Daemon:
         finally:
             self.notifier.stopping()
             await self._stop_sources()
+            await self._batches.close()
             await self.store.close()
             self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -328,37 +416,100 @@ class Daemon:
             log_event(log, "warning", "poll failed", source=name, error=error)
 
     async def _process(self, item: Item) -> int:
-        """Analyse one item in the pool, record it; 1 if it is a new or escalated finding."""
-        loop = asyncio.get_running_loop()
-        label = item.url or item.item_id
-        try:
-            report: Report = await loop.run_in_executor(
-                self.pool, analyze, item.content, str(item.path) if item.path else None, label, item.content_type,
-            )
-        except BrokenProcessPool:
-            # A worker died (a crash, the OOM killer): replace the pool, fail this poll; the
-            # item was not recorded, so it is tried again at the next poll.
-            log_event(log, "error", "analysis worker died: pool replaced", source=item.source, item=item.item_id)
-            self._replace_pool()
-            raise SourceError(f"analysis worker died on {label}; the item is retried next poll") from None
-        if item.truncated:
-            report.errors.append(f"{label}: cut at the source's max_bytes ({item.source}); the rest was not read")
-        result = await self.store.record_item(  # type: ignore[union-attr]
-            item.source, item.item_id, item.version, item.url, item.title, report,
-            alert=self.alerts.policy,  # type: ignore[union-attr]
-        )
-        if result.alert is not None:     # written with the finding: the sender delivers it
-            self.alerts.wake()  # type: ignore[union-attr]
+        """Analyse one item in the pool, record it (in a batch); 1 if it is a new or escalated finding."""
+        report, result = await self._batches.submit(item)
         if not (result.new_finding or result.escalated):
             return 0
-        log_event(
-            log, "warning", "finding", source=item.source, severity=report.severity, url=item.url,
-            item=item.item_id, finding=result.finding_id, nirs=report.counts.get("nir", 0),
-            records=report.records, insurers=",".join(report.insurers), reasons="; ".join(report.reasons),
-        )
         if self.on_finding is not None:
             await self.on_finding(item, report, result)
         return 1
+
+    async def _analyze_and_record(self, items: list[Item]) -> list[tuple[Report, ItemResult] | Exception]:
+        """A batch of items: analysed in one pool task, recorded in one transaction."""
+        reports = await self._analyze(items)
+        recorded = iter(await self._record([(i, r) for i, r in zip(items, reports, strict=True)
+                                            if isinstance(r, Report)]))
+        outcomes: list[tuple[Report, ItemResult] | Exception] = []
+        for report in reports:
+            if isinstance(report, Exception):
+                outcomes.append(report)
+                continue
+            result = next(recorded)
+            outcomes.append(result if isinstance(result, Exception) else (report, result))
+        return outcomes
+
+    async def _analyze(self, items: list[Item]) -> list[Report | Exception]:
+        """The items' reports from one pool task, an exception for an item whose analysis failed."""
+        pool = self.pool
+        jobs = [_job(item) for item in items]
+        try:
+            outcomes = await asyncio.get_running_loop().run_in_executor(pool, analyze_batch, jobs)
+        except BrokenProcessPool:
+            # A worker died (a crash, the OOM killer): replace the pool (once, whichever batch
+            # sees it first), fail these items' polls; they were not recorded, so they are
+            # tried again at the next poll.
+            if pool is self.pool:
+                log_event(log, "error", "analysis worker died: pool replaced", items=len(items),
+                          sources=",".join(sorted({item.source for item in items})))
+                self._replace_pool()
+            return [SourceError(f"analysis worker died on a batch with {job.label}; the item is retried "
+                                "next poll") for job in jobs]
+        return [_report(item, job, outcome) for item, job, outcome in zip(items, jobs, outcomes, strict=True)]
+
+    async def _record(self, analysed: list[tuple[Item, Report]]) -> list[ItemResult | Exception]:
+        """Record analysed items in one transaction (one at a time if it fails, so that an item
+        that cannot be recorded fails its own poll only); log the findings, wake the alerts."""
+        store, alerts = self.store, self.alerts
+        assert store is not None and alerts is not None
+        records = [ItemRecord(i.source, i.item_id, i.version, i.url, i.title, report) for i, report in analysed]
+        results: list[ItemResult | Exception]
+        try:
+            results = list(await store.record_items(records, alert=alerts.policy)) if records else []
+        except Exception as exc:
+            results = [exc] if len(records) == 1 else [await self._record_alone(record) for record in records]
+        for (item, report), result in zip(analysed, results, strict=True):
+            if isinstance(result, ItemResult) and (result.new_finding or result.escalated):
+                _log_finding(item, report, result)      # here: logged even if its poll was stopped since
+        if any(isinstance(result, ItemResult) and result.alert is not None for result in results):
+            alerts.wake()       # the alert was written with its finding: the sender delivers it
+        return results
+
+    async def _record_alone(self, record: ItemRecord) -> ItemResult | Exception:
+        store, alerts = self.store, self.alerts
+        assert store is not None and alerts is not None
+        try:
+            (result,) = await store.record_items([record], alert=alerts.policy)
+        except Exception as exc:
+            return exc
+        return result
+
+
+def _batch_size(item: Item) -> int:
+    """An item's weight in a batch: its bytes; a file (maybe huge, read by the worker) fills a
+    batch alone, so that big files still spread over the workers."""
+    return BATCH_MAX_BYTES if item.path is not None else len(item.content or b"")
+
+
+def _job(item: Item) -> Job:
+    """What a worker needs of an item (its bytes, or the path of a file to stream)."""
+    return Job(item.content, str(item.path) if item.path else None, item.url or item.item_id, item.content_type)
+
+
+def _report(item: Item, job: Job, outcome: Report | AnalysisFailed) -> Report | Exception:
+    """An item's report (noting a cut at max_bytes), or the error its analysis raised."""
+    if isinstance(outcome, AnalysisFailed):
+        return AnalysisError(f"analysis of {job.label} failed: {outcome.error}\n{outcome.traceback}")
+    if item.truncated:
+        outcome.errors.append(f"{job.label}: cut at the source's max_bytes ({item.source}); the rest was not read")
+    return outcome
+
+
+def _log_finding(item: Item, report: Report, result: ItemResult) -> None:
+    log_event(
+        log, "warning", "finding", source=item.source, severity=report.severity, url=item.url,
+        item=item.item_id, finding=result.finding_id, nirs=report.counts.get("nir", 0),
+        records=report.records, insurers=",".join(report.insurers), reasons="; ".join(report.reasons),
+    )
 
 
 class _NullFetcher:

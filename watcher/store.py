@@ -798,11 +798,12 @@ class StateDB:
                 severity_rank(record.report.severity)  # ValueError before any write
         now = self._now()
         with self._transaction():
+            for source in dict.fromkeys(record.source for record in records):
+                self._require_source(source)    # once per source of the batch, not per item
             return [self._record_one(record, now, alert) for record in records]
 
     def _record_one(self, record: ItemRecord, now: str, alert: AlertHook | None = None) -> ItemResult:
         source, item_id, version = record.source, str(record.item_id), str(record.version)
-        self._require_source(source)
         existing = self.db.execute(
             "SELECT version, sha256, size, finding_id FROM items WHERE source = ? AND item_id = ?",
             (source, item_id),

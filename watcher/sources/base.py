@@ -185,13 +185,18 @@ def select_links(page: BeautifulSoup, selector: str, base_url: str) -> list[tupl
         anchor = element if element.get("href") else element.find("a", href=True)
         if not isinstance(anchor, Tag):
             continue
-        href = anchor.get("href")
-        if not isinstance(href, str) or not href.strip():
-            continue
-        url = urldefrag(urljoin(base_url, href.strip())).url
-        if urlsplit(url).scheme in ("http", "https") and url not in links:
+        url = http_link(base_url, anchor.get("href"))
+        if url is not None and url not in links:
             links[url] = " ".join(anchor.get_text(" ").split())
     return list(links.items())
+
+
+def http_link(base_url: str, href: object) -> str | None:
+    """The absolute http(s) URL, without fragment, of an `href` value; None for anything else."""
+    if not isinstance(href, str) or not href.strip():
+        return None
+    url = urldefrag(urljoin(base_url, href.strip())).url
+    return url if urlsplit(url).scheme in ("http", "https") else None
 
 
 def link_id(url: str) -> str:

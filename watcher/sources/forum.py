@@ -19,8 +19,9 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 
 from bs4 import Tag
 
-from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, link_id, off_loop,
-                                  select_links, sha256_hex, soup, text_of)
+from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, link_id, off_loop, sha256_hex,
+                                  soup, text_of)
+from watcher.sources.links import page_links
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class ThreadPage:
 
 def parse_board(selector: str, base_url: str, body: bytes) -> list[tuple[str, str]]:
     """The thread links of a board page."""
-    return select_links(soup(body), selector, base_url)
+    return page_links(selector, base_url, body)
 
 
 def parse_thread_page(post_selector: str, next_selector: str | None, base_url: str,

@@ -13,15 +13,15 @@ from functools import partial
 
 from bs4 import Tag
 
-from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, last_segment, link_id,
-                                  off_loop, select_links, soup)
+from watcher.sources.base import TEXT_TYPE, Item, PollContext, Source, last_segment, link_id, off_loop, soup
+from watcher.sources.links import page_links
 
 log = logging.getLogger(__name__)
 
 
 def parse_links(selector: str, base_url: str, body: bytes) -> list[tuple[str, str]]:
     """The item links of a listing page."""
-    return select_links(soup(body), selector, base_url)
+    return page_links(selector, base_url, body)
 
 
 def parse_content(selector: str, body: bytes) -> str | None:

@@ -1,0 +1,152 @@
+"""The links of a listing or board page, through lxml and XPath when the selector allows it.
+
+Listing and board pages are parsed on the event loop at every poll that changed them.
+Building a BeautifulSoup tree costs ~11 ms for a 50-link archive page (bs4 calls back into
+Python for every tag and string); lxml alone builds the same tree in ~0.25 ms. So the
+selectors such pages use in practice are translated to XPath with soupsieve's meaning:
+
+    type selectors and *, .class, #id, [attr], [attr=v], [attr^=v], [attr$=v], [attr*=v]
+    (on href, src, id, name, title and data-* only: soupsieve compares some other values
+    case-insensitively, or as the space-joined lists bs4 makes of them), joined by
+    descendant (space) or child (>) combinators, in comma-separated lists.
+
+Anything else (pseudo-classes, other combinators, escapes, empty values) goes to bs4 +
+soupsieve (`select_links`), as does a page lxml fails on. The page is decoded as bs4 decodes
+it (the first encoding bs4's EncodingDetector proposes that Python knows), and the links and
+their text are those `select_links` returns: the first `a[href]` of an element without href,
+text without comments, scripts, styles, templates and ruby annotations, whitespace collapsed.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+
+from bs4.dammit import EncodingDetector
+from lxml import etree
+
+from watcher.sources.base import http_link, select_links, soup
+
+_IDENT = r"-?[_a-zA-Z][_a-zA-Z0-9-]*"
+_TOKEN = re.compile(
+    rf"""\s*(?P<combinator>[>,])\s*
+    | (?P<space>\s+)
+    | (?P<type>\*|{_IDENT})
+    | \.(?P<cls>{_IDENT})
+    | \#(?P<id>{_IDENT})
+    | \[\s*(?P<attr>{_IDENT})\s*(?:(?P<op>[\^$*]?=)\s*
+          (?:(?P<bare>{_IDENT})|"(?P<dq>[^"\\]*)"|'(?P<sq>[^'\\]*)')\s*)?\]""",
+    re.VERBOSE,
+)
+# Attributes whose values soupsieve compares as given (others may be compared case-insensitively,
+# or as the space-joined list bs4 splits them into): the only ones compared here.
+_PLAIN_ATTRIBUTES = frozenset({"href", "src", "id", "name", "title"})
+# soupsieve's value patterns (`search`ed, DOTALL: no dot here).
+_VALUE_PATTERNS = {"=": r"^{}\Z", "^=": "^{}", "$=": r"{}\Z", "*=": "{}"}
+_NAMESPACES = {"re": "http://exslt.org/regular-expressions"}
+# bs4 types the strings in these tags apart ("string containers"), and a tag's text is made
+# of the strings of its own type: those whose nearest container is of the tag's kind (none,
+# for a tag that is no container).
+_CONTAINERS = ("script", "style", "template", "rt", "rp")
+_TEXT = etree.XPath("descendant::text()[name(ancestor::*[" + " or ".join(f"self::{c}" for c in _CONTAINERS)
+                    + "][1]) = $kind]")
+# soupsieve does not look into <template> contents: they are not part of the document.
+_IN_DOCUMENT = "[not(ancestor::template)]"
+_FIRST_ANCHOR = etree.XPath("descendant::a[@href][1]")
+
+
+class _Unsupported(Exception):
+    """The selector needs soupsieve."""
+
+
+def page_links(selector: str, base_url: str, body: bytes) -> list[tuple[str, str]]:
+    """(absolute http(s) URL without fragment, link text) of the elements matching `selector`,
+    as `select_links(soup(body), selector, base_url)` gives them, without bs4 when possible."""
+    xpath = compile_selector(selector)
+    root = _parse(body) if xpath is not None else None
+    if xpath is None or root is None:
+        return select_links(soup(body), selector, base_url)
+    links: dict[str, str] = {}
+    for element in xpath(root):
+        anchor = element if element.get("href") else next(iter(_FIRST_ANCHOR(element)), None)
+        url = http_link(base_url, anchor.get("href") if anchor is not None else None)
+        if url is not None and url not in links:
+            kind = anchor.tag if anchor.tag in _CONTAINERS else ""
+            links[url] = " ".join(" ".join(_TEXT(anchor, kind=kind)).split())
+    return list(links.items())
+
+
+def _parse(body: bytes) -> etree._Element | None:
+    """The page's root element, decoded as bs4 decodes it; None when lxml fails on the page
+    (bs4 then parses it, exactly as before)."""
+    detector = EncodingDetector(body, is_html=True)
+    for encoding in detector.encodings:
+        try:
+            parser = etree.HTMLParser(recover=True, encoding=encoding)
+        except LookupError:          # a declared charset Python does not know: bs4 skips it too
+            continue
+        try:
+            parser.feed(detector.markup)
+            return parser.close()
+        except Exception:           # bs4 parses it, and succeeds or fails, as before
+            return None
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def compile_selector(selector: str) -> etree.XPath | None:
+    """The XPath equivalent of a CSS `selector`, or None when soupsieve must run it."""
+    try:
+        return etree.XPath(" | ".join(_translate(selector.strip())), namespaces=_NAMESPACES)
+    except (_Unsupported, etree.XPathSyntaxError):
+        return None
+
+
+def _translate(selector: str) -> Iterator[str]:
+    """One XPath expression per selector of the comma-separated list."""
+    path, axis, step, position = "", "descendant-or-self::", None, 0
+    while position < len(selector):
+        token = _TOKEN.match(selector, position)
+        if token is None:
+            raise _Unsupported(selector)
+        position = token.end()
+        combinator = token["combinator"] or (" " if token["space"] else None)
+        if combinator is None:
+            step = _extend(step, token)
+            continue
+        if step is None:
+            raise _Unsupported(selector)
+        path, step = path + axis + step, None
+        if combinator == ",":
+            yield path + _IN_DOCUMENT
+            path, axis = "", "descendant-or-self::"
+        else:
+            axis = "/" if combinator == ">" else "/descendant::"
+    if step is None:
+        raise _Unsupported(selector)
+    yield path + axis + step + _IN_DOCUMENT
+
+
+def _extend(step: str | None, token: re.Match[str]) -> str:
+    """The XPath step of a compound selector, with this token's test added."""
+    if token["type"]:
+        if step is not None:
+            raise _Unsupported(token[0])
+        return token["type"].lower()
+    step = step or "*"
+    if token["cls"]:
+        return step + rf"[re:test(@class, '(^|\s){token['cls']}(\s|$)')]"
+    if token["id"]:
+        return step + f"[@id = '{token['id']}']"
+    name, op = token["attr"].lower(), token["op"]
+    if op is None:
+        return step + f"[@{name}]"
+    value = next(v for v in (token["bare"], token["dq"], token["sq"]) if v is not None)
+    if not value or not (name in _PLAIN_ATTRIBUTES or name.startswith("data-")):
+        raise _Unsupported(token[0])
+    pattern = _VALUE_PATTERNS[op].format(re.escape(value))
+    if "'" in pattern and '"' in pattern:
+        raise _Unsupported(token[0])
+    literal = f'"{pattern}"' if "'" in pattern else f"'{pattern}'"
+    return step + f"[re:test(@{name}, {literal})]"
