@@ -33,7 +33,7 @@ from conftest import nir_forms, random_nir
 from watcher.cli import main as cli_main
 from watcher.config import load_config
 from watcher.daemon import Daemon
-from watcher.store import parse_time
+from watcher.timestamps import parse_time
 
 try:
     from conftest_sources import api_site, forum_site, paste_site, socks_proxy  # noqa: F401 (fixtures)

@@ -17,7 +17,8 @@ from watcher import retention
 from watcher.config import RetentionSettings
 from watcher.report import Report
 from watcher.retention import purge, retention_task, run_retention, store_runner, vacuum, vacuum_due
-from watcher.store import StateDB, Store, format_time
+from watcher.store import StateDB, Store
+from watcher.timestamps import format_time
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -40,7 +40,8 @@ from .report import Report
 from .retention import retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
-from .store import ItemRecord, ItemResult, Store, parse_time
+from .store import ItemRecord, ItemResult, Store
+from .timestamps import parse_time
 from .worker import AnalysisFailed, Job, analyze_batch, worker_pool
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,8 @@ from .config import MetricsSettings
 from .logs import log_event
 from .retention import StoreRunner
 from .score import SEVERITIES
-from .store import StateDB, StoreClosedError, parse_time
+from .store import StateDB, StoreClosedError
+from .timestamps import parse_time
 
 __all__ = [
     "CONTENT_TYPE",

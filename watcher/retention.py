@@ -48,7 +48,8 @@ from typing import Protocol, TypeVar
 
 from .config import RetentionSettings
 from .logs import log_event
-from .store import StateDB, Store, StoreClosedError, format_time, parse_time
+from .store import StateDB, Store, StoreClosedError
+from .timestamps import format_time, parse_time
 
 __all__ = [
     "FIRST_DELAY",

@@ -90,6 +90,7 @@ from sqlite_utils import Database
 from .logs import redact
 from .report import Report
 from .score import SEVERITIES, severity_rank
+from .timestamps import format_time
 
 __all__ = [
     "AlertHook",
@@ -105,8 +106,6 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "Validators",
-    "format_time",
-    "parse_time",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,21 +140,6 @@ class StoreClosedError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- times
-
-
-def format_time(moment: datetime) -> str:
-    """`moment` as stored: ISO 8601 UTC to the second, `2026-11-28T16:40:00Z`.
-
-    Naive datetimes are refused: guessing their zone would silently shift every comparison.
-    """
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment!r}: pass a timezone-aware datetime (UTC)")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    """Inverse of `format_time`: an aware UTC datetime."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def _utc_now() -> datetime:

@@ -18,7 +18,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from ..store import StateDB, format_time, parse_time
+from ..store import StateDB
+from ..timestamps import format_time, parse_time
 from .message import health_title
 from .records import insert_alert
 

@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from ..logs import log_event
-from ..store import Store, format_time, parse_time
+from ..store import Store
+from ..timestamps import format_time, parse_time
 from .health import check_sources
 from .incidents import IncidentPolicy
 from .message import Message, digest_message, jsonl_record, render
