@@ -25,9 +25,8 @@ from watcher.store import (
     Store,
     StoreClosedError,
     Validators,
-    format_time,
-    parse_time,
 )
+from watcher.timestamps import format_time, parse_time
 
 T0 = datetime(2026, 11, 28, 16, 40, tzinfo=UTC)
 FINGERPRINT = Fingerprinter(b"k" * 32)
