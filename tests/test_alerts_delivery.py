@@ -24,6 +24,7 @@ import pytest
 from receivers import Clock, JsonReceiver, SmtpReceiver, json_receiver, leak, nir, smtp_receiver  # noqa: F401
 
 import watcher
+import watcher.timestamps
 from watcher.alerts import AlertSender, AlertSettings, load_targets
 from watcher.alerts.records import list_alerts
 from watcher.alerts.settings import TargetURL
@@ -175,7 +176,7 @@ async def test_backoff_doubles(tmp_path: Path, store: Store, clock: Clock) -> No
     for _ in range(3):
         await sender.run_once()
         [alert] = await store.call(list_alerts)
-        due = watcher.store.parse_time(alert.next_try) - clock.now
+        due = watcher.timestamps.parse_time(alert.next_try) - clock.now
         waits.append(due.total_seconds())
         clock.now += due
     assert [round(w / 60) for w in waits] == [1, 2, 4]
