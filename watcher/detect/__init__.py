@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # What `_speedups.scan_numbers` finds in one pass, in the order it returns them (NIRs of the
 # rarer forms, marked `~`, come in a list of their own).
-NUMBER_KINDS = ("nir", "nir", "siret", "rpps", "phone")
+NUMBER_KINDS = ("nir", "nir", "siret", "rpps", "phone", "iban")
 
 
 def builtin_detectors(insurers: list[Name] | None = None, compiled: bool = True) -> list[Detector]:

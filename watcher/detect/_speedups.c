@@ -1,12 +1,12 @@
 /* Compiled hot paths of the detectors (optional: each has a pure-Python equivalent).
  *
- * scan_numbers(buf, lo, hi) -> (nirs, rarer-form nirs, sirets, rpps, phones)
+ * scan_numbers(buf, lo, hi) -> (nirs, rarer-form nirs, sirets, rpps, phones, ibans)
  *     Every full NIR (13 characters + key, every written form), SIRET and grouped SIREN,
- *     RPPS number and French phone number whose match ends in (lo, hi], checked and
+ *     RPPS number, French phone number and IBAN whose match ends in (lo, hi], checked and
  *     normalized as the Python detectors do (NIRs of the rarer forms marked "~", in a list
  *     of their own so Python need not look for the mark among a million values). It is
  *     exactly the Hyperscan patterns each detector leaves out when compiled (nir.py tag 1,
- *     siret.py tags 1-2, rpps.py, phone.py) followed by their `find`, in one pass without a
+ *     siret.py tags 1-2, rpps.py, phone.py, iban.py) followed by their `find`, in one pass without a
  *     Python call per match: a dense member extract holds ~9,000 NIRs a megabyte, and the
  *     Python path spent 2-3 us on each.
  *
@@ -14,9 +14,8 @@
  *     Records of a text (shape.py) and the trigger of base64 decoding (extract/blobs.py):
  *     two passes over every byte of every document.
  *
- * utf8_valid(data) -> bool, ibans_at(buf, ends) -> list[str]
- *     UTF-8 validation without building a string (extract/decode.py) and the IBAN check of
- *     iban.py at Hyperscan's match ends, in bulk.
+ * utf8_valid(data) -> bool
+ *     UTF-8 validation without building a string (extract/decode.py).
  *
  * luhn_ok(digits) -> bool, iban_length(candidate) -> int
  *     The checksums of `luhn.luhn_ok` and `iban._valid_lengths` (longest valid length, 0 if
@@ -316,14 +315,56 @@ static inline Py_ssize_t phone_at(const unsigned char *s, Py_ssize_t p, Py_ssize
 }
 
 
+static inline int upper_or_digit(unsigned char c) { return (c >= 'A' && c <= 'Z') || is_digit(c); }
+static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+static inline int is_alnum(unsigned char c) { return upper_or_digit(c) || (c >= 'a' && c <= 'z'); }
+static Py_ssize_t iban_length_of(const char *s, Py_ssize_t n);
+
+/* IBAN (iban.py): Hyperscan's `(?:^|[^A-Za-z0-9])[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4}` at p, then the
+ * longest `[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?` there, spaces
+ * removed, cut to its longest prefix passing mod 97. */
+static inline Py_ssize_t iban_at(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, char *value, Py_ssize_t *len)
+{
+    if (p + 8 > n || (p > 0 && is_alnum(s[p - 1])) || !is_upper(s[p + 1]) || !is_digit(s[p + 2]) || !is_digit(s[p + 3]))
+        return -1;
+    Py_ssize_t end;
+    if (s[p + 4] == ' ' && p + 9 <= n && upper_or_digit(s[p + 5]) && upper_or_digit(s[p + 6]) && upper_or_digit(s[p + 7]) && upper_or_digit(s[p + 8]))
+        end = p + 9;
+    else if (upper_or_digit(s[p + 4]) && upper_or_digit(s[p + 5]) && upper_or_digit(s[p + 6]) && upper_or_digit(s[p + 7]))
+        end = p + 8;
+    else
+        return -1;
+    memcpy(value, s + p, 4);
+    Py_ssize_t k = 4, q = p + 4;
+    int groups = 0;
+    while (groups < 7) {                                    /* ( ?[A-Z0-9]{4}){2,7} */
+        Py_ssize_t r = q < n && s[q] == ' ' ? q + 1 : q;
+        if (r + 4 > n || !upper_or_digit(s[r]) || !upper_or_digit(s[r + 1]) || !upper_or_digit(s[r + 2]) || !upper_or_digit(s[r + 3]))
+            break;
+        memcpy(value + k, s + r, 4);
+        k += 4;
+        q = r + 4;
+        groups++;
+    }
+    if (groups < 2)
+        return end;
+    Py_ssize_t r = q < n && s[q] == ' ' ? q + 1 : q;        /* ( ?[A-Z0-9]{1,4})? */
+    if (!(r < n && upper_or_digit(s[r])))
+        r = q;
+    for (int t = 0; t < 4 && r < n && upper_or_digit(s[r]); t++)
+        value[k++] = (char)s[r++];
+    *len = iban_length_of(value, k);
+    return end;
+}
+
 /* Lengths of the first run of digits that can begin each kind of number (bit L set). */
 #define BIT(L) (1u << (L))
 static const unsigned NIR_RUNS = BIT(1) | BIT(3) | BIT(5) | BIT(6) | BIT(7) | BIT(10) | BIT(13) | BIT(15);
 static const unsigned SIRET_RUNS = BIT(3) | BIT(6) | BIT(9) | BIT(14);
 
-enum { NIR, LOOSE_NIR, SIRET, RPPS, PHONE, KINDS };
+enum { NIR, LOOSE_NIR, SIRET, RPPS, PHONE, IBAN, KINDS };
 
-static unsigned char NUMBER_START[256];  /* 1 for digits and '+', filled at import */
+static unsigned char NUMBER_START[256];  /* 1 for digits, '+' and A-Z, filled at import */
 
 /* Append a found value to its list when its match ends in the window; -1 on error. */
 static inline int keep(PyObject *lists[KINDS], int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t end,
@@ -336,7 +377,7 @@ static inline int keep(PyObject *lists[KINDS], int kind, const unsigned char *s,
 
 /* One pass over the runs of digits: each run start is offered to the matchers its length
  * allows (a dense CSV has a run every few bytes; most are dates and amounts no matcher
- * wants). Returns (nirs, rarer-form nirs, sirets, rpps, phones) ending in (lo, hi]. */
+ * wants). Returns (nirs, rarer-form nirs, sirets, rpps, phones, ibans) ending in (lo, hi]. */
 static PyObject *scan_numbers(PyObject *self, PyObject *args)
 {
     Py_buffer view;
@@ -345,11 +386,11 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         return NULL;
     const unsigned char *s = view.buf;
     Py_ssize_t n = view.len;
-    PyObject *lists[KINDS] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
+    PyObject *lists[KINDS] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
     PyObject *result = NULL;
     for (int k = 0; k < KINDS; k++)
         if (!lists[k]) goto done;
-    char value[32];
+    char value[48];
     Py_ssize_t len, end;
     /* Every match ends at most 32 bytes after its start. */
     Py_ssize_t p = lo - 32 > 0 ? lo - 32 : 0, stop = hi < n ? hi : n;
@@ -360,6 +401,13 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         if (p >= stop)
             break;
         unsigned char c = s[p];
+        if (is_upper(c)) {
+            len = 0;
+            end = iban_at(s, p, n, value, &len);
+            if (keep(lists, IBAN, s, n, end, lo, hi, value, len) < 0) goto done;
+            p++;
+            continue;
+        }
         if (c == '+') {
             len = 0;
             end = phone_at(s, p, n, value, &len);
@@ -397,7 +445,7 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         }
         p = run;
     }
-    result = PyTuple_Pack(KINDS, lists[0], lists[1], lists[2], lists[3], lists[4]);
+    result = PyTuple_Pack(KINDS, lists[0], lists[1], lists[2], lists[3], lists[4], lists[5]);
 done:
     for (int k = 0; k < KINDS; k++)
         Py_XDECREF(lists[k]);
@@ -579,66 +627,11 @@ static PyObject *utf8_valid(PyObject *self, PyObject *arg)
     return PyBool_FromLong(ok);
 }
 
-static inline int upper_or_digit(unsigned char c) { return (c >= 'A' && c <= 'Z') || is_digit(c); }
-
-/* IBANs from the match ends of iban.py's Hyperscan pattern (country, check digits, first
- * group): the longest `[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?`
- * there, spaces removed, cut to its longest prefix passing mod 97 (iban_length). */
-static PyObject *ibans_at(PyObject *self, PyObject *args)
-{
-    Py_buffer view;
-    PyObject *ends;
-    if (!PyArg_ParseTuple(args, "y*O!", &view, &PyList_Type, &ends))
-        return NULL;
-    const unsigned char *s = view.buf;
-    Py_ssize_t n = view.len;
-    PyObject *out = PyList_New(0);
-    for (Py_ssize_t e = 0; out && e < PyList_GET_SIZE(ends); e++) {
-        Py_ssize_t end = PyLong_AsSsize_t(PyList_GET_ITEM(ends, e));
-        if (end < 8) {                                      /* the shortest match is 8 bytes */
-            if (end == -1 && PyErr_Occurred()) { Py_CLEAR(out); break; }
-            continue;
-        }
-        Py_ssize_t p = end - (s[end - 5] == ' ' ? 9 : 8);
-        char raw[40];
-        int k = 0;
-        if (p < 0 || p + 4 > n || !(s[p] >= 'A' && s[p] <= 'Z') || !(s[p + 1] >= 'A' && s[p + 1] <= 'Z')
-            || !is_digit(s[p + 2]) || !is_digit(s[p + 3]))
-            continue;
-        memcpy(raw, s + p, 4);
-        k = 4;
-        Py_ssize_t q = p + 4;
-        int groups = 0;
-        while (groups < 7) {                                /* ( ?[A-Z0-9]{4}){2,7} */
-            Py_ssize_t r = q < n && s[q] == ' ' ? q + 1 : q;
-            if (r + 4 > n || !upper_or_digit(s[r]) || !upper_or_digit(s[r + 1]) || !upper_or_digit(s[r + 2]) || !upper_or_digit(s[r + 3]))
-                break;
-            memcpy(raw + k, s + r, 4);
-            k += 4;
-            q = r + 4;
-            groups++;
-        }
-        if (groups < 2)
-            continue;
-        Py_ssize_t r = q < n && s[q] == ' ' ? q + 1 : q;    /* ( ?[A-Z0-9]{1,4})? */
-        if (!(r < n && upper_or_digit(s[r])))
-            r = q;
-        for (int t = 0; t < 4 && r < n && upper_or_digit(s[r]); t++)
-            raw[k++] = (char)s[r++];
-        Py_ssize_t length = iban_length_of(raw, k);
-        if (length && append_text(out, raw, length) < 0)
-            Py_CLEAR(out);
-    }
-    PyBuffer_Release(&view);
-    return out;
-}
-
 static PyMethodDef methods[] = {
-    {"scan_numbers", scan_numbers, METH_VARARGS, "(nirs, rarer-form nirs, sirets, rpps, phones) whose matches end in (lo, hi]."},
+    {"scan_numbers", scan_numbers, METH_VARARGS, "(nirs, rarer-form nirs, sirets, rpps, phones, ibans) whose matches end in (lo, hi]."},
     {"luhn_ok", luhn_ok, METH_O, "True when the Luhn checksum of a string of digits is 0."},
     {"base64_run", base64_run, METH_O, "True when the bytes hold a base64 block worth decoding (see blobs.py)."},
     {"utf8_valid", utf8_valid, METH_O, "True when the bytes are valid UTF-8 (what bytes.decode accepts)."},
-    {"ibans_at", ibans_at, METH_VARARGS, "IBANs at the match ends of iban.py's Hyperscan pattern (see iban.py)."},
     {"count_lines", count_lines, METH_O, "Newlines that end a line holding something (blank lines are not records)."},
     {"iban_length", iban_length, METH_O, "Longest length >= 15 at which an IBAN candidate passes mod 97, or 0."},
     {NULL, NULL, 0, NULL},
@@ -649,7 +642,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1
 PyMODINIT_FUNC PyInit__speedups(void)
 {
     for (int c = 0; c < 256; c++)
-        NUMBER_START[c] = is_digit((unsigned char)c) || c == '+';
+        NUMBER_START[c] = is_digit((unsigned char)c) || c == '+' || is_upper((unsigned char)c);
     for (int c = 0; c < 256; c++)
         BASE64[c] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
     return PyModule_Create(&module);

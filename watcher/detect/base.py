@@ -9,7 +9,7 @@ Match starts cost Hyperscan a lot (3x slower scans), so by default a match only 
 and the detector recovers the value from the bytes before it. A `single` pattern
 is reported at most once per buffer: it says "this name occurs here", and the detector finds
 the occurrences itself inside the accepted window (names and keywords: only the first valid
-occurrence in a document matters). NIRs, SIRETs, RPPS and phone numbers, the dense
+occurrence in a document matters). NIRs, SIRETs, RPPS, phone numbers and IBANs, the dense
 identifiers of extracts, are found by one compiled pass instead when `_speedups` is built
 (see `Scanner`): their detectors then leave those patterns out. Values stay inside the detection state: what leaves it is a
 count, masked samples and keyed fingerprints (see `watcher.privacy`).
