@@ -2,7 +2,8 @@
 
 Detectors scan UTF-8 bytes (extraction hands them UTF-8 whatever the source encoding), so
 accent-insensitivity is built into the byte pattern: every letter that can carry an accent
-matches its accented forms (either case, precomposed or followed by a combining mark).
+matches its accented forms in either case. Extraction composes text (NFC) before it gets
+here, so a letter followed by a combining mark arrives as one precomposed character.
 """
 
 from __future__ import annotations
@@ -24,8 +25,22 @@ _ACCENTED = {
     "u": "ùûüúÙÛÜÚ",
     "y": "ÿýŸÝ",
 }
-# A combining diacritical mark (U+0300-U+036F) after a base letter (NFD text).
-_COMBINING = rb"(?:\xcc[\x80-\xbf]|\xcd[\x80-\xaf])?"
+
+
+def _forms(letter: str) -> bytes:
+    """`letter` or one of its accented forms, as bytes: the two-byte forms grouped by lead
+    byte into classes (`(?:e|\xc3[\xa9\xa8...])`), which `re` compiles ten times faster
+    than an alternation of every form."""
+    by_lead: dict[int, list[int]] = {}
+    for accented in _ACCENTED[letter]:
+        lead, trail = accented.encode()
+        by_lead.setdefault(lead, []).append(trail)
+    classes = [re.escape(bytes([lead])) + b"[" + b"".join(re.escape(bytes([t])) for t in trails) + b"]"
+               for lead, trails in by_lead.items()]
+    return b"(?:" + b"|".join([letter.encode()] + classes) + b")"
+
+
+_ACCENTED_FORMS = {letter: _forms(letter) for letter in _ACCENTED}
 _SPACE = rb"(?:[\s_\-]|\xc2\xa0){1,3}"
 _APOSTROPHE = rb"(?:'|\xe2\x80\x99|`)?\s?"
 
@@ -54,8 +69,7 @@ def folded_pattern(text: str) -> bytes:
         elif ch in "'\u2019":
             out.append(_APOSTROPHE)
         elif ch in _ACCENTED:
-            forms = [ch.encode()] + [a.encode() for a in _ACCENTED[ch]]
-            out.append(b"(?:" + b"|".join(forms) + b")" + _COMBINING)
+            out.append(_ACCENTED_FORMS[ch])
         elif ch.isascii():
             out.append(re.escape(ch).encode())
         else:
@@ -128,7 +142,7 @@ def scan_patterns(text: str) -> list[bytes]:
     """Fast Hyperscan patterns for `text`: without accents, and as written if it has some.
 
     These are near-literals Hyperscan matches quickly; `folded_pattern` (any accent on any
-    letter, combining marks) is the exhaustive form, used to locate occurrences afterwards.
+    letter, either case) is the exhaustive form, used to locate occurrences afterwards.
     Text with accents placed elsewhere than in the watch list is not seen: a trade of a rare
     miss for a 5x faster scan of dense extracts.
     """
