@@ -296,5 +296,7 @@ def test_compiled_ibans_equal_python():
     buf = "".join(parts).encode()
     python = found("iban", False, buf, 0, len(buf))
     assert len(python) > 1_000 and found("iban", True, buf, 0, len(buf)) == python
+    at_start = b"FR7630006000011234567890189 fin"
+    assert found("iban", True, at_start, 0, len(at_start)) == {"FR7630006000011234567890189"}
     for lo in range(0, len(buf), 9_973):                   # windows cut anywhere
         assert found("iban", True, buf, lo, lo + 3_000) == found("iban", False, buf, lo, lo + 3_000)
