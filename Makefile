@@ -18,7 +18,7 @@ setup: $(VENV)/.installed
 # the synthetic demo sample is dropped there so the whole pipeline shows within seconds.
 run: setup
 	mkdir -p inbox
-	cp -n examples/demo-extract.csv inbox/ 2>/dev/null || true
+	cp -n -p examples/demo-extract.csv inbox/ 2>/dev/null || true   # -p: an old mtime, so the first poll takes it (files younger than 2 s may still be being written)
 	$(VENV)/bin/watcher run --config $(CONFIG)
 
 test: setup
