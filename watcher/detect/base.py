@@ -34,6 +34,7 @@ class Pattern:
     caseless: bool = True
     single: bool = False        # report once per buffer, the detector locates occurrences
     som: bool = False           # report the start of the match (slower)
+    group: str = ""             # patterns of another group go to a database of their own
 
 
 class Detector(Protocol):

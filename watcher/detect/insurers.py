@@ -73,7 +73,7 @@ class InsurerDetector:
     def __init__(self, names: list[Name] | None = None) -> None:
         self.names = names if names is not None else load_watch_list()
         ambiguous = frozenset(i for i, n in enumerate(self.names) if n.ambiguous)
-        self.vocabulary = Vocabulary([n.text for n in self.names], located=ambiguous)
+        self.vocabulary = Vocabulary([n.text for n in self.names], located=ambiguous, group="names")
         self._longer = _longer_names(self.names)
 
     def patterns(self) -> list[Pattern]:
