@@ -6,9 +6,9 @@
  *     normalized as the Python detectors do (NIRs of the rarer forms marked "~", in a list
  *     of their own so Python need not look for the mark among a million values). It is
  *     exactly the Hyperscan patterns each detector leaves out when compiled (nir.py tag 1,
- *     siret.py tags 1-2, rpps.py, phone.py, iban.py) followed by their `find`, in one pass without a
- *     Python call per match: a dense member extract holds ~9,000 NIRs a megabyte, and the
- *     Python path spent 2-3 us on each.
+ *     siret.py tags 1-2, rpps.py, phone.py, iban.py) followed by their `find`, in one pass
+ *     without a Python call per match: a dense member extract holds ~9,000 NIRs a megabyte,
+ *     and the Python path spent 2-3 us on each.
  *
  * count_lines(data) -> int, base64_run(data) -> bool
  *     Records of a text (shape.py) and the trigger of base64 decoding (extract/blobs.py):
@@ -18,8 +18,8 @@
  *     UTF-8 validation without building a string (extract/decode.py).
  *
  * luhn_ok(digits) -> bool, iban_length(candidate) -> int
- *     The checksums of `luhn.luhn_ok` and `iban._valid_lengths` (longest valid length, 0 if
- *     none), called for every SIRET/RPPS/IBAN candidate of a log file.
+ *     The checksums of `luhn.luhn_ok_py` and `iban.valid_length_py` (longest valid length, 0
+ *     if none), for the labelled SIRENs and the Python paths.
  *
  * The tests compare each function with its Python equivalent on generated inputs.
  */
