@@ -18,7 +18,7 @@ import logging
 from typing import Iterable, Sequence
 
 from .base import Detector
-from .compiled import speedups
+from .compiled import DISABLED, speedups
 from .email import EmailDetector
 from .health import HealthTermsDetector
 from .engine import ChunkWindow, Engine, default_cache_dir
@@ -57,7 +57,7 @@ class Scanner:
     def __init__(self, rules: Sequence[Rule] = (), insurers: list[Name] | None = None, compiled: bool = True) -> None:
         self.rules = list(rules)
         self.numbers = bool(compiled and speedups)
-        if compiled and not speedups:
+        if compiled and not speedups and not DISABLED:
             log.warning("compiled detector helpers not built (no C compiler at install?): scanning about 3x slower")
         self.detectors: list[Detector] = builtin_detectors(insurers, self.numbers) + [RuleDetector(r) for r in self.rules]
         self.by_name = {d.name: d for d in self.detectors}

@@ -2,13 +2,19 @@
 
 `setup.py` builds them when a C compiler is there (`make` does on Debian); each has a
 pure-Python equivalent that the detectors use otherwise, and the tests compare the two.
+`WATCHER_PURE_PYTHON=1` in the environment leaves them out (to test or debug the Python paths).
 """
 
 from __future__ import annotations
 
-try:
-    from . import _speedups as speedups
-except ImportError:      # installed without a C compiler: the Python paths, about 3x slower
-    speedups = None
+import os
 
-__all__ = ["speedups"]
+DISABLED = os.environ.get("WATCHER_PURE_PYTHON") == "1"
+speedups = None
+if not DISABLED:
+    try:
+        from . import _speedups as speedups
+    except ImportError:      # installed without a C compiler: the Python paths, about 3x slower
+        pass
+
+__all__ = ["DISABLED", "speedups"]
