@@ -137,6 +137,34 @@ def test_sql_insert_with_create_table(scanner):
     assert shape.roles["num_secu"] == "nir" and shape.roles["cle"] == "cle"
 
 
+def test_sql_nir_and_key_in_separate_columns_are_recombined(scanner):
+    """`nir` and `cle` apart in an SQL dump (a value between them): the rows are parsed."""
+    from conftest import random_body, with_key
+    import random
+    rng = random.Random(8)
+    bodies = [random_body(rng, strict=True) for _ in range(30)]
+
+    def dump(keys: list[str]) -> bytes:
+        rows = ",\n".join(f"({i}, 'O''Neil (fils)', '{b}', '1984-12-01', '{k}')" for i, (b, k) in enumerate(zip(bodies, keys)))
+        return f"INSERT INTO `assures` (`id`, `nom`, `nir`, `date_naissance`, `cle`) VALUES\n{rows};\n".encode()
+
+    keys = [with_key(b)[13:] for b in bodies]
+    detection = scanner.start()
+    detection.scan_text(dump(keys))
+    assert detection.values["nir"] == {with_key(b) for b in bodies}
+    keys[0] = f"{(int(keys[0]) + 1) % 100:02d}"                       # one wrong key
+    detection = scanner.start()
+    detection.scan_text(dump(keys))
+    assert detection.values["nir"] == {with_key(b) for b in bodies[1:]}
+
+
+def test_sql_rows_of_hostile_quotes_do_not_hang(scanner):
+    text = "INSERT INTO t (nom, nir) VALUES (" + "'" * 5000 + "x\n" + "('" * 20000
+    detection = scanner.start()
+    detection.scan_text(text.encode())
+    assert detection.values["nir"] == set()
+
+
 def _html_table(people, heading: str = "") -> bytes:
     rows = "".join(f"<tr><td>N{i}</td><td>P{i}</td><td>{n}</td><td>MGEN</td></tr>" for i, n in enumerate(people))
     return (f"<html><body>{heading}<table><tr><th>nom</th><th>prenom</th><th>nir</th><th>mutuelle</th></tr>"

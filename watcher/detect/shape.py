@@ -15,7 +15,7 @@ import csv
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from . import nir as nir_rules
 from .compiled import speedups
@@ -70,7 +70,11 @@ _SQL_INSERT = re.compile(
     rb"insert\s+(?:ignore\s+)?into\s+[`\"\[]?[\w.]+[`\"\]]?\s*(?:\(([^)]*)\))?\s*values", re.IGNORECASE
 )
 _SQL_CREATE = re.compile(rb"create\s+table[^(]*\((.*?)\)\s*(?:engine|;|$)", re.IGNORECASE | re.DOTALL)
+MAX_ROW = 1 << 20               # a row longer than this is not a row of an extract
 _SQL_ROW_SEPARATOR = re.compile(rb"\)\s*,\s*\(")
+# One parenthesised tuple of values; quoted strings may hold parentheses, '' or \' escapes.
+# Possessive: a run of quotes in hostile text can never make the search backtrack.
+_SQL_TUPLE = re.compile(r"\(((?:'(?:[^'\\]|\\.|'')*+'|[^()'])*+)\)")
 
 
 def header_role(name: str) -> str | None:
@@ -214,6 +218,7 @@ class ShapeReader:
         if columns:
             names = [c.strip().strip(b"`\"[] ").decode("utf-8", "replace") for c in columns.split(b",")]
             self._set_headers([n for n in names if n])
+            self._plan_nir_rows([_sql_values(m.group(1)) for m in _SQL_TUPLE.finditer(head.decode("utf-8", "replace"))])
         pattern = re.compile(rb"insert\s+(?:ignore\s+)?into", re.IGNORECASE)
         self._counter = lambda data: len(pattern.findall(data)) + len(_SQL_ROW_SEPARATOR.findall(data))
 
@@ -249,26 +254,26 @@ class ShapeReader:
         if any(header_role(h) for h in header) and not any(_looks_like_value(h) for h in header):
             self._set_headers([h.strip() for h in header])
             self._skip_lines += 1
-            self._plan_nir_rows(lines[start:], delimiter)
+            self._delimiter = delimiter
+            self._plan_nir_rows(list(csv.reader(lines[start + 1:start + 40], delimiter=delimiter)))
         self._counter = _count_lines
 
-    def _plan_nir_rows(self, lines: list[str], delimiter: str) -> None:
-        """Parse rows when the NIR column may hold 13-character bodies the NIR detector cannot
-        pair with their key: a key column that is not the next one, or a NIR column without a
-        key column whose first rows show 13-character values. (A key in the next column is
-        matched by the detector itself, `1841275123456;40`, much faster than parsing rows.)"""
+    def _plan_nir_rows(self, rows: list[list[str]]) -> None:
+        """Parse rows (CSV lines or SQL tuples; `rows` are the first ones) when the NIR column
+        may hold 13-character bodies the NIR detector cannot pair with their key: a key column
+        that is not the next one, or a NIR column without a key column whose first rows show
+        13-character values. (A key in the next column is matched by the detector itself,
+        `1841275123456;40` or `'1841275123456','40'`, much faster than parsing rows.)"""
         headers = self.shape.headers
         nir_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "nir"), None)
         if nir_index is None:
             return
         key_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "cle"), None)
-        rows = list(csv.reader(lines[1:40], delimiter=delimiter))
         values = [nir_rules.normalize(r[nir_index]) for r in rows if len(r) > nir_index]
         if key_index == nir_index + 1:
             return
         if key_index is not None or any(len(v) == 13 for v in values):
             self._row_columns = (nir_index, key_index)
-            self._delimiter = delimiter
 
     # -- counting ---------------------------------------------------------------------------
     def _count(self, data: bytes, first: bool = False) -> None:
@@ -284,18 +289,25 @@ class ShapeReader:
 
     def _rows(self, data: bytes, final: bool, skip_header: bool = False) -> None:
         data = self._partial + data
+        sql = self.shape.format == "sql"
         if final:
             complete, self._partial = data, b""
-        else:
-            cut = data.rfind(b"\n") + 1
+        else:                                   # up to the last row that is surely complete
+            cut = data.rfind(b")" if sql else b"\n") + 1
             complete, self._partial = data[:cut], data[cut:]
+            if len(self._partial) > MAX_ROW:    # no row is that long: not rows, let it go
+                self._partial = b""
         text = complete.decode("utf-8", "replace")
-        lines = text.splitlines()
-        if skip_header:
-            lines = [line for line in lines if line.strip()][self._skip_lines:]
+        if sql:
+            rows: Iterable[list[str]] = (_sql_values(m.group(1)) for m in _SQL_TUPLE.finditer(text))
+        else:
+            lines = text.splitlines()
+            if skip_header:
+                lines = [line for line in lines if line.strip()][self._skip_lines:]
+            rows = self._split(lines, '"' in text)
         nir_index, key_index = self._row_columns  # type: ignore[misc]
         add, complete_nir, normalize = self._add_nir, nir_rules.complete, nir_rules.normalize
-        for row in self._split(lines, '"' in text):
+        for row in rows:
             if len(row) <= nir_index:
                 continue
             body = row[nir_index]
@@ -325,6 +337,14 @@ def count_lines_py(data: bytes) -> int:
 
 
 _count_lines = speedups.count_lines if speedups else count_lines_py
+
+
+def _sql_values(inner: str) -> list[str]:
+    """The values of one SQL tuple, unquoted: `1,'O''Brien','1841275123456'`."""
+    try:
+        return next(csv.reader([inner], delimiter=",", quotechar="'", escapechar="\\", skipinitialspace=True), [])
+    except csv.Error:
+        return []
 
 
 def _fields(line: str, delimiter: str) -> list[str]:
