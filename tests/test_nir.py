@@ -197,7 +197,7 @@ LABELS = [
     "NIR : ", "NIR:", "nir=", "n° SS ", "N° SS : ", "n°ss ", "No SS ", "n° s.s. ", "N° de sécurité sociale : ",
     "Numéro de sécurité sociale ", "numéro de sécu ", "matricule ", "Matricule : ", "NSS: ", "insee ",
     "num_secu=",
-    "num secu: ", "numsecu=",
+    "num secu: ", "numsecu=", "Numéro d'immatriculation : ", "N° d’immatriculation ", "N° d'assuré social : ",
 ]
 
 
