@@ -187,3 +187,16 @@ def test_reveal_allowed_to_a_terminal(tree):
     text = output.decode()
     assert "REVEALED nir" in text
     assert all(n in text for n in PEOPLE[:2])
+
+
+def test_a_reader_that_goes_away_stops_the_scan_quietly(tmp_path: Path):
+    """`watcher scan DIR | head -1`: no traceback, the exit status of a broken pipe."""
+    for index in range(300):
+        (tmp_path / f"note-{index:03d}.txt").write_text("rien à signaler\n")
+    proc = subprocess.Popen([sys.executable, "-m", "watcher", "scan", "--format", "json", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(proc.stdout.readline())["severity"] == "none"
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
