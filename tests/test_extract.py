@@ -305,3 +305,114 @@ def test_json_unicode_escapes_are_decoded(analyzer):
     data = b'[{"nom": "x", "assureur": "Alm\\u00e9rys", "note": "Mutuelle G\\u00e9n\\u00e9rale"}]'
     report = analyzer.analyze_bytes(data, "api.json")
     assert report.insurers == ["Almerys", "La Mutuelle G\u00e9n\u00e9rale"]
+
+
+# -- spreadsheets -----------------------------------------------------------------------------
+
+_NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+
+
+def _xlsx(rows: list[list[object]], extra_sheet: list[list[object]] | None = None) -> bytes:
+    """A minimal workbook as Excel writes it: strings shared, numbers inline, empty cells absent
+    (None), and one inline string."""
+    strings: list[str] = []
+
+    def sheet(table: list[list[object]]) -> str:
+        xml_rows = []
+        for r, row in enumerate(table, 1):
+            cells = []
+            for c, value in enumerate(row):
+                ref = f"{chr(65 + c)}{r}"
+                if value is None:
+                    continue
+                if isinstance(value, str) and value.startswith("inline:"):
+                    cells.append(f'<c r="{ref}" t="inlineStr"><is><t>{value[7:]}</t></is></c>')
+                elif isinstance(value, str):
+                    strings.append(value)
+                    cells.append(f'<c r="{ref}" t="s"><v>{len(strings) - 1}</v></c>')
+                else:
+                    cells.append(f'<c r="{ref}"><v>{value}</v></c>')
+            xml_rows.append(f'<row r="{r}">{"".join(cells)}</row>')
+        return f'<?xml version="1.0" encoding="UTF-8"?><worksheet {_NS}><sheetData>{"".join(xml_rows)}</sheetData></worksheet>'
+
+    sheets = [sheet(rows)] + ([sheet(extra_sheet)] if extra_sheet else [])
+    shared = "".join(f"<si><t>{s}</t></si>" if i % 2 else f"<si><r><t>{s[:3]}</t></r><r><t>{s[3:]}</t></r></si>"
+                     for i, s in enumerate(strings))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", f"<workbook {_NS}><sheets/></workbook>")
+        for number, xml in enumerate(sheets, 1):
+            archive.writestr(f"xl/worksheets/sheet{number}.xml", xml)
+        archive.writestr("xl/sharedStrings.xml", f'<sst {_NS} count="{len(strings)}">{shared}</sst>')
+    return buffer.getvalue()
+
+
+def test_xlsx_rows_pair_a_nir_column_with_a_key_column_apart(analyzer, rng):
+    """A workbook dropped in the inbox: `nir` (13 characters) and `cle` three columns apart,
+    strings shared (some as rich text), a missing cell, a full NIR stored as a number."""
+    people = [random_nir(rng) for _ in range(12)]
+    rows: list[list[object]] = [["nom", "nir", "date_naissance", "mutuelle", "cle"]]
+    for index, nir in enumerate(people):
+        rows.append([f"NOM{index}", nir[:13], None if index == 3 else 30000 + index,
+                     "inline:Viamedis" if index % 2 else "Almerys", int(nir[13:])])
+    numeric = random_nir(rng)
+    report = analyzer.analyze_bytes(_xlsx(rows, [["numéro"], [int(numeric)]]), "extract.xlsx", reveal=True)
+    assert set(report.revealed["nir"]) == set(people) | {numeric}
+    assert report.records == 12 and report.severity == "critical"
+    assert set(report.insurers) >= {"Viamedis", "Almerys"}
+
+
+def test_xlsx_cells_at_their_columns():
+    from watcher.extract.office import _column
+    assert [_column(ref, 9) for ref in ("A1", "C7", "Z3", "AA10", "XFD2", None, "12")] == [0, 2, 25, 26, 16383, 9, 9]
+
+
+def test_a_zip_that_is_not_a_workbook_is_still_read_member_by_member(analyzer, rng):
+    nir = random_nir(rng)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("xl/notes.txt", f"NIR {nir}")
+    report = analyzer.analyze_bytes(buffer.getvalue(), "notes.zip", reveal=True)
+    assert report.revealed["nir"] == [nir]
+
+
+def test_xlsx_written_by_openpyxl(analyzer, rng, tmp_path):
+    """A workbook written by a real spreadsheet library (styles, dates, two named sheets),
+    read from the file as the inbox source reads it."""
+    import datetime
+
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Adhérents"
+    sheet.append(["Nom", "N° de sécurité sociale", "Né le", "Organisme", "Clé"])
+    people = [random_nir(rng) for _ in range(15)]
+    for index, nir in enumerate(people):
+        sheet.append([f"Nom {index}", nir[:13], datetime.date(1980, 1, 1 + index), "Mutuelle Générale", nir[13:]])
+    sheet.cell(row=1, column=1).font = openpyxl.styles.Font(bold=True)
+    book.create_sheet("Notes").append(["rien"])
+    path = tmp_path / "export.xlsx"
+    book.save(path)
+    report = analyzer.analyze_path(path, reveal=True)
+    assert set(report.revealed["nir"]) == set(people)
+    assert report.records == 15 and report.severity == "critical"
+    assert report.insurers == ["La Mutuelle Générale"]
+
+
+def test_a_damaged_or_inflated_workbook_costs_only_itself(analyzer, rng):
+    nir = random_nir(rng)
+    good = _xlsx([["nir"], [nir]])
+    with zipfile.ZipFile(io.BytesIO(good)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    broken = dict(members)
+    broken["xl/worksheets/sheet1.xml"] = members["xl/worksheets/sheet1.xml"][:-40] + b"<row><c"
+    bomb = dict(members)
+    bomb["xl/sharedStrings.xml"] = b"<sst>" + b" " * (40 * 1024 * 1024) + b"</sst>"   # 1000x: refused past 8 MiB
+    for variant, expected in ((broken, "unreadable"), (bomb, "refused")):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in variant.items():
+                archive.writestr(name, data)
+        report = analyzer.analyze_bytes(buffer.getvalue(), "x.xlsx", reveal=True)
+        assert any(expected in note for note in report.errors), report.errors

@@ -1,7 +1,8 @@
 """Extraction: from fetched or read bytes to parts of UTF-8 text.
 
 A document becomes one or more `Part`s, each a stream of UTF-8 chunks the detectors scan:
-the text itself, and what is embedded in it (base64 blocks, compressed streams, zip members),
+the text itself, and what is embedded in it (base64 blocks, compressed streams, zip members;
+a spreadsheet's sheets as `;`-separated rows),
 depth- and size-limited by a `Budget`. Compressed input is recognised by its magic bytes,
 HTML by its tags (or Content-Type), the encoding by `decode.sniff_encoding`.
 
@@ -19,6 +20,7 @@ from typing import Iterable, Iterator
 from .blobs import CORRUPT, MiB, BlobFinder, Budget, Refused, compression_of, decompress, zip_members
 from .decode import decode_text, sniff_encoding, to_utf8
 from .html import html_to_text, looks_like_html
+from .office import xlsx_sheets
 
 CHUNK = MiB
 HEAD = 64 * 1024
@@ -85,7 +87,7 @@ def _parts(
         source = str(zip_path) if zip_path else _read_capped(chunks, budget.max_blob * 8, label, budget)
         if source is None:
             return
-        for name, member in zip_members(source, budget, label):
+        for name, member in xlsx_sheets(source, budget, label) or zip_members(source, budget, label):
             yield from _guarded(member, f"{label}:{name}", depth + 1, budget)
         return
     if kind:

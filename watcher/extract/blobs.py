@@ -139,10 +139,11 @@ def zip_members(data: bytes | str, budget: Budget, what: str) -> Iterator[tuple[
                     f"{what}: member {info.filename!r} refused: declares {info.file_size // MiB} MiB (over budget)"
                 )
                 continue
-            yield info.filename, _read_member(archive, info, budget, what)
+            yield info.filename, read_member(archive, info, budget, what)
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget, what: str) -> Iterator[bytes]:
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget, what: str) -> Iterator[bytes]:
+    """A member's bytes in chunks, counted against the budget and the expansion ratio."""
     label = f"{what}: member {info.filename!r}"
     produced = 0
     with archive.open(info) as member:

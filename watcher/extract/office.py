@@ -1,0 +1,161 @@
+"""Spreadsheets (.xlsx) to rows of text, so an analyst's dropped workbook reads like a CSV.
+
+An .xlsx is a zip of XML: cell strings live in `xl/sharedStrings.xml`, each sheet in
+`xl/worksheets/sheetN.xml` refers to them by index, and empty cells are simply absent. Scanned
+as raw XML, a `nir` column and its `cle` column would never meet; rendered as `;`-separated
+rows (cells at their column, strings resolved), the tabular detector sees the records and the
+NIR detector pairs a 13-character NIR with its key as in any CSV.
+
+Members are read through `blobs.read_member` (expansion budget and ratio checks apply) and
+parsed incrementally with lxml, so a sheet of a million rows is never held whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from typing import Iterator
+
+from lxml import etree
+
+from .blobs import CORRUPT, MiB, Budget, Refused, read_member
+
+SHARED_STRINGS = "xl/sharedStrings.xml"
+MAX_SHARED_STRINGS = 64 * MiB        # of XML: beyond it, the cells that refer to them stay empty
+_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_SHEET = re.compile(r"xl/worksheets/sheet(\d+)\.xml")
+_COLUMN = re.compile(r"[A-Z]{1,3}")
+MAX_COLUMNS = 16384                  # XFD, Excel's last column: a larger reference is not a cell
+
+
+def xlsx_sheets(source: bytes | str, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]] | None:
+    """(`sheetN`, UTF-8 rows `a;b;c` in chunks) for every worksheet in sheet order, or None
+    when the zip is not a workbook."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (zipfile.BadZipFile, OSError):
+        return None                                     # zip_members says why
+    if "xl/workbook.xml" not in archive.namelist():
+        archive.close()
+        return None
+    return _sheets(archive, budget, label)
+
+
+def _sheets(archive: zipfile.ZipFile, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]]:
+    with archive:
+        try:
+            strings = _shared_strings(archive, budget, label)
+        except Refused as exc:                          # a bomb: the sheets are not read either
+            budget.notes.append(str(exc))
+            return
+        except (*CORRUPT, etree.XMLSyntaxError) as exc:
+            budget.notes.append(f"{label}: shared strings unreadable ({exc.__class__.__name__}), cells using them left empty")
+            strings = []
+        sheets = sorted((int(m.group(1)), name) for name in archive.namelist() if (m := _SHEET.fullmatch(name)))
+        for number, name in sheets:
+            yield f"sheet{number}", _sheet_rows(archive, name, strings, budget, label)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over an iterator of chunks (what lxml's incremental parser reads)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._pending = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        while not self._pending:
+            self._pending = next(self._chunks, b"")
+            if not self._pending:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
+        return size
+
+
+def _member(archive: zipfile.ZipFile, name: str, budget: Budget, label: str) -> _ChunkReader | None:
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        return None
+    return _ChunkReader(read_member(archive, info, budget, label))
+
+
+def _shared_strings(archive: zipfile.ZipFile, budget: Budget, label: str) -> list[str]:
+    reader = _member(archive, SHARED_STRINGS, budget, label)
+    if reader is None:
+        return []
+    if archive.getinfo(SHARED_STRINGS).file_size > MAX_SHARED_STRINGS:
+        budget.notes.append(f"{label}: shared strings over {MAX_SHARED_STRINGS // MiB} MiB, the cells using them left empty")
+        return []
+    strings = []
+    for _, item in etree.iterparse(reader, tag=f"{_MAIN}si", huge_tree=True, resolve_entities=False, no_network=True):
+        strings.append("".join(item.itertext(f"{_MAIN}t")))
+        _forget(item)
+    return strings
+
+
+def _sheet_rows(archive: zipfile.ZipFile, name: str, strings: list[str], budget: Budget, label: str) -> Iterator[bytes]:
+    """The sheet's rows as `;`-separated UTF-8 lines, about a MiB at a time."""
+    reader = _member(archive, name, budget, label)
+    if reader is None:
+        return
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";", lineterminator="\n")
+    rows = etree.iterparse(reader, tag=f"{_MAIN}row", huge_tree=True, resolve_entities=False, no_network=True)
+    try:
+        for _, row in rows:
+            writer.writerow(_cells(row, strings))
+            _forget(row)
+            if out.tell() >= MiB:
+                yield out.getvalue().encode("utf-8")
+                out.seek(0)
+                out.truncate()
+    except etree.XMLSyntaxError as exc:                 # a damaged sheet: what was read still counts
+        budget.notes.append(f"{label}: {name} unreadable after {out.tell()} bytes of rows ({exc})")
+    if out.tell():
+        yield out.getvalue().encode("utf-8")
+
+
+def _forget(element: etree._Element) -> None:
+    """Free an element parsed and used, and its siblings before it (constant memory)."""
+    element.clear()
+    while element.getprevious() is not None:
+        del element.getparent()[0]
+
+
+def _cells(row: etree._Element, strings: list[str]) -> list[str]:
+    """Cell values at their columns (`r="C7"` is the third), shared strings resolved."""
+    values: list[str] = []
+    for cell in row.iter(f"{_MAIN}c"):
+        column = _column(cell.get("r"), len(values))
+        if column >= MAX_COLUMNS:
+            continue
+        kind = cell.get("t")
+        if kind == "inlineStr":
+            value = "".join(cell.itertext(f"{_MAIN}t"))
+        else:
+            raw = cell.findtext(f"{_MAIN}v") or ""
+            value = raw
+            if kind == "s" and raw.isdigit():
+                index = int(raw)
+                value = strings[index] if index < len(strings) else ""
+        if column >= len(values):
+            values.extend([""] * (column - len(values) + 1))
+        values[column] = value
+    return values
+
+
+def _column(reference: str | None, default: int) -> int:
+    """`C7` -> 2; a cell without a reference follows the previous one."""
+    match = _COLUMN.match(reference or "")
+    if not match:
+        return default
+    index = 0
+    for letter in match.group(0):
+        index = index * 26 + ord(letter) - 64
+    return index - 1
