@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import html
 import json
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -150,6 +151,8 @@ class PasteSite(FakeSite):
         router.add_get("/raw/{id}", self.raw)
         router.add_get("/ratelimited", self.ratelimited)
         router.add_get("/unavailable", self.unavailable)
+        router.add_get("/api-limit", self.api_limit)
+        router.add_get("/forbidden", self.forbidden)
         router.add_get("/redirect/{n}", self.redirect_chain)
         router.add_get("/away", self.away)
         router.add_get("/ftp", self.ftp)
@@ -186,6 +189,15 @@ class PasteSite(FakeSite):
 
     async def ratelimited(self, request: web.Request) -> web.Response:
         return web.Response(status=429, text="slow down", headers={"Retry-After": "7"})
+
+    async def api_limit(self, request: web.Request) -> web.Response:
+        """GitHub's primary rate limit: 403, no requests left, the reset time in epoch seconds."""
+        reset = str(int(time.time()) + 90)
+        return web.Response(status=403, text='{"message": "API rate limit exceeded"}',
+                            headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset})
+
+    async def forbidden(self, request: web.Request) -> web.Response:
+        return web.Response(status=403, text="no", headers={"X-RateLimit-Remaining": "42"})
 
     async def unavailable(self, request: web.Request) -> web.Response:
         return web.Response(status=503, text="later", headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from watcher.fetch import (TOR_BROWSER_UA, Fetcher, FetchError, RetryLater, parse_retry_after,
+from watcher.fetch import (TOR_BROWSER_UA, Fetcher, FetchError, RetryLater, parse_rate_limit_reset, parse_retry_after,
                            tor_preflight)
 
 try:
@@ -111,6 +111,24 @@ async def test_503_retry_after_http_date_in_the_past_means_now(paste_site: Paste
         with pytest.raises(RetryLater) as caught:
             await client.get(paste_site.url("/unavailable"))
     assert caught.value.seconds == 0 and caught.value.status == 503
+
+
+async def test_api_rate_limit_403_waits_for_the_reset(paste_site: PasteSite) -> None:
+    """GitHub's answer when a token is out of requests: come back at X-RateLimit-Reset."""
+    async with fetcher() as client:
+        with pytest.raises(RetryLater) as caught:
+            await client.get(paste_site.url("/api-limit"))
+        assert caught.value.status == 403 and 80 <= caught.value.seconds <= 91
+        with pytest.raises(FetchError) as plain:                 # a 403 that is no rate limit
+            await client.get(paste_site.url("/forbidden"))
+        assert not isinstance(plain.value, RetryLater) and plain.value.status == 403
+
+
+def test_parse_rate_limit_reset() -> None:
+    assert parse_rate_limit_reset("1000120", now=1000000.0) == 120
+    assert parse_rate_limit_reset("999000", now=1000000.0) == 0            # already passed
+    assert parse_rate_limit_reset("9999999999", now=1000000.0) == 86400    # clamped
+    assert parse_rate_limit_reset("soon") is None and parse_rate_limit_reset(None) is None
 
 
 def test_parse_retry_after() -> None:

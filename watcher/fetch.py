@@ -15,7 +15,7 @@ What this module guarantees, and why (see /work/shared/notes/ecosystem.md):
 - Timeouts: connect, per-read and total (a 1 byte/s drip is only caught by `total`).
 - No cookies are kept (`DummyCookieJar`); a configured `Cookie` header is sent as is.
 - aiohttp-socks errors are not `aiohttp.ClientError`s: every failure becomes a `FetchError` with
-  a one-line reason, and a 429/503 with Retry-After becomes `RetryLater`.
+  a one-line reason, and a 429/503 with Retry-After or an API rate limit becomes `RetryLater`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import errno
 import logging
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -81,7 +82,7 @@ class FetchError(Exception):
 
 
 class RetryLater(FetchError):
-    """The server asked us to come back later (429/503 with Retry-After)."""
+    """The server asked us to come back later (429/503 with Retry-After, an API rate limit)."""
 
     def __init__(self, seconds: float, message: str = "", *, url: str | None = None,
                  status: int | None = None) -> None:
@@ -288,13 +289,17 @@ class Fetcher:
 
     @staticmethod
     def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
-        """RetryLater on 429/503 with a usable Retry-After, FetchError on other 4xx/5xx."""
+        """RetryLater on 429/503 with a usable Retry-After, and on an API's rate limit (403 or
+        429 with Retry-After, or with `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset`, as
+        GitHub answers); FetchError on other 4xx/5xx."""
         status = resp.status
         if status < 400:
             return
         url = str(resp.url)
-        if status in (429, 503):
+        if status in (429, 503) or (status == 403 and _rate_limited(resp)):
             delay = parse_retry_after(resp.headers.get("Retry-After"))
+            if delay is None and resp.headers.get("X-RateLimit-Remaining") == "0":
+                delay = parse_rate_limit_reset(resp.headers.get("X-RateLimit-Reset"))
             if delay is not None:
                 raise RetryLater(delay, f"HTTP {status}: retry after {delay:g} s ({url})", url=url,
                                  status=status)
@@ -365,6 +370,19 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     delay = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(delay, 0.0), MAX_RETRY_AFTER)
+
+
+def _rate_limited(resp: aiohttp.ClientResponse) -> bool:
+    """An API's rate limit: out of requests, or told when to come back."""
+    return resp.headers.get("X-RateLimit-Remaining") == "0" or "Retry-After" in resp.headers
+
+
+def parse_rate_limit_reset(value: str | None, now: float | None = None) -> float | None:
+    """Seconds until `X-RateLimit-Reset` (epoch seconds), clamped to [0, 1 day]."""
+    if not value or not value.strip().isdigit():
+        return None
+    delay = int(value.strip()) - (time.time() if now is None else now)
     return min(max(delay, 0.0), MAX_RETRY_AFTER)
 
 
