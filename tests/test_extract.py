@@ -416,3 +416,45 @@ def test_a_damaged_or_inflated_workbook_costs_only_itself(analyzer, rng):
                 archive.writestr(name, data)
         report = analyzer.analyze_bytes(buffer.getvalue(), "x.xlsx", reveal=True)
         assert any(expected in note for note in report.errors), report.errors
+
+
+# -- PDF ----------------------------------------------------------------------------------------
+
+def _pdf(lines: list[str]) -> bytes:
+    """A one-page PDF as writers make them: Helvetica, a FlateDecode content stream, an xref."""
+    text = " ".join(f"({line}) Tj 0 -14 Td" for line in lines)
+    content = zlib.compress(f"BT /F1 11 Tf 50 780 Td {text} ET".encode("latin-1"))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_pdf_page_text_is_scanned(analyzer, rng):
+    people = [random_nir(rng) for _ in range(3)]
+    lines = ["Attestation de droits - Viamedis", "Organisme complementaire : Almerys"]
+    lines += [f"Beneficiaire {i} : NIR {nir_forms(nir)['spaced']}" for i, nir in enumerate(people)]
+    report = analyzer.analyze_bytes(_pdf(lines), "attestation.pdf", reveal=True)
+    assert set(report.revealed["nir"]) == set(people)
+    assert set(report.insurers) >= {"Viamedis", "Almerys"} and report.severity == "high"
+
+
+def test_a_broken_or_oversized_pdf_costs_only_itself(analyzer, monkeypatch):
+    report = analyzer.analyze_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R >> garbage", "broken.pdf")
+    assert report.severity == "none" and report.errors      # a note, no exception
+    import watcher.extract.pdf as pdf_module
+    monkeypatch.setattr(pdf_module, "MAX_PDF", 100)
+    report = analyzer.analyze_bytes(_pdf(["NIR 1 84 12 75 123 456 40"]), "big.pdf")
+    assert any("not parsed" in note for note in report.errors) and report.counts["nir"] == 0

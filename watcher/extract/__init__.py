@@ -2,7 +2,7 @@
 
 A document becomes one or more `Part`s, each a stream of UTF-8 chunks the detectors scan:
 the text itself, and what is embedded in it (base64 blocks, compressed streams, zip members;
-a spreadsheet's sheets as `;`-separated rows),
+a spreadsheet's sheets as `;`-separated rows, a PDF's page text),
 depth- and size-limited by a `Budget`. Compressed input is recognised by its magic bytes,
 HTML by its tags (or Content-Type), the encoding by `decode.sniff_encoding`.
 
@@ -21,6 +21,7 @@ from .blobs import CORRUPT, MiB, BlobFinder, Budget, Refused, compression_of, de
 from .decode import decode_text, sniff_encoding, to_utf8
 from .html import html_to_text, looks_like_html
 from .office import xlsx_sheets
+from .pdf import MAX_PDF, looks_like_pdf, pdf_text
 
 CHUNK = MiB
 HEAD = 64 * 1024
@@ -92,6 +93,11 @@ def _parts(
         return
     if kind:
         yield from _guarded(decompress(chunks, kind, budget, f"{label} ({kind})"), f"{label} ({kind})", depth + 1, budget)
+        return
+    if looks_like_pdf(head):
+        document = _read_capped(chunks, MAX_PDF + 1, label, budget)
+        if document is not None:
+            yield from _text_part(pdf_text(document, budget, label), f"{label} (pdf)", depth, budget)
         return
     if looks_like_html(head, content_type):
         markup = _read_capped(chunks, MAX_HTML, label, budget)
