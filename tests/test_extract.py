@@ -458,3 +458,40 @@ def test_a_broken_or_oversized_pdf_costs_only_itself(analyzer, monkeypatch):
     monkeypatch.setattr(pdf_module, "MAX_PDF", 100)
     report = analyzer.analyze_bytes(_pdf(["NIR 1 84 12 75 123 456 40"]), "big.pdf")
     assert any("not parsed" in note for note in report.errors) and report.counts["nir"] == 0
+
+
+# -- word-processing and OpenDocument files -----------------------------------------------------
+
+def _zip(members: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def test_docx_runs_are_joined_and_tables_become_rows(analyzer, rng):
+    """Word splits text into runs wherever formatting changes: a NIR over three runs, and a
+    table with the NIR and its key in separate cells."""
+    spaced = nir_forms(nir := random_nir(rng))["spaced"]
+    other = random_nir(rng)
+    w = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    runs = "".join(f'<w:r><w:t xml:space="preserve">{part}</w:t></w:r>' for part in (spaced[:7], spaced[7:13], spaced[13:]))
+    table = ("<w:tbl><w:tr><w:tc><w:p><w:r><w:t>nir</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>cl&#233;</w:t></w:r></w:p></w:tc></w:tr>"
+             f"<w:tr><w:tc><w:p><w:r><w:t>{other[:13]}</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>{other[13:]}</w:t></w:r></w:p></w:tc></w:tr></w:tbl>")
+    document = (f'<?xml version="1.0"?><w:document {w}><w:body><w:p><w:r><w:t>Assur&#233; : Viam&#233;dis, NIR </w:t></w:r>{runs}</w:p>'
+                f"{table}</w:body></w:document>")
+    report = analyzer.analyze_bytes(_zip({"[Content_Types].xml": "<Types/>", "word/document.xml": document}), "lettre.docx", reveal=True)
+    assert set(report.revealed["nir"]) == {nir, other}
+    assert "Viamedis" in report.insurers
+
+
+def test_opendocument_spreadsheet_cells_are_separated(analyzer, rng):
+    people = [random_nir(rng, strict=True) for _ in range(4)]     # no health words here: the common forms
+    rows = "".join(f"<table:table-row><table:table-cell><text:p>{p[:13]}</text:p></table:table-cell>"
+                   f"<table:table-cell><text:p>{p[13:]}</text:p></table:table-cell></table:table-row>" for p in people)
+    content = ('<?xml version="1.0"?><office:document-content><office:body><office:spreadsheet><table:table>'
+               f"{rows}</table:table></office:spreadsheet></office:body></office:document-content>")
+    data = _zip({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": content})
+    report = analyzer.analyze_bytes(data, "export.ods", reveal=True)
+    assert set(report.revealed["nir"]) == set(people)

@@ -1,4 +1,5 @@
-"""Spreadsheets (.xlsx) to rows of text, so an analyst's dropped workbook reads like a CSV.
+"""Office documents to text: spreadsheets (.xlsx) as rows, so an analyst's dropped workbook
+reads like a CSV; word-processing and OpenDocument files (.docx, .odt, .ods) as their text.
 
 An .xlsx is a zip of XML: cell strings live in `xl/sharedStrings.xml`, each sheet in
 `xl/worksheets/sheetN.xml` refers to them by index, and empty cells are simply absent. Scanned
@@ -7,12 +8,16 @@ rows (cells at their column, strings resolved), the tabular detector sees the re
 NIR detector pairs a 13-character NIR with its key as in any CSV.
 
 Members are read through `blobs.read_member` (expansion budget and ratio checks apply) and
-parsed incrementally with lxml, so a sheet of a million rows is never held whole.
+parsed incrementally with lxml, so a sheet of a million rows is never held whole. In .docx
+and OpenDocument files a word may be split over several runs (`<w:t>1 84 12</w:t>...<w:t>75
+123 456 40</w:t>`): their text is joined tag-free, with a line per paragraph or table row and
+`;` between table cells, rather than scanned as XML.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 import zipfile
@@ -41,6 +46,56 @@ def xlsx_sheets(source: bytes | str, budget: Budget, label: str) -> Iterator[tup
         archive.close()
         return None
     return _sheets(archive, budget, label)
+
+
+# The member holding the text of a document, by the file it comes from.
+TEXT_MEMBERS = ("word/document.xml", "content.xml")
+MAX_TEXT_MEMBER = 64 * MiB
+_LINE_END = re.compile(rb"</(?:w:p|w:tr|text:p|text:h|table:table-row)>|<(?:w:br|w:cr|text:line-break)\b[^>]{0,200}>")
+_CELL_END = re.compile(rb"(?:</(?:w:p|text:p)>\s*)?</(?:w:tc|table:table-cell)>")   # a cell's last paragraph ends with it
+_TAB = re.compile(rb"<(?:w:tab|text:tab)\b[^>]{0,200}/>")
+_SPACES = re.compile(rb"<text:s\b[^>]{0,200}/>")
+_TAG = re.compile(rb"<[^>]{0,4000}>")
+
+
+def document_text(source: bytes | str, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]] | None:
+    """("text", the document's text) for a .docx, .odt or .ods, or None for any other zip."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (zipfile.BadZipFile, OSError):
+        return None
+    names = set(archive.namelist())
+    member = next((name for name in TEXT_MEMBERS if name in names), None)
+    if member is None or (member == "content.xml" and "mimetype" not in names):
+        archive.close()
+        return None
+    return _document(archive, member, budget, label)
+
+
+def _document(archive: zipfile.ZipFile, member: str, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]]:
+    with archive:
+        info = archive.getinfo(member)
+        if info.file_size > MAX_TEXT_MEMBER:
+            budget.notes.append(f"{label}: {member} over {MAX_TEXT_MEMBER // MiB} MiB, not read")
+            return
+        try:
+            xml = b"".join(read_member(archive, info, budget, label))
+        except Refused as exc:
+            budget.notes.append(str(exc))
+            return
+        except CORRUPT as exc:
+            budget.notes.append(f"{label}: {member} unreadable ({exc.__class__.__name__})")
+            return
+        yield "text", iter([_xml_text(xml)])
+
+
+def _xml_text(xml: bytes) -> bytes:
+    """The text of a document's XML: runs joined, a line per paragraph or row, `;` per cell."""
+    xml = _CELL_END.sub(b";", xml)
+    xml = _LINE_END.sub(b"\n", xml)
+    xml = _TAB.sub(b"\t", _SPACES.sub(b" ", xml))
+    text = _TAG.sub(b"", xml).decode("utf-8", "replace")
+    return html.unescape(text).encode("utf-8")
 
 
 def _sheets(archive: zipfile.ZipFile, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]]:
