@@ -31,7 +31,6 @@ SHARED_STRINGS = "xl/sharedStrings.xml"
 MAX_SHARED_STRINGS = 64 * MiB        # of XML: beyond it, the cells that refer to them stay empty
 _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _SHEET = re.compile(r"xl/worksheets/sheet(\d+)\.xml")
-_COLUMN = re.compile(r"[A-Z]{1,3}")
 MAX_COLUMNS = 16384                  # XFD, Excel's last column: a larger reference is not a cell
 
 
@@ -183,21 +182,23 @@ def _forget(element: etree._Element) -> None:
         del element.getparent()[0]
 
 
+_C, _V, _T, _INLINE_T = f"{_MAIN}c", f"{_MAIN}v", f"{_MAIN}t", f"{_MAIN}is/{_MAIN}t"
+
+
 def _cells(row: etree._Element, strings: list[str]) -> list[str]:
     """Cell values at their columns (`r="C7"` is the third), shared strings resolved."""
     values: list[str] = []
-    for cell in row.iter(f"{_MAIN}c"):
+    for cell in row.iterchildren(_C):
         column = _column(cell.get("r"), len(values))
         if column >= MAX_COLUMNS:
             continue
         kind = cell.get("t")
-        if kind == "inlineStr":
-            value = "".join(cell.itertext(f"{_MAIN}t"))
+        if kind == "inlineStr":                 # plain, or rich text in runs (rare)
+            value = cell.findtext(_INLINE_T) or "".join(cell.itertext(_T))
         else:
-            raw = cell.findtext(f"{_MAIN}v") or ""
-            value = raw
-            if kind == "s" and raw.isdigit():
-                index = int(raw)
+            value = cell.findtext(_V) or ""
+            if kind == "s" and value.isdigit():
+                index = int(value)
                 value = strings[index] if index < len(strings) else ""
         if column >= len(values):
             values.extend([""] * (column - len(values) + 1))
@@ -207,10 +208,9 @@ def _cells(row: etree._Element, strings: list[str]) -> list[str]:
 
 def _column(reference: str | None, default: int) -> int:
     """`C7` -> 2; a cell without a reference follows the previous one."""
-    match = _COLUMN.match(reference or "")
-    if not match:
-        return default
     index = 0
-    for letter in match.group(0):
+    for position, letter in enumerate(reference or ""):
+        if not "A" <= letter <= "Z" or position == 3:
+            break
         index = index * 26 + ord(letter) - 64
-    return index - 1
+    return index - 1 if index else default
