@@ -5,6 +5,7 @@ refuses)."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -153,3 +154,45 @@ async def test_an_item_the_store_refuses_fails_alone(daemon: Daemon) -> None:
     assert isinstance(results[1], ValueError)
     assert await daemon.store.is_seen("inbox", "a", "")
     assert not await daemon.store.is_seen("inbox", "b", "")
+
+
+async def test_a_batch_that_does_not_finish_stops_the_workers_and_fails_its_items(daemon: Daemon) -> None:
+    """Real worker processes: a batch over its time limit (here 50 ms, less than a worker takes
+    to start) fails its items and the pool is replaced; the next batch is analysed."""
+    daemon._secret = b"k" * 32
+    daemon.pool = worker.worker_pool(daemon.config, daemon._secret, 1)
+    first_pool = daemon.pool
+    daemon.analysis_timeout = 0.05
+    outcomes = await daemon._analyze(items("slow"))
+    assert [type(outcome) for outcome in outcomes] == [SourceError]
+    assert "did not finish within 0.05 s" in str(outcomes[0])
+    assert daemon.pool is not first_pool
+    for _ in range(50):                            # the stuck worker was killed, not left running
+        if not multiprocessing.active_children():
+            break
+        await asyncio.sleep(0.1)
+    assert multiprocessing.active_children() == []
+    daemon.analysis_timeout = 120
+    (report,) = await daemon._analyze(items("next"))
+    assert isinstance(report, Report)
+    daemon.pool.shutdown()
+
+
+def test_kill_workers_stops_a_task_that_would_run_for_minutes() -> None:
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from watcher.daemon import _kill_workers
+
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    future = pool.submit(time.sleep, 300)
+    for _ in range(100):                                  # until the worker has it
+        if future.running():
+            break
+        time.sleep(0.05)
+    started = time.monotonic()
+    _kill_workers(pool)
+    with pytest.raises(BrokenProcessPool):
+        future.result(timeout=30)
+    assert time.monotonic() - started < 10
+    pool.shutdown()

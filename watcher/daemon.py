@@ -52,6 +52,9 @@ JITTER = 0.1                  # +-10% on every interval
 BATCH_WINDOW = 0.02           # seconds an item waits for others to share its pool task and transaction
 BATCH_MAX_ITEMS = 32
 BATCH_MAX_BYTES = 1024 * 1024
+# A batch not analysed within this time holds a worker that will not come back (a document
+# that makes a parser loop): its workers are stopped, its items fail their polls.
+ANALYSIS_TIMEOUT = 600.0
 DB_NAME = "watcher.db"
 SECRET_NAME = "secret.key"
 
@@ -182,6 +185,7 @@ class Daemon:
         self.store: Store | None = None
         self.alerts: AlertSender | None = None
         self.pool: ProcessPoolExecutor | None = None
+        self.analysis_timeout = ANALYSIS_TIMEOUT
         self._secret = b""
         self._next_poll: dict[str, str] = {}        # source -> next poll planned by the last run
         self.limiter: asyncio.Semaphore | None = None
@@ -444,7 +448,17 @@ class Daemon:
         pool = self.pool
         jobs = [_job(item) for item in items]
         try:
-            outcomes = await asyncio.get_running_loop().run_in_executor(pool, analyze_batch, jobs)
+            outcomes = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(pool, analyze_batch, jobs), self.analysis_timeout)
+        except TimeoutError:
+            if pool is self.pool:
+                log_event(log, "error", "analysis did not finish: workers stopped, pool replaced",
+                          seconds=self.analysis_timeout, items=len(items),
+                          sources=",".join(sorted({item.source for item in items})))
+                _kill_workers(pool)
+                self._replace_pool()
+            return [SourceError(f"analysis of a batch with {job.label} did not finish within "
+                                f"{self.analysis_timeout:g} s; the item is retried next poll") for job in jobs]
         except BrokenProcessPool:
             # A worker died (a crash, the OOM killer): replace the pool (once, whichever batch
             # sees it first), fail these items' polls; they were not recorded, so they are
@@ -489,6 +503,17 @@ def _batch_size(item: Item) -> int:
     """An item's weight in a batch: its bytes; a file (maybe huge, read by the worker) fills a
     batch alone, so that big files still spread over the workers."""
     return BATCH_MAX_BYTES if item.path is not None else len(item.content or b"")
+
+
+def _kill_workers(pool: ProcessPoolExecutor | None) -> None:
+    """Stop the pool's processes now: a running task cannot be cancelled otherwise (Python
+    3.14 has `kill_workers()`; before it, the executor's own process table)."""
+    kill = getattr(pool, "kill_workers", None)
+    if kill is not None:
+        kill()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
 
 
 def _job(item: Item) -> Job:
