@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 from .blobs import CORRUPT, MiB, BlobFinder, Budget, Refused, compression_of, decompress, zip_members
 from .decode import decode_text, sniff_encoding, to_utf8
 from .html import html_to_text, looks_like_html
-from .office import document_text, xlsx_sheets
+from .office import office_parts
 from .pdf import MAX_PDF, looks_like_pdf, pdf_text
 
 CHUNK = MiB
@@ -88,8 +88,7 @@ def _parts(
         source = str(zip_path) if zip_path else _read_capped(chunks, budget.max_blob * 8, label, budget)
         if source is None:
             return
-        members = xlsx_sheets(source, budget, label) or document_text(source, budget, label)
-        for name, member in members or zip_members(source, budget, label):
+        for name, member in office_parts(source, budget, label) or zip_members(source, budget, label):
             yield from _guarded(member, f"{label}:{name}", depth + 1, budget)
         return
     if kind:

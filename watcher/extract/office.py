@@ -29,25 +29,10 @@ from .blobs import CORRUPT, MiB, Budget, Refused, read_member
 
 SHARED_STRINGS = "xl/sharedStrings.xml"
 MAX_SHARED_STRINGS = 64 * MiB        # of XML: beyond it, the cells that refer to them stay empty
+MAX_COLUMNS = 16384                  # XFD, Excel's last column: a larger reference is not a cell
 _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _SHEET = re.compile(r"xl/worksheets/sheet(\d+)\.xml")
-MAX_COLUMNS = 16384                  # XFD, Excel's last column: a larger reference is not a cell
-
-
-def xlsx_sheets(source: bytes | str, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]] | None:
-    """(`sheetN`, UTF-8 rows `a;b;c` in chunks) for every worksheet in sheet order, or None
-    when the zip is not a workbook."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except (zipfile.BadZipFile, OSError):
-        return None                                     # zip_members says why
-    if "xl/workbook.xml" not in archive.namelist():
-        archive.close()
-        return None
-    return _sheets(archive, budget, label)
-
-
-# The member holding the text of a document, by the file it comes from.
+# The member holding the text of a .docx, or of an OpenDocument file (which has a `mimetype`).
 TEXT_MEMBERS = ("word/document.xml", "content.xml")
 MAX_TEXT_MEMBER = 64 * MiB
 _LINE_END = re.compile(rb"</(?:w:p|w:tr|text:p|text:h|table:table-row)>|<(?:w:br|w:cr|text:line-break)\b[^>]{0,200}>")
@@ -57,18 +42,21 @@ _SPACES = re.compile(rb"<text:s\b[^>]{0,200}/>")
 _TAG = re.compile(rb"<[^>]{0,4000}>")
 
 
-def document_text(source: bytes | str, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]] | None:
-    """("text", the document's text) for a .docx, .odt or .ods, or None for any other zip."""
+def office_parts(source: bytes | str, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]] | None:
+    """(name, UTF-8 chunks) of an office document: an .xlsx's sheets as `a;b;c` rows
+    (`sheetN`, in sheet order), a .docx/.odt/.ods's text (`text`); None for any other zip."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (zipfile.BadZipFile, OSError):
-        return None
+        return None                                     # zip_members says why
     names = set(archive.namelist())
+    if "xl/workbook.xml" in names:
+        return _sheets(archive, budget, label)
     member = next((name for name in TEXT_MEMBERS if name in names), None)
-    if member is None or (member == "content.xml" and "mimetype" not in names):
-        archive.close()
-        return None
-    return _document(archive, member, budget, label)
+    if member == "word/document.xml" or (member == "content.xml" and "mimetype" in names):
+        return _document(archive, member, budget, label)
+    archive.close()
+    return None
 
 
 def _document(archive: zipfile.ZipFile, member: str, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]]:
