@@ -391,9 +391,11 @@ def test_metrics_endpoint_of_a_real_daemon(tmp_path: Path, start_daemon) -> None
 
     def scraped() -> str | None:
         text = scrape(port)
-        return text if text and 'watcher_findings{severity="critical"} 1' in text else None
+        wanted = ('watcher_findings{severity="critical"} 1', 'watcher_polls_total{source="inbox",outcome="ok"}')
+        return text if text and all(line in text for line in wanted) else None
 
-    text = wait_until(scraped, 10, "metrics with the finding")
+    # The finding is recorded before its poll ends and is counted: wait for both.
+    text = wait_until(scraped, 10, "metrics with the finding and the poll")
     assert 'watcher_source_up{source="inbox"} 1' in text
     assert 'watcher_polls_total{source="inbox",outcome="ok"}' in text
     assert 'watcher_findings_detected_total{source="inbox"} 1' in text
