@@ -33,6 +33,8 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_INTERVAL = 300.0
 DEFAULT_MAX_PAGES = 5
 DEFAULT_CONCURRENCY = 8
+DEFAULT_DOCUMENT_TIMEOUT = 60.0    # seconds one document may hold a worker before it is killed
+DEFAULT_ITEM_TRIES = 3             # analyses of a failing item before it is parked
 DEFAULT_ITEMS_DAYS = 90
 DEFAULT_FINDINGS_DAYS = 365
 DEFAULT_VACUUM_EVERY = 7 * 86400.0
@@ -42,13 +44,13 @@ SOURCE_KINDS = ("directory", "listing", "forum", "json", "feed")
 RULE_SEVERITIES = tuple(s for s in SEVERITIES if s != "none")
 
 _TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retention", "metrics")
-_WATCHER_KEYS = ("state_dir", "concurrency")
+_WATCHER_KEYS = ("state_dir", "concurrency", "document_timeout", "item_tries")
 _TOR_KEYS = ("socks",)
 _RETENTION_KEYS = ("items_days", "findings_days", "fingerprints_days", "vacuum_every")
 _METRICS_KEYS = ("listen",)
 _RULE_KEYS = ("name", "keywords", "regex", "severity", "case_sensitive")
 _COMMON_KEYS = ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
-                "timeout", "connect_timeout")
+                "timeout", "connect_timeout", "expect")
 # kind -> (required keys, optional keys), beside the common ones.
 _KIND_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "directory": (("path",), ()),
@@ -74,6 +76,8 @@ class WatcherSettings:
 
     state_dir: Path
     concurrency: int = DEFAULT_CONCURRENCY
+    document_timeout: float = DEFAULT_DOCUMENT_TIMEOUT   # one document's analysis, then its worker is killed
+    item_tries: int = DEFAULT_ITEM_TRIES                 # a failing item is retried, then parked
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class SourceConfig:
     url_field: str | None = None
     title_field: str | None = None
     follow: bool = False
+    expect: str | None = None         # CSS selector the main page must match (else: degraded)
 
     @property
     def onion(self) -> bool:
@@ -449,7 +454,11 @@ class _Validator:
         if systemd_dir:
             state_dir = Path(systemd_dir.split(":")[0])
         concurrency = self.integer(where, data, "concurrency", DEFAULT_CONCURRENCY)
-        return WatcherSettings(state_dir=state_dir, concurrency=concurrency)
+        document_timeout = self.seconds(where, data, "document_timeout", DEFAULT_DOCUMENT_TIMEOUT)
+        assert document_timeout is not None
+        item_tries = self.integer(where, data, "item_tries", DEFAULT_ITEM_TRIES)
+        return WatcherSettings(state_dir=state_dir, concurrency=concurrency,
+                               document_timeout=document_timeout, item_tries=item_tries)
 
     def tor(self, value: object) -> TorSettings | None:
         """`[tor]`: socks = "host:port"."""
@@ -598,6 +607,7 @@ class _Validator:
             user_agent=self.string(where, data, "user_agent"),
             timeout=self.seconds(where, data, "timeout", None),
             connect_timeout=self.seconds(where, data, "connect_timeout", None),
+            expect=self.selector(where, data, "expect"),
         )
         specific = getattr(self, f"kind_{kind}")(where, data)
         source = SourceConfig(**common, **specific)

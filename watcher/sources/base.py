@@ -67,11 +67,21 @@ class PollContext:
     `seen(item_id, version)` is backed by the database (a set in tests); `validators` maps a
     page URL to its (etag, last_modified) for conditional GETs and is updated by the source.
     `fetcher` is None for sources that fetch nothing (directory).
+
+    Health, filled by the source for the daemon to record: `warnings` (one line each: a page
+    that looks like a login wall, an `expect` selector that matched nothing, links gone) make
+    a successful poll `degraded`; `skipped` holds (url, reason) of items that could not be
+    fetched (retried next poll); `links` is how many item links the main page had this poll,
+    `previous_links` what the last poll that saw the page recorded (None: unknown).
     """
 
     fetcher: Fetcher | None
     seen: SeenCheck
     validators: Validators = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    links: int | None = None
+    previous_links: int | None = None
 
     async def is_seen(self, item_id: str, version: str = "") -> bool:
         """True if this item (at this version) was already processed."""
