@@ -421,12 +421,6 @@ WHAT_IFS = {
 import sys
 sys.setswitchinterval(0.0005)
 """,
-    # ProcessPoolExecutor keeps only max_workers + 1 calls queued for the workers; refilling
-    # needs the parent's GIL (its management thread): a deeper queue rides out GIL waits.
-    "deep-queue": """
-import concurrent.futures.process as _process
-_process.EXTRA_QUEUED_CALLS = 32
-""",
 }
 
 
@@ -572,15 +566,6 @@ async def run_idle(args: argparse.Namespace, site: Site, work: Path) -> dict[str
 
 # --------------------------------------------------------------------------- profile
 
-def _trivial_analysis(jobs):  # noqa: ANN001, ANN202
-    """A pool task with the daemon's signature (`analyze_batch`) and realistic Reports, but no analysis."""
-    from watcher.report import Report
-    return [Report(path=job.label, sha256=hashlib.sha256(job.content or b"").hexdigest(),
-                   size=len(job.content or b""), counts={"nir": 0, "insurer": 0, "siret": 0, "rpps": 0, "iban": 0,
-                                                         "email": 0, "phone": 0, "health_terms": 0})
-            for job in jobs]
-
-
 def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
     """Where the CPU goes, per stage (in-process; the fake site in its own thread).
 
@@ -593,8 +578,6 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
     4. with --cprofile-loop, 3 again under cProfile (thread CPU timer); cProfile inflates
        Python-heavy code (bs4, asyncio) several times more than C calls: read proportions.
     """
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
 
     from watcher import daemon as daemon_module
     from watcher import store as store_module
@@ -603,7 +586,8 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
     from watcher.fetch import Fetcher, FetchSettings
     from watcher.privacy import Fingerprinter
     from watcher.sources.listing import parse_links
-    from watcher.worker import Job
+    from watcher.score import Policy
+    from watcher.worker import AnalysisPool, Init, Job
 
     logging.basicConfig(level=logging.ERROR)   # the in-process daemon's finding/alert lines
     if args.what_if:
@@ -667,21 +651,20 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
     jobs = [Job(corpus.pastes[i], None, site.url(f"/raw/{i}"), "text/plain") for i in ids]
     batches = [jobs[n:n + PROFILE_BATCH] for n in range(0, len(jobs), PROFILE_BATCH)]
 
-    async def pool_round_trips() -> tuple[float, float]:
-        loop = asyncio.get_running_loop()
-        pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
+    async def pool_round_trips() -> float:
+        """Loop-side CPU per item of the worker pool (pickling, pipes): the analysis itself
+        runs in the workers."""
+        pool = AnalysisPool(Init((), Policy(), b"k" * 32), args.workers)
         try:
-            await loop.run_in_executor(pool, _trivial_analysis, jobs[:1])
-            t0, p0 = time.thread_time(), time.process_time()
-            await asyncio.gather(*(loop.run_in_executor(pool, _trivial_analysis, batch) for batch in batches))
-            main = (time.thread_time() - t0) / len(ids)
-            return main, (time.process_time() - p0) / len(ids) - main
+            await pool.analyze(jobs[:1])
+            t0 = time.thread_time()
+            await asyncio.gather(*(pool.analyze(batch) for batch in batches))
+            return (time.thread_time() - t0) / len(ids)
         finally:
-            pool.shutdown()
+            await pool.close()
 
-    main, helpers = asyncio.run(pool_round_trips())
-    stage[f"pool round trip, loop side (one task per {PROFILE_BATCH} items)"] = main
-    helper_stage = {"pool round trip, pool threads (pickle 2-20 KB in, Report out)": helpers}
+    stage[f"pool round trip, loop side (one batch per {PROFILE_BATCH} items)"] = asyncio.run(pool_round_trips())
+    helper_stage: dict[str, float] = {}
 
     async def store_calls() -> tuple[float, float]:
         store = await store_module.Store.open(work / "stage.db")

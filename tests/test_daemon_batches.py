@@ -1,14 +1,16 @@
-"""Items analysed and recorded in batches: the `Batcher`, the workers' `analyze_batch`, and
-how the daemon keeps a failure to the items it concerns (a dead worker, an item the store
+"""Items analysed and recorded in batches: the `Batcher`, the worker processes of the
+`AnalysisPool` (a document over its time budget, a worker that dies), and how the daemon keeps
+a failure to the item it concerns (recorded as failed, retried, parked; an item the store
 refuses)."""
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,9 @@ from watcher.analyze import Analyzer
 from watcher.config import load_config
 from watcher.daemon import Batcher, Daemon
 from watcher.report import Report
-from watcher.sources.base import Item, SourceError
-from watcher.store import ItemResult, Store
+from watcher.score import Policy
+from watcher.sources.base import Item, PollContext, Source
+from watcher.store import ItemResult, StateDB, Store
 
 
 # --------------------------------------------------------------------------- Batcher
@@ -89,16 +92,122 @@ async def test_a_cancelled_value_is_dropped_and_close_sends_the_rest() -> None:
 
 # --------------------------------------------------------------------------- workers
 
-def test_analyze_batch_returns_a_failure_in_place(analyzer: Analyzer, monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
-    monkeypatch.setitem(worker._WORKER, "analyzer", analyzer)
+def test_analyze_batch_returns_a_failure_in_place(analyzer: Analyzer, tmp_path: Path) -> None:
     jobs = [worker.Job(b"hello", None, "a", "text/plain"), worker.Job(None, str(tmp_path / "gone"), "b", None),
             worker.Job(b"world", None, "c", None)]
-    first, failed, last = worker.analyze_batch(jobs)
+    first, failed, last = worker.analyze_batch(analyzer, jobs)
     assert isinstance(first, Report) and first.path == "a" and first.severity == "none"
     assert isinstance(failed, worker.AnalysisFailed) and "FileNotFoundError" in failed.error
     assert "Traceback" in failed.traceback
     assert isinstance(last, Report) and last.path == "c"
+
+
+def stuck_file(tmp_path: Path, name: str = "stuck") -> Path:
+    """A document whose analysis never ends: a FIFO nobody writes to (reading it blocks in C,
+    where no Python-level timeout reaches; only killing the worker stops it)."""
+    path = tmp_path / name
+    os.mkfifo(path)
+    return path
+
+
+def worker_pids() -> set[int]:
+    """Live `python -m watcher.worker` processes of this test process."""
+    found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "watcher.worker"], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+async def no_workers_left(timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while worker_pids() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return not worker_pids()
+
+
+def new_pool(document_timeout: float = 60, size: int = 1) -> worker.AnalysisPool:
+    return worker.AnalysisPool(worker.Init((), Policy(), b"k" * 32), size, document_timeout=document_timeout)
+
+
+def text_job(label: str) -> worker.Job:
+    return worker.Job(label.encode(), None, label, "text/plain", len(label))
+
+
+async def test_a_document_over_its_budget_fails_alone_and_its_worker_is_replaced(tmp_path: Path) -> None:
+    pool = new_pool(document_timeout=1)
+    stuck = stuck_file(tmp_path)
+    try:
+        started = time.monotonic()
+        outcomes = await pool.analyze([text_job("before"), worker.Job(None, str(stuck), "stuck", None),
+                                       text_job("after")])
+        took = time.monotonic() - started
+        assert [type(o) for o in outcomes] == [Report, worker.AnalysisFailed, Report]
+        assert outcomes[0].path == "before" and outcomes[2].path == "after"
+        assert "time budget (1 s)" in outcomes[1].error and "worker killed" in outcomes[1].error
+        assert took < 30                     # 1 s budget + a worker start, not a hung batch
+        assert len(worker_pids()) == 1       # the killed worker is gone, its replacement idles
+        (again,) = await pool.analyze([text_job("next")])
+        assert isinstance(again, Report)
+    finally:
+        await pool.close()
+    assert await no_workers_left()
+
+
+async def test_a_worker_that_dies_fails_the_document_it_was_on(tmp_path: Path) -> None:
+    pool = new_pool()
+    stuck = stuck_file(tmp_path)
+    try:
+        await pool.analyze([text_job("warm-up")])            # the worker is up
+        (pid,) = worker_pids()
+        batch = asyncio.create_task(pool.analyze([worker.Job(None, str(stuck), "stuck", None), text_job("rest")]))
+        await asyncio.sleep(0.5)
+        os.kill(pid, 9)                                       # as the OOM killer would
+        died, rest = await asyncio.wait_for(batch, 60)
+        assert isinstance(died, worker.AnalysisFailed) and "worker died (killed by SIGKILL)" in died.error
+        assert isinstance(rest, Report) and rest.path == "rest"
+    finally:
+        await pool.close()
+    assert await no_workers_left()
+
+
+async def test_closing_the_pool_stops_a_busy_worker_at_once_and_blames_no_document(tmp_path: Path) -> None:
+    pool = new_pool()
+    stuck = stuck_file(tmp_path)
+    batch = asyncio.create_task(pool.analyze([worker.Job(None, str(stuck), "stuck", None)]))
+    for _ in range(100):
+        if worker_pids():
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    await pool.close()
+    assert time.monotonic() - started < 3
+    with pytest.raises(worker.AnalysisUnavailable):
+        await batch
+    assert await no_workers_left()
+
+
+def test_a_worker_dies_with_its_parent(tmp_path: Path) -> None:
+    """kill -9 of the daemon leaves no worker behind (they asked for SIGKILL at parent death)."""
+    script = (
+        "import asyncio, sys\n"
+        "from watcher import worker\n"
+        "from watcher.score import Policy\n"
+        "async def main():\n"
+        "    pool = worker.AnalysisPool(worker.Init((), Policy(), b'k' * 32), 1)\n"
+        "    await pool.analyze([worker.Job(b'x', None, 'x', None, 1)])\n"
+        "    print(pool._idle[0].process.pid, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())   # type: ignore[union-attr]
+        os.kill(parent.pid, 9)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{child}").exists(), "the worker outlived its parent"
+    finally:
+        parent.kill()
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -111,39 +220,73 @@ def items(*ids: str, source: str = "inbox") -> list[Item]:
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     path = tmp_path / "sources.toml"
-    path.write_text(f'[watcher]\nstate_dir = "{tmp_path / "state"}"\n\n[[sources]]\nname = "inbox"\n'
-                    f'kind = "directory"\npath = "{tmp_path}"\n', encoding="utf-8")
+    path.write_text(f'[watcher]\nstate_dir = "{tmp_path / "state"}"\ndocument_timeout = 1\nitem_tries = 2\n\n'
+                    f'[[sources]]\nname = "inbox"\nkind = "directory"\npath = "{tmp_path}"\n', encoding="utf-8")
     config = load_config(path)
-    daemon = Daemon(config, once=True)
+    daemon = Daemon(config, once=True, workers=1)
     daemon.store = await Store.open(tmp_path / "state.db")
     daemon.alerts = AlertSender(daemon.store, alert_settings(config))
+    daemon.pool = daemon._new_pool(b"k" * 32)
     await daemon.store.upsert_source("inbox", "directory")
     yield daemon
+    await daemon.pool.close()
     await daemon.store.close()
 
 
-class BrokenPool:
-    """A process pool whose workers are dead."""
+class Drop(Source):
+    """A source yielding the items it is given (what a directory source yields for its files)."""
 
-    def submit(self, *args: object) -> Future[object]:
-        future: Future[object] = Future()
-        future.set_exception(BrokenProcessPool("a worker died"))
-        return future
+    kind = "directory"
+    uses_network = False
+
+    def __init__(self, daemon: Daemon, files: list[Path], version: str = "v1") -> None:
+        super().__init__(daemon.config.sources[0])
+        self.files, self.version = files, version
+
+    async def poll(self, ctx: PollContext):  # type: ignore[override]
+        for path in self.files:
+            if not await ctx.is_seen(path.name, self.version):
+                yield Item(source=self.name, item_id=path.name, url=str(path), path=path, version=self.version)
 
 
-async def test_a_dead_worker_fails_its_batch_and_the_pool_is_replaced_once(daemon: Daemon) -> None:
-    replacements: list[object] = []
+async def test_an_item_that_fails_analysis_is_recorded_retried_then_parked(daemon: Daemon, tmp_path: Path) -> None:
+    good = tmp_path / "good.txt"
+    good.write_text("nothing to see\n")
+    stuck = stuck_file(tmp_path, "stuck.csv")
+    source = Drop(daemon, [good, stuck])
+    store = daemon.store
+    assert store is not None
 
-    def replace_pool() -> None:
-        daemon.pool = object()  # type: ignore[assignment]
-        replacements.append(daemon.pool)
+    ok, _ = await daemon._poll(source, None, 0)
+    assert ok                                            # one bad document does not fail the poll
+    assert await store.is_seen("inbox", "good.txt", "v1")
+    assert not await store.is_seen("inbox", "stuck.csv", "v1")     # failed: retried next poll
+    (row,) = await store.call(StateDB.failed_items)
+    assert (row["item_id"], row["tries"], row["parked"]) == ("stuck.csv", 1, 0)
+    assert "time budget" in row["error"]
+    (health,) = await store.sources_health()
+    assert (health["state"], health["failed_items"], health["parked_items"]) == ("ok", 1, 0)
+    assert "stuck.csv failed (try 1)" in health["last_notice"]
 
-    daemon.pool = BrokenPool()  # type: ignore[assignment]
-    daemon._replace_pool = replace_pool  # type: ignore[method-assign]
-    first, second = await asyncio.gather(daemon._analyze(items("a", "b")), daemon._analyze(items("c")))
-    assert [type(outcome) for outcome in first + second] == [SourceError] * 3
-    assert "retried next poll" in str(first[0])
-    assert len(replacements) == 1
+    ok, _ = await daemon._poll(source, None, 0)          # the second try parks it (item_tries = 2)
+    assert ok and await store.is_seen("inbox", "stuck.csv", "v1")
+    (health,) = await store.sources_health()
+    assert (health["failed_items"], health["parked_items"]) == (0, 1)
+    assert daemon.counters.failed_items == 2 and daemon.counters.items == 3
+
+    stuck.unlink()                                        # the file is replaced: analysed, unparked
+    stuck.write_text("nom;nir\n")
+    source.files, source.version = [stuck], "v2"
+    ok, _ = await daemon._poll(source, None, 0)
+    assert ok and await store.is_seen("inbox", "stuck.csv", "v2")
+    assert await store.call(StateDB.failed_items) == []
+
+
+async def test_no_worker_fails_the_poll_and_records_nothing(daemon: Daemon) -> None:
+    await daemon.pool.close()                             # type: ignore[union-attr]
+    outcomes = await daemon._analyze(items("a", "b"))
+    assert all("retried next poll" in str(outcome) for outcome in outcomes)
+    assert await daemon.store.call(StateDB.failed_items) == []     # type: ignore[union-attr]
 
 
 async def test_an_item_the_store_refuses_fails_alone(daemon: Daemon) -> None:
@@ -154,45 +297,3 @@ async def test_an_item_the_store_refuses_fails_alone(daemon: Daemon) -> None:
     assert isinstance(results[1], ValueError)
     assert await daemon.store.is_seen("inbox", "a", "")
     assert not await daemon.store.is_seen("inbox", "b", "")
-
-
-async def test_a_batch_that_does_not_finish_stops_the_workers_and_fails_its_items(daemon: Daemon) -> None:
-    """Real worker processes: a batch over its time limit (here 50 ms, less than a worker takes
-    to start) fails its items and the pool is replaced; the next batch is analysed."""
-    daemon._secret = b"k" * 32
-    daemon.pool = worker.worker_pool(daemon.config, daemon._secret, 1)
-    first_pool = daemon.pool
-    daemon.analysis_timeout = 0.05
-    outcomes = await daemon._analyze(items("slow"))
-    assert [type(outcome) for outcome in outcomes] == [SourceError]
-    assert "did not finish within 0.05 s" in str(outcomes[0])
-    assert daemon.pool is not first_pool
-    for _ in range(50):                            # the stuck worker was killed, not left running
-        if not multiprocessing.active_children():
-            break
-        await asyncio.sleep(0.1)
-    assert multiprocessing.active_children() == []
-    daemon.analysis_timeout = 120
-    (report,) = await daemon._analyze(items("next"))
-    assert isinstance(report, Report)
-    daemon.pool.shutdown()
-
-
-def test_kill_workers_stops_a_task_that_would_run_for_minutes() -> None:
-    import time
-    from concurrent.futures import ProcessPoolExecutor
-
-    from watcher.daemon import _kill_workers
-
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    future = pool.submit(time.sleep, 300)
-    for _ in range(100):                                  # until the worker has it
-        if future.running():
-            break
-        time.sleep(0.05)
-    started = time.monotonic()
-    _kill_workers(pool)
-    with pytest.raises(BrokenProcessPool):
-        future.result(timeout=30)
-    assert time.monotonic() - started < 10
-    pool.shutdown()

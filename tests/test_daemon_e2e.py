@@ -405,7 +405,7 @@ async def test_a_broken_source_costs_that_source_one_poll(
 
     done = await watcher(tmp_path, cli_env, "run", "--once", "--workers", "1", "--config", str(config))
 
-    assert done.rc == 0, done.err
+    assert done.rc == 1, done.err                                  # --once: 1 when a source failed
     assert done.seconds < 15, "the hostile page held the pass"
     assert hostile_site.paths() == [path]                         # one poll, nothing else fetched
     assert [(f["source"], f["item_id"], f["severity"]) for f in findings_of(config)] == [

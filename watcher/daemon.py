@@ -22,13 +22,11 @@ import logging
 import random
 import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Generic, TypeVar
 
-from .alerts import AlertSender, alert_settings
+from .alerts import AlertSender, AlertSettings, alert_settings
 from .config import Config, ConfigError, SourceConfig, load_config
 from .fetch import Fetcher, FetchError, RetryLater, tor_preflight
 from .logs import log_event
@@ -40,9 +38,9 @@ from .report import Report
 from .retention import retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
-from .store import ItemRecord, ItemResult, Store
+from .store import ItemFailure, ItemRecord, ItemResult, PollHealth, StateDB, Store
 from .timestamps import parse_time
-from .worker import AnalysisFailed, Job, analyze_batch, worker_pool
+from .worker import AnalysisFailed, AnalysisPool, AnalysisUnavailable, Init, Job
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +50,24 @@ JITTER = 0.1                  # +-10% on every interval
 BATCH_WINDOW = 0.02           # seconds an item waits for others to share its pool task and transaction
 BATCH_MAX_ITEMS = 32
 BATCH_MAX_BYTES = 1024 * 1024
-# A batch not analysed within this time holds a worker that will not come back (a document
-# that makes a parser loop): its workers are stopped, its items fail their polls.
-ANALYSIS_TIMEOUT = 600.0
 DB_NAME = "watcher.db"
 SECRET_NAME = "secret.key"
 
 # A finding hook: called with the item, its report and what recording it did. The alerting
 # stage plugs in here.
 FindingHook = Callable[[Item, Report, ItemResult], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ItemFailed:
+    """An item whose analysis failed and was recorded so: retried next poll, or parked."""
+
+    error: str
+    tries: int
+    parked: bool
+
+
+Outcome = tuple[Report, ItemResult] | ItemFailed
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -85,11 +92,13 @@ class Counters:
     polls: int = 0
     items: int = 0
     findings: int = 0
+    failed_items: int = 0
     failing: set[str] = field(default_factory=set)
 
     def status(self) -> str:
         failing = f", {len(self.failing)} failing" if self.failing else ""
-        return f"{self.polls} polls, {self.items} items, {self.findings} findings{failing}"
+        failed = f", {self.failed_items} items failed" if self.failed_items else ""
+        return f"{self.polls} polls, {self.items} items, {self.findings} findings{failing}{failed}"
 
 
 # --------------------------------------------------------------------------- batches
@@ -160,10 +169,6 @@ class Batcher(Generic[T, R]):
                 future.set_result(result)
 
 
-class AnalysisError(Exception):
-    """A document's analysis raised in the worker (a bug, or a hostile document)."""
-
-
 # --------------------------------------------------------------------------- the daemon
 
 class Daemon:
@@ -181,42 +186,77 @@ class Daemon:
         self._rng = random.Random()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._serving = False             # past start-up, in the polling loop of `run` (not --once)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.store: Store | None = None
         self.alerts: AlertSender | None = None
-        self.pool: ProcessPoolExecutor | None = None
-        self.analysis_timeout = ANALYSIS_TIMEOUT
+        self.pool: AnalysisPool | None = None
         self._secret = b""
         self._next_poll: dict[str, str] = {}        # source -> next poll planned by the last run
         self.limiter: asyncio.Semaphore | None = None
         # Items go to the worker pool and to the store in batches: a pool task and a store
         # transaction cost the event-loop process ~0.3 ms each, whatever their size.
-        self._batches: Batcher[Item, tuple[Report, ItemResult]] = Batcher(
+        self._batches: Batcher[Item, Outcome] = Batcher(
             self._analyze_and_record, window=BATCH_WINDOW, max_items=BATCH_MAX_ITEMS,
             max_size=BATCH_MAX_BYTES, size=_batch_size)
 
     # -- life cycle ----------------------------------------------------------------------------
     async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or one pass with `once`); the exit status.
+
+        A stop signal is honoured at any moment: during start-up or a `--once` pass the work
+        is cancelled where it is; in the polling loop the daemon winds down. Either way the
+        sources stop, the workers are stopped, what was analysed is recorded and the database
+        closed (in-flight writes finish). `--once` exits 1 when a source or an item failed.
+        """
         alerts = alert_settings(self.config)          # a broken [alerts] fails before anything opens
+        loop = asyncio.get_running_loop()
+        signals = {signal.SIGTERM: self._stop.set, signal.SIGINT: self._stop.set, signal.SIGHUP: self._reload.set}
+        for number, handler in signals.items():
+            loop.add_signal_handler(number, handler)
+        work = asyncio.create_task(self._main(alerts))
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done() and not self._serving:
+                log_event(log, "info", "stop requested: stopping now")
+                work.cancel()
+            (outcome,) = await asyncio.gather(work, return_exceptions=True)
+        finally:
+            stopped.cancel()
+            for number in signals:
+                loop.remove_signal_handler(number)
+        if isinstance(outcome, asyncio.CancelledError):
+            return 0
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _main(self, alerts: AlertSettings) -> int:
         state_dir = self.config.watcher.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = self._secret = load_or_create_secret(state_dir / SECRET_NAME)
-        self.pool = worker_pool(self.config, secret, self.workers)
-        self.store = await Store.open(state_dir / DB_NAME)
-        self.alerts = AlertSender(self.store, alerts, on_outcome=self.metrics.alert)
-        self.limiter = asyncio.Semaphore(self.config.watcher.concurrency)
+        self.pool = self._new_pool(secret)
         try:
+            self.store = await Store.open(state_dir / DB_NAME)
+            self.alerts = AlertSender(self.store, alerts, on_outcome=self.metrics.alert)
+            self.limiter = asyncio.Semaphore(self.config.watcher.concurrency)
             await self._preflight()
             if self.once:
-                await self._run_once()
-                return 0
+                return await self._run_once()
             return await self._run_forever()
         finally:
             self.notifier.stopping()
             await self._stop_sources()
+            await self.pool.close()            # a batch under way fails unrecorded: retried later
             await self._batches.close()
-            await self.store.close()
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            if self.store is not None:
+                await self.store.close()
+
+    def _new_pool(self, secret: bytes) -> AnalysisPool:
+        watcher = self.config.watcher
+        return AnalysisPool(Init(self.config.rules, self.config.policy, secret), self.workers,
+                            document_timeout=watcher.document_timeout)
 
     async def _preflight(self) -> None:
         """One clear line when Tor is needed but its SOCKS port does not answer."""
@@ -228,8 +268,9 @@ class Daemon:
                           socks=self.config.tor.socks, reason=problem, sources=",".join(needs_tor))
         await self._sync_sources()
 
-    async def _run_once(self) -> None:
-        """`--once`: every enabled source polled once, then exit."""
+    async def _run_once(self) -> int:
+        """`--once`: every enabled source polled once, then exit: 0 when every poll and item
+        went through, 1 when a source or an item failed."""
         async def once(source: Source) -> None:
             async with self._fetcher(source.config) as fetcher:
                 await self._poll(source, fetcher, 0)
@@ -239,13 +280,11 @@ class Daemon:
         await retention_pass(store_runner(self.store), self.config.retention)  # type: ignore[arg-type]
         counters = self.counters
         log_event(log, "info", "pass done", polls=counters.polls, items=counters.items,
-                  findings=counters.findings, failing=len(counters.failing))
+                  findings=counters.findings, failing=len(counters.failing), failed_items=counters.failed_items)
+        return 1 if counters.failing or counters.failed_items else 0
 
     async def _run_forever(self) -> int:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        self._serving = True
         self._start_sources()
         self.notifier.ready(f"watching {len(self._tasks)} sources")
         log_event(log, "info", "daemon ready", sources=len(self._tasks), config=str(self.config.path))
@@ -283,7 +322,9 @@ class Daemon:
         self.config = config
         self.alerts.reconfigure(alerts)  # type: ignore[union-attr]
         if rules_changed:
-            self._replace_pool()
+            old, self.pool = self.pool, self._new_pool(self._secret)
+            if old is not None:
+                await old.close()           # batches under way on the old rules fail unrecorded
         self.limiter = asyncio.Semaphore(config.watcher.concurrency)
         await self._sync_sources()
         self.counters.failing &= {s.name for s in config.enabled_sources}
@@ -317,12 +358,6 @@ class Daemon:
         if self.config.metrics is not None:
             tasks.append(asyncio.create_task(serve_metrics(self.config.metrics, self.metrics, run), name="metrics"))
         return tasks
-
-    def _replace_pool(self) -> None:
-        """New workers (new rules after a reload, or a worker died); the old pool winds down."""
-        old, self.pool = self.pool, worker_pool(self.config, self._secret, self.workers)
-        if old is not None:
-            old.shutdown(wait=False, cancel_futures=True)
 
     def _start_sources(self) -> None:
         for source_config in self.config.enabled_sources:
@@ -369,24 +404,26 @@ class Daemon:
         """One poll: (succeeded, seconds until the next one).
 
         Next poll: the interval (jittered) after a success, what Retry-After asked after a
-        429/503, an exponential backoff after a failure.
+        429/503, an exponential backoff after a failure. An item whose analysis fails is
+        recorded as failed (retried next poll, parked after `item_tries`) and the poll goes
+        on: one document never costs its source a poll.
         """
         name, interval = source.name, source.config.interval
         store = self.store
         assert store is not None
         started = time.monotonic()
-        items = findings = 0
+        tally = _Tally()
         error: str | None = None
         delay = jittered(interval, self._rng)
 
         async def seen(item_id: str, version: str) -> bool:
             return await store.is_seen(name, item_id, version)
 
-        ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.source_validators(name))
+        ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.source_validators(name),
+                          previous_links=await store.call(StateDB.source_links, name))
         try:
             async for item in source.poll(ctx):
-                items += 1
-                findings += await self._process(item)
+                tally.add(item, await self._process(item))
             await store.save_validators(name, ctx.validators)
         except RetryLater as exc:
             error, delay = f"rate limited, asked to wait {exc.seconds:.0f} s: {exc}", max(exc.seconds, interval)
@@ -397,8 +434,10 @@ class Daemon:
         except Exception as exc:     # a bug or a hostile page: costs this poll, never the daemon
             log.exception("source %s: poll crashed", name)
             error, delay = f"{type(exc).__name__}: {exc}", backoff(interval, failures + 1, self._rng)
-        await store.record_poll(name, error is None, error, datetime.now(timezone.utc) + timedelta(seconds=delay))
-        self._count_poll(name, error, items, findings, time.monotonic() - started)
+        health = tally.health(ctx)
+        await store.record_poll(name, error is None, error, datetime.now(timezone.utc) + timedelta(seconds=delay),
+                                health)
+        self._count_poll(name, error, tally, health, time.monotonic() - started)
         return error is None, delay
 
     def _fetcher(self, source: SourceConfig) -> _NullFetcher | Fetcher:
@@ -407,69 +446,88 @@ class Daemon:
             return _NullFetcher()
         return Fetcher.for_source(source, self.config.tor, limiter=self.limiter)
 
-    def _count_poll(self, name: str, error: str | None, items: int, findings: int, took: float) -> None:
-        self.metrics.poll(name, error is None, items, findings)
+    def _count_poll(self, name: str, error: str | None, tally: _Tally, health: PollHealth, took: float) -> None:
+        self.metrics.poll(name, error is None, tally.items, tally.findings)
+        self.metrics.item_trouble(name, retried=tally.retried, parked=tally.parked, refused=tally.refused,
+                                  skipped=health.skipped)
         counters = self.counters
         counters.polls += 1
-        counters.items += items
-        counters.findings += findings
-        if error is None:
-            counters.failing.discard(name)
-            log_event(log, "info", "poll done", source=name, items=items, findings=findings, seconds=round(took, 2))
-        else:
+        counters.items += tally.items
+        counters.findings += tally.findings
+        counters.failed_items += tally.retried + tally.parked
+        if error is not None:
             counters.failing.add(name)
             log_event(log, "warning", "poll failed", source=name, error=error)
+            return
+        counters.failing.discard(name)
+        if health.warning:
+            log_event(log, "warning", "source degraded", source=name, reason=health.warning)
+        log_event(log, "info", "poll done", source=name, items=tally.items, findings=tally.findings,
+                  failed=tally.retried + tally.parked, refused=tally.refused, skipped=health.skipped,
+                  seconds=round(took, 2))
 
-    async def _process(self, item: Item) -> int:
-        """Analyse one item in the pool, record it (in a batch); 1 if it is a new or escalated finding."""
-        report, result = await self._batches.submit(item)
-        if not (result.new_finding or result.escalated):
-            return 0
-        if self.on_finding is not None:
+    async def _process(self, item: Item) -> Outcome:
+        """Analyse one item in the pool and record it (in a batch); alert hook on a new or
+        escalated finding. Raises only when the item could be neither analysed nor recorded
+        (no worker, the database): then its poll fails and it is tried again next poll."""
+        outcome = await self._batches.submit(item)
+        if isinstance(outcome, ItemFailed):
+            return outcome
+        report, result = outcome
+        if (result.new_finding or result.escalated) and self.on_finding is not None:
             await self.on_finding(item, report, result)
-        return 1
+        return outcome
 
-    async def _analyze_and_record(self, items: list[Item]) -> list[tuple[Report, ItemResult] | Exception]:
-        """A batch of items: analysed in one pool task, recorded in one transaction."""
-        reports = await self._analyze(items)
-        recorded = iter(await self._record([(i, r) for i, r in zip(items, reports, strict=True)
-                                            if isinstance(r, Report)]))
-        outcomes: list[tuple[Report, ItemResult] | Exception] = []
-        for report in reports:
-            if isinstance(report, Exception):
-                outcomes.append(report)
-                continue
-            result = next(recorded)
-            outcomes.append(result if isinstance(result, Exception) else (report, result))
-        return outcomes
+    async def _analyze_and_record(self, items: list[Item]) -> list[Outcome | Exception]:
+        """A batch of items: analysed in one pool task, recorded in one transaction (failures
+        in another)."""
+        outcomes = await self._analyze(items)
+        pairs = list(zip(items, outcomes, strict=True))
+        recorded = iter(await self._record([(i, o) for i, o in pairs if isinstance(o, Report)]))
+        failed = iter(await self._record_failures([(i, o) for i, o in pairs if isinstance(o, AnalysisFailed)]))
+        results: list[Outcome | Exception] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Report):
+                result = next(recorded)
+                results.append(result if isinstance(result, Exception) else (outcome, result))
+            elif isinstance(outcome, AnalysisFailed):
+                results.append(next(failed))
+            else:
+                results.append(outcome)
+        return results
 
-    async def _analyze(self, items: list[Item]) -> list[Report | Exception]:
-        """The items' reports from one pool task, an exception for an item whose analysis failed."""
+    async def _analyze(self, items: list[Item]) -> list[Report | AnalysisFailed | Exception]:
+        """The items' reports from one pool task; an AnalysisFailed for a document that raised,
+        ran over its budget or killed its worker; a SourceError for all when no worker runs."""
         pool = self.pool
+        assert pool is not None
         jobs = [_job(item) for item in items]
         try:
-            outcomes = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(pool, analyze_batch, jobs), self.analysis_timeout)
-        except TimeoutError:
-            if pool is self.pool:
-                log_event(log, "error", "analysis did not finish: workers stopped, pool replaced",
-                          seconds=self.analysis_timeout, items=len(items),
-                          sources=",".join(sorted({item.source for item in items})))
-                _kill_workers(pool)
-                self._replace_pool()
-            return [SourceError(f"analysis of a batch with {job.label} did not finish within "
-                                f"{self.analysis_timeout:g} s; the item is retried next poll") for job in jobs]
-        except BrokenProcessPool:
-            # A worker died (a crash, the OOM killer): replace the pool (once, whichever batch
-            # sees it first), fail these items' polls; they were not recorded, so they are
-            # tried again at the next poll.
-            if pool is self.pool:
-                log_event(log, "error", "analysis worker died: pool replaced", items=len(items),
-                          sources=",".join(sorted({item.source for item in items})))
-                self._replace_pool()
-            return [SourceError(f"analysis worker died on a batch with {job.label}; the item is retried "
-                                "next poll") for job in jobs]
+            outcomes = await pool.analyze(jobs)
+        except AnalysisUnavailable as exc:
+            log_event(log, "error", "analysis unavailable", reason=str(exc), items=len(items))
+            return [SourceError(f"{exc}; the item is retried next poll") for _ in jobs]
         return [_report(item, job, outcome) for item, job, outcome in zip(items, jobs, outcomes, strict=True)]
+
+    async def _record_failures(self, failed: list[tuple[Item, AnalysisFailed]]) -> list[ItemFailed | Exception]:
+        """Record the items whose analysis failed (one line each in the log)."""
+        if not failed:
+            return []
+        store = self.store
+        assert store is not None
+        failures = [ItemFailure(i.source, i.item_id, i.version, i.url, i.title, f.error) for i, f in failed]
+        try:
+            recorded = await store.call(StateDB.record_failures, failures, self.config.watcher.item_tries)
+        except Exception as exc:
+            return [exc] * len(failed)
+        results: list[ItemFailed | Exception] = []
+        for (item, failure), (tries, parked) in zip(failed, recorded, strict=True):
+            log_event(log, "warning", "item failed", source=item.source, item=item.item_id, url=item.url,
+                      error=failure.error, tries=tries, parked=parked)
+            if failure.traceback:
+                log.debug("analysis of %s raised:\n%s", item.url or item.item_id, failure.traceback)
+            results.append(ItemFailed(failure.error, tries, parked))
+        return results
 
     async def _record(self, analysed: list[tuple[Item, Report]]) -> list[ItemResult | Exception]:
         """Record analysed items in one transaction (one at a time if it fails, so that an item
@@ -485,6 +543,9 @@ class Daemon:
         for (item, report), result in zip(analysed, results, strict=True):
             if isinstance(result, ItemResult) and (result.new_finding or result.escalated):
                 _log_finding(item, report, result)      # here: logged even if its poll was stopped since
+            if report.errors:
+                log_event(log, "warning", "parts refused", source=item.source, item=item.item_id, url=item.url,
+                          refused=len(report.errors), reasons="; ".join(report.errors[:3]))
         if any(isinstance(result, ItemResult) and result.alert is not None for result in results):
             alerts.wake()       # the alert was written with its finding: the sender delivers it
         return results
@@ -499,32 +560,63 @@ class Daemon:
         return result
 
 
+@dataclass
+class _Tally:
+    """What one poll's items came to, and the last thing worth telling about them."""
+
+    items: int = 0
+    findings: int = 0
+    retried: int = 0
+    parked: int = 0
+    refused: int = 0
+    notice: str | None = None
+
+    def add(self, item: Item, outcome: Outcome) -> None:
+        self.items += 1
+        if isinstance(outcome, ItemFailed):
+            self.parked += outcome.parked
+            self.retried += not outcome.parked
+            state = "parked" if outcome.parked else f"try {outcome.tries}"
+            self.notice = f"item {item.item_id} failed ({state}): {outcome.error}"
+            return
+        report, result = outcome
+        self.findings += bool(result.new_finding or result.escalated)
+        if report.errors:
+            self.refused += 1
+            self.notice = f"item {item.item_id}: {report.errors[0]}"
+
+    def health(self, ctx: PollContext) -> PollHealth:
+        notice = self.notice
+        if ctx.skipped:
+            url, reason = ctx.skipped[-1]
+            notice = f"item {url} skipped (retried next poll): {reason}"
+        return PollHealth(warning="; ".join(ctx.warnings) or None, links=ctx.links, skipped=len(ctx.skipped),
+                          refused=self.refused, notice=notice)
+
+
 def _batch_size(item: Item) -> int:
     """An item's weight in a batch: its bytes; a file (maybe huge, read by the worker) fills a
     batch alone, so that big files still spread over the workers."""
     return BATCH_MAX_BYTES if item.path is not None else len(item.content or b"")
 
 
-def _kill_workers(pool: ProcessPoolExecutor | None) -> None:
-    """Stop the pool's processes now: a running task cannot be cancelled otherwise (Python
-    3.14 has `kill_workers()`; before it, the executor's own process table)."""
-    kill = getattr(pool, "kill_workers", None)
-    if kill is not None:
-        kill()
-        return
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.kill()
-
-
 def _job(item: Item) -> Job:
-    """What a worker needs of an item (its bytes, or the path of a file to stream)."""
-    return Job(item.content, str(item.path) if item.path else None, item.url or item.item_id, item.content_type)
+    """What a worker needs of an item (its bytes, or the path of a file to stream, and its size
+    for the time budget)."""
+    if item.path is not None:
+        try:
+            size = item.path.stat().st_size
+        except OSError:
+            size = 0                # the worker reports the missing file
+        return Job(None, str(item.path), item.url or item.item_id, item.content_type, size)
+    content = item.content or b""
+    return Job(content, None, item.url or item.item_id, item.content_type, len(content))
 
 
-def _report(item: Item, job: Job, outcome: Report | AnalysisFailed) -> Report | Exception:
-    """An item's report (noting a cut at max_bytes), or the error its analysis raised."""
+def _report(item: Item, job: Job, outcome: Report | AnalysisFailed) -> Report | AnalysisFailed:
+    """An item's report (noting a cut at max_bytes), or its failure as it came."""
     if isinstance(outcome, AnalysisFailed):
-        return AnalysisError(f"analysis of {job.label} failed: {outcome.error}\n{outcome.traceback}")
+        return outcome
     if item.truncated:
         outcome.errors.append(f"{job.label}: cut at the source's max_bytes ({item.source}); the rest was not read")
     return outcome

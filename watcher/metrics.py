@@ -65,11 +65,19 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "watcher_items_processed_total": ("counter", "Items analysed since the daemon started, by source."),
     "watcher_findings_detected_total": ("counter", "New or escalated findings since the daemon started, by source."),
     "watcher_alerts_total": ("counter", "Alert deliveries since the daemon started, by outcome (sent, failed)."),
+    "watcher_items_failed_total": ("counter", "Items whose analysis failed since the daemon started, by source "
+                                              "and outcome (retried: tried again next poll; parked: given up)."),
+    "watcher_items_refused_parts_total": ("counter", "Items analysed with parts refused (bombs, limits, cut at "
+                                                     "max_bytes) since the daemon started, by source."),
+    "watcher_items_skipped_total": ("counter", "Items that could not be fetched since the daemon started, "
+                                               "by source (retried next poll)."),
     "watcher_state_db_up": ("gauge", "1 if the state database answered this scrape in time, else 0."),
     "watcher_state_db_bytes": ("gauge", "Size of the state database (pages times page size), in bytes."),
     "watcher_findings": ("gauge", "Findings kept in the state database, by severity."),
     "watcher_items": ("gauge", "Items remembered in the state database, by source."),
     "watcher_source_up": ("gauge", "1 if the source's last poll succeeded, 0 if it is failing (enabled sources)."),
+    "watcher_source_degraded": ("gauge", "1 if the source's last poll succeeded with a warning (a login wall, "
+                                         "links gone, its expect selector unmatched)."),
     "watcher_source_consecutive_failures": ("gauge", "Consecutive failed polls of the source."),
     "watcher_source_last_success_timestamp_seconds": ("gauge", "Time of the source's last successful poll."),
     "watcher_alerts": ("gauge", "Alerts in the state database, by state (pending, sent, logged, failed)."),
@@ -114,6 +122,14 @@ class Metrics:
         self._add("watcher_polls_total", 1, source=source, outcome="ok" if ok else "failed")
         self._add("watcher_items_processed_total", items, source=source)
         self._add("watcher_findings_detected_total", findings, source=source)
+
+    def item_trouble(self, source: str, *, retried: int = 0, parked: int = 0, refused: int = 0,
+                     skipped: int = 0) -> None:
+        """Items of one poll that failed (retried or parked), had parts refused, or were skipped."""
+        self._add("watcher_items_failed_total", retried, source=source, outcome="retried")
+        self._add("watcher_items_failed_total", parked, source=source, outcome="parked")
+        self._add("watcher_items_refused_parts_total", refused, source=source)
+        self._add("watcher_items_skipped_total", skipped, source=source)
 
     def alert(self, ok: bool) -> None:
         """One alert delivery was attempted: sent, or failed."""
@@ -165,10 +181,12 @@ def database_samples(state: StateDB) -> list[Sample]:
 def _source_samples(conn: sqlite3.Connection) -> Iterable[Sample]:
     """Health gauges of every source that is not disabled."""
     rows = conn.execute(
-        "SELECT name, state, consecutive_failures, last_success FROM sources WHERE state != 'disabled' ORDER BY name"
+        "SELECT name, state, consecutive_failures, last_success, warning IS NOT NULL FROM sources "
+        "WHERE state != 'disabled' ORDER BY name"
     )
-    for name, state, failures, last_success in rows:
+    for name, state, failures, last_success, warned in rows:
         yield _sample("watcher_source_up", 1 if state == "ok" else 0, source=name)
+        yield _sample("watcher_source_degraded", 1 if state == "ok" and warned else 0, source=name)
         yield _sample("watcher_source_consecutive_failures", failures, source=name)
         if last_success:
             yield _sample("watcher_source_last_success_timestamp_seconds",

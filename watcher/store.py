@@ -11,13 +11,16 @@ and masked samples only. As a second line of defence the store refuses a fingerp
 not a hex digest, and blanks NIR-shaped digit runs in the untrusted text it keeps (item
 titles, poll errors, samples). URLs are stored as given.
 
-Schema (version 3). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+Schema (version 4). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
 compare as text. JSON columns hold JSON text (datasette renders it).
 
     schema_version (version PK, name, applied_at)       one row per applied migration
     sources        (name PK, kind, state ok|failing|disabled, created_at, last_poll,
                     last_success, last_error, last_error_at, consecutive_failures,
-                    failing_since, next_poll)
+                    failing_since, next_poll, warning (a successful poll's doubt: the
+                    view shows the source `degraded`), links (item links on its main page at
+                    the last poll that fetched it), skipped, refused (items not fetched,
+                    documents with refused parts: running totals), last_notice(_at))
     validators     (source, url) PK -> etag, last_modified, updated_at   (conditional GET)
     findings       (id PK, sha256 UNIQUE, size, severity low..critical, reasons JSON,
                     counts JSON, insurers JSON, records, samples JSON, rules JSON,
@@ -27,6 +30,10 @@ compare as text. JSON columns hold JSON text (datasette renders it).
                     last_seen, finding_id -> findings (the finding of the current version)
     item_findings  (finding_id, source, item_id, version) PK, url, title, linked_at
                    Every item version a finding was seen in; kept when an item changes.
+    failed_items   (source, item_id) PK, version, url, title, error, tries, parked,
+                   first_failed, last_failed: an item whose analysis failed. Retried at the
+                   next polls (not "seen") until `tries` reaches the limit, then parked (seen);
+                   deleted when the item is recorded.
     fingerprints   (hmac, kind, finding_id) PK, WITHOUT ROWID; hmac leads the key so
                    "which findings share these fingerprints" is an index search.
     incidents      (id PK, severity, nirs, sources JSON, first_seen, last_seen,
@@ -95,11 +102,13 @@ from .timestamps import format_time
 __all__ = [
     "AlertHook",
     "FindingEvent",
+    "ItemFailure",
     "ItemRecord",
     "ItemResult",
     "MIGRATIONS",
     "Migration",
     "NotAStateDatabaseError",
+    "PollHealth",
     "SCHEMA_VERSION",
     "SchemaTooNewError",
     "StateDB",
@@ -372,10 +381,58 @@ def _m003_alerts(db: Database) -> None:
     )
 
 
+def _m004_failures(db: Database) -> None:
+    """Items whose analysis failed (retried, then parked), and what makes a source degraded:
+    its last warning, the links its main page had, its skipped items and refused parts."""
+    _execute_all(
+        db,
+        [
+            """CREATE TABLE failed_items (
+                source TEXT NOT NULL REFERENCES sources(name) ON DELETE CASCADE,
+                item_id TEXT NOT NULL,
+                version TEXT NOT NULL,
+                url TEXT,
+                title TEXT,
+                error TEXT NOT NULL,
+                tries INTEGER NOT NULL DEFAULT 1,
+                parked INTEGER NOT NULL DEFAULT 0,
+                first_failed TEXT NOT NULL,
+                last_failed TEXT NOT NULL,
+                PRIMARY KEY (source, item_id)
+            )""",
+            "ALTER TABLE sources ADD COLUMN warning TEXT",
+            "ALTER TABLE sources ADD COLUMN links INTEGER",
+            "ALTER TABLE sources ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE sources ADD COLUMN refused INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE sources ADD COLUMN last_notice TEXT",
+            "ALTER TABLE sources ADD COLUMN last_notice_at TEXT",
+            "DROP VIEW source_health",
+            """CREATE VIEW source_health AS
+            SELECT s.name, s.kind,
+                CASE WHEN s.state = 'ok' AND s.warning IS NOT NULL THEN 'degraded' ELSE s.state END AS state,
+                s.last_poll, s.last_success,
+                (SELECT count(*) FROM items AS i WHERE i.source = s.name) AS items,
+                (SELECT count(DISTINCT l.finding_id) FROM item_findings AS l
+                    WHERE l.source = s.name) AS findings,
+                s.consecutive_failures, s.failing_since, s.last_error, s.last_error_at,
+                s.next_poll, s.warning,
+                (SELECT count(*) FROM failed_items AS f WHERE f.source = s.name AND NOT f.parked)
+                    AS failed_items,
+                (SELECT count(*) FROM failed_items AS f WHERE f.source = s.name AND f.parked)
+                    AS parked_items,
+                (SELECT f.error FROM failed_items AS f WHERE f.source = s.name
+                    ORDER BY f.last_failed DESC LIMIT 1) AS last_item_error,
+                s.skipped, s.refused, s.last_notice, s.last_notice_at
+            FROM sources AS s""",
+        ],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
     Migration(3, "incidents, alerts and health notices", _m003_alerts),
+    Migration(4, "failed items and degraded sources", _m004_failures),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -392,6 +449,31 @@ class Validators:
 
     etag: str | None
     last_modified: str | None
+
+
+@dataclass(frozen=True)
+class PollHealth:
+    """What a poll noticed beside its items: a warning (the source is `degraded`), the links
+    its main page had, items it could not fetch, documents with refused parts, and the last
+    such notice as one line."""
+
+    warning: str | None = None
+    links: int | None = None
+    skipped: int = 0
+    refused: int = 0
+    notice: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """An item whose analysis failed, to be retried (or parked after `max_tries`)."""
+
+    source: str
+    item_id: str
+    version: str
+    url: str | None
+    title: str | None
+    error: str
 
 
 @dataclass(frozen=True)
@@ -640,18 +722,31 @@ class StateDB:
             self.db.execute("UPDATE sources SET state = 'disabled' WHERE name = ?", (name,))
         logger.info("source %s disabled", name)
 
-    def record_poll(self, name: str, ok: bool, error: str | None, next_poll: datetime) -> None:
+    def record_poll(self, name: str, ok: bool, error: str | None, next_poll: datetime,
+                    health: PollHealth | None = None) -> None:
         """Record the outcome of one poll of source `name` and when to poll it next.
 
         Success resets the failure streak; failure extends it and sets `failing_since` on the
         first one. `error` is kept as one redacted line even on success (a partial failure);
         `last_error` is never cleared, `last_error_at` dates it. A disabled source stays
-        disabled.
+        disabled. `health` (what the poll noticed) sets the warning that makes a successful
+        source `degraded` (cleared by a poll without one), the link count, and adds to the
+        skipped and refused totals.
         """
         now = self._now()
         next_text = format_time(next_poll)
+        health = health or PollHealth()
         with self._transaction():
             before = self._require_source(name)
+            self.db.execute(
+                """UPDATE sources SET warning = ?, links = coalesce(?, links), skipped = skipped + ?,
+                    refused = refused + ?,
+                    last_notice = coalesce(?, last_notice),
+                    last_notice_at = CASE WHEN ? IS NULL THEN last_notice_at ELSE ? END
+                WHERE name = ?""",
+                (_one_line(health.warning), health.links, health.skipped, health.refused,
+                 _one_line(health.notice), health.notice, now, name),
+            )
             if ok:
                 self.db.execute(
                     """UPDATE sources SET last_poll = ?, last_success = ?, next_poll = ?,
@@ -806,6 +901,7 @@ class StateDB:
             sha256, size, finding_id = existing[1], existing[2], existing[3]
         title = _redact(record.title)
         self._write_item(record, item_id, version, title, sha256, size, finding_id, now, existing is None)
+        self.db.execute("DELETE FROM failed_items WHERE source = ? AND item_id = ?", (source, item_id))
         if finding_id is not None:
             self.db.execute(
                 """INSERT OR IGNORE INTO item_findings
@@ -844,6 +940,49 @@ class StateDB:
                 last_seen = ?, finding_id = ? WHERE source = ? AND item_id = ?""",
             (version, record.url, title, sha256, size, now, finding_id, record.source, item_id),
         )
+
+    def record_failures(self, failures: Sequence[ItemFailure], max_tries: int) -> list[tuple[int, bool]]:
+        """Record items whose analysis failed, in one transaction: (tries, parked) for each.
+
+        The same version failing again counts one more try; a new version starts over. At
+        `max_tries` the item is parked: `is_seen` then skips it until its content changes.
+        """
+        now = self._now()
+        outcomes: list[tuple[int, bool]] = []
+        with self._transaction():
+            for failure in failures:
+                self._require_source(failure.source)
+                row = self.db.execute(
+                    "SELECT version, tries FROM failed_items WHERE source = ? AND item_id = ?",
+                    (failure.source, str(failure.item_id)),
+                ).fetchone()
+                tries = row[1] + 1 if row is not None and row[0] == str(failure.version) else 1
+                parked = tries >= max_tries
+                self.db.execute(
+                    """INSERT INTO failed_items (source, item_id, version, url, title, error, tries,
+                        parked, first_failed, last_failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (source, item_id) DO UPDATE SET version = excluded.version,
+                        url = excluded.url, title = excluded.title, error = excluded.error,
+                        tries = excluded.tries, parked = excluded.parked,
+                        last_failed = excluded.last_failed""",
+                    (failure.source, str(failure.item_id), str(failure.version), failure.url,
+                     _redact(failure.title), _one_line(failure.error), tries, int(parked), now, now),
+                )
+                outcomes.append((tries, parked))
+        return outcomes
+
+    def failed_items(self, source: str | None = None) -> list[dict[str, Any]]:
+        """Failed items (retried and parked), the latest first."""
+        where, params = ("WHERE source = ?", (source,)) if source else ("", ())
+        return list(self.db.query(
+            f"""SELECT source, item_id, version, url, title, error, tries, parked = 1 AS parked,
+                first_failed, last_failed FROM failed_items {where}
+            ORDER BY last_failed DESC, source, item_id""", params))
+
+    def source_links(self, source: str) -> int | None:
+        """The item links the source's main page had when last fetched (None: unknown)."""
+        row = self.db.execute("SELECT links FROM sources WHERE name = ?", (source,)).fetchone()
+        return None if row is None else row[0]
 
     # -- findings ----------------------------------------------------------------------
 
@@ -1009,10 +1148,14 @@ R = TypeVar("R")
 
 
 def is_seen_query(conn: sqlite3.Connection, source: str, item_id: str, version: str) -> bool:
-    """Whether this exact item version was recorded already (then skip fetching it)."""
+    """Whether this exact item version was recorded already, or parked after failing too
+    often (then skip fetching it). A failed item not parked yet is not seen: it is retried."""
+    key = (source, str(item_id), str(version))
     row = conn.execute(
-        "SELECT 1 FROM items WHERE source = ? AND item_id = ? AND version = ?",
-        (source, str(item_id), str(version)),
+        """SELECT 1 FROM items WHERE source = ? AND item_id = ? AND version = ?
+        UNION ALL SELECT 1 FROM failed_items WHERE source = ? AND item_id = ? AND version = ? AND parked
+        LIMIT 1""",
+        key + key,
     ).fetchone()
     return row is not None
 
@@ -1081,8 +1224,9 @@ class Store:
     async def disable_source(self, name: str) -> None:
         await self._run(self._state.disable_source, name)
 
-    async def record_poll(self, name: str, ok: bool, error: str | None, next_poll: datetime) -> None:
-        await self._run(self._state.record_poll, name, ok, error, next_poll)
+    async def record_poll(self, name: str, ok: bool, error: str | None, next_poll: datetime,
+                          health: PollHealth | None = None) -> None:
+        await self._run(self._state.record_poll, name, ok, error, next_poll, health)
 
     async def sources_health(self) -> list[dict[str, Any]]:
         return await self._run(self._state.sources_health)

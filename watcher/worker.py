@@ -1,38 +1,50 @@
 """The analysis worker processes: extract -> detect -> score, off the event loop.
 
-Kept apart from the daemon so a worker imports only the pipeline (no aiohttp, no SQLite):
-it starts faster and holds less memory. Workers are spawned fresh (no inherited threads,
-locks or sockets) and build their `Analyzer` once, in the initializer. The daemon sends
-documents in batches (`analyze_batch`), one pool task for several documents.
+Kept apart from the daemon so a worker imports only the pipeline (no aiohttp, no SQLite): it
+starts faster and holds less memory. A worker is a child process (`python -m watcher.worker`)
+speaking length-prefixed pickles on its stdin and stdout with the daemon's `AnalysisPool`:
+
+    daemon -> worker   Init(rules, policy, secret)        once; the worker answers READY
+    daemon -> worker   [Job, Job, ...]                     a batch
+    worker -> daemon   Report | AnalysisFailed             one per job, in order, as each ends
+
+One answer per document lets the daemon time each document: one that holds its worker longer
+than its budget (a parser that loops on a hostile input, a regex engine in C that Python cannot
+interrupt) gets the worker killed and only that document fails; the rest of its batch goes to
+a fresh worker. A worker that dies (segfault, OOM killer) fails the document it was on, the
+same way. Workers die with the daemon: they ask the kernel for SIGKILL when their parent dies
+(no orphan after a kill -9 of the daemon), and they exit at EOF on stdin.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import asyncio
+import contextlib
+import ctypes
+import logging
 import os
+import pickle
 import signal
+import struct
+import sys
+import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .analyze import Analyzer
-from .config import Config
-from .detect import Scanner
 from .detect.rules import Rule
-from .privacy import Fingerprinter
 from .report import Report
 from .score import Policy
 
-_WORKER: dict[str, Analyzer] = {}     # one Analyzer per worker process, built by the initializer
+log = logging.getLogger(__name__)
 
-
-def _init_worker(rules: tuple[Rule, ...], policy: Policy, secret: bytes) -> None:
-    # The daemon stops its workers itself: a Ctrl-C or a SIGTERM sent to the whole process
-    # group (systemd's default) must not kill one in the middle of a document.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _WORKER["analyzer"] = Analyzer(Scanner(rules), policy=policy, fingerprinter=Fingerprinter(secret))
+_HEADER = struct.Struct(">Q")
+READY = "ready"
+START_TIMEOUT = 120.0          # seconds a new worker may take to compile its patterns
+BUDGET_BYTES_PER_SECOND = 5 * 1024 * 1024   # a big file earns time beyond the budget at this rate
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -43,43 +55,262 @@ class Job:
     path: str | None
     label: str
     content_type: str | None
+    size: int = 0          # bytes, for the time budget (a file's size, else len(content))
 
 
 @dataclass(frozen=True)
 class AnalysisFailed:
-    """What a worker returns for a document whose analysis raised (a bug, a hostile input)."""
+    """A document whose analysis failed: it raised (a bug, a hostile input), ran over its
+    budget, or killed its worker. `error` is one line; `traceback` may be empty."""
 
     error: str
-    traceback: str
+    traceback: str = ""
 
 
-def analyze(job: Job) -> Report:
-    """Run in a worker: the report of one document."""
-    analyzer = _WORKER["analyzer"]
+@dataclass(frozen=True)
+class Init:
+    """What a worker needs to build its Analyzer."""
+
+    rules: tuple[Rule, ...]
+    policy: Policy
+    secret: bytes
+
+
+class AnalysisUnavailable(Exception):
+    """No worker could be started (the documents are not to blame: retry them later)."""
+
+
+# --------------------------------------------------------------------------- the worker side
+
+def analyze(analyzer: Analyzer, job: Job) -> Report:
+    """The report of one document."""
     if job.path is not None:
         return analyzer.analyze_path(Path(job.path), job.label)
     return analyzer.analyze_bytes(job.content or b"", job.label, job.content_type)
 
 
-def analyze_batch(jobs: list[Job]) -> list[Report | AnalysisFailed]:
-    """Run in a worker: the reports of several documents, in one pool task (a task costs the
-    daemon's event-loop process more than pickling a document). A failure is returned in
-    its document's place, so it costs that document only."""
-    outcomes: list[Report | AnalysisFailed] = []
-    for job in jobs:
+def analyze_one(analyzer: Analyzer, job: Job) -> Report | AnalysisFailed:
+    """A report, or the failure in its place: a document costs itself only."""
+    try:
+        return analyze(analyzer, job)
+    except Exception as exc:
+        return AnalysisFailed(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+
+def analyze_batch(analyzer: Analyzer, jobs: list[Job]) -> list[Report | AnalysisFailed]:
+    """The reports of several documents, a failure in its document's place."""
+    return [analyze_one(analyzer, job) for job in jobs]
+
+
+def write_frame(stream: BinaryIO, value: object) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_frame(stream: BinaryIO) -> object | None:
+    """The next value, or None at EOF (the daemon closed the pipe or is gone)."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (length,) = _HEADER.unpack(header)
+    data = stream.read(length)
+    if len(data) < length:
+        return None
+    return pickle.loads(data)  # noqa: S301 (our own parent process)
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies (Linux); exit now if it already has."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def main() -> None:
+    """`python -m watcher.worker PARENT_PID`: analyse the batches read on stdin."""
+    die_with_parent(int(sys.argv[1]))
+    # The daemon stops its workers itself: a Ctrl-C or a SIGTERM sent to the whole process
+    # group (systemd's default) must not kill one in the middle of a document.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr          # a stray print must not corrupt the protocol
+    init = read_frame(requests)
+    if not isinstance(init, Init):
+        return
+    from .detect import Scanner
+    from .privacy import Fingerprinter
+
+    analyzer = Analyzer(Scanner(init.rules), policy=init.policy, fingerprinter=Fingerprinter(init.secret))
+    write_frame(answers, READY)
+    while (jobs := read_frame(requests)) is not None:
+        for job in jobs:  # type: ignore[attr-defined]
+            write_frame(answers, analyze_one(analyzer, job))
+
+
+# --------------------------------------------------------------------------- the daemon side
+
+def budget(job: Job, seconds: float) -> float:
+    """A document's time budget: `seconds`, more for a big file (5 MB/s beyond it)."""
+    return max(seconds, job.size / BUDGET_BYTES_PER_SECOND)
+
+
+class _Worker:
+    """One worker process and its pipes."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, init: Init) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "watcher.worker", str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+        worker = cls(process)
         try:
-            outcomes.append(analyze(job))
-        except Exception as exc:  # a bug or a hostile document: reported, fails that poll only
-            outcomes.append(AnalysisFailed(f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-    return outcomes
+            worker.send(init)
+            answer = await asyncio.wait_for(worker.receive(), START_TIMEOUT)
+        except BaseException:
+            worker.kill()
+            raise
+        if answer != READY:
+            code = await worker.wait(5)
+            worker.kill()
+            raise AnalysisUnavailable(f"an analysis worker did not start (exit status {code})")
+        return worker
+
+    def send(self, value: object) -> None:
+        assert self.process.stdin is not None
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        self.process.stdin.write(_HEADER.pack(len(data)) + data)
+
+    async def receive(self) -> object:
+        """The next answer; None when the worker is gone."""
+        assert self.process.stdout is not None
+        try:
+            header = await self.process.stdout.readexactly(_HEADER.size)
+            (length,) = _HEADER.unpack(header)
+            return pickle.loads(await self.process.stdout.readexactly(length))  # noqa: S301
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+
+    async def wait(self, seconds: float) -> int | None:
+        try:
+            return await asyncio.wait_for(self.process.wait(), seconds)
+        except TimeoutError:
+            return None
+
+    def why_gone(self) -> str:
+        code = self.process.returncode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exit status {code}" if code is not None else "pipe closed"
 
 
-def worker_pool(config: Config, secret: bytes, workers: int | None = None) -> ProcessPoolExecutor:
-    """Up to two worker processes (one per core of the machines this runs on)."""
-    count = workers or max(1, min(2, os.cpu_count() or 1))
-    return ProcessPoolExecutor(
-        max_workers=count,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(config.rules, config.policy, secret),
-    )
+class AnalysisPool:
+    """Up to `size` worker processes; `analyze(jobs)` runs a batch on one of them.
+
+    Each document has `document_timeout` seconds (more for a big file, see `budget`); a worker
+    over it is killed, that document fails, the rest of the batch goes to a new worker.
+    Workers start on demand and are reused; `close()` stops them.
+    """
+
+    def __init__(self, init: Init, size: int | None = None, document_timeout: float = 60.0) -> None:
+        self._init = init
+        self.size = size or max(1, min(2, os.cpu_count() or 1))
+        self.document_timeout = document_timeout
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self._free = asyncio.Semaphore(self.size)
+        self._closed = False
+
+    async def analyze(self, jobs: list[Job]) -> list[Report | AnalysisFailed]:
+        """One outcome per job, in order. AnalysisUnavailable when no worker can start."""
+        outcomes: list[Report | AnalysisFailed] = []
+        async with self._free:
+            while len(outcomes) < len(jobs):
+                worker = await self._take()
+                healthy = False          # a batch left half-way (cancelled) leaves answers in the pipe
+                try:
+                    healthy = await self._run(worker, jobs[len(outcomes):], outcomes)
+                finally:
+                    self._give_back(worker, healthy)
+        return outcomes
+
+    async def _run(self, worker: _Worker, jobs: list[Job], outcomes: list[Report | AnalysisFailed]) -> bool:
+        """Send `jobs` to `worker`, append what comes back; False once the worker is lost
+        (its current document then failed, the others are left for the next worker)."""
+        worker.send(jobs)
+        for job in jobs:
+            started = time.monotonic()
+            allowed = budget(job, self.document_timeout)
+            try:
+                answer = await asyncio.wait_for(worker.receive(), allowed)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait(5)
+                log.error("analysis of %s exceeded its %.0f s budget: worker killed", job.label, allowed)
+                outcomes.append(AnalysisFailed(f"analysis exceeded its time budget ({allowed:.0f} s): "
+                                               "worker killed"))
+                return False
+            if answer is None:
+                if self._closed:            # stopped by `close()`: not the document's fault
+                    raise AnalysisUnavailable("the analysis pool was closed")
+                await worker.wait(5)
+                reason = worker.why_gone()
+                log.error("analysis worker died (%s) on %s after %.1f s", reason, job.label,
+                          time.monotonic() - started)
+                outcomes.append(AnalysisFailed(f"analysis worker died ({reason})"))
+                return False
+            outcomes.append(answer)  # type: ignore[arg-type]
+        return True
+
+    async def _take(self) -> _Worker:
+        if self._closed:
+            raise AnalysisUnavailable("the analysis pool is closed")
+        if self._idle:
+            return self._idle.pop()
+        try:
+            worker = await _Worker.start(self._init)
+        except (OSError, TimeoutError) as exc:
+            raise AnalysisUnavailable(f"an analysis worker did not start: {exc}") from None
+        self._all.add(worker)
+        return worker
+
+    def _give_back(self, worker: _Worker, healthy: bool) -> None:
+        if healthy and not self._closed:
+            self._idle.append(worker)
+            return
+        worker.kill()
+        self._all.discard(worker)
+
+    async def close(self) -> None:
+        """Stop every worker: idle ones at once (EOF), busy ones killed."""
+        self._closed = True
+        for worker in list(self._all):
+            if worker.process.stdin is not None:
+                worker.process.stdin.close()
+            if worker not in self._idle:
+                worker.kill()
+        for worker in list(self._all):
+            if await worker.wait(5) is None:
+                worker.kill()
+                await worker.wait(5)
+        self._all.clear()
+        self._idle.clear()
+
+
+if __name__ == "__main__":
+    # Run the module's own copy (not __main__'s): what crosses the pipe pickles as
+    # watcher.worker.Job / AnalysisFailed on both sides.
+    from watcher import worker as _module
+
+    _module.main()
