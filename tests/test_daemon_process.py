@@ -403,3 +403,82 @@ def test_metrics_endpoint_of_a_real_daemon(tmp_path: Path, start_daemon) -> None
     assert daemon.stop() == 0
     assert scrape(port) is None                             # the endpoint is gone with the daemon
     assert_no_cleartext(daemon.log, nirs)
+
+
+# --------------------------------------------------------------------------- stopping at any moment
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A loopback port that accepts connections and never says a word (a wedged Tor)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.fixture
+def hanging_site() -> Iterator[tuple[int, threading.Event]]:
+    """An HTTP server whose pages never come: (port, set once a request arrived)."""
+    asked = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        done = threading.Event()
+        held: list[socket.socket] = []
+
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                held.append(conn)
+                asked.set()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield listener.getsockname()[1], asked
+        done.set()
+        thread.join(2)
+        for conn in held:
+            conn.close()
+
+
+def test_sigterm_during_start_up_stops_at_once(tmp_path: Path, start_daemon, black_hole: int) -> None:
+    """The Tor preflight waits 5 s on a SOCKS port that never answers; SIGTERM meanwhile ends
+    the daemon within a second or two, with status 0 (was: 143, killed by the signal)."""
+    config = tmp_path / "sources.toml"
+    config.write_text(f'[watcher]\nstate_dir = "./state"\n[tor]\nsocks = "127.0.0.1:{black_hole}"\n'
+                      '[[sources]]\nname = "onion"\nkind = "listing"\nurl = "http://example2345.onion/"\n'
+                      'item_links = "a"\ntor = true\n', encoding="utf-8")
+    daemon = start_daemon(config)
+    wait_until(lambda: (tmp_path / "state" / "watcher.db").exists(), READY_TIMEOUT, "the database")
+    time.sleep(0.5)                                # in the preflight now
+    started = time.monotonic()
+    assert daemon.stop() == 0, daemon.log
+    assert time.monotonic() - started < 3
+    assert daemon.notify.index_of("READY", "1") is None
+    assert "Traceback" not in daemon.log
+    assert "stop requested" in daemon.log
+    assert db_rows(tmp_path / "state", "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_sigterm_during_a_once_pass_stops_it(tmp_path: Path, hanging_site: tuple[int, threading.Event]) -> None:
+    port, asked = hanging_site
+    config = tmp_path / "sources.toml"
+    config.write_text(f'[watcher]\nstate_dir = "./state"\n[[sources]]\nname = "slow"\nkind = "listing"\n'
+                      f'url = "http://127.0.0.1:{port}/archive"\nitem_links = "a"\ntimeout = 300\n', encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "watcher", "run", "--once", "--config", str(config)],
+                            stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path)
+    try:
+        assert asked.wait(READY_TIMEOUT), "the pass never asked for the page"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=STOP_TIMEOUT)
+        assert proc.returncode == 0, err
+        assert time.monotonic() - started < 3
+        assert "Traceback" not in err
+    finally:
+        proc.kill()
+    assert db_rows(tmp_path / "state", "PRAGMA integrity_check") == [("ok",)]
