@@ -1,4 +1,9 @@
-"""`watcher alerts`, `watcher incidents` and `watcher test-alert` on a real state database."""
+"""`watcher alerts`, `watcher incidents` and `watcher test-alert` on a real state database.
+
+`alerts retry` is tested twice against a real json:// receiver that first fails, then accepts:
+in-process with the sender (a target that accepted the alert is not sent it again), and end to
+end with a real daemon process, the command run beside it while it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +11,33 @@ import asyncio
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from receivers import JsonReceiver, SmtpReceiver, json_receiver, leak, smtp_receiver  # noqa: F401
+from test_alerts_delivery import settings
+from test_daemon_process import (READY_TIMEOUT, DaemonProcess, assert_no_cleartext, db_rows, drop_csv,
+                                 make_nirs, start_daemon)  # noqa: F401 (start_daemon: a fixture)
+from test_daemon_process import write_config as write_daemon_config
 
 import watcher
-import watcher.cli
-from watcher.alerts import AlertSettings, IncidentPolicy
+from watcher.alerts import AlertSender, AlertSettings, IncidentPolicy
+from watcher.alerts.records import list_alerts, record_attempt
 from watcher.cli import main
-from watcher.store import StateDB
+from watcher.store import StateDB, Store
 
 REPO = Path(watcher.__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
-def alerts_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the alerts commands until `watcher.cli.COMMANDS` lists them."""
+def outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state and the apprise config come from the test's files, not from a service's."""
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    if "alerts" not in watcher.cli.COMMANDS:
-        monkeypatch.setattr(watcher.cli, "COMMANDS", (*watcher.cli.COMMANDS, "alerts"))
 
 
 def write_config(tmp_path: Path, alerts: str = "") -> Path:
@@ -101,10 +112,10 @@ def test_test_alert_without_target_is_an_error(tmp_path: Path, capsys: pytest.Ca
 
 async def cli(*argv: str) -> tuple[int, str]:
     """The real `watcher` command in a subprocess (the receivers keep running in this loop)."""
-    env = {key: value for key, value in os.environ.items() if key != "STATE_DIRECTORY"}
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("STATE_DIRECTORY", "CREDENTIALS_DIRECTORY")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys, watcher.cli as c; c.COMMANDS = (*c.COMMANDS, 'alerts') "
-        "if 'alerts' not in c.COMMANDS else c.COMMANDS; sys.exit(c.main(sys.argv[1:]))", *argv,
+        sys.executable, "-m", "watcher", *argv,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO,
         env={**env, "PYTHONPATH": str(REPO)},
     )
@@ -129,3 +140,114 @@ async def test_test_alert_reports_each_target(
     assert status == 1
     assert out.count("FAILED json://127.0.0.1:") == 2 and "1 of 3 target(s) accepted" in out
     assert out.count("A Connection error occurred sending JSON notification") == 2
+
+
+# --------------------------------------------------------------------------- alerts retry
+
+
+def fail_for_good(config: Path, alert_id: int, error: str) -> None:
+    """Record a last failed attempt of `alert_id`, as the sender does after max_tries."""
+    with StateDB(config.parent / "state" / "watcher.db") as db:
+        record_attempt(db, alert_id, delivered_to=frozenset(), new_state="failed", next_try=db.now(),
+                       error=error, now=db.now())
+
+
+def shown(capsys: pytest.CaptureFixture[str], config: Path, ref: str) -> dict:
+    status, out, _ = run(capsys, "alerts", "show", ref, "--format", "json", "--config", str(config))
+    assert status == 0
+    return json.loads(out)
+
+
+def test_retry_requeues_failed_alerts_only(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fail_for_good(config, 1, "json://127.0.0.1:9/soc: connection refused")
+    status, _, err = run(capsys, "alerts", "retry", "2", "--config", str(config))
+    assert status == 2 and "alert 2 is pending, not failed" in err and "queued already" in err
+
+    status, out, _ = run(capsys, "alerts", "retry", "--failed", "--config", str(config))
+    assert status == 0 and out.startswith("1 failed alert(s) re-queued: 1;")
+    alert = shown(capsys, config, "1")
+    assert (alert["state"], alert["tries"]) == ("pending", 0)
+    assert alert["next_try"] >= alert["created_at"]
+    assert alert["last_error"] == "json://127.0.0.1:9/soc: connection refused"   # kept until the next attempt
+    assert shown(capsys, config, "2")["state"] == "pending"
+
+    status, out, _ = run(capsys, "alerts", "retry", "--failed", "--format", "json", "--config", str(config))
+    assert status == 0 and json.loads(out) == {"requeued": []}
+    status, _, err = run(capsys, "alerts", "retry", "1", "--config", str(config))
+    assert status == 2 and "alert 1 is pending, not failed" in err
+
+
+@pytest.mark.parametrize("argv", [("retry",), ("retry", "1", "--failed"), ("list", "--failed"), ("retry", "99")])
+def test_retry_usage_errors(config: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+    status, out, err = run(capsys, "alerts", *argv, "--config", str(config))
+    assert status == 2 and out == "" and err.startswith("watcher: error: ") and len(err.splitlines()) == 1
+
+
+async def test_retry_sends_only_to_the_targets_that_missed_the_alert(
+    tmp_path: Path, json_receiver: JsonReceiver, smtp_receiver: SmtpReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    store = await Store.open(tmp_path / "state" / "watcher.db")
+    try:
+        await store.upsert_source("paste", "listing")
+        sender = AlertSender(store, settings(tmp_path, smtp_receiver.url(), json_receiver.url("soc"), max_tries=1))
+        json_receiver.failing = True
+        await store.record_item("paste", "p1", "1", "https://paste.example/p1", "dump", leak(range(25)),
+                                alert=sender.policy)
+        await sender.run_once()
+        [alert] = await store.call(list_alerts)
+        assert (alert.state, alert.tries, len(alert.delivered_to)) == ("failed", 1, 1)
+        assert len(smtp_receiver.mails) == 1 and json_receiver.attempts == 1
+
+        json_receiver.failing = False
+        status, out, _ = run(capsys, "alerts", "retry", alert.alert_id[:8], "--config", str(config))
+        assert status == 0 and out.startswith("1 failed alert(s) re-queued: 1;")
+        await sender.run_once()
+        [alert] = await store.call(list_alerts)
+    finally:
+        await store.close()
+    assert (alert.state, alert.tries, alert.last_error) == ("sent", 1, None)
+    assert [post.title for post in json_receiver.posts] == ["[CRITICAL] 25 NIRs, Viamedis - paste: dump"]
+    assert len(smtp_receiver.mails) == 1                     # the target that had it is not sent it again
+
+
+async def eventually(check: Callable[[], T], timeout: float, what: str) -> T:
+    """`check()` once it is truthy, polling without blocking the loop (the receivers run in it)."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return result
+
+
+async def test_retry_while_the_daemon_runs_delivers_a_failed_alert(
+    tmp_path: Path, json_receiver: JsonReceiver, start_daemon: Callable[[Path], DaemonProcess]
+) -> None:
+    """`watcher run` delivers nothing (the receiver fails), gives up after max_tries = 1; the
+    receiver recovers; `watcher alerts retry --failed`, run beside the daemon, is enough."""
+    (tmp_path / "inbox").mkdir()
+    config = tmp_path / "sources.toml"
+    write_daemon_config(config, {"inbox": "./inbox"},
+                        f'[alerts]\nurls = ["{json_receiver.url("soc")}"]\nmax_tries = 1\n')
+    state_dir = tmp_path / "state"
+    json_receiver.failing = True
+    daemon = start_daemon(config)
+    daemon.notify.wait_for("READY", "1", timeout=READY_TIMEOUT)
+    nirs = make_nirs(9)
+    drop_csv(tmp_path / "inbox", "extract.csv", nirs)
+
+    def alerts() -> list[tuple[str, int]]:
+        return db_rows(state_dir, "SELECT state, tries FROM alerts ORDER BY id")
+
+    assert await eventually(lambda: alerts() == [("failed", 1)], 30, "the alert to fail for good")
+    assert json_receiver.attempts == 1 and json_receiver.posts == []
+
+    json_receiver.failing = False
+    status, out = await cli("alerts", "retry", "--failed", "--config", str(config))
+    assert status == 0 and out.startswith("1 failed alert(s) re-queued: 1;"), out
+    await eventually(lambda: alerts() == [("sent", 1)], 10, "the re-queued alert to be sent")
+    [post] = json_receiver.posts
+    assert post.path == "soc" and post.title.startswith("[CRITICAL] 12 NIRs")
+    assert daemon.stop() == 0
+    assert_no_cleartext(daemon.log + post.message, nirs)

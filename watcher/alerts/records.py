@@ -29,6 +29,7 @@ __all__ = [
     "mark_emitted",
     "pending_alerts",
     "record_attempt",
+    "requeue_failed",
     "unemitted_alerts",
 ]
 
@@ -145,6 +146,28 @@ def record_attempt(
             WHERE id = ?""",
             (new_state, next_try, error, _json(sorted(delivered_to)), new_state, now, alert_id),
         )
+
+
+def requeue_failed(state: StateDB, now: str, alert_id: int | None = None) -> list[int]:
+    """Put failed alerts (every one, or the row `alert_id`) back in the outbox; their row ids.
+
+    Each becomes pending, due `now`, with a fresh budget of `max_tries` attempts. What an
+    attempt needs to not repeat itself is kept: `delivered_to` (a target that accepted the
+    alert is not sent it again) and `alert_id` (receivers deduplicate on it). `last_error`
+    is kept too, as the reason of the last failure, until the next attempt replaces it; an
+    acknowledgement stays, since it records a person's reading, not a delivery.
+
+    Safe while the daemon runs: its sender reads only pending rows and writes only the rows
+    it read, so a failed row is never in its hands; it finds the re-queued rows on its next
+    round (it polls the outbox every second).
+    """
+    with state.transaction():
+        rows = state.db.execute(
+            """UPDATE alerts SET state = 'pending', tries = 0, next_try = ?
+            WHERE state = 'failed' AND (? IS NULL OR id = ?) RETURNING id""",
+            (now, alert_id, alert_id),
+        ).fetchall()
+    return sorted(row[0] for row in rows)
 
 
 def ack_alert(state: StateDB, ref: str) -> Alert | None:

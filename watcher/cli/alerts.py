@@ -1,9 +1,13 @@
-"""Alert commands: `alerts [list|show ID|ack ID]`, `incidents`, `test-alert`. Each takes --config.
+"""Alert commands: `alerts [list|show ID|ack ID|retry ID|retry --failed]`, `incidents`,
+`test-alert`. Each takes --config.
 
 `alerts` and `incidents` read the daemon's state database (they may run while it runs: SQLite
-in WAL mode lets readers in, and `ack` is one short write transaction). `test-alert` sends a
-harmless message through the configured apprise targets and prints each target's result; it
-exits 1 if any target failed, 2 if there is no target or the configuration is broken.
+in WAL mode lets readers in, and `ack` and `retry` are one short write transaction each).
+`retry` puts failed alerts back in the outbox (see `records.requeue_failed`); the running
+daemon's sender picks them up within seconds, so the command never talks to the daemon.
+`test-alert` sends a harmless message through the configured apprise targets and prints each
+target's result; it exits 1 if any target failed, 2 if there is no target or the configuration
+is broken.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ ID_HELP = "alert number (first column of `watcher alerts`) or Alert ID"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    alerts = sub.add_parser("alerts", help="alerts raised by the daemon: list, show ID, ack ID")
+    alerts = sub.add_parser("alerts", help="alerts raised by the daemon: list, show ID, ack ID, "
+                                           "retry ID|--failed")
     _common(alerts)
-    alerts.add_argument("action", nargs="?", choices=("list", "show", "ack"), default="list")
+    alerts.add_argument("action", nargs="?", choices=("list", "show", "ack", "retry"), default="list")
     alerts.add_argument("id", nargs="?", metavar="ID", help=ID_HELP)
+    alerts.add_argument("--failed", action="store_true",
+                        help="retry: every failed alert (instead of one ID)")
     alerts.add_argument("--format", choices=("text", "json"), default="text")
     alerts.add_argument("--limit", type=int, default=50, help="list: how many of the latest alerts (default 50)")
     alerts.add_argument("--state", action="append", choices=("pending", "sent", "logged", "failed"),
@@ -62,9 +69,14 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from ..alerts import records
 
     config = load(args)
-    if args.action != "list" and not args.id:
-        raise CliError(f"alerts {args.action}: give an alert ID ({ID_HELP})")
+    if args.failed and (args.action != "retry" or args.id):
+        raise CliError("--failed goes with `alerts retry` and no ID: it re-queues every failed alert")
+    if args.action != "list" and not args.id and not args.failed:
+        more = " or --failed" if args.action == "retry" else ""
+        raise CliError(f"alerts {args.action}: give an alert ID ({ID_HELP}){more}")
     with _state(config) as db:
+        if args.action == "retry":
+            return _retry(db, args)
         if args.action == "list":
             _print_list(records.list_alerts(db, args.limit, tuple(args.state or ())), args.format)
             return 0
@@ -77,6 +89,29 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         print(f"alert {alert.id} acknowledged at {alert.acked_at}")
     else:
         _print_one(alert)
+    return 0
+
+
+def _retry(db, args: argparse.Namespace) -> int:
+    """Re-queue one failed alert (ID) or all of them (--failed); prints how many."""
+    from ..alerts import records
+
+    alert_id = None
+    if args.id:
+        alert = records.alert_by_ref(db, args.id)
+        if alert is None:
+            raise CliError(f"no alert {args.id!r} (see `watcher alerts`)")
+        if alert.state != "failed":
+            raise CliError(f"alert {alert.id} is {alert.state}, not failed: only failed alerts are retried"
+                           + (" (a pending one is queued already)" if alert.state == "pending" else ""))
+        alert_id = alert.id
+    requeued = records.requeue_failed(db, db.now(), alert_id)
+    if args.format == "json":
+        print_json_lines([{"requeued": requeued}])
+    else:
+        ids = f": {', '.join(map(str, requeued))}" if requeued else ""
+        print(f"{len(requeued)} failed alert(s) re-queued{ids}; the daemon sends them within seconds, "
+              "or when it next starts (`watcher alerts` shows their state)")
     return 0
 
 
