@@ -6,6 +6,7 @@ refuses)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from watcher import worker
 from watcher.alerts import AlertSender, alert_settings
 from watcher.analyze import Analyzer
 from watcher.config import load_config
-from watcher.daemon import Batcher, Daemon
+from watcher.daemon import DB_NAME, Batcher, Daemon
 from watcher.report import Report
 from watcher.score import Policy
 from watcher.sources.base import Item, PollContext, Source
@@ -224,7 +225,8 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
                     f'[[sources]]\nname = "inbox"\nkind = "directory"\npath = "{tmp_path}"\n', encoding="utf-8")
     config = load_config(path)
     daemon = Daemon(config, once=True, workers=1)
-    daemon.store = await Store.open(tmp_path / "state.db")
+    config.watcher.state_dir.mkdir()
+    daemon.store = await Store.open(config.watcher.state_dir / DB_NAME)
     daemon.alerts = AlertSender(daemon.store, alert_settings(config))
     daemon.pool = daemon._new_pool(b"k" * 32)
     await daemon.store.upsert_source("inbox", "directory")
@@ -274,12 +276,26 @@ async def test_an_item_that_fails_analysis_is_recorded_retried_then_parked(daemo
     assert (health["failed_items"], health["parked_items"]) == (0, 1)
     assert daemon.counters.failed_items == 2 and daemon.counters.items == 3
 
+    config = str(daemon.config.path)                    # what an operator sees
+    listed = cli("items", "--failed", "--config", config)
+    assert "parked" in listed and "stuck.csv" in listed and "time budget" in listed
+    (row,) = [json.loads(line) for line in cli("items", "--failed", "--format", "json", "--config", config).splitlines()]
+    assert (row["source"], row["tries"], row["parked"]) == ("inbox", 2, 1)
+    table = cli("sources", "--config", config)
+    assert "last failed item: analysis exceeded its time budget" in table
+
     stuck.unlink()                                        # the file is replaced: analysed, unparked
     stuck.write_text("nom;nir\n")
     source.files, source.version = [stuck], "v2"
     ok, _ = await daemon._poll(source, None, 0)
     assert ok and await store.is_seen("inbox", "stuck.csv", "v2")
     assert await store.call(StateDB.failed_items) == []
+
+
+def cli(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "watcher", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 async def test_no_worker_fails_the_poll_and_records_nothing(daemon: Daemon) -> None:

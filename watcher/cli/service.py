@@ -6,7 +6,8 @@ Exit status (Nagios/Icinga style, usable as is by a check command):
 
 - 0 ok: every enabled source polled successfully within its window, no failed alert;
 - 1 degraded: some enabled sources failing, or late (no success within their window) while
-  others are fresh; failed alerts not acknowledged yet (schema 3 and later); no enabled source;
+  others are fresh, or degraded (their last poll succeeded with a warning: a login wall,
+  links gone, an `expect` selector unmatched; schema 4 and later); failed alerts not acknowledged yet (schema 3 and later); no enabled source;
 - 2 down: no database; or not one enabled source had a successful poll within its window.
   (A broken configuration is also 2, with one line on stderr, like every CLI error.)
 
@@ -69,6 +70,7 @@ class SourceHealth:
     failing_since: str | None = None
     last_error: str | None = None
     last_error_at: str | None = None
+    warning: str | None = None
     fresh: bool = False
 
 
@@ -144,8 +146,9 @@ def _read(db_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int] | No
         db = Database(conn, execute_plugins=False)
         if "sources" not in db.table_names():
             raise sqlite3.DatabaseError("no sources table: not a leak-watcher state database")
-        cursor = conn.execute(f"SELECT {', '.join(_SOURCE_COLUMNS)} FROM sources")
-        rows = {row[0]: dict(zip(_SOURCE_COLUMNS, row, strict=True)) for row in cursor}
+        columns = _SOURCE_COLUMNS + (("warning",) if "warning" in db["sources"].columns_dict else ())
+        cursor = conn.execute(f"SELECT {', '.join(columns)} FROM sources")
+        rows = {row[0]: dict(zip(columns, row, strict=True)) for row in cursor}
         from ..metrics import alert_counts     # aiohttp: imported only when status runs
 
         return rows, alert_counts(db, unacknowledged=True)
@@ -177,6 +180,7 @@ def _fill(entry: SourceHealth, row: dict[str, Any] | None) -> None:
         return
     for key in _SOURCE_COLUMNS[2:]:
         setattr(entry, key, row[key])
+    entry.warning = row.get("warning")
     entry.consecutive_failures = int(row["consecutive_failures"] or 0)
 
 
@@ -214,6 +218,8 @@ def _source_problem(source: SourceHealth) -> str | None:
         window_minutes = round((source.window_seconds or 0) / 60)
         return (f'source "{source.name}": no successful poll within {window_minutes} min '
                 f"(last success: {source.last_success or 'never'})")
+    if source.warning:
+        return f'source "{source.name}" degraded: {source.warning}'
     return None
 
 
@@ -240,6 +246,8 @@ def format_text(health: Health) -> str:
     lines += [f"  ! {reason}" for reason in health.reasons]
     for source in health.sources:
         state = source.state or "never polled"
+        if state == "ok" and source.warning:
+            state = "degraded"
         if not source.in_config:
             state += ", not in the configuration"
         elif not source.enabled:
