@@ -141,7 +141,10 @@ def test_fail_on_not_reached(runs):
 def test_missing_and_unreadable_paths(runs, tree):
     run = runs["missing_unreadable"]
     assert run.returncode == 2
-    assert [r["path"] for r in _lines(run)] == [str(tree / "quiet.txt")]      # the others are still scanned
+    quiet, unreadable = _lines(run)                        # the others are still scanned
+    assert quiet["path"] == str(tree / "quiet.txt") and "error" not in quiet
+    assert unreadable["path"] == str(tree / "unreadable.sock")   # a document that failed has its line
+    assert unreadable["severity"] == "none" and unreadable["error"]
     errors = run.stderr.strip().splitlines()
     assert len(errors) == 2, run.stderr
     assert "does-not-exist.csv" in errors[0] or "does-not-exist.csv" in errors[1]

@@ -1,7 +1,9 @@
 """`watcher scan`: score files, directories or stdin, without a daemon or a database.
 
 Contract (other tools rely on it): `--format json` prints one object per document per line;
-exit 0, 1 when `--fail-on` is reached, 2 on error (one line on stderr).
+exit 0, 1 when `--fail-on` is reached, 2 on error (one line on stderr each). A document that
+cannot be read or analysed gets its line too, with `error` (and severity "none"); the others
+are scanned, and the exit status is 2 at the end.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
             else:
                 report = analyzer.analyze_path(document, reveal=args.reveal)
         except OSError as exc:
-            errors.append(f"{document}: {exc.strerror or exc}")
+            errors.append(_failed(document, exc.strerror or str(exc), args.format))
+            continue
+        except Exception as exc:      # a bug or a hostile file: this document only
+            errors.append(_failed(document, f"analysis failed: {type(exc).__name__}: {exc}", args.format))
             continue
         _print(report, args.format, args.reveal)
         if severity_rank(report.severity) > severity_rank(worst):
@@ -90,6 +95,17 @@ def run(args: argparse.Namespace) -> int:
     if args.fail_on and severity_rank(worst) >= severity_rank(args.fail_on):
         return 1
     return 0
+
+
+def _failed(document: Path | str, reason: str, fmt: str) -> str:
+    """Report a document that could not be scanned (its JSON line carries `error`); the line
+    for stderr. The reason is redacted: an exception may quote the document."""
+    from ..logs import redact
+
+    reason = redact(" ".join(reason.split()))
+    if fmt == "json":
+        print(json.dumps({"path": str(document), "severity": "none", "error": reason}, ensure_ascii=False), flush=True)
+    return f"{document}: {reason}"
 
 
 def _print(report: Report, fmt: str, reveal: bool) -> None:
