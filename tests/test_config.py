@@ -243,6 +243,71 @@ def test_rule_error_line(tmp_path: Path) -> None:
     assert_error(tmp_path, text, line_of(text, 'severity = "bad"'), 'rule "b": key "severity"')
 
 
+def test_a_regex_hyperscan_cannot_compile_is_refused_at_its_line(tmp_path: Path) -> None:
+    """Before: accepted, then every worker died compiling it and every item failed."""
+    text = HEAD + '\n[[rules]]\nname = "ok"\nregex = "x+"\n\n[[rules]]\nname = "broken"\nregex = "(abc"\n'
+    assert_error(tmp_path, text, line_of(text, 'regex = "(abc"'),
+                 'rule "broken": key "regex" is not a pattern Hyperscan can compile: Missing close parenthesis')
+
+
+@pytest.mark.parametrize(("value", "shown"), [("0.001", "0.001"), ('"0.5s"', "'0.5s'"), ("0.999", "0.999")])
+def test_interval_below_a_second_is_refused(tmp_path: Path, value: str, shown: str) -> None:
+    """Before: 0.001 was accepted (4,884 polls in 11 s)."""
+    text = HEAD.replace("interval = 10", f"interval = {value}")
+    assert_error(tmp_path, text, line_of(text, "interval ="),
+                 f'source "inbox": key "interval" must be at least 1 s, not {shown}')
+
+
+def test_one_second_directory_interval_is_fine_and_quiet(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, HEAD.replace("interval = 10", "interval = 1")), environ={})
+    assert config.sources[0].interval == 1 and config.warnings == ()
+
+
+@pytest.mark.parametrize(("interval", "enabled", "warned"), [
+    ('"10s"', True, True), ("29", True, True), ('"30s"', True, False), ('"5m"', True, False),
+    ("5", False, False),            # a disabled source polls nothing
+])
+def test_a_network_source_polled_faster_than_30_s_is_a_warning(
+        tmp_path: Path, interval: str, enabled: bool, warned: bool) -> None:
+    listing = LISTING.replace('interval = "5m"', f"interval = {interval}") + ("" if enabled else "enabled = false\n")
+    text = HEAD + listing
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.sources[1].interval == parse_duration(interval.strip('"'))
+    if not warned:
+        assert config.warnings == ()
+        return
+    (warning,) = config.warnings
+    assert warning.startswith(f"{tmp_path / 'sources.toml'}:{line_of(text, 'interval =', 2)}: "
+                              'source "some-paste": key "interval" is '), warning
+    assert "more often than every 30 s" in warning and "\n" not in warning
+
+
+def test_max_bytes_is_at_most_one_gib(tmp_path: Path) -> None:
+    text = HEAD + "max_bytes = 1073741824\n"
+    assert load_config(write(tmp_path, text), environ={}).sources[0].max_bytes == 1 << 30
+    text = HEAD + "max_bytes = 1073741825\n"
+    assert_error(tmp_path, text, line_of(text, "max_bytes"),
+                 'source "inbox": key "max_bytes" must be at most 1073741824 (1 GiB', "not 1073741825")
+
+
+@pytest.mark.parametrize(("line", "fragment"), [
+    ("document_timeout = 0.5", 'key "document_timeout" must be at least 1 s'),
+    ('document_timeout = "0s"', 'key "document_timeout" must be a positive number of seconds'),
+    ("item_tries = 0", 'key "item_tries" must be a positive integer, not 0'),
+])
+def test_document_timeout_and_item_tries_bounds(tmp_path: Path, line: str, fragment: str) -> None:
+    text = HEAD.replace('state_dir = "./state"', f'state_dir = "./state"\n{line}')
+    assert_error(tmp_path, text, 3, f"[watcher]: {fragment}")
+
+
+def test_document_timeout_and_item_tries_values(tmp_path: Path) -> None:
+    text = HEAD.replace('state_dir = "./state"', 'state_dir = "./state"\ndocument_timeout = "1s"\nitem_tries = 1')
+    settings = load_config(write(tmp_path, text), environ={}).watcher
+    assert (settings.document_timeout, settings.item_tries) == (1.0, 1)
+    defaults = load_config(write(tmp_path, HEAD), environ={}).watcher
+    assert (defaults.document_timeout, defaults.item_tries) == (60.0, 3)
+
+
 @pytest.mark.parametrize(("section", "where", "fragment"), [
     ("[scoring]\ncritical_nirs = 0", "critical_nirs", '[scoring]: key "critical_nirs" must be a positive integer'),
     ("[scoring]\ncritical_nir = 3", "critical_nir", '[scoring]: key "critical_nir" is unknown'),

@@ -11,6 +11,13 @@ inline table of another line falls back to the block's header line).
 
 A disabled source is checked like an enabled one, except that the environment variables its
 `env:NAME` headers refer to need not be set (so shipped examples load on any machine).
+
+`load_config` is pure validation: types, ranges (an interval of at least a second, `max_bytes`
+at most 1 GiB...) and operator rules compiled by Hyperscan as the scanner compiles them, so a
+rule that would kill every worker at start is refused here. What depends on the machine (the
+state directory, drop folders, apprise targets) is checked by `watcher.preflight` before the
+daemon starts. Doubtful but valid values (a network source polled more often than every 30 s)
+are kept as one-line `Config.warnings` in the same `file:line: where: what` form.
 """
 
 from __future__ import annotations
@@ -26,10 +33,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from watcher.detect.rules import Rule
+from watcher.detect.rules import Rule, rule_error
 from watcher.score import SEVERITIES, Policy
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+MAX_MAX_BYTES = 1024 * 1024 * 1024  # a larger body is a mistake (one document held in a worker's memory)
+MIN_INTERVAL = 1.0                  # seconds; less is a typo (0.001 polled 4,884 times in 11 s)
+NETWORK_INTERVAL_WARNING = 30.0     # a network source polled more often is worth a warning
+MIN_DOCUMENT_TIMEOUT = 1.0          # seconds; less would kill workers on any real document
 DEFAULT_INTERVAL = 300.0
 DEFAULT_MAX_PAGES = 5
 DEFAULT_CONCURRENCY = 8
@@ -178,6 +189,7 @@ class Config:
     sources: tuple[SourceConfig, ...]
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     metrics: MetricsSettings | None = None   # None: no metrics endpoint
+    warnings: tuple[str, ...] = ()           # one line each, `file:line: where: what`
 
     @property
     def enabled_sources(self) -> tuple[SourceConfig, ...]:
@@ -202,6 +214,24 @@ def find_config(cli_value: str | os.PathLike[str] | None) -> Path:
             return candidate
     raise ConfigError(f"no configuration found: tried ./sources.toml and {SYSTEM_CONFIG} "
                       "(give one with --config)")
+
+
+def systemd_state_dir(environ: Mapping[str, str]) -> Path | None:
+    """The state directory systemd gives (`$STATE_DIRECTORY`, its first entry), or None."""
+    value = environ.get("STATE_DIRECTORY", "")
+    return Path(value.split(":")[0]) if value else None
+
+
+def located_error(config: Config, table: str, index: int | None, label: str, key: str | None,
+                  message: str) -> ConfigError:
+    """A ConfigError about an already loaded `config`, located like load_config's own
+    (`file:line: label: key "k" message`): for checks made after loading (the filesystem,
+    apprise). The file is read again for the line; without it the error names the file only."""
+    try:
+        text = config.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return _Validator(config.path, text, {}).fail(_Where(table, index, label), key, message)
 
 
 def parse_duration(value: object) -> float:
@@ -338,6 +368,7 @@ class _Validator:
         self.base = path.resolve().parent
         self.locator = _Locator(text)
         self.environ = environ
+        self.warnings: list[str] = []
 
     # -- error helpers -------------------------------------------------------------------------
 
@@ -382,23 +413,33 @@ class _Validator:
             raise self.fail(where, key, f"must be true or false, not {_show(value)}")
         return value
 
-    def integer(self, where: _Where, data: Mapping[str, Any], key: str, default: int) -> int:
-        """A positive integer."""
+    def integer(self, where: _Where, data: Mapping[str, Any], key: str, default: int,
+                maximum: int | None = None, why: str = "") -> int:
+        """A positive integer, at most `maximum` (`why` says why in the error)."""
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise self.fail(where, key, f"must be a positive integer, not {_show(value)}")
+        if maximum is not None and value > maximum:
+            raise self.fail(where, key, f"must be at most {maximum}{why}, not {value}")
         return value
 
     def seconds(self, where: _Where, data: Mapping[str, Any], key: str,
-                default: float | None) -> float | None:
-        """A duration: seconds as a number, or "30s", "5m", "1h", "1d"."""
+                default: float | None, minimum: float | None = None, why: str = "") -> float | None:
+        """A duration: seconds as a number, or "30s", "5m", "1h", "1d"; at least `minimum`."""
         if key not in data:
             return default
         try:
-            return parse_duration(data[key])
+            seconds = parse_duration(data[key])
         except ValueError:
             raise self.fail(where, key, f'must be a positive number of seconds or a duration like '
                                         f'"30s", "5m", "1h", not {_show(data[key])}') from None
+        if minimum is not None and seconds < minimum:
+            raise self.fail(where, key, f"must be at least {minimum:g} s{why}, not {_show(data[key])}")
+        return seconds
+
+    def warn(self, where: _Where, key: str | None, message: str) -> None:
+        """Keep a warning, located and worded like an error."""
+        self.warnings.append(str(self.fail(where, key, message)))
 
     def selector(self, where: _Where, data: Mapping[str, Any], key: str,
                  required: bool = False) -> str | None:
@@ -441,7 +482,8 @@ class _Validator:
         retention = self.retention(data.get("retention", {}))
         metrics = self.metrics(data.get("metrics"))
         return Config(path=self.path, watcher=watcher, tor=tor, alerts=dict(alerts), policy=policy,
-                      rules=rules, sources=sources, retention=retention, metrics=metrics)
+                      rules=rules, sources=sources, retention=retention, metrics=metrics,
+                      warnings=tuple(self.warnings))
 
     def watcher(self, data: dict[str, Any]) -> WatcherSettings:
         """`[watcher]`: state_dir (relative to the config's folder; $STATE_DIRECTORY wins)."""
@@ -449,12 +491,10 @@ class _Validator:
         self.check_keys(where, data, _WATCHER_KEYS)
         state = self.string(where, data, "state_dir", default="./state")
         assert state is not None
-        state_dir = self.base / Path(state).expanduser()
-        systemd_dir = self.environ.get("STATE_DIRECTORY", "")
-        if systemd_dir:
-            state_dir = Path(systemd_dir.split(":")[0])
+        state_dir = systemd_state_dir(self.environ) or self.base / Path(state).expanduser()
         concurrency = self.integer(where, data, "concurrency", DEFAULT_CONCURRENCY)
-        document_timeout = self.seconds(where, data, "document_timeout", DEFAULT_DOCUMENT_TIMEOUT)
+        document_timeout = self.seconds(where, data, "document_timeout", DEFAULT_DOCUMENT_TIMEOUT,
+                                        minimum=MIN_DOCUMENT_TIMEOUT, why=" (a worker is killed past it)")
         assert document_timeout is not None
         item_tries = self.integer(where, data, "item_tries", DEFAULT_ITEM_TRIES)
         return WatcherSettings(state_dir=state_dir, concurrency=concurrency,
@@ -527,7 +567,7 @@ class _Validator:
         return Policy(**{name: self.integer(where, data, name, getattr(defaults, name)) for name in names})
 
     def rules(self, value: object) -> tuple[Rule, ...]:
-        """`[[rules]]` -> detect.rules.Rule (regex compile-checking happens in detect)."""
+        """`[[rules]]` -> detect.rules.Rule, each compiled by Hyperscan as the scanner will."""
         if not isinstance(value, list):
             raise self.fail(_Where("rules", None, "top level"), None, '"rules" must be an array of tables ([[rules]])')
         rules: list[Rule] = []
@@ -562,7 +602,11 @@ class _Validator:
         if severity not in RULE_SEVERITIES:
             raise self.fail(where, "severity", f"must be one of: {', '.join(RULE_SEVERITIES)}, not {_show(severity)}")
         case_sensitive = self.boolean(where, data, "case_sensitive", False)
-        return Rule(name=name, severity=severity, keywords=keywords, regex=regex, case_sensitive=case_sensitive)
+        rule = Rule(name=name, severity=severity, keywords=keywords, regex=regex, case_sensitive=case_sensitive)
+        problem = rule_error(rule)
+        if problem:
+            raise self.fail(where, "regex" if regex is not None else "keywords", problem)
+        return rule
 
     def sources(self, value: object, tor: TorSettings | None) -> tuple[SourceConfig, ...]:
         """`[[sources]]` entries; names are unique."""
@@ -599,10 +643,15 @@ class _Validator:
             if key not in data:
                 raise self.fail(where, None, f'key "{key}" is missing (a {kind} source needs: {", ".join(required)})')
         enabled = self.boolean(where, data, "enabled", True)
+        interval = self.seconds(where, data, "interval", DEFAULT_INTERVAL, minimum=MIN_INTERVAL)
+        assert interval is not None
+        if enabled and kind != "directory" and interval < NETWORK_INTERVAL_WARNING:
+            self.warn(where, "interval", f"is {interval:g} s: a network source polled more often than every "
+                                         f"{NETWORK_INTERVAL_WARNING:g} s loads the site and stands out")
         common: dict[str, Any] = dict(
-            name=name, kind=kind, enabled=enabled,
-            interval=self.seconds(where, data, "interval", DEFAULT_INTERVAL),
-            max_bytes=self.integer(where, data, "max_bytes", DEFAULT_MAX_BYTES),
+            name=name, kind=kind, enabled=enabled, interval=interval,
+            max_bytes=self.integer(where, data, "max_bytes", DEFAULT_MAX_BYTES, maximum=MAX_MAX_BYTES,
+                                   why=" (1 GiB: one document is held in a worker's memory)"),
             headers=self.headers(where, data, resolve_env=enabled),
             user_agent=self.string(where, data, "user_agent"),
             timeout=self.seconds(where, data, "timeout", None),
