@@ -16,12 +16,14 @@ from watcher.fetch import (TOR_BROWSER_UA, Fetcher, FetchError, RetryLater, pars
 try:
     from conftest_sources import (api_site, fetcher, paste_site, socks_proxy,
                                   source_config, tor_settings)
-    from fakesites import ApiSite, PasteSite
+    from fakesites import ApiSite, PasteSite, serve
+    from hostile import HostileSite
     from socksproxy import SocksProxy
 except ImportError:
     from tests.conftest_sources import (api_site, fetcher, paste_site, socks_proxy,  # noqa: F401
                                         source_config, tor_settings)
-    from tests.fakesites import ApiSite, PasteSite
+    from tests.fakesites import ApiSite, PasteSite, serve
+    from tests.hostile import HostileSite
     from tests.socksproxy import SocksProxy
 
 MiB = 1 << 20
@@ -197,6 +199,21 @@ async def test_silent_server_is_stopped_by_the_read_timeout(paste_site: PasteSit
     async with fetcher(read_timeout=0.3) as client:
         with pytest.raises(FetchError, match=r"no data for 0\.3 s"):
             await client.get(paste_site.url("/raw/slow"))
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("huge-header", "malformed HTTP response: Got more than 8190 bytes"),   # one 1 MiB header
+    ("many-headers", "malformed HTTP response: Too many headers received"),  # 100,000 header lines
+    ("reset", "broken response body: Response payload is not completed"),   # RST after 256 KiB of 1 MiB
+])
+async def test_a_broken_response_is_one_clear_line(case: str, reason: str) -> None:
+    async with serve(HostileSite()) as site, fetcher() as client:
+        with pytest.raises(FetchError) as caught:
+            await client.get(site.url(f"/page/{case}"))
+    message = str(caught.value)
+    assert message.startswith(reason) and message.endswith(f"({site.url(f'/page/{case}')})"), message
+    assert "\n" not in message and "aaaa" not in message     # none of the server's header bytes
+    assert not message.startswith("malformed") or " 400 " not in message   # no status was sent
 
 
 async def test_connection_refused_is_a_fetch_error() -> None:

@@ -36,6 +36,7 @@ from typing import Self
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
 from yarl import URL
 
@@ -328,6 +329,8 @@ class Fetcher:
         if isinstance(exc, aiohttp.ClientPayloadError):
             return f"broken response body: {_first_line(exc)}"
         if isinstance(exc, aiohttp.ClientResponseError):
+            if isinstance(exc.__cause__, HttpProcessingError):  # unparsable: no status was sent
+                return f"malformed HTTP response: {_without_excerpt(exc.message)}"
             return f"invalid HTTP response: {exc.status} {_first_line(exc.message)}"
         return f"{type(exc).__name__}: {_first_line(exc)}"
 
@@ -439,6 +442,12 @@ def _refused(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _without_excerpt(message: str) -> str:
+    """An aiohttp parse error without the bytes of the response it quotes (`...: b'aaaa...'.`):
+    a hostile server's bytes have no place in our logs and database."""
+    return _first_line(re.split(r":? b['\"]", message, maxsplit=1)[0]).rstrip(". ")
 
 
 def _first_line(value: object) -> str:
