@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml setup.py watcher/detect/_speedups.c
 	touch $@
 
 setup: $(VENV)/.installed
+	@# Debian's tor for the real Tor end-to-end test (root only; a failure is a warning, `make run` needs no tor)
+	@command -v tor >/dev/null || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tor; } || echo "make: apt-get install tor failed: tests/test_tor_e2e.py will fail" >&2
 
 # Runs the daemon on the shipped configuration. The shipped config watches ./inbox;
 # the synthetic demo sample is dropped there so the whole pipeline shows within seconds.
