@@ -27,8 +27,38 @@ def print_json_lines(rows: Iterable[Any]) -> None:
         print(json.dumps(row, ensure_ascii=False, default=str))
 
 
+DISTRIBUTION = "leak-watcher"
+
+
+def version() -> str:
+    """The installed distribution's version; the package's own when it is not installed
+    (run from a source tree with PYTHONPATH), so `--version` always answers."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: prints `watcher <version>` and exits 0. The version is looked up only
+    when asked: importlib.metadata costs ~60 ms (measured), too much for every command."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and exit", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="watcher", description="Dark-web leak monitoring for French health data.")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
