@@ -11,19 +11,26 @@ is verified too: its only allowed complaint is about that missing program.
 
 `security --threshold=N` takes an integer in tenths of the displayed score on systemd 252
 (`--threshold=1.5` is rejected: "Failed to parse threshold"), so 1.5 is `--threshold=15`.
+
+Restarts: a start that fails is retried every RestartSec= without a start limit (the unit's
+comments say why). What keeps that from busy-looping is measured here: the CPU time of a real
+failing start (an unusable state directory) must stay a small share of RestartSec=.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "watcher.service"
+DOCS = UNIT.parents[1] / "docs" / "service.md"
 PROGRAM = "/opt/leak-watcher/venv/bin/watcher"
 MAX_EXPOSURE = 1.5
 ANALYZE = shutil.which("systemd-analyze") or (
@@ -80,6 +87,8 @@ EXPECTED_SERVICE = {
     "NotifyAccess": "main",
     "WatchdogSec": "60s",
     "Restart": "on-failure",
+    "RestartSec": "30s",
+    "TimeoutStartSec": "90s",
     "TimeoutStopSec": "30s",
     "ExecStart": f"{PROGRAM} run --config /etc/watcher/sources.toml",
     "ExecReload": "/bin/kill -HUP $MAINPID",
@@ -123,6 +132,44 @@ EXPECTED_SERVICE = {
 @pytest.mark.parametrize(("key", "value"), EXPECTED_SERVICE.items())
 def test_service_directive(unit: dict[str, dict[str, list[str]]], key: str, value: str) -> None:
     assert unit["Service"].get(key) == [value]
+
+
+def test_failed_starts_are_retried_without_a_start_limit(unit: dict[str, dict[str, list[str]]]) -> None:
+    """No limit that would leave the watcher dead after a few failed starts, and exit status 2
+    retried too (it also means a full disk): see the comments in the unit."""
+    assert unit["Unit"].get("StartLimitIntervalSec") == ["0"]
+    assert "StartLimitBurst" not in unit["Unit"]
+    assert "RestartPreventExitStatus" not in unit["Service"]
+
+
+def test_a_failing_start_is_cheap_next_to_restart_sec(
+    unit: dict[str, dict[str, list[str]]], tmp_path: Path
+) -> None:
+    """A real failing start: one line, exit status 2, and CPU well under a tenth of RestartSec=
+    (about 0.5 s against 30 s, measured), so retrying forever does not busy-loop."""
+    (tmp_path / "blocker").write_text("a file where the state directory should be\n")
+    config = tmp_path / "sources.toml"
+    config.write_text('[watcher]\nstate_dir = "blocker/state"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("STATE_DIRECTORY", "NOTIFY_SOCKET")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run([sys.executable, "-m", "watcher", "run", "--config", str(config)],
+                            capture_output=True, text=True, env=env, timeout=60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and "blocker" in result.stderr, result.stderr
+    [restart_sec] = unit["Service"]["RestartSec"]
+    assert cpu < float(restart_sec.removesuffix("s")) / 10
+
+
+def test_docs_describe_the_unit_as_it_is(unit: dict[str, dict[str, list[str]]]) -> None:
+    """docs/service.md's table quotes these settings: it must quote the unit's values."""
+    docs = DOCS.read_text(encoding="utf-8")
+    for section, key in (("Service", "Restart"), ("Service", "RestartSec"), ("Unit", "StartLimitIntervalSec"),
+                         ("Service", "TimeoutStartSec"), ("Service", "WatchdogSec"), ("Service", "LoadCredential"),
+                         ("Service", "StateDirectory"), ("Service", "CacheDirectory")):
+        [value] = unit[section][key]
+        assert f"`{key}={value}`" in docs, f"docs/service.md does not say {key}={value}"
 
 
 def test_system_call_filter_and_environment(unit: dict[str, dict[str, list[str]]]) -> None:
