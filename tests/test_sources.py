@@ -12,10 +12,11 @@ import pytest
 from watcher import config as config_module
 from watcher.fetch import Fetcher, FetchError, RetryLater
 from watcher.sources import SOURCE_CLASSES, PollContext, SourceError, build_source
-from watcher.sources.base import PARSE_MAX_BYTES, link_id, off_loop, select_links, soup
+from watcher.sources.base import PARSE_MAX_BYTES, link_id, off_loop
 from watcher.sources.directory import DirectorySource
 from watcher.sources.jsonapi import dig
 from watcher.sources.links import compile_selector, page_links
+from watcher.sources.markup import select_links, soup
 
 try:
     from conftest_sources import (SeenStore, api_site, feed_site, forum_site,

@@ -1,31 +1,31 @@
-"""Sources: where documents come from. `build_source(config)` makes the right kind."""
+"""Sources: where documents come from. `build_source(config)` makes the right kind.
+
+The names below are imported on first use (PEP 562): the page-parser child process
+(watcher.sources.pagechild) imports only this package's parsing modules, and would otherwise
+load the HTTP client and the detection pipeline that the source classes bring in (~20 MB
+per child).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from watcher.config import SourceConfig
-from watcher.sources.base import Item, PollContext, Source, SourceError
-from watcher.sources.directory import DirectorySource
-from watcher.sources.feed import FeedSource
-from watcher.sources.forum import ForumSource
-from watcher.sources.jsonapi import JsonSource
-from watcher.sources.listing import ListingSource
+if TYPE_CHECKING:
+    from watcher.sources.base import Item, PollContext, Source
+    from watcher.sources.errors import SourceError
+    from watcher.sources.registry import SOURCE_CLASSES, build_source
 
-SOURCE_CLASSES: Mapping[str, type[Source]] = MappingProxyType({
-    cls.kind: cls for cls in (DirectorySource, ListingSource, ForumSource, JsonSource, FeedSource)
-})
+_HOMES = {"SOURCE_CLASSES": "registry", "build_source": "registry", "Item": "base",
+          "PollContext": "base", "Source": "base", "SourceError": "errors"}
 
 
-def build_source(config: SourceConfig) -> Source:
-    """The Source object for a validated `[[sources]]` entry."""
-    try:
-        cls = SOURCE_CLASSES[config.kind]
-    except KeyError:
-        raise ValueError(f"unknown source kind {config.kind!r} "
-                         f"(expected one of: {', '.join(SOURCE_CLASSES)})") from None
-    return cls(config)
+def __getattr__(name: str) -> Any:
+    """The exported name, from the module that defines it."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
 
 
 __all__ = ["SOURCE_CLASSES", "Item", "PollContext", "Source", "SourceError", "build_source"]

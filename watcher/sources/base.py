@@ -1,10 +1,15 @@
 """What every source shares: the `Item` it yields, the `PollContext` it polls with, the
-`Source` base class, and page helpers (conditional GET, capped off-loop HTML parsing).
+`Source` base class, and page helpers (conditional GET, page parsing, health reports).
 
 A source yields only NEW items: it asks `ctx.is_seen(item_id, version)` before fetching an item
 page, so a poll over an unchanged site costs one request (or a 304). Validators of listing/board
 pages are stored in `ctx.validators` only once every item of the page was fetched: a page whose
 item failed is fetched in full again at the next poll, so the failed item is retried.
+
+Pages are parsed by `parse_page`: in the context's page parser when there is one (the daemon:
+child processes with a time budget, watcher.sources.pages), else in a thread for big pages and
+on the loop for small ones (`off_loop`: unit tests, tools). The parse functions are pure and
+live in modules the child imports alone (markup, links, threads, feedparse).
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, TypeVar
-from urllib.parse import urldefrag, urljoin, urlsplit
-
-from bs4 import BeautifulSoup, Tag
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+from urllib.parse import urlsplit
 
 from watcher.config import SourceConfig
 from watcher.extract.html import looks_like_html
 from watcher.fetch import Fetcher, FetchError, Response, RetryLater
+from watcher.sources.errors import SourceError
+from watcher.sources.links import IndexPage
+
+if TYPE_CHECKING:
+    from watcher.sources.pages import PageParser
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +42,6 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 T = TypeVar("T")
 SeenCheck = Callable[[str, str], Awaitable[bool]]
 Validators = dict[str, tuple[str | None, str | None]]
-
-
-class SourceError(Exception):
-    """A source's main page (listing, board, feed, API, folder) is unusable: the poll failed."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class PollContext:
     a successful poll `degraded`; `skipped` holds (url, reason) of items that could not be
     fetched (retried next poll); `links` is how many item links the main page had this poll,
     `previous_links` what the last poll that saw the page recorded (None: unknown).
+
+    `parser` parses pages in child processes with a time budget (the daemon's); None parses
+    them in this process (`off_loop`).
     """
 
     fetcher: Fetcher | None
@@ -82,6 +89,7 @@ class PollContext:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     links: int | None = None
     previous_links: int | None = None
+    parser: PageParser | None = None
 
     async def is_seen(self, item_id: str, version: str = "") -> bool:
         """True if this item (at this version) was already processed."""
@@ -137,7 +145,7 @@ class Source(ABC):
             ctx.validators.pop(url, None)
 
     async def fetch_item(self, ctx: PollContext, url: str) -> Response | None:
-        """GET an item page; None (logged) on failure so the poll goes on.
+        """GET an item page; None on failure (in `ctx.skipped`, logged) so the poll goes on.
 
         RetryLater propagates: the site asked us to slow down, so the whole poll stops.
         """
@@ -146,67 +154,71 @@ class Source(ABC):
         except RetryLater:
             raise
         except FetchError as exc:
-            log.warning("source %s: item %s skipped (retried next poll): %s", self.name, url, exc)
+            self.skip(ctx, url, str(exc))
             return None
 
-    def no_links(self, key: str, page: Response) -> None:
-        """A main page whose selector matched nothing: a failed poll when the page is not a
-        page at all (cut at max_bytes, binary, not HTML), else a warning (an empty board, a
-        login wall or a new layout look alike)."""
-        head = page.body[:2048]
+    def skip(self, ctx: PollContext, url: str, reason: str) -> None:
+        """An item that could not be read this poll (it is retried at the next one)."""
+        log.warning("source %s: item %s skipped (retried next poll): %s", self.name, url, reason)
+        ctx.skipped.append((url, reason))
+
+    def warn(self, ctx: PollContext, message: str) -> None:
+        """A poll that went through but may have missed documents: the source is degraded."""
+        log.warning("source %s: %s", self.name, message)
+        ctx.warnings.append(message)
+
+    def check_index(self, ctx: PollContext, key: str, page: Response, index: IndexPage) -> None:
+        """Record a listing or board page's health: its link count, and a warning when it has
+        no link, looks like a login or challenge page, or does not match `expect`.
+
+        A page without links that is not a page at all (cut at max_bytes, binary, not HTML)
+        fails the poll. An HTML page without links always warns: a watched listing or board is
+        never empty, so it is a login wall, a challenge, or a layout the selector misses.
+        """
+        ctx.links = len(index.links)
         selector = getattr(self.config, key)
-        if page.truncated or b"\x00" in head or not looks_like_html(head, page.content_type):
-            raise SourceError(f"{key} {selector!r} matched no link: {page.url} is not an HTML page"
-                              f"{' (cut at max_bytes)' if page.truncated else ''}")
-        log.warning("source %s: %s %r matched no link on %s (empty, a login wall or a new layout?)",
-                    self.name, key, selector, page.url)
+        if not index.links:
+            head = page.body[:2048]
+            if page.truncated or b"\x00" in head or not looks_like_html(head, page.content_type):
+                raise SourceError(f"{key} {selector!r} matched no link: {page.url} is not an HTML page"
+                                  f"{' (cut at max_bytes)' if page.truncated else ''}")
+            why = (f": {index.wall}" if index.wall else
+                   "" if ctx.previous_links else " (an empty page, or a layout the selector misses?)")
+            last = f"; the last poll found {ctx.previous_links}" if ctx.previous_links else ""
+            self.warn(ctx, f"{key} {selector!r} matched no link on {page.url}{why}{last}")
+        elif index.wall:
+            self.warn(ctx, f"{page.url}: {index.wall}, yet {key} {selector!r} matched {len(index.links)} links")
+        if index.expect_missing:
+            self.warn(ctx, f"expect {self.config.expect!r} matched nothing on {page.url}")
 
     def item(self, item_id: str, url: str, **fields: object) -> Item:
         """An Item of this source."""
         return Item(source=self.name, item_id=item_id, url=url, **fields)  # type: ignore[arg-type]
 
 
-async def off_loop(body: bytes, parse: Callable[[bytes], T]) -> T:
-    """Run `parse(body)` in a thread if the body is big, on the loop otherwise.
+async def parse_page(ctx: PollContext, body: bytes, parse: Callable[[bytes], T]) -> T:
+    """`parse(body)` (a picklable top-level function, or a partial of one) in the context's
+    page parser (a child process, a time budget: SourceError past it), else as `off_loop`."""
+    if ctx.parser is None:
+        return await off_loop(body, parse)
+    return await ctx.parser.run(parse, capped(body))
 
-    The body is capped at PARSE_MAX_BYTES first: bs4 is superlinear on hostile pages.
-    """
-    if len(body) > PARSE_MAX_BYTES:
-        log.info("parsing only the first %d of %d bytes", PARSE_MAX_BYTES, len(body))
-        body = body[:PARSE_MAX_BYTES]
+
+async def off_loop(body: bytes, parse: Callable[[bytes], T]) -> T:
+    """Run `parse(body)` in a thread if the body is big, on the loop otherwise (no time limit:
+    a thread cannot be stopped; the daemon uses a page parser instead)."""
+    body = capped(body)
     if len(body) > PARSE_OFF_LOOP_BYTES:
         return await asyncio.to_thread(parse, body)
     return parse(body)
 
 
-def soup(body: bytes) -> BeautifulSoup:
-    """An lxml-backed BeautifulSoup of an HTML page (bytes: bs4 detects the charset)."""
-    return BeautifulSoup(body, "lxml")
-
-
-def select_links(page: BeautifulSoup, selector: str, base_url: str) -> list[tuple[str, str]]:
-    """(absolute http(s) URL without fragment, link text) of the elements matching `selector`.
-
-    An element without href contributes its first descendant `a[href]`. Duplicates are dropped,
-    page order is kept.
-    """
-    links: dict[str, str] = {}
-    for element in page.select(selector):
-        anchor = element if element.get("href") else element.find("a", href=True)
-        if not isinstance(anchor, Tag):
-            continue
-        url = http_link(base_url, anchor.get("href"))
-        if url is not None and url not in links:
-            links[url] = " ".join(anchor.get_text(" ").split())
-    return list(links.items())
-
-
-def http_link(base_url: str, href: object) -> str | None:
-    """The absolute http(s) URL, without fragment, of an `href` value; None for anything else."""
-    if not isinstance(href, str) or not href.strip():
-        return None
-    url = urldefrag(urljoin(base_url, href.strip())).url
-    return url if urlsplit(url).scheme in ("http", "https") else None
+def capped(body: bytes) -> bytes:
+    """The first PARSE_MAX_BYTES of a page: parsers are superlinear on hostile pages."""
+    if len(body) > PARSE_MAX_BYTES:
+        log.info("parsing only the first %d of %d bytes", PARSE_MAX_BYTES, len(body))
+        return body[:PARSE_MAX_BYTES]
+    return body
 
 
 def link_id(url: str) -> str:
@@ -221,11 +233,6 @@ def last_segment(url: str) -> str:
     """The last non-empty path segment of `url` (the `{id}` of an item_url template)."""
     segments = [s for s in urlsplit(url).path.split("/") if s]
     return segments[-1] if segments else ""
-
-
-def text_of(element: Tag) -> str:
-    """The visible text of an element, one text node per line."""
-    return element.get_text("\n", strip=True)
 
 
 def sha256_hex(text: str) -> str:

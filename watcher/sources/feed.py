@@ -2,100 +2,18 @@
 
 With `follow = true` the page an entry links to is fetched too and is a second document
 (item_id = entry id + "#link"), so a failing page is retried without re-sending the entry.
-The XML parser resolves no entities and fetches nothing from the network (XXE), and recovers
-from broken feeds.
+Parsing (watcher.sources.feedparse) runs in the page parser: no entity is expanded, a
+document type declaration (where an entity bomb would be) is cut out first.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from functools import partial
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
-from bs4 import BeautifulSoup
-from lxml import etree
-
-from watcher.sources.base import TEXT_TYPE, Item, PollContext, Source, SourceError, off_loop
-
-log = logging.getLogger(__name__)
-
-_BODY_TAGS = ("encoded", "content", "description", "summary")   # best first
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One feed entry."""
-
-    entry_id: str
-    title: str
-    link: str | None
-    text: str
-
-
-def _local(element: etree._Element) -> str:
-    """Tag name without namespace ("" for comments and processing instructions)."""
-    tag = element.tag
-    return etree.QName(tag).localname if isinstance(tag, str) else ""
-
-
-def _html_text(markup: str) -> str:
-    """Visible text of an HTML fragment (plain text stays as is)."""
-    if "<" not in markup:
-        return markup.strip()
-    return BeautifulSoup(markup, "lxml").get_text("\n", strip=True)
-
-
-def _element_text(element: etree._Element) -> str:
-    """Text of an entry's body element: escaped HTML, CDATA, or inline XHTML."""
-    if len(element):  # Atom type="xhtml": markup as child elements
-        return _html_text(etree.tostring(element, encoding="unicode", method="html"))
-    return _html_text(element.text or "")
-
-
-def _entry_link(entry: etree._Element, base_url: str) -> str | None:
-    """RSS <link>text</link> or Atom <link rel="alternate" href=...>."""
-    for child in entry:
-        if _local(child) != "link":
-            continue
-        href = child.get("href")
-        if href is not None:
-            if child.get("rel", "alternate") == "alternate":
-                return urljoin(base_url, str(href).strip())
-        elif child.text and child.text.strip():
-            return urljoin(base_url, str(child.text).strip())
-    return None
-
-
-def parse_entry(entry: etree._Element, base_url: str) -> Entry:
-    """Title, link, id and text of an <item> or <entry>."""
-    children: dict[str, etree._Element] = {}
-    for child in entry:
-        children.setdefault(_local(child), child)
-    title = _html_text(children["title"].text or "") if "title" in children else ""
-    body = next((_element_text(children[t]) for t in _BODY_TAGS if t in children), "")
-    link = _entry_link(entry, base_url)
-    text = "\n".join(part for part in (title, body) if part)
-    guid = children.get("guid") if "guid" in children else children.get("id")
-    entry_id = (guid.text or "").strip() if guid is not None else ""
-    if not entry_id:
-        entry_id = link or hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Entry(entry_id=entry_id, title=title, link=link, text=text)
-
-
-def parse_feed(base_url: str, body: bytes) -> list[Entry]:
-    """Entries of an RSS or Atom document (SourceError if it is neither)."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, recover=True,
-                             huge_tree=False, remove_comments=True)
-    try:
-        root = etree.fromstring(body, parser=parser)
-    except etree.XMLSyntaxError as exc:
-        raise SourceError(f"not an RSS or Atom feed: {exc}") from None
-    if root is None or _local(root) not in ("rss", "feed", "RDF", "channel"):
-        raise SourceError("not an RSS or Atom feed")
-    return [parse_entry(e, base_url) for e in root.iter() if _local(e) in ("item", "entry")]
+from watcher.sources.base import TEXT_TYPE, Item, PollContext, Source, parse_page
+from watcher.sources.feedparse import FeedPage, parse_feed
 
 
 class FeedSource(Source):
@@ -110,9 +28,10 @@ class FeedSource(Source):
         response = await self.fetch_page(ctx, url)
         if response is None:
             return
-        entries = await off_loop(response.body, partial(parse_feed, response.url))
+        feed = await parse_page(ctx, response.body, partial(parse_feed, response.url, expect=self.config.expect))
+        self.check_feed(ctx, response.url, feed)
         failures = 0
-        for entry in entries:
+        for entry in feed.entries:
             if not await ctx.is_seen(entry.entry_id):
                 yield self.item(entry.entry_id, entry.link or response.url, title=entry.title,
                                 content=entry.text.encode("utf-8"), content_type=TEXT_TYPE)
@@ -129,3 +48,15 @@ class FeedSource(Source):
                             content_type=page.content_type, truncated=page.truncated)
         if not failures:
             self.remember(ctx, url, response)
+
+    def check_feed(self, ctx: PollContext, url: str, feed: FeedPage) -> None:
+        """Record the feed's health: its entry count; a warning when libxml2 stopped reading
+        it, when it lost all its entries since the last poll, or when `expect` matched nothing.
+        (An empty feed is not a warning by itself: a search feed may have no result.)"""
+        ctx.links = len(feed.entries)
+        if feed.cut:
+            self.warn(ctx, f"{url}: {feed.cut}")
+        if not feed.entries and ctx.previous_links:
+            self.warn(ctx, f"{url} has no entry; the last poll found {ctx.previous_links}")
+        if feed.expect_missing:
+            self.warn(ctx, f"expect {self.config.expect!r} matched nothing on {url}")

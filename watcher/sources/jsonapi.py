@@ -5,6 +5,9 @@ public gists (`[{"id": ..., "files": {"name": {"raw_url": ...}}}]`). `items` is 
 to the list ("" = the top level); `id`, `url` and `title` are dotted paths inside a record,
 where a `*` segment takes the first value of a mapping (or the first element of a list) and a
 number indexes a list.
+
+An endpoint answering an HTML page instead (a login wall, a challenge) fails the poll with a
+reason; records are counted for the source's health.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from watcher.sources.base import Item, PollContext, Source, SourceError, off_loop
+from watcher.extract.html import looks_like_html
+from watcher.fetch import Response
+from watcher.sources.base import Item, PollContext, Source, SourceError, off_loop, parse_page
+from watcher.sources.walls import page_wall
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +68,10 @@ class JsonSource(Source):
         if response.truncated:
             raise SourceError(f"source {self.name}: {endpoint} is larger than max_bytes "
                               f"({self.config.max_bytes}): cannot parse a cut JSON document")
-        data = await off_loop(response.body, parse_json)
-        try:
-            records = dig(data, self.config.items)
-        except LookupError:
-            raise SourceError(f"source {self.name}: no {self.config.items!r} in the response of {endpoint}") from None
-        if not isinstance(records, list):
-            raise SourceError(f"source {self.name}: {self.config.items or 'the response'!s} is not a list")
+        records = await self.records(ctx, response)
+        ctx.links = len(records)
+        if not records and ctx.previous_links:
+            self.warn(ctx, f"{endpoint} listed no record; the last poll found {ctx.previous_links}")
         failures = 0
         for record in records:
             fields = self.record_fields(record)
@@ -85,6 +88,25 @@ class JsonSource(Source):
                             content_type=document.content_type, truncated=document.truncated)
         if not failures:
             self.remember(ctx, endpoint, response)
+
+    async def records(self, ctx: PollContext, response: Response) -> list[Any]:
+        """The list of records in the endpoint's answer (SourceError when there is none)."""
+        endpoint = response.url
+        try:
+            data = await off_loop(response.body, parse_json)
+        except SourceError:
+            if not looks_like_html(response.body[:2048], response.content_type):
+                raise
+            wall = await parse_page(ctx, response.body, page_wall)
+            raise SourceError(f"source {self.name}: {endpoint} answered an HTML page, not JSON"
+                              + (f": {wall}" if wall else "")) from None
+        try:
+            records = dig(data, self.config.items)
+        except LookupError:
+            raise SourceError(f"source {self.name}: no {self.config.items!r} in the response of {endpoint}") from None
+        if not isinstance(records, list):
+            raise SourceError(f"source {self.name}: {self.config.items or 'the response'!s} is not a list")
+        return records
 
     def record_fields(self, record: Any) -> tuple[str, str, str] | None:
         """(id, raw URL, title) of a record; None (logged) if the record lacks them."""

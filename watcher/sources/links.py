@@ -1,9 +1,9 @@
 """The links of a listing or board page, through lxml and XPath when the selector allows it.
 
-Listing and board pages are parsed on the event loop at every poll that changed them.
-Building a BeautifulSoup tree costs ~11 ms for a 50-link archive page (bs4 calls back into
-Python for every tag and string); lxml alone builds the same tree in ~0.25 ms. So the
-selectors such pages use in practice are translated to XPath with soupsieve's meaning:
+Listing and board pages are parsed at every poll that changed them. Building a BeautifulSoup
+tree costs ~11 ms for a 50-link archive page (bs4 calls back into Python for every tag and
+string); lxml alone builds the same tree in ~0.25 ms. So the selectors such pages use in
+practice are translated to XPath with soupsieve's meaning:
 
     type selectors and *, .class, #id, [attr], [attr=v], [attr^=v], [attr$=v], [attr*=v]
     (on href, src, id, name, title and data-* only: soupsieve compares some other values
@@ -15,6 +15,11 @@ soupsieve (`select_links`), as does a page lxml fails on. The page is decoded as
 it (the first encoding bs4's EncodingDetector proposes that Python knows), and the links and
 their text are those `select_links` returns: the first `a[href]` of an element without href,
 text without comments, scripts, styles, templates and ruby annotations, whitespace collapsed.
+A page nested deeper than lxml builds (watcher.sources.markup) goes to bs4 too.
+
+`parse_index` is what a source runs on its listing or board page (in the page-parser child
+process): the links, and what the page says when it has none or is not the expected page (a
+login wall, a challenge, the source's `expect` selector matching nothing).
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from bs4.dammit import EncodingDetector
 from lxml import etree
 
-from watcher.sources.base import http_link, select_links, soup
+from watcher.sources.markup import html_root, http_link, select_links, soup, whole
+from watcher.sources.walls import wall_reason
 
 _IDENT = r"-?[_a-zA-Z][_a-zA-Z0-9-]*"
 _TOKEN = re.compile(
@@ -60,11 +66,36 @@ class _Unsupported(Exception):
     """The selector needs soupsieve."""
 
 
+@dataclass(frozen=True)
+class IndexPage:
+    """A listing or board page: its item links, and why it may not be the expected page."""
+
+    links: list[tuple[str, str]]
+    wall: str | None = None          # 'it looks like a login page (...)', or None
+    expect_missing: bool = False     # the source's `expect` selector matched nothing
+
+
+def parse_index(selector: str, expect: str | None, base_url: str, body: bytes) -> IndexPage:
+    """The links of a listing or board page (`page_links`), whether it looks like a login or
+    challenge page, and whether `expect` (when set) matched nothing; one lxml parse."""
+    root = html_root(body)
+    links = _links(selector, base_url, body, root)
+    missing = expect is not None and not _matches(expect, root, body)
+    return IndexPage(links, wall_reason(root, body, bool(links)), missing)
+
+
 def page_links(selector: str, base_url: str, body: bytes) -> list[tuple[str, str]]:
     """(absolute http(s) URL without fragment, link text) of the elements matching `selector`,
     as `select_links(soup(body), selector, base_url)` gives them, without bs4 when possible."""
+    root = html_root(body) if compile_selector(selector) is not None else None
+    return _links(selector, base_url, body, root)
+
+
+def _links(selector: str, base_url: str, body: bytes,
+           root: etree._Element | None) -> list[tuple[str, str]]:
+    """`page_links` given the page's `html_root` (None: lxml failed on the page)."""
     xpath = compile_selector(selector)
-    root = _parse(body) if xpath is not None else None
+    root = whole(root)
     if xpath is None or root is None:
         return select_links(soup(body), selector, base_url)
     links: dict[str, str] = {}
@@ -77,21 +108,13 @@ def page_links(selector: str, base_url: str, body: bytes) -> list[tuple[str, str
     return list(links.items())
 
 
-def _parse(body: bytes) -> etree._Element | None:
-    """The page's root element, decoded as bs4 decodes it; None when lxml fails on the page
-    (bs4 then parses it, exactly as before)."""
-    detector = EncodingDetector(body, is_html=True)
-    for encoding in detector.encodings:
-        try:
-            parser = etree.HTMLParser(recover=True, encoding=encoding)
-        except LookupError:          # a declared charset Python does not know: bs4 skips it too
-            continue
-        try:
-            parser.feed(detector.markup)
-            return parser.close()
-        except Exception:           # bs4 parses it, and succeeds or fails, as before
-            return None
-    return None
+def _matches(selector: str, root: etree._Element | None, body: bytes) -> bool:
+    """True when `selector` matches an element of the page (`root`: its `html_root`)."""
+    xpath = compile_selector(selector)
+    root = whole(root)
+    if xpath is None or root is None:
+        return soup(body).select_one(selector) is not None
+    return bool(xpath(root))
 
 
 @functools.lru_cache(maxsize=256)

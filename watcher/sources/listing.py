@@ -7,37 +7,18 @@ the selected elements joined by newlines (UTF-8); otherwise it is the raw item p
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from functools import partial
 
-from bs4 import Tag
-
-from watcher.sources.base import TEXT_TYPE, Item, PollContext, Source, last_segment, link_id, off_loop, soup
-from watcher.sources.links import page_links
-
-log = logging.getLogger(__name__)
+from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, SourceError, last_segment, link_id,
+                                  parse_page)
+from watcher.sources.links import page_links, parse_index
+from watcher.sources.markup import parse_content
 
 
 def parse_links(selector: str, base_url: str, body: bytes) -> list[tuple[str, str]]:
-    """The item links of a listing page."""
+    """The item links of a listing page (what bench/bench_daemon.py --profile times)."""
     return page_links(selector, base_url, body)
-
-
-def parse_content(selector: str, body: bytes) -> str | None:
-    """Text of the elements matching `selector`, joined by newlines; None if none match."""
-    elements = soup(body).select(selector)
-    if not elements:
-        return None
-    return "\n".join(element_text(e) for e in elements)
-
-
-def element_text(element: Tag) -> str:
-    """Exact text of preformatted elements (syntax highlighters split them in spans); text
-    nodes on separate lines for the others (so table cells do not run together)."""
-    if element.name in ("pre", "code", "textarea", "plaintext", "xmp"):
-        return element.get_text()
-    return element.get_text("\n")
 
 
 class ListingSource(Source):
@@ -57,11 +38,11 @@ class ListingSource(Source):
         page = await self.fetch_page(ctx, url)
         if page is None:
             return
-        links = await off_loop(page.body, partial(parse_links, self.config.item_links, page.url))
-        if not links:
-            self.no_links("item_links", page)
+        index = await parse_page(ctx, page.body, partial(
+            parse_index, self.config.item_links, self.config.expect, page.url))
+        self.check_index(ctx, "item_links", page, index)
         failures = 0
-        for link, title in links:
+        for link, title in index.links:
             item_id = link_id(link)
             if await ctx.is_seen(item_id):
                 continue
@@ -74,7 +55,7 @@ class ListingSource(Source):
             self.remember(ctx, url, page)
 
     async def fetch_one(self, ctx: PollContext, item_id: str, link: str, title: str) -> Item | None:
-        """Fetch one item page and build its Item; None (logged) on failure."""
+        """Fetch one item page and build its Item; None (in ctx.skipped) on failure."""
         url = self.item_url(link)
         response = await self.fetch_item(ctx, url)
         if response is None:
@@ -82,10 +63,13 @@ class ListingSource(Source):
         if not self.config.content:
             return self.item(item_id, response.url, title=title, content=response.body,
                              content_type=response.content_type, truncated=response.truncated)
-        text = await off_loop(response.body, partial(parse_content, self.config.content))
+        try:
+            text = await parse_page(ctx, response.body, partial(parse_content, self.config.content))
+        except SourceError as exc:          # the page parser's time budget: this item only
+            self.skip(ctx, url, str(exc))
+            return None
         if text is None:
-            log.warning("source %s: item %s skipped (retried next poll): content %r matched nothing",
-                        self.name, url, self.config.content)
+            self.skip(ctx, url, f"content {self.config.content!r} matched nothing")
             return None
         return self.item(item_id, response.url, title=title, content=text.encode("utf-8"),
                          content_type=TEXT_TYPE, truncated=response.truncated)
