@@ -145,8 +145,9 @@ def test_failed_starts_are_retried_without_a_start_limit(unit: dict[str, dict[st
 def test_a_failing_start_is_cheap_next_to_restart_sec(
     unit: dict[str, dict[str, list[str]]], tmp_path: Path
 ) -> None:
-    """A real failing start: one line, exit status 2, and CPU well under a tenth of RestartSec=
-    (about 0.5 s against 30 s, measured), so retrying forever does not busy-loop."""
+    """A real failing start exits non-zero (so Restart=on-failure applies) after CPU well under
+    a tenth of RestartSec= (about 0.5 s against 30 s, measured): retrying forever does not
+    busy-loop. (What it prints, one line and status 2, is watcher.preflight's to test.)"""
     (tmp_path / "blocker").write_text("a file where the state directory should be\n")
     config = tmp_path / "sources.toml"
     config.write_text('[watcher]\nstate_dir = "blocker/state"\n', encoding="utf-8")
@@ -156,8 +157,7 @@ def test_a_failing_start_is_cheap_next_to_restart_sec(
                             capture_output=True, text=True, env=env, timeout=60, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    assert result.returncode == 2 and result.stdout == ""
-    assert len(result.stderr.splitlines()) == 1 and "blocker" in result.stderr, result.stderr
+    assert result.returncode != 0 and "blocker" in result.stderr, result.stderr
     [restart_sec] = unit["Service"]["RestartSec"]
     assert cpu < float(restart_sec.removesuffix("s")) / 10
 
