@@ -18,11 +18,15 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from ..config import Config, ConfigError
 from ..timestamps import format_time
 from . import CliError, print_json_lines
 from .daemon import _common, _state, load
+
+if TYPE_CHECKING:
+    from ..store import StateDB
 
 ID_HELP = "alert number (first column of `watcher alerts`) or Alert ID"
 
@@ -92,7 +96,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _retry(db, args: argparse.Namespace) -> int:
+def _retry(db: StateDB, args: argparse.Namespace) -> int:
     """Re-queue one failed alert (ID) or all of them (--failed); prints how many."""
     from ..alerts import records
 
