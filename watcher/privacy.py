@@ -10,32 +10,67 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 BULLET = "\u2022"
 SECRET_BYTES = 32
+MIN_SECRET_BYTES = 16
 
 
-def load_or_create_secret(path: Path) -> bytes:
-    """Return the installation secret at `path`, creating it (0600) on first use."""
+class SecretKeyError(ValueError):
+    """The installation secret cannot be read, created or used; `str()` is one line,
+    `path: problem`, for the operator (never the key itself)."""
+
+
+def read_secret(path: Path) -> bytes | None:
+    """The installation secret at `path`, or None when there is none yet."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SecretKeyError(f"{path}: cannot read the secret key: {exc.strerror or exc}") from None
+    if len(data) < MIN_SECRET_BYTES:
+        raise SecretKeyError(f"{path}: secret key is too short ({len(data)} bytes); delete it to regenerate")
+    return data
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Return the installation secret at `path`, creating it (0600) on first use.
+
+    The key is written whole to a temporary file, then linked to `path`: a full disk or a crash
+    never leaves a short key behind, and two processes racing on first use never overwrite
+    each other's key (the link fails for the second, which reads the first one's).
+    """
+    path = Path(path)
+    existing = read_secret(path)
+    if existing is not None:
+        return existing
+    data = secrets.token_bytes(SECRET_BYTES)
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = secrets.token_bytes(SECRET_BYTES)
-        # O_EXCL: two processes racing on first use never overwrite each other's key.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_or_create_secret(path)
+        _write_new(path, data)
+    except FileExistsError:
+        return load_or_create_secret(path)
+    except OSError as exc:
+        raise SecretKeyError(f"{path}: cannot create the secret key: {exc.strerror or exc}") from None
+    return data
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write `data` to a new file `path` (mode 0600) atomically; FileExistsError if it exists."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")   # mode 0600
+    try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        return data
-    if len(data) < 16:
-        raise ValueError(f"{path}: secret key is too short ({len(data)} bytes); delete it to regenerate")
-    return data
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

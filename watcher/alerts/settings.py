@@ -46,7 +46,7 @@ from typing import Any
 from ..config import Config, ConfigError, _Locator, parse_duration
 from ..score import SEVERITIES, severity_rank
 
-__all__ = ["ALERT_SEVERITIES", "AlertSettings", "TargetURL", "alert_settings"]
+__all__ = ["ALERT_SEVERITIES", "AlertSettings", "TargetURL", "alert_settings", "alerts_error"]
 
 ALERT_SEVERITIES = SEVERITIES[1:]
 _KEYS = ("min_severity", "urls", "config", "jsonl", "max_tries", "retry_after", "retry_max",
@@ -107,6 +107,12 @@ def alert_settings(config: Config, environ: Mapping[str, str] | None = None) -> 
     """Validate `config.alerts` (the raw `[alerts]` table); ConfigError on the first problem."""
     env = os.environ if environ is None else environ
     return _AlertsValidator(config, env).settings(config.alerts)
+
+
+def alerts_error(config: Config, key: str | None, message: str) -> ConfigError:
+    """A ConfigError `file:line: [alerts]: key "k" message`, for problems found after the table
+    was validated (apprise refusing a URL or its config file)."""
+    return _AlertsValidator(config, {}).fail(key, message)
 
 
 class _AlertsValidator:
@@ -187,7 +193,8 @@ class _AlertsValidator:
 
     def urls(self, data: Mapping[str, Any]) -> tuple[TargetURL, ...]:
         """Apprise URLs with their tags, `env:NAME` resolved; only the scheme is checked here
-        (apprise parses them when the sender starts, and `watcher test-alert` tries them)."""
+        (apprise parses them in `watcher.preflight` before the daemon starts, and in
+        `check-config`; `watcher test-alert` sends through them)."""
         raw = data.get("urls", [])
         if isinstance(raw, str):
             raw = [raw]

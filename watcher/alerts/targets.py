@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import apprise
@@ -40,10 +42,20 @@ log = logging.getLogger(__name__)
 
 ALWAYS_TAG = "always"
 ERROR_CHARS = 300
+_URL = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*)://\S*")
 
 
 class TargetError(Exception):
-    """The targets could not be loaded (an invalid URL, an unreadable apprise config)."""
+    """The targets could not be loaded (an invalid URL, an unreadable apprise config).
+
+    `key` is the `[alerts]` key at fault ("urls" or "config") and `detail` what is wrong with
+    it, so a caller can locate the error in sources.toml; `str()` is one self-contained line.
+    """
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"[alerts] {key} {detail}")
+        self.key = key
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -89,18 +101,21 @@ def _target(service: apprise.plugins.NotifyBase) -> Target:
 def load_targets(settings: AlertSettings) -> list[Target]:
     """Every apprise service the settings declare, deduplicated by URL.
 
-    Raises TargetError when a URL does not parse, or when the apprise config file loads no
-    service (unreadable, invalid YAML): a declared target that silently vanished would turn
-    every later alert into a log line only.
+    Raises TargetError when a URL does not parse, or when the apprise config file cannot be
+    read or skips an entry (unreadable, invalid YAML, a URL apprise cannot use): a declared
+    target that silently vanished would turn every later alert into a log line only.
+    apprise's own log lines about it are kept out of the logs (they quote the URL, credentials
+    half-starred): the TargetError says it once.
     """
     quiet_apprise()
     asset = AppriseAsset()
     services: list[apprise.plugins.NotifyBase] = []
     for number, entry in enumerate(settings.urls, 1):
-        service = Apprise.instantiate(entry.url, asset=asset, tag=list(entry.tags) or None)
+        with _apprise_problems():
+            service = Apprise.instantiate(entry.url, asset=asset, tag=list(entry.tags) or None)
         if service is None:
-            raise TargetError(f"[alerts] urls entry {number} is not a URL apprise can use "
-                              f"(scheme {entry.url.split('://', 1)[0]!r})")
+            raise TargetError("urls", f"entry {number} is not a URL apprise can use "
+                                      f"(scheme {entry.url.split('://', 1)[0]!r})")
         services.append(service)
     if settings.config is not None:
         services.extend(_from_config(settings, asset))
@@ -112,14 +127,42 @@ def load_targets(settings: AlertSettings) -> list[Target]:
 
 
 def _from_config(settings: AlertSettings, asset: AppriseAsset) -> list[apprise.plugins.NotifyBase]:
+    """The services of the apprise config file. apprise skips an entry it cannot use with a log
+    line only: every such line is an error here, or a typo would silently drop a target."""
     config = AppriseConfig(asset=asset)
-    if not config.add(str(settings.config)):
-        raise TargetError(f"apprise config {settings.config}: not a path apprise can read")
-    services = list(config.services())
+    names = f"names {settings.config}"
+    with _apprise_problems() as problems:
+        added = config.add(str(settings.config))
+        services = list(config.services()) if added else []
+    said = "; ".join(dict.fromkeys(problems))
+    if not added:
+        raise TargetError("config", f"{names}, not a path apprise can read")
     if not services:
-        raise TargetError(f"apprise config {settings.config}: no service loaded (unreadable file, "
-                          "invalid YAML/text, or no URL in it)")
+        why = said or "unreadable file, invalid YAML/text, or no URL in it"
+        raise TargetError("config", f"{names}: no service loaded ({why})")
+    if problems:
+        raise TargetError("config", f"{names}: {said}")
     return services
+
+
+@contextmanager
+def _apprise_problems() -> Iterator[list[str]]:
+    """apprise's warnings and errors while the block runs, URLs cut to their scheme (they carry
+    credentials), kept from the logs: the caller reports them as one error."""
+    problems: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            problems.append(_URL.sub(r"\1://...", _one_line(record.getMessage()).rstrip(".")))
+            return False
+        return True
+
+    logger = logging.getLogger("apprise")
+    logger.addFilter(keep)
+    try:
+        yield problems
+    finally:
+        logger.removeFilter(keep)
 
 
 def route(targets: Sequence[Target], tags: Iterable[str]) -> list[Target]:

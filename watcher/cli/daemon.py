@@ -1,15 +1,32 @@
-"""Daemon commands: `run`, `check-config`, `sources`, `findings`. Each takes --config."""
+"""Daemon commands: `run`, `check-config`, `sources`, `findings`. Each takes --config.
+
+`check-config` and `run` check the same things (`load(args, runtime=True)`): the file, then what
+it needs on this machine (`watcher.preflight`), and refuse with the same one line, exit 2. A
+state problem met later (a full disk, a database another program wrote) is one line too,
+`path: problem`, exit 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from ..config import Config, ConfigError, find_config, load_config
 from ..logs import setup_logging
 from ..score import SEVERITIES
 from . import CliError, print_json_lines
+
+if TYPE_CHECKING:
+    from ..store import StateDB
+
+log = logging.getLogger("watcher.config")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,13 +59,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="sources.toml (default: ./sources.toml, then /etc/watcher/sources.toml)")
 
 
-def load(args: argparse.Namespace) -> Config:
-    """The validated configuration, or a one-line CliError naming file, line and key."""
+def load(args: argparse.Namespace, *, runtime: bool = False) -> Config:
+    """The validated configuration, or a one-line CliError naming file, line and key.
+
+    Every command checks that a state directory that exists is a directory; `runtime` (run,
+    check-config) checks all that `watcher.preflight` does: the configuration runs here.
+    """
     from ..alerts import alert_settings
+    from ..preflight import check_runtime, check_state_dir_kind
 
     try:
         config = load_config(find_config(args.config))
         alert_settings(config)              # [alerts] is validated by the alerting stage
+        check_state_dir_kind(config)
+        if runtime:
+            check_runtime(config)
         return config
     except ConfigError as exc:
         raise CliError(str(exc)) from None
@@ -57,15 +82,28 @@ def load(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..daemon import Daemon
+    from ..daemon import DB_NAME, Daemon
+    from ..preflight import state_problem
+    from ..privacy import SecretKeyError
+    from ..store import NotAStateDatabaseError, SchemaTooNewError
 
     setup_logging(args.log_level, args.log_format)
-    config = load(args)
-    return asyncio.run(Daemon(config, once=args.once, workers=args.workers).run())
+    config = load(args, runtime=True)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    try:
+        return asyncio.run(Daemon(config, once=args.once, workers=args.workers).run())
+    except BrokenPipeError:
+        raise                               # the reader went away: `main` ends quietly
+    except (OSError, sqlite3.Error, SecretKeyError, NotAStateDatabaseError, SchemaTooNewError) as exc:
+        state_dir = config.watcher.state_dir
+        raise CliError(state_problem(state_dir, state_dir / DB_NAME, exc)) from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = load(args, runtime=True)
+    for warning in config.warnings:
+        print(f"watcher: warning: {warning}", file=sys.stderr)
     enabled = config.enabled_sources
     tor = sum(1 for s in enabled if s.tor)
     print(f"{config.path}: ok: {len(enabled)} enabled source(s) of {len(config.sources)}, "
@@ -73,14 +111,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _state(config: Config):
+@contextmanager
+def _state(config: Config) -> Iterator[StateDB]:
+    """The state database, open for the block; a state problem (unreadable, not SQLite, not
+    ours, a full disk) is one CliError line naming the database, here and inside the block."""
     from ..daemon import DB_NAME
-    from ..store import StateDB
+    from ..preflight import state_problem
+    from ..store import NotAStateDatabaseError, SchemaTooNewError, StateDB
 
     path = config.watcher.state_dir / DB_NAME
     if not path.exists():
         raise CliError(f"no state database at {path}: the daemon has not run yet (watcher run --once)")
-    return StateDB(path)
+    try:
+        with StateDB(path) as db:
+            yield db
+    except BrokenPipeError:
+        raise                               # the reader went away: `main` ends quietly
+    except (OSError, sqlite3.Error, NotAStateDatabaseError, SchemaTooNewError) as exc:
+        raise CliError(state_problem(config.watcher.state_dir, path, exc)) from None
 
 
 def cmd_sources(args: argparse.Namespace) -> int:

@@ -1,0 +1,199 @@
+"""What `watcher run` needs beyond a valid file, checked before anything starts.
+
+`load_config` validates the file alone (types, ranges, rules compiled). This module checks what
+depends on the machine, so that `watcher check-config` proves the configuration runs and
+`watcher run` refuses with the same one line (exit 2) instead of failing later:
+
+- the state directory: a writable directory, or creatable (its nearest existing parent is
+  writable). Writability is tested by writing a probe file (4 KiB, synced, removed at once),
+  not by looking at modes: that also catches a read-only mount, ACLs, a full disk and a file
+  size limit, and tells the truth for root (whom modes do not stop);
+- the files already in it: the database (and its -wal/-shm) openable for writing and an SQLite
+  file, the secret key readable and long enough, the alerts JSONL file writable;
+- each enabled directory source's folder: it exists, is a directory, and can be listed;
+- the apprise targets: every URL and the apprise config file parse (nothing is sent).
+
+Nothing is created or modified. Errors about the configuration are located like load_config's
+(`file:line: where: key "k" ...`); errors about a state file name that file (`path: problem`).
+`state_problem` words a state failure met later (by the daemon, or a command reading the
+database) in the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Config, ConfigError, located_error, systemd_state_dir
+
+if TYPE_CHECKING:
+    from .alerts.settings import AlertSettings
+
+__all__ = ["PROBE_BYTES", "check_runtime", "check_state_dir_kind", "state_problem"]
+
+PROBE_BYTES = 4096                    # one SQLite page: the least the daemon will write
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_runtime(config: Config, environ: Mapping[str, str] | None = None) -> None:
+    """Raise ConfigError (one line) on the first thing that keeps `config` from running here."""
+    from .alerts import alert_settings
+
+    env = os.environ if environ is None else environ
+    alerts = alert_settings(config, env)
+    _check_state_dir(config, env)
+    _check_drop_folders(config)
+    _check_alert_targets(config, alerts)
+    _check_state_files(config, alerts)
+
+
+# --------------------------------------------------------------------------- state directory
+
+
+def check_state_dir_kind(config: Config, environ: Mapping[str, str] | None = None) -> None:
+    """A state directory that exists must be a directory (every command that reads the state
+    checks this: "no database yet" would be a misleading answer)."""
+    state_dir = config.watcher.state_dir
+    if state_dir.exists() and not state_dir.is_dir():
+        raise _state_dir_error(config, os.environ if environ is None else environ,
+                               f"{state_dir} is not a directory")
+
+
+def _check_state_dir(config: Config, environ: Mapping[str, str]) -> None:
+    check_state_dir_kind(config, environ)
+    state_dir = config.watcher.state_dir
+    target = state_dir
+    while not target.exists():               # the daemon creates it: where mkdir writes first
+        target = target.parent
+    if not target.is_dir():
+        raise _state_dir_error(config, environ, f"{state_dir} cannot be created: {target} is not a directory")
+    problem = _write_problem(target)
+    if problem:
+        where = "" if target == state_dir else f"{state_dir} cannot be created: "
+        raise _state_dir_error(config, environ, f"{where}cannot write in {target}: {problem}")
+
+
+def _state_dir_error(config: Config, environ: Mapping[str, str], message: str) -> ConfigError:
+    """Located at `state_dir` in the file, or naming $STATE_DIRECTORY when systemd gave it."""
+    if systemd_state_dir(environ) is not None:
+        return ConfigError(f"$STATE_DIRECTORY: {message}")
+    return located_error(config, "watcher", None, "[watcher]", "state_dir", f": {message}")
+
+
+def _write_problem(directory: Path) -> str | None:
+    """Why a file cannot be written in `directory` (strerror), or None. Leaves nothing behind."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".watcher-probe-")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    try:
+        os.write(fd, b"\0" * PROBE_BYTES)
+        os.fsync(fd)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    return None
+
+
+def _check_state_files(config: Config, alerts: AlertSettings) -> None:
+    """The database, its sidecars, the key and the alerts log, when they exist already."""
+    from .daemon import DB_NAME, SECRET_NAME
+    from .privacy import SecretKeyError, read_secret
+
+    state_dir = config.watcher.state_dir
+    database = state_dir / DB_NAME
+    for path in (database, database.with_name(DB_NAME + "-wal"), database.with_name(DB_NAME + "-shm")):
+        _check_writable_file(path)
+    _check_sqlite(database)
+    try:
+        read_secret(state_dir / SECRET_NAME)
+    except SecretKeyError as exc:
+        raise ConfigError(str(exc)) from None
+    if alerts.jsonl is not None:
+        _check_writable_file(alerts.jsonl)
+
+
+def _check_writable_file(path: Path) -> None:
+    """An existing `path` must be a regular file we can open for writing (nothing is written)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot open for writing: {exc.strerror or exc}") from None
+    os.close(fd)
+
+
+def _check_sqlite(path: Path) -> None:
+    """An existing database must be an SQLite file (or empty: SQLite makes it one). Only the
+    header is read: opening it with SQLite could leave -wal/-shm files behind, owned by
+    whoever ran the check."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if header and header != SQLITE_HEADER:
+        raise ConfigError(f"{path}: not an SQLite database (corrupt, or another file): move it "
+                          "away to start a new one")
+
+
+def state_problem(state_dir: Path, database: Path, exc: Exception) -> str:
+    """One line `path: problem` for a state failure met after the checks (a full disk while the
+    daemon writes, a database another program wrote...): an sqlite3 error is the database's,
+    an OSError names its file (else the state directory); the store's and the key's own errors
+    name their file already."""
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "SQLITE_ERROR")
+        return f"{database}: {exc}" + ("" if name == "SQLITE_ERROR" else f" ({name})")
+    if isinstance(exc, OSError):
+        return f"{exc.filename or state_dir}: {exc.strerror or exc}"
+    return " ".join(str(exc).split())
+
+
+# --------------------------------------------------------------------------- sources, alerts
+
+
+def _check_drop_folders(config: Config) -> None:
+    """Each enabled directory source's folder exists, is a directory and can be listed."""
+    for index, source in enumerate(config.sources):
+        if not source.enabled or source.kind != "directory" or source.path is None:
+            continue
+        problem = _folder_problem(source.path)
+        if problem:
+            raise located_error(config, "sources", index, f'source "{source.name}"', "path",
+                                f": {source.path} {problem}")
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why the daemon could not list `path`, or None."""
+    try:
+        with os.scandir(path):
+            return None
+    except FileNotFoundError:
+        return "does not exist (create the folder, or disable the source)"
+    except NotADirectoryError:
+        return "is not a directory"
+    except OSError as exc:
+        return f"cannot be listed: {exc.strerror or exc}"
+
+
+def _check_alert_targets(config: Config, alerts: AlertSettings) -> None:
+    """apprise parses every URL and the config file (its plugins load: about half a second)."""
+    from .alerts.settings import alerts_error
+    from .alerts.targets import TargetError, load_targets
+
+    if not alerts.has_targets:
+        return
+    try:
+        load_targets(alerts)
+    except TargetError as exc:
+        raise alerts_error(config, exc.key, exc.detail) from None
