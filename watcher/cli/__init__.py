@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Iterable
 
-COMMANDS = ("scan", "daemon", "alerts", "service")
+COMMANDS = ("scan", "daemon", "items", "alerts", "service")
 
 
 class CliError(Exception):
