@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= sources.toml
 
-.PHONY: run test setup bench clean
+.PHONY: run test test-fast test-tools setup bench clean
 
 $(VENV)/.installed: pyproject.toml setup.py watcher/detect/_speedups.c
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,13 @@ $(VENV)/.installed: pyproject.toml setup.py watcher/detect/_speedups.c
 	touch $@
 
 setup: $(VENV)/.installed
-	@# Debian's tor for the real Tor end-to-end test (root only; a failure is a warning, `make run` needs no tor)
+
+# Debian tools the tests run for real (root only; a failure is a warning and the test that
+# needs the tool then fails, saying so): tor for the private Tor network of the end-to-end
+# test, systemd-analyze to verify the unit as docs/service.md installs it.
+test-tools:
 	@command -v tor >/dev/null || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tor; } || echo "make: apt-get install tor failed: tests/test_tor_e2e.py will fail" >&2
+	@command -v systemd-analyze >/dev/null || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd; } || echo "make: apt-get install systemd failed: tests/test_service_install.py will fail" >&2
 
 # Runs the daemon on the shipped configuration. The shipped config watches ./inbox;
 # the synthetic demo sample is dropped there so the whole pipeline shows within seconds.
@@ -23,8 +28,12 @@ run: setup
 	cp -n -p examples/demo-extract.csv inbox/ 2>/dev/null || true   # -p: an old mtime, so the first poll takes it (files younger than 2 s may still be being written)
 	$(VENV)/bin/watcher run --config $(CONFIG)
 
-test: setup
+test: setup test-tools
 	$(PY) -m pytest -q
+
+# The suite without the tests marked slow (a real Tor network, kill -9 loops): a quick check.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PY) bench/bench_scan.py
