@@ -337,6 +337,9 @@ PAGES = [
     b"<html><body><meta charset='bogus'><a href='/v/1'>x</a></body></html>",
     b"", b"plain text, no html", b"<a href='/x'>x</a><a href='/x'>dup</a><a href='javascript:void(0)'>js</a>",
     b"<div class='a'><div class='b'><a href='/ab'>ab</a></div></div><div class='b'><a href='/b'>b</a></div>",
+    b"<html><body><a href='/in'>in</a></body></html>\n<!-- served in 2 ms -->\n",
+    b"<html><body><a href='/in'>in</a></body></html><table class='archive'><a href='/after'>after</a></table>",
+    b"<html><body><script>var end = '</html>';</script><a href='/s'>s</a></body></html>",
 ]
 SELECTORS = ["table.archive a", "a", "table.archive td > a", ".item a", "li.item > span a", "div#main a",
              "a[href]", "a[href^='/v']", 'a[href$="1"]', "a[href*=view]", "a[data-id='7']", "a[title=\"it's\"]",
@@ -361,6 +364,7 @@ def random_page(rng: random.Random) -> bytes:
         return f"<{tag} {attributes}>{inner}" + (f"</{tag}>" if rng.random() < 0.85 else "")
 
     page = "<html><body>" + "".join(node(0) for _ in range(rng.randrange(1, 6))) + "</body></html>"
+    page += node(0) if rng.random() < 0.2 else ""          # lxml drops what follows </html>; bs4 keeps it
     return page.encode(rng.choice(["utf-8", "cp1252"]), errors="replace")
 
 

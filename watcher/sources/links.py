@@ -15,7 +15,8 @@ soupsieve (`select_links`), as does a page lxml fails on. The page is decoded as
 it (the first encoding bs4's EncodingDetector proposes that Python knows), and the links and
 their text are those `select_links` returns: the first `a[href]` of an element without href,
 text without comments, scripts, styles, templates and ruby annotations, whitespace collapsed.
-A page nested deeper than lxml builds (watcher.sources.markup) goes to bs4 too.
+A page lxml reads only in part (nested past its depth limit, content after `</html>`: see
+watcher.sources.markup) goes to bs4 too.
 
 `parse_index` is what a source runs on its listing or board page (in the page-parser child
 process): the links, and what the page says when it has none or is not the expected page (a
@@ -95,7 +96,7 @@ def _links(selector: str, base_url: str, body: bytes,
            root: etree._Element | None) -> list[tuple[str, str]]:
     """`page_links` given the page's `html_root` (None: lxml failed on the page)."""
     xpath = compile_selector(selector)
-    root = whole(root)
+    root = whole(root, body)
     if xpath is None or root is None:
         return select_links(soup(body), selector, base_url)
     links: dict[str, str] = {}
@@ -111,7 +112,7 @@ def _links(selector: str, base_url: str, body: bytes,
 def _matches(selector: str, root: etree._Element | None, body: bytes) -> bool:
     """True when `selector` matches an element of the page (`root`: its `html_root`)."""
     xpath = compile_selector(selector)
-    root = whole(root)
+    root = whole(root, body)
     if xpath is None or root is None:
         return soup(body).select_one(selector) is not None
     return bool(xpath(root))

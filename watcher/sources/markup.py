@@ -9,6 +9,8 @@ Two hazards of hostile pages, and what is done about them:
   drops the rest of the page: every link and post after a deep point. `html_root` parses with
   `huge_tree`, and `cut_at_depth` tells a tree that reached the limit: its callers then use bs4,
   whose lxml tree builder (a parser target) has no depth limit.
+- Content after `</html>`. libxml2's tree builder drops it (bs4 keeps it: a link there is a
+  link); `whole` sends such a page to bs4 too.
 - Attributes. lxml's HTML tree builder appends each attribute by walking the element's list:
   one tag with 100,000 attributes costs 8 s, a 5 MB page of them minutes. bs4 is linear there;
   the lxml path is bounded by the page parser's time budget (watcher.sources.pages).
@@ -16,6 +18,7 @@ Two hazards of hostile pages, and what is done about them:
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 from bs4 import BeautifulSoup, Tag
@@ -25,6 +28,8 @@ from lxml import etree
 # libxml2's deepest tree with XML_PARSE_HUGE (lxml's huge_tree): a tree this deep was cut.
 LXML_MAX_DEPTH = 2048
 _PREFORMATTED = ("pre", "code", "textarea", "plaintext", "xmp")
+_HTML_END = re.compile(rb"</html(?=[\s/>])", re.IGNORECASE)
+_BLANK_TAIL = re.compile(rb"[^>]*+>(?:\s++|<!--.*?-->)*+\Z", re.DOTALL)
 
 
 def html_root(body: bytes) -> etree._Element | None:
@@ -56,10 +61,16 @@ def cut_at_depth(root: etree._Element) -> bool:
     return depth >= LXML_MAX_DEPTH
 
 
-def whole(root: etree._Element | None) -> etree._Element | None:
-    """`root`, or None when there is none or it was cut at the depth limit (bs4 must read the
-    page instead)."""
-    return None if root is None or cut_at_depth(root) else root
+def whole(root: etree._Element | None, body: bytes) -> etree._Element | None:
+    """`root` (the page's `html_root`), or None when lxml left part of the page out of it
+    (cut at the depth limit, or content after `</html>`): bs4 must read the page instead.
+    A `</html>` in a script string counts too: that page merely goes to bs4."""
+    if root is None or cut_at_depth(root):
+        return None
+    end = _HTML_END.search(body)
+    if end is not None and not _BLANK_TAIL.match(body, end.end()):
+        return None
+    return root
 
 
 def soup(body: bytes) -> BeautifulSoup:

@@ -111,6 +111,7 @@ class PageParser:
         except TimeoutError:
             self._drop(child)
             log.warning("page parse exceeded %g s: parser process %d stopped", self.budget, child.process.pid)
+            await self._reap([child])
             raise SourceError(f"page parse exceeded {self.budget:g} s") from None
         except BaseException:   # the child died, or the poll was cancelled: its reply would be out of step
             self._drop(child)
@@ -128,13 +129,16 @@ class PageParser:
         or waiting raise SourceError, and so does every later `run`."""
         self._closed = True
         self._freed.set()
-        children = list(self._children)
-        for child in children:
+        self._idle.clear()
+        for child in self._children:
             child.kill()
+        await self._reap(list(self._children))
+
+    async def _reap(self, children: list[_Child]) -> None:
+        """Wait (at most STOP_WAIT) until killed children are reaped; forget them."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_WAIT):
                 await asyncio.gather(*(child.process.wait() for child in children))
-        self._idle.clear()
         self._children = {c for c in self._children if c.process.returncode is None}
 
     async def _acquire(self) -> _Child:
