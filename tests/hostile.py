@@ -10,10 +10,10 @@ prove a hostile site costs one source or one document, never the daemon
   whether the client stopped downloading.
 - `zip_archive`, `zip_bomb`, `nested_zips`: archives built from pre-compressed members, so a
   2.5 GiB bomb costs a second of CPU and a few MB of memory, not a 2.5 GiB compression.
-- `run_measured`: a command in its own session, reaped with wait4(): its exit status, how long
-  it took and the peak resident set of it and of every child it waited for (the daemon
-  joins its workers), with a guard that kills a runaway process tree before it hurts the
-  machine. `processes_with`: the processes still carrying a run's marker (orphans).
+- `run_measured`: a command in its own session, under a small measuring parent: its exit
+  status, how long it took and the peak resident set of it and of every child it waited for
+  (the daemon joins its workers), with a guard that kills a runaway process tree before it
+  hurts the machine. `processes_with`: the processes still carrying a run's marker (orphans).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -216,6 +217,18 @@ class HostileSite(FakeSite):
 
 # --------------------------------------------------------------------------- processes
 
+# Runs a command and writes, to the file named first, the largest resident set (KiB) of it and
+# of the children it reaped. A fresh, small process: at exec() Linux carries the peak resident
+# set of the process that forked into the new program's (exec_mmap), so measuring a daemon
+# forked by the test process directly would report the test's own peak.
+MEASURE = """import resource, subprocess, sys
+status = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    out.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(status if status >= 0 else 128 - status)
+"""
+
+
 @dataclass(frozen=True)
 class Measured:
     """How a command ended: exit status, seconds, and the peak resident set (MiB) of the
@@ -229,35 +242,31 @@ class Measured:
 
 def run_measured(argv: Sequence[str], *, cwd: Path, env: dict[str, str], output: Path, timeout: float,
                  rss_guard_mib: float = 1024) -> Measured:
-    """Run `argv` in its own session and reap it with wait4(), whose rusage holds the largest
-    resident set of the process and of every descendant it waited for. Blocking: call it in a
-    thread when the test's event loop serves the sites. Past `timeout` seconds, or when the
-    session's processes together hold more than `rss_guard_mib`, the whole session is killed
-    and AssertionError says why (a runaway bomb must not take the shared machine down)."""
+    """Run `argv` under MEASURE in a session of its own; blocking (call it in a thread when the
+    test's event loop serves the sites). Past `timeout` seconds, or when the session's
+    processes together hold more than `rss_guard_mib`, the whole session is killed and
+    AssertionError says why (a runaway bomb must not take the shared machine down)."""
     started = time.monotonic()
+    peak = output.with_suffix(".maxrss")
     with output.open("wb") as sink:
-        proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=sink,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-c", MEASURE, str(peak), *argv], cwd=cwd, env=env,
+                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     problem = ""
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
+    while proc.poll() is None and not problem:
         if time.monotonic() - started > timeout:
             problem = f"still running after {timeout:g} s"
         elif (held := session_rss_mib(proc.pid)) > rss_guard_mib:
             problem = f"its processes held {held:.0f} MiB"
-        if problem:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            _, status, usage = os.wait4(proc.pid, 0)
-            break
         time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    if problem:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     text = output.read_text(encoding="utf-8", errors="replace")
     if problem:
         raise AssertionError(f"{' '.join(argv[:4])}... killed: {problem}\n{text[-3000:]}")
-    return Measured(proc.returncode, time.monotonic() - started, usage.ru_maxrss / 1024, text)
+    return Measured(proc.returncode, time.monotonic() - started, int(peak.read_text()) / 1024, text)
 
 
 def _pids() -> list[int]:
