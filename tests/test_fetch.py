@@ -204,16 +204,17 @@ async def test_silent_server_is_stopped_by_the_read_timeout(paste_site: PasteSit
 @pytest.mark.parametrize(("case", "reason"), [
     ("huge-header", "malformed HTTP response: Got more than 8190 bytes"),   # one 1 MiB header
     ("many-headers", "malformed HTTP response: Too many headers received"),  # 100,000 header lines
-    ("reset", "broken response body: Response payload is not completed"),   # RST after 256 KiB of 1 MiB
+    ("reset", "broken response body: Not enough data to satisfy content length header"),  # RST mid-body
 ])
 async def test_a_broken_response_is_one_clear_line(case: str, reason: str) -> None:
     async with serve(HostileSite()) as site, fetcher() as client:
         with pytest.raises(FetchError) as caught:
             await client.get(site.url(f"/page/{case}"))
     message = str(caught.value)
-    assert message.startswith(reason) and message.endswith(f"({site.url(f'/page/{case}')})"), message
-    assert "\n" not in message and "aaaa" not in message     # none of the server's header bytes
-    assert not message.startswith("malformed") or " 400 " not in message   # no status was sent
+    assert message.startswith(reason) and message.endswith(f" ({site.url(f'/page/{case}')})"), message
+    said = message.rsplit(" (http", 1)[0]
+    assert "\n" not in said and "aaaa" not in said            # none of the server's header bytes
+    assert "400" not in said                                   # nor aiohttp's made-up status
 
 
 async def test_connection_refused_is_a_fetch_error() -> None:

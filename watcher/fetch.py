@@ -326,11 +326,14 @@ class Fetcher:
             return f"timed out: took more than {settings.total_timeout:g} s in total"
         if isinstance(exc, aiohttp.ClientConnectorError):
             return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            return f"broken response body: {_first_line(exc)}"
+        # aiohttp's parser errors carry a made-up status 400 and quote the server's bytes
+        cause = exc.__cause__
+        parse_error = _without_excerpt(cause.message) if isinstance(cause, HttpProcessingError) else None
+        if isinstance(exc, aiohttp.ClientPayloadError):   # e.g. the connection ended mid-body
+            return f"broken response body: {parse_error or _first_line(exc)}"
         if isinstance(exc, aiohttp.ClientResponseError):
-            if isinstance(exc.__cause__, HttpProcessingError):  # unparsable: no status was sent
-                return f"malformed HTTP response: {_without_excerpt(exc.message)}"
+            if parse_error is not None:                   # unparsable: no status was sent
+                return f"malformed HTTP response: {parse_error}"
             return f"invalid HTTP response: {exc.status} {_first_line(exc.message)}"
         return f"{type(exc).__name__}: {_first_line(exc)}"
 
