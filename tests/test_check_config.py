@@ -10,6 +10,7 @@ fast). Before this, every case below was "ok" and `run` started.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+
+from watcher.alerts import AlertSettings, TargetError, load_targets
 
 try:
     from test_daemon_process import child_env
@@ -184,6 +187,22 @@ def test_an_apprise_config_file_with_an_entry_apprise_cannot_use(tmp_path: Path)
     line = refused(config, f'{config}:{line_of(config, "config =")}: [alerts]: key "config" names '
                      f"{tmp_path / 'apprise.yml'}: Unparseable URL jsn://...", commands=REFUSING)
     assert "hunter2" not in line and "soc:" not in line
+
+
+def test_the_running_sender_keeps_the_targets_apprise_could_load(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The file may be edited while the daemon runs: the good target still gets the alerts, and
+    the bad entry is one error line of ours (apprise's own line, quoting the URL, is kept out)."""
+    (tmp_path / "apprise.yml").write_text("urls:\n  - json://127.0.0.1:9/hook\n"
+                                          "  - jsn://soc:hunter2secret@127.0.0.1/hook\n")
+    settings = AlertSettings(config=tmp_path / "apprise.yml")
+    with caplog.at_level(logging.INFO):
+        [target] = load_targets(settings)
+    assert target.name.startswith("json://127.0.0.1:9/hook")
+    assert [(r.name, r.levelname) for r in caplog.records] == [("watcher.alerts.targets", "ERROR")]
+    assert "Unparseable URL jsn://..." in caplog.text and "hunter2" not in caplog.text
+    with pytest.raises(TargetError, match="Unparseable URL"):
+        load_targets(settings, strict=True)
 
 
 def test_an_env_url_whose_variable_is_not_set(tmp_path: Path) -> None:

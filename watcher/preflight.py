@@ -194,6 +194,6 @@ def _check_alert_targets(config: Config, alerts: AlertSettings) -> None:
     if not alerts.has_targets:
         return
     try:
-        load_targets(alerts)
+        load_targets(alerts, strict=True)
     except TargetError as exc:
         raise alerts_error(config, exc.key, exc.detail) from None

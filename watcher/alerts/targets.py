@@ -98,14 +98,16 @@ def _target(service: apprise.plugins.NotifyBase) -> Target:
     )
 
 
-def load_targets(settings: AlertSettings) -> list[Target]:
+def load_targets(settings: AlertSettings, strict: bool = False) -> list[Target]:
     """Every apprise service the settings declare, deduplicated by URL.
 
-    Raises TargetError when a URL does not parse, or when the apprise config file cannot be
-    read or skips an entry (unreadable, invalid YAML, a URL apprise cannot use): a declared
-    target that silently vanished would turn every later alert into a log line only.
-    apprise's own log lines about it are kept out of the logs (they quote the URL, credentials
-    half-starred): the TargetError says it once.
+    Raises TargetError when a URL does not parse, or when the apprise config file loads no
+    service (unreadable, invalid YAML): a declared target that silently vanished would turn
+    every later alert into a log line only. An entry of the config file that apprise skips is
+    an error too when `strict` (check-config, and `run` before it starts); the running sender
+    keeps the targets that loaded and logs one error line (the file may have been edited since
+    the start: the other targets must still get the alerts). apprise's own log lines about it
+    are kept out of the logs: they quote the URL, credentials half-starred.
     """
     quiet_apprise()
     asset = AppriseAsset()
@@ -118,7 +120,7 @@ def load_targets(settings: AlertSettings) -> list[Target]:
                                       f"(scheme {entry.url.split('://', 1)[0]!r})")
         services.append(service)
     if settings.config is not None:
-        services.extend(_from_config(settings, asset))
+        services.extend(_from_config(settings, asset, strict))
     targets: dict[str, Target] = {}
     for service in services:
         target = _target(service)
@@ -126,9 +128,10 @@ def load_targets(settings: AlertSettings) -> list[Target]:
     return list(targets.values())
 
 
-def _from_config(settings: AlertSettings, asset: AppriseAsset) -> list[apprise.plugins.NotifyBase]:
+def _from_config(settings: AlertSettings, asset: AppriseAsset, strict: bool) -> list[apprise.plugins.NotifyBase]:
     """The services of the apprise config file. apprise skips an entry it cannot use with a log
-    line only: every such line is an error here, or a typo would silently drop a target."""
+    line only: an error when `strict`, else one error line of ours, or a typo would silently
+    drop a target."""
     config = AppriseConfig(asset=asset)
     names = f"names {settings.config}"
     with _apprise_problems() as problems:
@@ -140,8 +143,10 @@ def _from_config(settings: AlertSettings, asset: AppriseAsset) -> list[apprise.p
     if not services:
         why = said or "unreadable file, invalid YAML/text, or no URL in it"
         raise TargetError("config", f"{names}: no service loaded ({why})")
-    if problems:
+    if problems and strict:
         raise TargetError("config", f"{names}: {said}")
+    if problems:
+        log.error("apprise config %s: %s (its other %d target(s) are used)", settings.config, said, len(services))
     return services
 
 
