@@ -139,11 +139,16 @@ def cmd_sources(args: argparse.Namespace) -> int:
         print_json_lines(rows)
         return 0
     print(f"{'SOURCE':<20} {'KIND':<9} {'STATE':<8} {'LAST POLL':<20} {'ITEMS':>6} {'FINDINGS':>8} "
-          f"{'FAILS':>5} {'NEXT POLL':<20} LAST ERROR")
+          f"{'FAILS':>5} {'FAILED':>6} {'PARKED':>6} {'NEXT POLL':<20} LAST ERROR")
     for row in rows:
         print(f"{row['name']:<20} {row['kind']:<9} {row['state']:<8} {row.get('last_poll') or '-':<20} "
               f"{row.get('items', 0):>6} {row.get('findings', 0):>8} {row.get('consecutive_failures', 0):>5} "
+              f"{row.get('failed_items', 0):>6} {row.get('parked_items', 0):>6} "
               f"{row.get('next_poll') or '-':<20} {row.get('last_error') or ''}")
+        for label, key in (("degraded", "warning"), ("last failed item", "last_item_error"),
+                           ("last notice", "last_notice")):
+            if row.get(key):
+                print(f"{'':<20} {label}: {row[key]}")
     return 0
 
 
