@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import time
 
 import pytest
 
@@ -238,3 +240,63 @@ def test_header_roles_written_as_people_write_them(header, role):
     from watcher.detect.shape import header_role
 
     assert header_role(header) == role
+
+
+# -- messy real files: never raise, keep the records and the NIR column ---------------------------
+
+MESSY_LINES = {
+    "carriage_return": "A;B\rC;1",                 # an export edited on Windows
+    "nul": "A;B\x00C;1",
+    "unbalanced_quote": 'A;"B;1',
+    "missing_field": "A;1",
+    "extra_field": "A;B;C;D",
+    "huge_field": 'A;"' + "x" * (csv.field_size_limit() + 10) + '";1',
+    "superscript_digits": "A;1²41275123456;B;4²",      # str.isdigit() says yes, int() says no
+}
+
+
+def _messy_csv(people: list[str], messy: str, apart: bool) -> bytes:
+    """A clean extract with one messy line after the header and one in the middle. `apart`:
+    13-character NIRs with their key two columns away (rows parsed), else full NIRs."""
+    rows = [f"N{i};{n[:13]};P{i};{n[13:]}" if apart else f"N{i};P{i};{n}" for i, n in enumerate(people)]
+    rows.insert(len(rows) // 2, messy)
+    return ("nom;nir;prenom;cle\n" if apart else "nom;prenom;nir\n").encode() + "\n".join([messy] + rows).encode() + b"\n"
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["nir15", "nir13_key_apart"])
+@pytest.mark.parametrize("messy", MESSY_LINES.values(), ids=MESSY_LINES.keys())
+def test_one_messy_line_costs_nothing_but_itself(analyzer, rng, messy, apart):
+    people = [random_nir(rng, strict=True) for _ in range(10)]
+    data = _messy_csv(people, messy, apart)
+    report = analyzer.analyze_bytes(data, "export.csv", reveal=True)
+    assert set(report.revealed["nir"]) == set(people)
+    assert report.severity == "critical" and report.errors == []
+    assert report.records == len(people) + 2            # the messy lines are records too
+    assert any(r.startswith("health-data columns: nir") for r in report.reasons), report.reasons
+    small_chunks = analyzer.analyze_chunks(iter(data[i:i + 5] for i in range(0, len(data), 5)), "stream",
+                                           reveal=True) if len(data) < 10_000 else report
+    assert set(small_chunks.revealed["nir"]) == set(people) and small_chunks.records == report.records
+
+
+def test_the_reported_stray_carriage_return(analyzer, rng):
+    """Issue 9: `nom;prenom;nir\\nA;B\\rC;1\\n...` raised _csv.Error out of the shape reader."""
+    people = [random_nir(rng, strict=True) for _ in range(10)]
+    data = ("nom;prenom;nir\nA;B\rC;1\n" + "".join(f"N{i};P{i};{n}\n" for i, n in enumerate(people))).encode()
+    report = analyzer.analyze_bytes(data, "export.csv")
+    assert report.severity == "critical" and report.counts["nir"] == 10 and report.records == 11
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"nom":' * 100_000, '[{"nom": ' * 50_000])
+def test_json_nested_deeper_than_the_decoder_is_not_records(scanner, text):
+    assert shape_of(scanner, text).format is None
+
+
+def test_hostile_sql_heads_do_not_hang(scanner):
+    """A lazy CREATE TABLE body and an unbounded column list rescanned the head from every
+    occurrence: 1 MB of `create table ` took 30 s, now milliseconds."""
+    started = time.perf_counter()
+    for text, fmt in ((b"INSERT INTO t VALUES (1);\n" + b"create table " * 80_000, "sql"),
+                      (b"INSERT INTO t VALUES (1);\nCREATE TABLE t (" * 40_000, "sql"),
+                      (b"INSERT INTO t (" * 80_000, None)):
+        assert shape_of(scanner, text).format == fmt
+    assert time.perf_counter() - started < 5

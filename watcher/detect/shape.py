@@ -7,6 +7,11 @@ byte counts. Header names are folded (case, accents, separators) and mapped to r
 A 13-character NIR column (`nir;cle`, or `nir` alone) is where a bare 13-character number is
 a NIR: those rows are parsed and the NIR recombined with its key (or checked by structure
 when there is no key column), then handed to the NIR count.
+
+Real files are messy: a carriage return or NUL inside a field, an unbalanced quote, a ragged
+row, a field over csv's size limit cost that line its quoting (it is split at every
+delimiter), never the part. A record is a line ending in "\n", parsed or counted; every
+pattern here takes linear time whatever the input.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import csv
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from . import nir as nir_rules
 from .compiled import speedups
@@ -66,10 +71,15 @@ HEALTH_ROLES = frozenset(
 PROFESSIONAL_IDS = frozenset(["siret", "rpps", "adeli", "finess"])
 CONTACT_ROLES = frozenset(["email", "telephone"])
 
+# The column list holds no parenthesis and is bounded, so a run of `insert into t (` without
+# a closing one costs each occurrence a few bytes, not a scan to the end (quadratic).
 _SQL_INSERT = re.compile(
-    rb"insert\s+(?:ignore\s+)?into\s+[`\"\[]?[\w.]+[`\"\]]?\s*(?:\(([^)]*)\))?\s*values", re.IGNORECASE
+    rb"insert\s+(?:ignore\s+)?into\s+[`\"\[]?[\w.]+[`\"\]]?\s*(?:\(([^()]{0,8192})\))?\s*values", re.IGNORECASE
 )
-_SQL_CREATE = re.compile(rb"create\s+table[^(]*\((.*?)\)\s*(?:engine|;|$)", re.IGNORECASE | re.DOTALL)
+# CREATE TABLE's opening, then the first `)` that ends its body, each found once (a lazy
+# `(.*?)` from every `create table` of a hostile head would rescan the rest each time).
+_SQL_CREATE = re.compile(rb"create\s+table\b[^(;]{0,512}+\(", re.IGNORECASE)
+_SQL_CREATE_END = re.compile(rb"\)\s*(?:engine|;|$)", re.IGNORECASE)
 MAX_ROW = 1 << 20               # a row longer than this is not a row of an extract
 _SQL_ROW_SEPARATOR = re.compile(rb"\)\s*,\s*\(")
 # One parenthesised tuple of values; quoted strings may hold parentheses, '' or \' escapes.
@@ -145,7 +155,7 @@ class ShapeReader:
         self._counter: Callable[[bytes], int] | None = None
         self._skip_lines = 0
         self._row_columns: tuple[int, int | None] | None = None   # (nir index, key index) for 13-char NIRs
-        self._partial = b""
+        self._partial = bytearray()         # a row not yet ended (13-character NIR rows)
         self._last_byte = b""
 
     def feed(self, chunk: bytes) -> None:
@@ -196,7 +206,7 @@ class ShapeReader:
             else:
                 first, _ = decoder.raw_decode(sample)
                 fmt = "jsonl"
-        except ValueError:
+        except (ValueError, RecursionError):    # not JSON, or nested deeper than the decoder goes
             return False
         if not isinstance(first, dict) or not first:
             return False
@@ -210,9 +220,9 @@ class ShapeReader:
         self.shape.format = "sql"
         insert = _SQL_INSERT.search(head)
         columns = insert.group(1) if insert and insert.group(1) else None
-        if columns is None and (create := _SQL_CREATE.search(head)):
+        if columns is None and (body := _create_table_body(head)) is not None:
             columns = b",".join(
-                line.strip().split()[0] for line in create.group(1).split(b",") if line.strip()
+                line.strip().split()[0] for line in body.split(b",") if line.strip()
                 and not line.strip().upper().startswith((b"PRIMARY", b"KEY", b"UNIQUE", b"CONSTRAINT", b"INDEX"))
             )
         if columns:
@@ -229,7 +239,7 @@ class ShapeReader:
         One delimiter per line is prose as often as data: it counts only under a header naming
         a known column.
         """
-        lines = [line for line in head.decode("utf-8", "replace").split("\n")[:80] if line.strip()]
+        lines = [line.removesuffix("\r") for line in head.decode("utf-8", "replace").split("\n")[:80] if line.strip()]
         if len(lines) > 2 and not head.endswith(b"\n"):
             lines = lines[:-1]                        # the last line of the head may be cut
         if len(lines) < 2:
@@ -255,7 +265,7 @@ class ShapeReader:
             self._set_headers([h.strip() for h in header])
             self._skip_lines += 1
             self._delimiter = delimiter
-            self._plan_nir_rows(list(csv.reader(lines[start + 1:start + 40], delimiter=delimiter)))
+            self._plan_nir_rows(_parse_rows(lines[start + 1:start + 40], delimiter))
         self._counter = _count_lines
 
     def _plan_nir_rows(self, rows: list[list[str]]) -> None:
@@ -288,23 +298,27 @@ class ShapeReader:
             self._rows(data, final=False, skip_header=first)
 
     def _rows(self, data: bytes, final: bool, skip_header: bool = False) -> None:
-        data = self._partial + data
         sql = self.shape.format == "sql"
-        if final:
-            complete, self._partial = data, b""
-        else:                                   # up to the last row that is surely complete
-            cut = data.rfind(b")" if sql else b"\n") + 1
-            complete, self._partial = data[:cut], data[cut:]
+        cut = len(data) if final else data.rfind(b")" if sql else b"\n") + 1   # the rows surely complete
+        if not cut and not final:           # no row ends in this chunk: keep it (appended in place, linear)
+            self._partial += data
             if len(self._partial) > MAX_ROW:    # no row is that long: not rows, let it go
-                self._partial = b""
+                self._partial.clear()
+            return
+        complete = bytes(self._partial) + data[:cut] if self._partial else data[:cut]
+        self._partial = bytearray(data[cut:])
         text = complete.decode("utf-8", "replace")
         if sql:
             rows: Iterable[list[str]] = (_sql_values(m.group(1)) for m in _SQL_TUPLE.finditer(text))
         else:
-            lines = text.splitlines()
+            # Records end at "\n" only, as they are counted: a stray "\r" or another line
+            # separator inside a field (exports edited on Windows) does not split a row.
+            lines = text.split("\n")
+            if "\r" in text:
+                lines = [line.removesuffix("\r") for line in lines]
             if skip_header:
                 lines = [line for line in lines if line.strip()][self._skip_lines:]
-            rows = self._split(lines, '"' in text)
+            rows = _parse_rows(lines, self._delimiter) if '"' in text else (line.split(self._delimiter) for line in lines)
         nir_index, key_index = self._row_columns  # type: ignore[misc]
         add, complete_nir, normalize = self._add_nir, nir_rules.complete, nir_rules.normalize
         for row in rows:
@@ -314,17 +328,9 @@ class ShapeReader:
             if len(body) != 13 and not (13 < len(body) <= 20 and len(normalize(body)) == 13):
                 continue            # empty, or a 15-character NIR the main detector counts
             key = row[key_index] if key_index is not None and len(row) > key_index else None
-            if value := complete_nir(body, key):
+            # A NIR is ASCII: `1²4...` passes str.isdigit() but not int() in the NIR checks.
+            if body.isascii() and (key is None or key.isascii()) and (value := complete_nir(body, key)):
                 add(value)
-
-    def _split(self, lines: list[str], quoted: bool) -> Iterator[list[str]]:
-        """Rows as field lists: str.split when nothing is quoted (4x faster than csv)."""
-        if not quoted:
-            return (line.split(self._delimiter) for line in lines)
-        try:
-            return iter(list(csv.reader(lines, delimiter=self._delimiter)))
-        except csv.Error:                           # one bad line: parse line by line
-            return (_fields(line, self._delimiter) for line in lines)
 
 
 _BLANK_LINE = re.compile(rb"\n(?=[ \t\r]*\n)")
@@ -339,6 +345,15 @@ def count_lines_py(data: bytes) -> int:
 _count_lines = speedups.count_lines if speedups else count_lines_py
 
 
+def _create_table_body(head: bytes) -> bytes | None:
+    """What the first CREATE TABLE of a dump declares between its parentheses."""
+    opening = _SQL_CREATE.search(head)
+    if opening is None:
+        return None
+    end = _SQL_CREATE_END.search(head, opening.end())
+    return head[opening.end():end.start()] if end else None
+
+
 def _sql_values(inner: str) -> list[str]:
     """The values of one SQL tuple, unquoted: `1,'O''Brien','1841275123456'`."""
     try:
@@ -348,17 +363,33 @@ def _sql_values(inner: str) -> list[str]:
 
 
 def _fields(line: str, delimiter: str) -> list[str]:
+    """One line's fields, quote-aware; never raises. A line csv refuses (a carriage return
+    in an unquoted field, a field over csv's size limit) is split at every delimiter."""
+    if '"' not in line:
+        return line.split(delimiter)         # what csv would say, 20x cheaper
     try:
         return next(csv.reader([line], delimiter=delimiter), [])
-    except csv.Error:                   # a NUL byte or a broken quote: not a field list
-        return [line]
+    except csv.Error:
+        return [field.strip('"') for field in line.split(delimiter)]
+
+
+def _parse_rows(lines: list[str], delimiter: str) -> list[list[str]]:
+    """One row per line. csv parses them all at once (fast), but an unbalanced quote would
+    make it swallow the following lines into one field (or raise): then line by line."""
+    try:
+        rows = list(csv.reader(lines, delimiter=delimiter))
+    except csv.Error:
+        rows = []
+    if len(rows) == len(lines):
+        return rows
+    return [_fields(line, delimiter) for line in lines]
 
 
 def _field_count(line: str, delimiter: str) -> int:
     if delimiter not in line:
         return 1
     if '"' not in line:
-        return line.count(delimiter) + 1     # what csv would say, 20x cheaper
+        return line.count(delimiter) + 1     # what _fields would say, without the list
     return len(_fields(line, delimiter))
 
 
@@ -370,14 +401,26 @@ def _longest_run(counts: list[int]) -> tuple[int, int, int] | None:
         fields = counts[start]
         if fields < 2:
             continue
-        length = 1
-        while start + length < len(counts) and counts[start + length] == fields:
-            length += 1
+        length = _run_length(counts, start)
         if length >= 3 or (length == 2 and start + 2 == len(counts)):
             return start, length, fields
         if length >= 2 and found is None:
             found = (start, length, fields)
     return found
+
+
+def _run_length(counts: list[int], start: int) -> int:
+    """Lines from `start` with its field count. The run steps over one ragged line (a field
+    missing, or one too many) when the two lines after it have the count again, so a header
+    stays the header of its table even when its first row is ragged."""
+    fields, end, stepped = counts[start], start + 1, False
+    while end < len(counts):
+        if counts[end] != fields:
+            if stepped or counts[end + 1:end + 3] != [fields, fields]:
+                break
+            stepped = True
+        end += 1
+    return end - start
 
 
 def _looks_like_value(cell: str) -> bool:
