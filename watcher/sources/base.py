@@ -187,7 +187,9 @@ class Source(ABC):
             last = f"; the last poll found {ctx.previous_links}" if ctx.previous_links else ""
             self.warn(ctx, f"{key} {selector!r} matched no link on {page.url}{why}{last}")
         elif index.wall:
-            self.warn(ctx, f"{page.url}: {index.wall}, yet {key} {selector!r} matched {len(index.links)} links")
+            count = len(index.links)
+            self.warn(ctx, f"{page.url}: {index.wall}, though {key} {selector!r} matched "
+                           f"{count} link{'s' if count > 1 else ''}")
         if index.expect_missing:
             self.warn(ctx, f"expect {self.config.expect!r} matched nothing on {page.url}")
 

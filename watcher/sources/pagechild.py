@@ -2,9 +2,10 @@
 
 Started by watcher.sources.pages.PageParser, never imported by the daemon's sources. It reads
 requests on stdin and writes replies on stdout until stdin closes; a frame is an 8-byte
-big-endian length, then a pickle. A request is `(fn, body)`; the reply is `("ok", fn(body))`
-or `("error", exception)`. The child imports nothing but what unpickling `fn` needs (the
-pure parsing modules: lxml, bs4), to stay small.
+big-endian length, then a pickle. An empty frame first says the child is ready (the parsing
+modules imported: the first parse is not slowed by them). A request is `(fn, body)`; the reply
+is `("ok", fn(body))` or `("error", exception)`. The child imports nothing else (no HTTP
+client, no pipeline), to stay small.
 
 It dies with its parent: Linux sends it SIGKILL when the parent dies (PR_SET_PDEATHSIG), so
 a `kill -9` of the daemon leaves no orphan. It ignores SIGINT and SIGTERM, which a terminal or
@@ -14,6 +15,7 @@ systemd sends to the whole process group: the daemon stops it itself.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import os
 import pickle
@@ -26,6 +28,7 @@ from typing import BinaryIO
 from watcher.sources.errors import SourceError
 
 HEADER = struct.Struct("!Q")
+PARSING_MODULES = ("watcher.sources.links", "watcher.sources.threads", "watcher.sources.feedparse")
 _PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,10 @@ def main(argv: list[str]) -> int:
     # The replies get stdout's pipe; anything a library prints goes to stderr instead.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    for module in PARSING_MODULES:
+        importlib.import_module(module)
+    replies.write(frame(b""))
+    replies.flush()
     requests = sys.stdin.buffer
     while (request := read_frame(requests)) is not None:
         replies.write(frame(answer(request)))
