@@ -482,3 +482,34 @@ def test_sigterm_during_a_once_pass_stops_it(tmp_path: Path, hanging_site: tuple
     finally:
         proc.kill()
     assert db_rows(tmp_path / "state", "PRAGMA integrity_check") == [("ok",)]
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether process `pid` has a SIGTERM handler (bit 15 of SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2, 0.5, 1.0, 2.0])
+def test_sigterm_at_any_moment_of_start_up_exits_0(tmp_path: Path, black_hole: int, delay: float) -> None:
+    """From the moment the command handles SIGTERM at all (Python's own start excepted), a
+    stop is clean: loading and checking the configuration, opening the state, the preflight."""
+    config = tmp_path / "sources.toml"
+    config.write_text(f'[watcher]\nstate_dir = "./state"\n[tor]\nsocks = "127.0.0.1:{black_hole}"\n'
+                      '[[sources]]\nname = "onion"\nkind = "listing"\nurl = "http://example2345.onion/"\n'
+                      'item_links = "a"\ntor = true\n', encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "watcher", "run", "--config", str(config)],
+                            stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path)
+    try:
+        wait_until(lambda: catches_sigterm(proc.pid), READY_TIMEOUT, "a SIGTERM handler", interval=0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=STOP_TIMEOUT)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        proc.kill()

@@ -36,6 +36,8 @@ from urllib.parse import urlsplit
 from watcher.detect.rules import Rule, rule_error
 from watcher.score import SEVERITIES, Policy
 
+DB_NAME = "watcher.db"        # in state_dir: the state database
+SECRET_NAME = "secret.key"    # in state_dir: the installation's fingerprint key
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_MAX_BYTES = 1024 * 1024 * 1024  # a larger body is a mistake (one document held in a worker's memory)
 MIN_INTERVAL = 1.0                  # seconds; less is a typo (0.001 polled 4,884 times in 11 s)

@@ -21,18 +21,20 @@ import asyncio
 import logging
 import random
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, Generic, TypeVar
 
 from .alerts import AlertSender, AlertSettings, alert_settings
-from .config import Config, ConfigError, SourceConfig, load_config
+from .config import DB_NAME, SECRET_NAME, Config, ConfigError, SourceConfig, load_config
 from .fetch import Fetcher, FetchError, RetryLater, tor_preflight
 from .logs import log_event
 from .metrics import Metrics
 from .metrics import serve as serve_metrics
 from .notify import Notifier
+from .preflight import check_runtime
 from .privacy import load_or_create_secret
 from .report import Report
 from .retention import retention_pass, retention_task, store_runner
@@ -50,8 +52,6 @@ JITTER = 0.1                  # +-10% on every interval
 BATCH_WINDOW = 0.02           # seconds an item waits for others to share its pool task and transaction
 BATCH_MAX_ITEMS = 32
 BATCH_MAX_BYTES = 1024 * 1024
-DB_NAME = "watcher.db"
-SECRET_NAME = "secret.key"
 
 # A finding hook: called with the item, its report and what recording it did. The alerting
 # stage plugs in here.
@@ -201,8 +201,9 @@ class Daemon:
             max_size=BATCH_MAX_BYTES, size=_batch_size)
 
     # -- life cycle ----------------------------------------------------------------------------
-    async def run(self) -> int:
-        """Run until SIGTERM/SIGINT (or one pass with `once`); the exit status.
+    async def run(self, stopped: threading.Event | None = None) -> int:
+        """Run until SIGTERM/SIGINT (or one pass with `once`); the exit status. `stopped`: set
+        by a SIGTERM that came before this installed its handlers (the command's early flag).
 
         A stop signal is honoured at any moment: during start-up or a `--once` pass the work
         is cancelled where it is; in the polling loop the daemon winds down. Either way the
@@ -214,6 +215,8 @@ class Daemon:
         signals = {signal.SIGTERM: self._stop.set, signal.SIGINT: self._stop.set, signal.SIGHUP: self._reload.set}
         for number, handler in signals.items():
             loop.add_signal_handler(number, handler)
+        if stopped is not None and stopped.is_set():
+            self._stop.set()
         work = asyncio.create_task(self._main(alerts))
         stopped = asyncio.create_task(self._stop.wait())
         try:
@@ -313,6 +316,7 @@ class Daemon:
         try:
             config = load_config(self.config.path)
             alerts = alert_settings(config)
+            await asyncio.to_thread(check_runtime, config)     # refused as `watcher run` would refuse it
         except (ConfigError, OSError) as exc:
             log_event(log, "error", "reload refused, keeping the running configuration", reason=str(exc))
             self.notifier.ready(f"reload refused: {exc}")

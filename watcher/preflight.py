@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, ConfigError, located_error, systemd_state_dir
+from .config import DB_NAME, SECRET_NAME, Config, ConfigError, located_error, systemd_state_dir
 
 if TYPE_CHECKING:
     from .alerts.settings import AlertSettings
@@ -103,7 +103,6 @@ def _write_problem(directory: Path) -> str | None:
 
 def _check_state_files(config: Config, alerts: AlertSettings) -> None:
     """The database, its sidecars, the key and the alerts log, when they exist already."""
-    from .daemon import DB_NAME, SECRET_NAME
     from .privacy import SecretKeyError, read_secret
 
     state_dir = config.watcher.state_dir

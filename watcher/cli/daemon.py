@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -82,7 +84,21 @@ def load(args: argparse.Namespace, *, runtime: bool = False) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..daemon import DB_NAME, Daemon
+    """`watcher run`: a SIGTERM is a clean stop (exit 0) from the first instant, before the
+    daemon's own handlers are installed too (loading and checking the configuration). The early
+    handler only raises a flag, honoured as soon as the daemon starts: raising from a signal
+    handler at an arbitrary point could leave a lock held and hang the exit."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        return _run(args, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, stop: threading.Event) -> int:
+    from ..config import DB_NAME
+    from ..daemon import Daemon
     from ..preflight import state_problem
     from ..privacy import SecretKeyError
     from ..store import NotAStateDatabaseError, SchemaTooNewError
@@ -92,7 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning("%s", warning)
     try:
-        return asyncio.run(Daemon(config, once=args.once, workers=args.workers).run())
+        if stop.is_set():
+            return 0
+        return asyncio.run(Daemon(config, once=args.once, workers=args.workers).run(stop))
     except BrokenPipeError:
         raise                               # the reader went away: `main` ends quietly
     except (OSError, sqlite3.Error, SecretKeyError, NotAStateDatabaseError, SchemaTooNewError) as exc:
@@ -115,7 +133,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _state(config: Config) -> Iterator[StateDB]:
     """The state database, open for the block; a state problem (unreadable, not SQLite, not
     ours, a full disk) is one CliError line naming the database, here and inside the block."""
-    from ..daemon import DB_NAME
+    from ..config import DB_NAME
     from ..preflight import state_problem
     from ..store import NotAStateDatabaseError, SchemaTooNewError, StateDB
 

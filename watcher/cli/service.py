@@ -260,7 +260,7 @@ def format_text(health: Health) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..daemon import DB_NAME
+    from ..config import DB_NAME
 
     config = load(args)
     health = evaluate(config, config.watcher.state_dir / DB_NAME)
