@@ -40,6 +40,7 @@ from .report import Report
 from .retention import retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
+from .sources.pages import PageParser
 from .store import ItemFailure, ItemRecord, ItemResult, PollHealth, StateDB, Store
 from .timestamps import parse_time
 from .worker import AnalysisFailed, AnalysisPool, AnalysisUnavailable, Init, Job
@@ -191,6 +192,7 @@ class Daemon:
         self.store: Store | None = None
         self.alerts: AlertSender | None = None
         self.pool: AnalysisPool | None = None
+        self.parser: PageParser | None = None      # listing/board/feed pages, in child processes
         self._secret = b""
         self._next_poll: dict[str, str] = {}        # source -> next poll planned by the last run
         self.limiter: asyncio.Semaphore | None = None
@@ -240,6 +242,7 @@ class Daemon:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = self._secret = load_or_create_secret(state_dir / SECRET_NAME)
         self.pool = self._new_pool(secret)
+        self.parser = PageParser()
         try:
             self.store = await Store.open(state_dir / DB_NAME)
             self.alerts = AlertSender(self.store, alerts, on_outcome=self.metrics.alert)
@@ -251,6 +254,7 @@ class Daemon:
         finally:
             self.notifier.stopping()
             await self._stop_sources()
+            await self.parser.close()
             await self.pool.close()            # a batch under way fails unrecorded: retried later
             await self._batches.close()
             if self.store is not None:
@@ -424,7 +428,7 @@ class Daemon:
             return await store.is_seen(name, item_id, version)
 
         ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.source_validators(name),
-                          previous_links=await store.call(StateDB.source_links, name))
+                          previous_links=await store.call(StateDB.source_links, name), parser=self.parser)
         try:
             async for item in source.poll(ctx):
                 tally.add(item, await self._process(item))
