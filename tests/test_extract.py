@@ -82,6 +82,47 @@ def test_html_entities_and_tags_between_digits(analyzer):
     assert report.counts["nir"] == 1
 
 
+def test_html_text_keeps_the_lines_of_the_page():
+    """What analysts' pages look like, rendered as the beautifulsoup version rendered them: head,
+    scripts, styles and comments dropped; a line per block, `<br>` and `<pre>` line; a tab after
+    each cell; whitespace alone between tags one space (a newline if it holds one)."""
+    from watcher.extract.html import html_to_text
+
+    page = ("<!DOCTYPE html><html><head><title>t</title><style>p{}</style></head><body>"
+            "<h1>Fuite</h1><!-- note --><p>Voici <b>le</b>&nbsp;dump<br>ligne 2</p>"
+            "<pre>nom;nir\n  A;1\n\tB;2</pre><script>var x = 1;</script>apr\u00e8s"
+            "<table><tr><th>nom</th>\t<th>nir</th></tr><tr><td>A</td><td>1 84</td></tr></table>"
+            "<ul>\x0c<li>un<li>deux</ul><textarea>  x\n  </textarea></body></html>")
+    assert html_to_text(page) == ("Fuite\nVoici le\xa0dump\nligne 2\nnom;nir\n  A;1\n\tB;2\napr\u00e8snom\t nir\n"
+                                  "A\t1 84\n un\ndeux\n  x\n")
+
+
+@pytest.mark.parametrize("depth", [1_000, 3_000, 100_000])
+def test_deeply_nested_html_keeps_its_text_in_linear_time(analyzer, depth):
+    """A tree from libxml2 drops what is nested deeper than 256 levels (2,048 with huge_tree,
+    then the rest of the page too), and bs4 appended to the last descendant (quadratic:
+    100,000 nested divs took minutes). The text is written as the parser streams."""
+    nir, after = PEOPLE[0], PEOPLE[1]
+    page = (f"<html><body><p>Mutuelle : MGEN</p>{'<div>' * depth}NIR {nir_forms(nir)['spaced']}{'</div>' * depth}"
+            f"<p>NIR {after}</p></body></html>").encode()
+    started = time.perf_counter()
+    report = analyzer.analyze_bytes(page, "nested.html", reveal=True)
+    assert time.perf_counter() - started < 5
+    assert set(report.revealed["nir"]) == {nir, after}
+
+
+def test_html_too_big_to_parse_has_its_tags_stripped_in_linear_time():
+    from watcher.extract.html import html_to_text
+
+    page = "<p>avant</p><script>var secret = 1;</script><style>p {}</style><p>NIR 1 84</p><br>fin"
+    assert html_to_text(page, max_parse=0) == " avant\n NIR 1 84\nfin\n"
+    # Many scripts never closed, and runs of `<`: each rescanned the rest of the page before.
+    hostile = "<script>" * 200_000 + "<" * 2_000_000 + "texte"
+    started = time.perf_counter()
+    assert html_to_text(hostile, max_parse=0).endswith("texte\n")
+    assert time.perf_counter() - started < 5
+
+
 # -- base64 ----------------------------------------------------------------------------------------
 
 def test_base64_single_line(analyzer):

@@ -2,23 +2,34 @@
 
 Samples are posted in `<pre>`/`<code>`/`<textarea>` blocks and tables: their line structure is
 kept (table cells become tab-separated, rows become lines) so the tabular detector still sees
-records. The parser (beautifulsoup4 with lxml) gets at most `max_parse` bytes; a bigger page
-has its tags stripped by a regular expression instead (linear, no tree in memory).
+records. lxml's HTML parser (libxml2, lenient) streams its events to a target that writes the
+text as it goes: no tree is built, so the time is linear and nothing is lost however deep the
+nesting (a tree from libxml2 stops at 256 levels, or 2,048 with huge_tree, dropping the rest of
+the page). The parser gets at most `max_parse` bytes; a bigger page has its tags stripped by
+regular expressions instead (linear, no parser).
 """
 
 from __future__ import annotations
 
 import html as html_lib
 import re
-import warnings
 
-_BLOCKS = [
+from lxml import etree
+
+_BLOCKS = frozenset([
     "p", "div", "li", "tr", "pre", "table", "section", "article", "blockquote", "h1", "h2", "h3", "h4",
     "h5", "h6", "header", "footer", "dd", "dt", "form", "textarea", "title", "ul", "ol",
-]
-_DROP = ["script", "style", "noscript", "template", "svg", "head"]
+])
+_CELLS = frozenset(["td", "th"])
+_PRESERVE = frozenset(["pre", "textarea"])
+_ASCII_SPACES = " \n\t\x0c\r"
+_DROP = frozenset(["script", "style", "noscript", "template", "svg", "head"])
 _SNIFF = re.compile(rb"<(?:!doctype\s+html|html|head|body|div|pre|table|p|span|br|a\s)[\s>/]", re.IGNORECASE)
-_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<br\s*/?>|</(?:p|div|li|tr|pre|h\d)\s*>|<[^>]{0,2000}>", re.I | re.S)
+# Tags of a page too big to parse. `[^<>]` with a possessive bound: a run of `<` costs each
+# one a step, not 2,000 (a tag holds no `<`).
+_TAG = re.compile(r"<br\s*/?>|</(?:p|div|li|tr|pre|h\d)\s*>|<[^<>]{0,2000}+>", re.I)
+_SCRIPT_OPEN = re.compile(r"<(script|style)\b", re.I)
+_SCRIPT_CLOSE = {"script": re.compile(r"</script\s*>", re.I), "style": re.compile(r"</style\s*>", re.I)}
 
 
 def looks_like_html(head: bytes, content_type: str | None = None) -> bool:
@@ -35,23 +46,75 @@ def html_to_text(markup: str, max_parse: int = 5 * 1024 * 1024) -> str:
     """The visible text of a page, one line per block, cells tab-separated."""
     if len(markup) > max_parse:
         return _strip_tags(markup)
-    # Imported here: bs4 (with soupsieve) is a tenth of a second of start-up that `watcher
-    # scan` on CSV files and logs never needs.
-    from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
+    target = _TextTarget()
+    parser = etree.HTMLParser(target=target, encoding="utf-8", recover=True, no_network=True)
+    parser.feed(markup.encode("utf-8", "replace"))
+    return _tidy(parser.close())
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
-        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
-        soup = BeautifulSoup(markup, "lxml")
-    for tag in soup(_DROP):
-        tag.decompose()
-    for br in soup.find_all("br"):
-        br.replace_with("\n")
-    for cell in soup.find_all(["td", "th"]):
-        cell.append("\t")
-    for block in soup.find_all(_BLOCKS):
-        block.append("\n")
-    return _tidy(soup.get_text())
+
+class _TextTarget:
+    """Parser target: the text of the page as its events stream past.
+
+    A `<br>` is a newline, a cell ends with a tab and a block with a newline; what is inside
+    script, style and the like (`_DROP`) is skipped, the text after it kept. Comments and
+    processing instructions are not text. As beautifulsoup did before, a string of ASCII
+    whitespace alone between two tags becomes one space (one newline if it holds one),
+    except inside `<pre>` and `<textarea>`.
+    """
+
+    def __init__(self) -> None:
+        self._out: list[str] = []
+        self._pending: list[str] = []   # text since the last tag, comment or instruction
+        self._dropped = 0               # depth inside a dropped element (0: outside)
+        self._preserved = 0             # depth inside pre/textarea
+
+    def start(self, tag: str, attrib: object) -> None:
+        self._flush()
+        if self._dropped or tag in _DROP:
+            self._dropped += 1
+            return
+        if tag in _PRESERVE:
+            self._preserved += 1
+        elif tag == "br":
+            self._out.append("\n")
+
+    def end(self, tag: str) -> None:
+        self._flush()
+        if self._dropped:
+            self._dropped -= 1
+            return
+        if tag in _PRESERVE:
+            self._preserved -= 1
+        if tag in _CELLS:
+            self._out.append("\t")
+        elif tag in _BLOCKS:
+            self._out.append("\n")
+
+    def data(self, text: str) -> None:
+        if not self._dropped:
+            self._pending.append(text)
+
+    def comment(self, text: str) -> None:
+        self._flush()
+
+    def pi(self, target: str, data: str | None = None) -> None:
+        self._flush()
+
+    def doctype(self, *_: object) -> None:
+        self._flush()
+
+    def close(self) -> str:
+        self._flush()
+        return "".join(self._out)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        if not self._preserved and not text.strip(_ASCII_SPACES):
+            text = "\n" if "\n" in text else " "
+        self._out.append(text)
 
 
 def _tidy(text: str) -> str:
@@ -62,6 +125,26 @@ def _tidy(text: str) -> str:
 def _strip_tags(markup: str) -> str:
     def replace(match: re.Match[str]) -> str:
         text = match.group(0)
-        return "" if match.group(1) else ("\n" if text[1:3].lower() == "br" or text[1] == "/" else " ")
+        return "\n" if text[1:3].lower() == "br" or text[1] == "/" else " "
 
-    return _tidy(html_lib.unescape(_TAG.sub(replace, markup)))
+    return _tidy(html_lib.unescape(_TAG.sub(replace, _without_scripts(markup))))
+
+
+def _without_scripts(markup: str) -> str:
+    """The markup without its script and style blocks. A block never closed stays (its tags
+    are stripped as any other); once a closing tag is missing after some point, it is missing
+    after any later one too, so no opening tag rescans the rest of the page (linear)."""
+    pieces: list[str] = []
+    position = searched = 0
+    unclosed: set[str] = set()
+    while opening := _SCRIPT_OPEN.search(markup, searched):
+        name = opening.group(1).lower()
+        closing = None if name in unclosed else _SCRIPT_CLOSE[name].search(markup, opening.end())
+        searched = opening.end()
+        if closing is None:
+            unclosed.add(name)
+            continue
+        pieces.append(markup[position:opening.start()])
+        position = searched = closing.end()
+    pieces.append(markup[position:])
+    return "".join(pieces)
