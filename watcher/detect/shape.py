@@ -80,6 +80,7 @@ _SQL_INSERT = re.compile(
 # `(.*?)` from every `create table` of a hostile head would rescan the rest each time).
 _SQL_CREATE = re.compile(rb"create\s+table\b[^(;]{0,512}+\(", re.IGNORECASE)
 _SQL_CREATE_END = re.compile(rb"\)\s*(?:engine|;|$)", re.IGNORECASE)
+MAX_HEADER = 256                # characters of a column name
 MAX_ROW = 1 << 20               # a row longer than this is not a row of an extract
 _SQL_ROW_SEPARATOR = re.compile(rb"\)\s*,\s*\(")
 # One parenthesised tuple of values; quoted strings may hold parentheses, '' or \' escapes.
@@ -89,6 +90,8 @@ _SQL_TUPLE = re.compile(r"\(((?:'(?:[^'\\]|\\.|'')*+'|[^()'])*+)\)")
 
 def header_role(name: str) -> str | None:
     """The role of a column header, e.g. `Num_Sécu` -> `nir`, `Date de naissance` -> `date_naissance`."""
+    if len(name) > MAX_HEADER:      # a sentence or a blob, not a header (and NFD of a long run of
+        return None                 # combining marks is quadratic)
     key = re.sub(r"[^a-z0-9]", "", strip_accents(name).lower())
     if not key:
         return None

@@ -3,17 +3,26 @@
 BOMs first; UTF-16 without a BOM by its NUL bytes (spreadsheet exports); UTF-8 when the head
 is valid UTF-8; cp1252 (a superset of Latin-1 used by French Windows exports) otherwise.
 Undecodable bytes become U+FFFD: decoding never fails.
+
+Decomposed text is composed (NFC) in the Stream-Safe Text Format of UAX #15: a combining
+grapheme joiner after every 30 combining marks in a row, so a hostile run of marks costs
+linear time (Python sorts a run of marks by insertion: 300 KB of them took a minute).
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import re
+import sys
 import unicodedata
 from typing import Iterable, Iterator
 
 from ..detect.compiled import speedups
+
 _COMBINING = re.compile("[\u0300-\u036f]")
+STREAM_SAFE_RUN = 30                # UAX #15: at most 30 non-starters in a row
+_CGJ = "\u034f"                     # combining grapheme joiner: a starter that changes no text
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
@@ -110,8 +119,29 @@ def _decodes(data: bytes) -> bool:
 
 def _nfc(text: str) -> bytes:
     if _COMBINING.search(text):
-        text = unicodedata.normalize("NFC", text)
+        text = unicodedata.normalize("NFC", stream_safe(text))
     return text.encode("utf-8", "replace")
+
+
+def stream_safe(text: str) -> str:
+    """`text` with a combining grapheme joiner after each 30 non-starters in a row."""
+    return _long_nonstarter_run().sub(f"\\g<0>{_CGJ}", text)
+
+
+@functools.lru_cache(maxsize=1)
+def _long_nonstarter_run() -> re.Pattern[str]:
+    """30 characters of non-zero combining class followed by another one (the classes come
+    from this Python's unicodedata; built on first use, about 0.1 s)."""
+    ranges: list[str] = []
+    start = None
+    for code in range(sys.maxunicode + 2):
+        if code <= sys.maxunicode and unicodedata.combining(chr(code)):
+            start = code if start is None else start
+        elif start is not None:
+            ranges.append(f"\\U{start:08x}-\\U{code - 1:08x}")
+            start = None
+    marks = "[" + "".join(ranges) + "]"
+    return re.compile(f"{marks}{{{STREAM_SAFE_RUN}}}(?={marks})")
 
 
 def decode_text(data: bytes) -> str:
