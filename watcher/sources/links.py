@@ -54,10 +54,12 @@ _VALUE_PATTERNS = {"=": r"^{}\Z", "^=": "^{}", "$=": r"{}\Z", "*=": "{}"}
 _NAMESPACES = {"re": "http://exslt.org/regular-expressions"}
 # bs4 types the strings in these tags apart ("string containers"), and a tag's text is made
 # of the strings of its own type: those whose nearest container is of the tag's kind (none,
-# for a tag that is no container).
+# for a tag that is no container). The nearest container of every element inside one is
+# found once per page (`_containment`), not by an ancestor walk per string: that walk made a
+# page nested 1,000 deep cost links x depth.
 _CONTAINERS = ("script", "style", "template", "rt", "rp")
-_TEXT = etree.XPath("descendant::text()[name(ancestor::*[" + " or ".join(f"self::{c}" for c in _CONTAINERS)
-                    + "][1]) = $kind]")
+_CONTAINER_ELEMENTS = etree.XPath(" | ".join(f"//{c}" for c in _CONTAINERS))
+_DESCENDANT_TEXT = etree.XPath("descendant::text()")
 # soupsieve does not look into <template> contents: they are not part of the document.
 _IN_DOCUMENT = "[not(ancestor::template)]"
 _FIRST_ANCHOR = etree.XPath("descendant::a[@href][1]")
@@ -100,13 +102,42 @@ def _links(selector: str, base_url: str, body: bytes,
     if xpath is None or root is None:
         return select_links(soup(body), selector, base_url)
     links: dict[str, str] = {}
+    nearest: dict[etree._Element, str] | None = None
     for element in xpath(root):
         anchor = element if element.get("href") else next(iter(_FIRST_ANCHOR(element)), None)
         url = http_link(base_url, anchor.get("href") if anchor is not None else None)
         if url is not None and url not in links:
-            kind = anchor.tag if anchor.tag in _CONTAINERS else ""
-            links[url] = " ".join(" ".join(_TEXT(anchor, kind=kind)).split())
+            nearest = _containment(root) if nearest is None else nearest
+            links[url] = _anchor_text(anchor, nearest)
     return list(links.items())
+
+
+def _containment(root: etree._Element) -> dict[etree._Element, str]:
+    """The tag of the nearest string container (ancestor-or-self) of every element inside
+    one. Linear: each container's subtree is walked without the containers nested in it,
+    which are walked in their turn."""
+    nearest: dict[etree._Element, str] = {}
+    for container in _CONTAINER_ELEMENTS(root):
+        walk = etree.iterwalk(container, events=("start",))
+        for _, element in walk:
+            if element is not container and element.tag in _CONTAINERS:
+                walk.skip_subtree()
+            else:
+                nearest[element] = container.tag
+    return nearest
+
+
+def _anchor_text(anchor: etree._Element, nearest: dict[etree._Element, str]) -> str:
+    """The text bs4 gives a link: its strings of its own type, whitespace collapsed."""
+    kind = anchor.tag if anchor.tag in _CONTAINERS else ""
+    strings = []
+    for text in _DESCENDANT_TEXT(anchor):
+        parent = text.getparent()
+        if text.is_tail:
+            parent = parent.getparent()
+        if nearest.get(parent, "") == kind:
+            strings.append(text)
+    return " ".join(" ".join(strings).split())
 
 
 def _matches(selector: str, root: etree._Element | None, body: bytes) -> bool:

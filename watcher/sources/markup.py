@@ -28,6 +28,7 @@ from lxml import etree
 # libxml2's deepest tree with XML_PARSE_HUGE (lxml's huge_tree): a tree this deep was cut.
 LXML_MAX_DEPTH = 2048
 _PREFORMATTED = ("pre", "code", "textarea", "plaintext", "xmp")
+_LAST_ELEMENT_DEPTH = etree.XPath("count(/descendant::*[last()]/ancestor-or-self::*)")
 _HTML_END = re.compile(rb"</html(?=[\s/>])", re.IGNORECASE)
 _BLANK_TAIL = re.compile(rb"[^>]*+>(?:\s++|<!--.*?-->)*+\Z", re.DOTALL)
 
@@ -52,13 +53,9 @@ def html_root(body: bytes) -> etree._Element | None:
 
 def cut_at_depth(root: etree._Element) -> bool:
     """True when libxml2 stopped building this tree at its depth limit (and dropped the rest
-    of the page). The elements still open at that point are the chain of last children, so
-    following it measures the depth reached in O(depth)."""
-    depth, element = 1, root
-    while len(element):
-        element = element[-1]
-        depth += 1
-    return depth >= LXML_MAX_DEPTH
+    of the page): the last element then is the deepest still open, at the limit. (One XPath:
+    a Python walk down the tree costs depth^2, lxml's proxies checking their ancestors.)"""
+    return _LAST_ELEMENT_DEPTH(root) >= LXML_MAX_DEPTH
 
 
 def whole(root: etree._Element | None, body: bytes) -> etree._Element | None:
