@@ -1,7 +1,7 @@
 """The page-parser child process: `python -m watcher.sources.pagechild PARENT_PID`.
 
-Started by watcher.sources.pages.PageParser, never imported by the daemon's sources. It reads
-requests on stdin and writes replies on stdout until stdin closes; a frame is an 8-byte
+Started by watcher.sources.pages.PageParser (which imports this module for the frame header
+only). It reads requests on stdin and writes replies on stdout until stdin closes; a frame is an 8-byte
 big-endian length, then a pickle. An empty frame first says the child is ready (the parsing
 modules imported: the first parse is not slowed by them). A request is `(fn, body)`; the reply
 is `("ok", fn(body))` or `("error", exception)`. The child imports nothing else (no HTTP

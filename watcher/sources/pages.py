@@ -18,9 +18,10 @@ first use. Parses waiting for a child are served in order; a second child starts
 has run SPARE_AFTER on a busy one (a slow page holds one child, not every source; a burst of
 small pages does not start a second). Children die with the daemon, even on `kill -9`.
 
-Cost per page on the event loop: a pickle through a pipe and back, 0.08 ms of CPU for the
-bench's 50-link listing page instead of 0.5 ms to parse it in-process (0.7 ms wall per round
-trip, the child's parse included). A child holds ~25 MB: it imports only the parsing modules.
+Cost per page on the event loop: a pickle through a pipe and back, 0.08-0.10 ms of CPU for
+the bench's 50-link listing page instead of 0.4 ms to parse it in-process (0.7 ms wall per
+round trip, the child's parse included). A child holds ~25-28 MB: it imports only the parsing
+modules. (PR_SET_PDEATHSIG follows the thread that started the child: the event loop's.)
 """
 
 from __future__ import annotations
