@@ -17,6 +17,7 @@ import zlib
 import pytest
 
 from conftest import nir_forms, random_nir
+from watcher.extract import bytes_chunks
 
 MiB = 1024 * 1024
 PEOPLE = [random_nir(random.Random(i), strict=True) for i in range(6)]
@@ -177,6 +178,19 @@ def test_base64_wrapped_and_indented(analyzer):
     assert report.counts["nir"] == len(PEOPLE)
 
 
+def test_base64_blocks_cut_by_a_chunk_end_are_each_decoded(analyzer, rng):
+    """A block carried into the next chunk ends at its padding: it swallowed the blocks after
+    it (binascii drops what follows a padding), which were lost."""
+    people = [random_nir(rng, strict=True) for _ in range(6)]
+    blocks = [base64.b64encode(f"nom;nir\nA;{nir}\n".encode() * 7) for nir in people]
+    assert all(block.endswith(b"=") for block in blocks)
+    data = b"\n\n".join(blocks) + b"\n"
+    first_end = len(blocks[0])
+    for cut in (first_end, first_end - 1, first_end - 30, first_end + 1, first_end + 2):
+        report = analyzer.analyze_chunks(iter([data[:cut], data[cut:]]), "mail.eml", reveal=True)
+        assert set(report.revealed["nir"]) == set(people), cut
+
+
 def test_gzip_inside_base64(analyzer):
     blob = base64.b64encode(gzip.compress(CSV_BYTES))
     report = analyzer.analyze_bytes(b"payload=" + blob + b"\n", "paste.txt")
@@ -192,7 +206,7 @@ def test_random_base64_is_harmless(analyzer):
 
 # -- compressed files ------------------------------------------------------------------------------
 
-def _zip(members: dict[str, bytes]) -> bytes:
+def _zip(members: dict[str, bytes | str]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in members.items():
@@ -323,6 +337,86 @@ def test_high_ratio_stream_refused_before_the_total_cap(analyzer):
     data = b"".join(_gzip_bomb_chunks(64))                # 64 MiB of zeros, ratio ~1000x
     report = analyzer.analyze_bytes(data, "ratio.gz")
     assert any("200x" in e for e in report.errors), report.errors
+
+
+def _texts(data: bytes, budget) -> tuple[bytes, list[str]]:
+    """Every part's text of a document extracted under `budget`, and the notes."""
+    from watcher.extract import extract
+
+    text = b"".join(chunk for part in extract(bytes_chunks(data), "doc", budget) for chunk in part.chunks)
+    return text, budget.notes
+
+
+def test_notes_are_capped_and_the_rest_counted(analyzer):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for index in range(120):
+            archive.writestr(f"secret{index:03d}.csv", b"x")
+        archive.writestr("clear.csv", CSV_BYTES)
+    data = buffer.getvalue()
+    for index in range(120):
+        data = _encrypted_flag(data, f"secret{index:03d}.csv".encode())
+    report = analyzer.analyze_bytes(data, "leak.zip")
+    assert report.counts["nir"] == len(PEOPLE)
+    assert len(report.errors) == 51 and "password" in report.errors[49]
+    assert report.errors[50] == "... and 70 more parts refused or skipped (not listed)"
+
+
+def test_archive_members_are_bounded_per_document():
+    """Entries are counted from each archive's end record before zipfile reads them: an
+    archive over what the document may still hold is refused whole, the rest is read."""
+    from watcher.extract import Budget
+
+    inner = _zip({f"m{index}.txt": b"" for index in range(150)})
+    outer = _zip({"a.csv": CSV_BYTES, "inner.zip": inner, "z.csv": CSV_BYTES.replace(b"NOM", b"AUTRE")})
+    text, notes = _texts(outer, Budget(max_members=100))
+    assert text.count(PEOPLE[0].encode()) == 2 and b"AUTRE0" in text
+    assert notes == ["doc:inner.zip refused: declares 150 members, over the 100 a document may hold (3 already read)"]
+
+
+def test_zip64_end_record_is_read(tmp_path):
+    from watcher.extract.blobs import declared_members
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        archive.writestr("a.csv", CSV_BYTES)
+    (tmp_path / "a.zip").write_bytes(buffer.getvalue())
+    assert declared_members(buffer.getvalue()) == declared_members(str(tmp_path / "a.zip")) == 1
+    assert declared_members(b"PK\x03\x04 no end record") is None
+
+
+def test_an_archive_in_an_archive_is_spooled_to_disk_past_a_size(analyzer, monkeypatch):
+    import watcher.extract as extract_module
+
+    monkeypatch.setattr(extract_module, "SPOOL_IN_MEMORY", 64)
+    inner = _zip({"assures.csv": CSV_BYTES})
+    _assert_extract(analyzer.analyze_bytes(_zip({"inner.zip": inner, "readme.txt": b"hello"}), "leak.zip"))
+
+
+def test_base64_blocks_count_against_the_budget_as_they_are_found():
+    from watcher.extract import Budget
+
+    block = base64.b64encode(CSV_BYTES * 200)              # ~90 KB decoded each
+    text, notes = _texts(b"\n\n".join([block] * 30), Budget(max_expanded=MiB))
+    assert text.count(PEOPLE[0].encode()) == 200 * (MiB // len(CSV_BYTES * 200))
+    assert len(notes) == 1 and "base64 block" in notes[0] and "refused" in notes[0]
+
+
+def test_an_unexpected_error_costs_one_part(analyzer, monkeypatch):
+    """A library surprised by hostile input (here the HTML converter, made to fail): that
+    part is noted by the error's kind, the other members are read."""
+    import watcher.extract as extract_module
+
+    def broken(markup: str) -> str:
+        raise RecursionError("maximum recursion depth exceeded: " + PEOPLE[0])
+
+    monkeypatch.setattr(extract_module, "html_to_text", broken)
+    data = _zip({"page.html": b"<html><body><p>x</p></body></html>", "assures.csv": CSV_BYTES})
+    report = analyzer.analyze_bytes(data, "leak.zip")
+    _assert_extract(report)
+    assert report.errors == ["leak.zip:page.html: not fully read (RecursionError)"]
+    report = analyzer.analyze_bytes(b"<html><body><p>x</p></body></html>", "page.html")
+    assert report.errors == ["page.html: not fully read (RecursionError)"] and report.severity == "none"
 
 
 # -- chunks ----------------------------------------------------------------------------------------
@@ -462,22 +556,86 @@ def test_xlsx_written_by_openpyxl(analyzer, rng, tmp_path):
     assert report.insurers == ["La Mutuelle Générale"]
 
 
+def _members(archive_bytes: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(archive_bytes)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
 def test_a_damaged_or_inflated_workbook_costs_only_itself(analyzer, rng):
     nir = random_nir(rng)
-    good = _xlsx([["nir"], [nir]])
-    with zipfile.ZipFile(io.BytesIO(good)) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
+    members = _members(_xlsx([["nir"], [nir]]))
     broken = dict(members)
     broken["xl/worksheets/sheet1.xml"] = members["xl/worksheets/sheet1.xml"][:-40] + b"<row><c"
     bomb = dict(members)
     bomb["xl/sharedStrings.xml"] = b"<sst>" + b" " * (40 * 1024 * 1024) + b"</sst>"   # 1000x: refused past 8 MiB
     for variant, expected in ((broken, "unreadable"), (bomb, "refused")):
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, data in variant.items():
-                archive.writestr(name, data)
-        report = analyzer.analyze_bytes(buffer.getvalue(), "x.xlsx", reveal=True)
+        report = analyzer.analyze_bytes(_zip(variant), "x.xlsx", reveal=True)
         assert any(expected in note for note in report.errors), report.errors
+
+
+ODD_INDEXES = ["123\u00b2", "\u0661\u0662", "9" * 5000, "-1", " 3", "0x1", "", "1e3"]
+
+
+def test_a_shared_string_cell_that_is_not_an_index_is_its_text(analyzer, rng):
+    """`<v>123²</v>` in a `t="s"` cell: str.isdigit() said yes, int() raised and the whole
+    sheet was lost. Such a value is the cell's text; every other row is read."""
+    people = [random_nir(rng, strict=True) for _ in range(10)]
+    members = _members(_xlsx([["nom", "nir", "note"]] + [[f"N{i}", nir, "ok"] for i, nir in enumerate(people)]))
+    sheet = members["xl/worksheets/sheet1.xml"].decode()
+    odd = "".join(f'<c r="C{row}" t="s"><v>{value}</v></c>' for row, value in enumerate(ODD_INDEXES, 2))
+    members["xl/worksheets/sheet1.xml"] = sheet.replace('<c r="C2" t="s"><v>', odd + '<c r="C99" t="s"><v>', 1).encode()
+    report = analyzer.analyze_bytes(_zip(members), "export.xlsx", reveal=True)
+    assert set(report.revealed["nir"]) == set(people) and report.severity == "critical"
+    assert report.errors == [] and report.records == 10
+
+
+def test_cells_keep_odd_values_as_text():
+    from lxml import etree
+
+    from watcher.extract.office import SharedStrings, _cells
+
+    strings = SharedStrings()
+    for text in ("zero", "un"):
+        strings.append(text)
+    cells = "".join(f'<c t="s"><v>{value}</v></c>' for value in ["1", "0", "7"] + ODD_INDEXES)
+    row = etree.fromstring(f'<row xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">{cells}</row>')
+    assert _cells(row, strings) == ["un", "zero", ""] + ODD_INDEXES
+
+
+def test_shared_strings_are_packed_and_read_back_across_blocks(rng):
+    from watcher.extract.office import SharedStrings
+
+    texts = [rng.choice(["", "é", "Viamedis", "x" * rng.randrange(50), "\U0001f600"]) + str(i) * rng.randrange(2)
+             for i in range(3 * SharedStrings.BLOCK + 17)]
+    strings = SharedStrings()
+    for text in texts:
+        strings.append(text)
+    assert len(strings) == len(texts)
+    assert [strings.get(i) for i in range(len(texts) + 3)] == texts + ["", "", ""]
+
+
+def test_a_sheet_name_of_thousands_of_digits_is_not_a_sheet(analyzer, rng):
+    """`sheet<5,000 digits>.xml` made int() raise out of the workbook reader: the document failed."""
+    nir = random_nir(rng, strict=True)
+    members = _members(_xlsx([["nir"], [nir]]))
+    members["xl/worksheets/sheet" + "1" * 5000 + ".xml"] = members["xl/worksheets/sheet1.xml"]
+    report = analyzer.analyze_bytes(_zip(members), "x.xlsx", reveal=True)
+    assert report.revealed["nir"] == [nir]
+
+
+def test_document_text_is_read_a_piece_at_a_time_with_the_same_result(rng):
+    """A .docx's XML is cut before opening tags into pieces (flat memory whatever its size):
+    the text is what the whole XML gives, wherever the member's chunks end."""
+    from watcher.extract.office import _text_pieces, _xml_text
+
+    cell = "<w:tc><w:p><w:r><w:t>{}</w:t></w:r></w:p>\n  </w:tc>"
+    rows = "".join(f"<w:tr>{cell.format(f'N{i} &amp; fils')}{cell.format('1 84 12 é')}</w:tr>" for i in range(3000))
+    xml = (f'<w:document><w:body><w:p><w:r><w:t xml:space="preserve">Assur&#233; </w:t></w:r><w:r><w:tab/>'
+           f"<w:t>x</w:t></w:r></w:p><w:tbl>{rows}</w:tbl></w:body></w:document>").encode()
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(xml)), 30))
+        chunks = [xml[a:b] for a, b in zip([0] + cuts, cuts + [len(xml)])]
+        assert b"".join(_text_pieces(iter(chunks))) == _xml_text(xml)
 
 
 # -- PDF ----------------------------------------------------------------------------------------
@@ -523,14 +681,6 @@ def test_a_broken_or_oversized_pdf_costs_only_itself(analyzer, monkeypatch):
 
 
 # -- word-processing and OpenDocument files -----------------------------------------------------
-
-def _zip(members: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, text in members.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
-
 
 def test_docx_runs_are_joined_and_tables_become_rows(analyzer, rng):
     """Word splits text into runs wherever formatting changes: a NIR over three runs, and a

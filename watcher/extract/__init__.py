@@ -8,16 +8,24 @@ HTML by its tags (or Content-Type), the encoding by `decode.sniff_encoding`.
 
 Parts are produced lazily and must be consumed in order: blobs found while a part is
 scanned are extracted after it.
+
+A part costs itself only: a refusal (bomb, budget), a corrupt stream or an unexpected error
+(a library surprised by hostile input) ends that part or member with a note in
+`budget.notes`; the other parts of the document are still extracted.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
-from .blobs import CORRUPT, MiB, BlobFinder, Budget, Refused, compression_of, decompress, zip_members
+from .blobs import (
+    CORRUPT, MiB, BlobFinder, Budget, Refused, ZipSource, compression_of, declared_members, decompress, zip_members,
+)
 from .decode import decode_text, sniff_encoding, to_utf8
 from .html import html_to_text, looks_like_html
 from .office import office_parts
@@ -26,6 +34,9 @@ from .pdf import MAX_PDF, looks_like_pdf, pdf_text
 CHUNK = MiB
 HEAD = 64 * 1024
 MAX_HTML = 16 * MiB
+SPOOL_IN_MEMORY = 16 * MiB      # a zip read from a stream: in memory up to this, then a temporary file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,19 +59,19 @@ def bytes_chunks(data: bytes, size: int = CHUNK) -> Iterator[bytes]:
 
 def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:
     """The first `size` bytes, and an iterator that still yields everything."""
-    head = b""
     buffered: list[bytes] = []
+    buffered_size = 0
     for chunk in chunks:
         buffered.append(chunk)
-        head += chunk
-        if len(head) >= size:
+        buffered_size += len(chunk)
+        if buffered_size >= size:
             break
 
     def replay() -> Iterator[bytes]:
         yield from buffered
         yield from chunks
 
-    return head[:size], replay()
+    return b"".join(buffered)[:size], replay()
 
 
 def extract(
@@ -72,7 +83,35 @@ def extract(
 ) -> Iterator[Part]:
     """The parts of one document. Refusals and skipped members go to `budget.notes`."""
     budget = budget or Budget()
-    yield from _parts(iter(chunks), label, 0, budget, content_type, zip_path)
+    parts = _parts(iter(chunks), label, 0, budget, content_type, zip_path)
+    while True:
+        try:
+            part = next(parts)
+        except StopIteration:
+            return
+        except OSError:             # the document itself could not be read: not a part's fault
+            raise
+        except Exception as exc:    # see _unexpected
+            _unexpected(exc, label, budget)
+            return
+        yield Part(part.label, _contained(part.chunks, part.label, budget))
+
+
+def _contained(chunks: Iterator[bytes], label: str, budget: Budget) -> Iterator[bytes]:
+    """A part's chunks; an unexpected error ends the part, not the document."""
+    try:
+        yield from chunks
+    except OSError:
+        raise
+    except Exception as exc:        # see _unexpected
+        _unexpected(exc, label, budget)
+
+
+def _unexpected(exc: Exception, label: str, budget: Budget) -> None:
+    """A bug, or a library surprised by hostile input: noted and logged by its kind only
+    (its message may quote the content)."""
+    budget.note(f"{label}: not fully read ({exc.__class__.__name__})")
+    log.warning("%s: extraction stopped by %s", label, exc.__class__.__name__)
 
 
 def _parts(
@@ -82,27 +121,25 @@ def _parts(
     head, chunks = _peek(chunks, HEAD)
     kind = compression_of(head)
     if kind and depth >= budget.max_depth:
-        budget.notes.append(f"{label}: {kind} content nested too deep, not followed")
+        budget.note(f"{label}: {kind} content nested too deep, not followed")
         return
     if kind == "zip":
-        source = str(zip_path) if zip_path else _read_capped(chunks, budget.max_blob * 8, label, budget)
-        if source is None:
+        if zip_path:
+            yield from _zip_parts(str(zip_path), label, depth, budget)
             return
-        for name, member in office_parts(source, budget, label) or zip_members(source, budget, label):
-            yield from _guarded(member, f"{label}:{name}", depth + 1, budget)
+        with _spooled(chunks, budget.max_blob * 8, label, budget) as spool:
+            yield from _zip_parts(spool, label, depth, budget)
         return
     if kind:
         yield from _guarded(decompress(chunks, kind, budget, f"{label} ({kind})"), f"{label} ({kind})", depth + 1, budget)
         return
     if looks_like_pdf(head):
         document = _read_capped(chunks, MAX_PDF + 1, label, budget)
-        if document is not None:
-            yield from _text_part(pdf_text(document, budget, label), f"{label} (pdf)", depth, budget)
+        yield from _text_part(pdf_text(document, budget, label), f"{label} (pdf)", depth, budget)
         return
     if looks_like_html(head, content_type):
         markup = _read_capped(chunks, MAX_HTML, label, budget)
-        if markup is not None:
-            yield from _text_part(iter([html_to_text(decode_text(markup)).encode("utf-8")]), label, depth, budget)
+        yield from _text_part(iter([html_to_text(decode_text(markup)).encode("utf-8")]), label, depth, budget)
         return
     text = to_utf8(chunks, sniff_encoding(head))
     if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[") and b"\\u" in head:
@@ -123,51 +160,94 @@ def _json_unescaped(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield _JSON_ESCAPE.sub(char, chunk)
 
 
+def _zip_parts(source: ZipSource, label: str, depth: int, budget: Budget) -> Iterator[Part]:
+    """The parts of each member of an archive (an office document's as its text)."""
+    try:
+        budget.spend_members(declared_members(source) or 0, label)
+    except Refused as exc:
+        budget.note(str(exc))
+        return
+    for name, member in office_parts(source, budget, label) or zip_members(source, budget, label):
+        yield from _guarded(member, f"{label}:{name}", depth + 1, budget)
+
+
 def _guarded(chunks: Iterator[bytes], label: str, depth: int, budget: Budget) -> Iterator[Part]:
-    """Parts of expanded content; a refusal (bomb) ends that content with a note."""
-    notes = budget.notes
+    """Parts of expanded content; a refusal (bomb), a corrupt stream or an unexpected error
+    ends that content with a note (the next member or blob is still read)."""
 
     def safe(stream: Iterator[bytes]) -> Iterator[bytes]:
         try:
             yield from stream
         except Refused as exc:
-            notes.append(str(exc))
+            budget.note(str(exc))
         except CORRUPT as exc:   # a truncated or corrupt archive or stream
-            notes.append(f"{label}: unreadable ({exc.__class__.__name__}: {exc})")
+            budget.note(f"{label}: unreadable ({exc.__class__.__name__}: {exc})")
 
-    yield from _parts(safe(chunks), label, depth, budget)
+    try:
+        yield from _parts(safe(chunks), label, depth, budget)
+    except Exception as exc:     # see _unexpected
+        _unexpected(exc, label, budget)
 
 
 def _text_part(chunks: Iterator[bytes], label: str, depth: int, budget: Budget) -> Iterator[Part]:
-    """The text, then the blobs found in it."""
+    """The text, then the blobs found in it (counted against the budget as they are found,
+    so what is held meanwhile is bounded too)."""
     finder = BlobFinder()
     blobs: list[bytes] = []
 
     def scanned() -> Iterator[bytes]:
+        collecting = depth < budget.max_depth
         for chunk in chunks:
             yield chunk
-            if depth < budget.max_depth:
-                blobs.extend(finder.feed(chunk, budget.max_blob))
-        blobs.extend(finder.close())
+            if collecting:
+                collecting = _collect(finder.feed(chunk, budget.max_blob), blobs, label, budget)
+        if collecting:
+            _collect(finder.close(), blobs, label, budget)
 
     yield Part(label, scanned())
-    for index, blob in enumerate(blobs, 1):
+    for index in range(len(blobs)):
+        blob, blobs[index] = blobs[index], b""          # let each go once extracted
+        yield from _guarded(iter([blob]), f"{label} (base64 block {index + 1})", depth + 1, budget)
+
+
+def _collect(found: Iterable[bytes], blobs: list[bytes], label: str, budget: Budget) -> bool:
+    """Keep decoded blobs while the budget allows; False once it refused one."""
+    for blob in found:
         try:
-            budget.spend(len(blob), f"{label}: base64 block {index}")
+            budget.spend(len(blob), f"{label}: base64 block {len(blobs) + 1}")
         except Refused as exc:
-            budget.notes.append(str(exc))
-            return
-        yield from _parts(iter([blob]), f"{label} (base64 block {index})", depth + 1, budget)
+            budget.note(str(exc))
+            return False
+        blobs.append(blob)
+    return True
 
 
-def _read_capped(chunks: Iterator[bytes], cap: int, label: str, budget: Budget) -> bytes | None:
+def _read_capped(chunks: Iterator[bytes], cap: int, label: str, budget: Budget) -> bytes:
     data = bytearray()
     for chunk in chunks:
-        data += chunk
-        if len(data) > cap:
-            budget.notes.append(f"{label}: over {cap // MiB} MiB, only the first {cap // MiB} MiB read")
+        room = cap - len(data)
+        data += chunk[:room]
+        if len(chunk) > room:
+            budget.note(f"{label}: over {cap // MiB} MiB, only the first {cap // MiB} MiB read")
             break
-    return bytes(data[:cap])
+    return bytes(data)
+
+
+def _spooled(chunks: Iterator[bytes], cap: int, label: str, budget: Budget) -> IO[bytes]:
+    """Content zipfile must seek in, without holding a big archive in memory: in memory up
+    to SPOOL_IN_MEMORY, in an anonymous temporary file beyond (a disk error ends it early)."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+    size = 0
+    try:
+        for chunk in chunks:
+            spool.write(chunk[:cap - size])
+            size += len(chunk)
+            if size > cap:
+                budget.note(f"{label}: over {cap // MiB} MiB, only the first {cap // MiB} MiB read")
+                break
+    except OSError as exc:
+        budget.note(f"{label}: not spooled ({exc.__class__.__name__}: {exc.strerror})")
+    return spool
 
 
 __all__ = ["Budget", "Part", "bytes_chunks", "extract", "file_chunks"]

@@ -2,7 +2,10 @@
 
 Every expansion is budgeted: a document may expand to at most `Budget.max_expanded` bytes in
 total, and a stream that inflates more than `max_ratio` times its input (past a small
-allowance) is refused as a decompression bomb with a readable reason.
+allowance) is refused as a decompression bomb with a readable reason. Zip archives may
+declare at most `max_members` entries per document, all archives together (read from their
+end record before zipfile builds an object per entry), so a 42.zip-style tree of archives
+costs bounded time and memory; past `max_notes`, refusals are counted, not listed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 import hyperscan
 
@@ -26,7 +29,9 @@ from ..detect.base import Pattern
 
 MiB = 1024 * 1024
 _B64_RUN = re.compile(rb"(?:[A-Za-z0-9+/]{4}|\r?\n|[ \t]){40,}[A-Za-z0-9+/=]{0,4}")
-_B64_CONTINUES = re.compile(rb"^(?:[A-Za-z0-9+/=]|\r?\n)*")
+# What continues a block carried from the previous chunk: up to its padding, which ends it
+# (binascii ignores whatever follows a padding, so the next block must not be joined to it).
+_B64_CONTINUES = re.compile(rb"^(?:[A-Za-z0-9+/]|\r?\n)*=*")
 # One long run, or two lines of a block wrapped at 64 or 76 characters (MIME, PEM).
 _B64_TRIGGER = Pattern(rb"[A-Za-z0-9+/]{120}|[A-Za-z0-9+/]{56}\r?\n[ \t]*[A-Za-z0-9+/]{56}", caseless=False)
 MAGIC = {
@@ -46,6 +51,10 @@ class Refused(Exception):
     """Content not followed, with the reason an analyst reads."""
 
 
+# A zip archive: its bytes, its path, or a file object over it.
+ZipSource = bytes | str | IO[bytes]
+
+
 @dataclass
 class Budget:
     """Limits shared by every part of one document."""
@@ -54,8 +63,32 @@ class Budget:
     max_expanded: int = 256 * MiB
     max_ratio: int = 200
     max_blob: int = 32 * MiB
+    max_members: int = 20_000
+    max_notes: int = 50
     expanded: int = 0
+    members: int = 0
     notes: list[str] = field(default_factory=list)
+    unlisted: int = 0
+
+    def note(self, text: str) -> None:
+        """Say why a part was refused or skipped; past `max_notes` the last note counts the
+        others (a tree of archives could otherwise list thousands)."""
+        if len(self.notes) < self.max_notes:
+            self.notes.append(text)
+            return
+        self.unlisted += 1
+        summary = f"... and {self.unlisted} more parts refused or skipped (not listed)"
+        if self.unlisted == 1:
+            self.notes.append(summary)
+        else:
+            self.notes[-1] = summary
+
+    def spend_members(self, count: int, what: str) -> None:
+        """Count the entries an archive declares against the document's `max_members`."""
+        if self.members + count > self.max_members:
+            raise Refused(f"{what} refused: declares {count:,} members, over the {self.max_members:,} "
+                          f"a document may hold ({self.members:,} already read)")
+        self.members += count
 
     def spend(self, produced: int, what: str) -> None:
         """Count `produced` expanded bytes against the document's total."""
@@ -119,25 +152,63 @@ def decompress(chunks: Iterable[bytes], kind: str, budget: Budget, what: str) ->
                 break
 
 
-def zip_members(data: bytes | str, budget: Budget, what: str) -> Iterator[tuple[str, Iterator[bytes]]]:
-    """(name, chunks) for each readable member; encrypted or oversized members are noted."""
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
+_END_RECORD = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP64_END_RECORD = b"PK\x06\x06"
+
+
+def declared_members(source: ZipSource) -> int | None:
+    """The number of entries a zip's end record declares (zip64 too), read without opening
+    the archive; None when there is no end record."""
+    if not isinstance(source, str):
+        return _end_record_entries(io.BytesIO(source) if isinstance(source, bytes) else source)
     try:
-        archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError) as exc:
-        budget.notes.append(f"{what}: unreadable zip ({exc})")
+        with open(source, "rb") as handle:
+            return _end_record_entries(handle)
+    except OSError:
+        return None
+
+
+def _end_record_entries(handle: IO[bytes]) -> int | None:
+    try:
+        size = handle.seek(0, io.SEEK_END)
+        handle.seek(max(0, size - (1 << 16) - 22))      # the record, and a comment of up to 64 KiB
+        tail = handle.read()
+        at = tail.rfind(_END_RECORD)
+        if at < 0 or len(tail) < at + 22:
+            return None
+        entries = int.from_bytes(tail[at + 10:at + 12], "little")
+        locator = tail[at - 20:at] if at >= 20 else b""
+        if entries != 0xFFFF or not locator.startswith(_ZIP64_LOCATOR):
+            return entries
+        handle.seek(int.from_bytes(locator[8:16], "little"))
+        record = handle.read(40)
+        return int.from_bytes(record[32:40], "little") if record.startswith(_ZIP64_END_RECORD) else entries
+    except (OSError, ValueError):
+        return None
+
+
+def open_zip(source: ZipSource) -> zipfile.ZipFile:
+    """A zip archive over bytes, a path or a file object."""
+    return zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def zip_members(source: ZipSource, budget: Budget, what: str) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """(name, chunks) for each readable member; encrypted or oversized members are noted."""
+    try:
+        archive = open_zip(source)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        budget.note(f"{what}: unreadable zip ({exc})")
         return
     with archive:
         for info in archive.infolist():
             if info.is_dir():
                 continue
             if info.flag_bits & 0x1:
-                budget.notes.append(f"{what}: member {info.filename!r} is password-protected, not scanned")
+                budget.note(f"{what}: member {info.filename!r} is password-protected, not scanned")
                 continue
             if info.file_size > budget.max_expanded - budget.expanded:
-                budget.notes.append(
-                    f"{what}: member {info.filename!r} refused: declares {info.file_size // MiB} MiB (over budget)"
-                )
+                budget.note(f"{what}: member {info.filename!r} refused: declares {info.file_size // MiB} MiB (over budget)")
                 continue
             yield info.filename, read_member(archive, info, budget, what)
 
@@ -184,7 +255,7 @@ class BlobFinder:
     """
 
     def __init__(self, min_decoded: int = 90) -> None:
-        self._carry = b""
+        self._carry = bytearray()       # grown in place: linear however small the chunks
         self.min_decoded = min_decoded
 
     def _triggered(self, data: bytes) -> bool:
@@ -200,21 +271,21 @@ class BlobFinder:
             self._carry += chunk[: cont.end()]
             if cont.end() == len(chunk) and len(self._carry) < max_blob:
                 return
-            yield from self._decode(self._carry)
-            self._carry = b""
+            yield from self._decode(bytes(self._carry))
+            self._carry.clear()
             chunk = chunk[cont.end():]
         if not chunk or not self._triggered(chunk):
             return
         for match in _B64_RUN.finditer(chunk):
-            if match.end() == len(chunk) and match.end() - match.start() < max_blob:
-                self._carry = match.group(0)
+            if match.end() == len(chunk) and match.end() - match.start() < max_blob and chunk[-1:] != b"=":
+                self._carry[:] = match.group(0)
             else:
                 yield from self._decode(match.group(0))
 
     def close(self) -> Iterator[bytes]:
         if self._carry:
-            yield from self._decode(self._carry)
-            self._carry = b""
+            yield from self._decode(bytes(self._carry))
+            self._carry.clear()
 
     def _decode(self, text: bytes) -> Iterator[bytes]:
         compact = re.sub(rb"\s+", b"", text)

@@ -21,33 +21,39 @@ import html
 import io
 import re
 import zipfile
+from array import array
 from typing import Iterator
 
 from lxml import etree
 
-from .blobs import CORRUPT, MiB, Budget, Refused, read_member
+from .blobs import CORRUPT, MiB, Budget, Refused, ZipSource, open_zip, read_member
 
 SHARED_STRINGS = "xl/sharedStrings.xml"
 MAX_SHARED_STRINGS = 64 * MiB        # of XML: beyond it, the cells that refer to them stay empty
 MAX_COLUMNS = 16384                  # XFD, Excel's last column: a larger reference is not a cell
 _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-_SHEET = re.compile(r"xl/worksheets/sheet(\d+)\.xml")
+_SHEET = re.compile(r"xl/worksheets/sheet([0-9]{1,6})\.xml")
 # The member holding the text of a .docx, or of an OpenDocument file (which has a `mimetype`).
 TEXT_MEMBERS = ("word/document.xml", "content.xml")
 MAX_TEXT_MEMBER = 64 * MiB
-_LINE_END = re.compile(rb"</(?:w:p|w:tr|text:p|text:h|table:table-row)>|<(?:w:br|w:cr|text:line-break)\b[^>]{0,200}>")
+# A tag holds no `<`: `[^<>]` with possessive bounds, so a run of `<` costs a step each.
+_LINE_END = re.compile(rb"</(?:w:p|w:tr|text:p|text:h|table:table-row)>|<(?:w:br|w:cr|text:line-break)\b[^<>]{0,200}+>")
 _CELL_END = re.compile(rb"(?:</(?:w:p|text:p)>\s*)?</(?:w:tc|table:table-cell)>")   # a cell's last paragraph ends with it
-_TAB = re.compile(rb"<(?:w:tab|text:tab)\b[^>]{0,200}/>")
-_SPACES = re.compile(rb"<text:s\b[^>]{0,200}/>")
-_TAG = re.compile(rb"<[^>]{0,4000}>")
+_TAB = re.compile(rb"<(?:w:tab|text:tab)\b[^<>]{0,200}+/>")
+_SPACES = re.compile(rb"<text:s\b[^<>]{0,200}+/>")
+_TAG = re.compile(rb"<[^<>]{0,4000}+>")
+# Where a document's XML may be cut into pieces: before an opening tag (no pattern above
+# spans one). Pieces of about a MiB keep the memory flat whatever the member's size.
+_OPENING_TAGS = (b"<w:", b"<text:", b"<table:")
+MAX_PIECE = 4 * MiB
 
 
-def office_parts(source: bytes | str, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]] | None:
+def office_parts(source: ZipSource, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]] | None:
     """(name, UTF-8 chunks) of an office document: an .xlsx's sheets as `a;b;c` rows
     (`sheetN`, in sheet order), a .docx/.odt/.ods's text (`text`); None for any other zip."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except (zipfile.BadZipFile, OSError):
+        archive = open_zip(source)
+    except (zipfile.BadZipFile, OSError, ValueError):
         return None                                     # zip_members says why
     names = set(archive.namelist())
     if "xl/workbook.xml" in names:
@@ -63,17 +69,26 @@ def _document(archive: zipfile.ZipFile, member: str, budget: Budget, label: str)
     with archive:
         info = archive.getinfo(member)
         if info.file_size > MAX_TEXT_MEMBER:
-            budget.notes.append(f"{label}: {member} over {MAX_TEXT_MEMBER // MiB} MiB, not read")
+            budget.note(f"{label}: {member} over {MAX_TEXT_MEMBER // MiB} MiB, not read")
             return
-        try:
-            xml = b"".join(read_member(archive, info, budget, label))
-        except Refused as exc:
-            budget.notes.append(str(exc))
-            return
-        except CORRUPT as exc:
-            budget.notes.append(f"{label}: {member} unreadable ({exc.__class__.__name__})")
-            return
-        yield "text", iter([_xml_text(xml)])
+        yield "text", _text_pieces(read_member(archive, info, budget, label))
+
+
+def _text_pieces(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The text of a document's XML, a piece at a time (a bomb or a corrupt stream raises
+    from `chunks` after the text before it was given)."""
+    pending = bytearray()
+    for chunk in chunks:
+        start = len(pending)
+        pending += chunk
+        cut = max(pending.rfind(tag, start) for tag in _OPENING_TAGS)
+        if cut <= 0 and len(pending) > MAX_PIECE:      # no opening tag for MiBs: any tag then
+            cut = pending.rfind(b"<", start)
+        if cut > 0:
+            yield _xml_text(bytes(pending[:cut]))
+            del pending[:cut]
+    if pending:
+        yield _xml_text(bytes(pending))
 
 
 def _xml_text(xml: bytes) -> bytes:
@@ -90,11 +105,11 @@ def _sheets(archive: zipfile.ZipFile, budget: Budget, label: str) -> Iterator[tu
         try:
             strings = _shared_strings(archive, budget, label)
         except Refused as exc:                          # a bomb: the sheets are not read either
-            budget.notes.append(str(exc))
+            budget.note(str(exc))
             return
         except (*CORRUPT, etree.XMLSyntaxError) as exc:
-            budget.notes.append(f"{label}: shared strings unreadable ({exc.__class__.__name__}), cells using them left empty")
-            strings = []
+            budget.note(f"{label}: shared strings unreadable ({exc.__class__.__name__}), cells using them left empty")
+            strings = SharedStrings()
         sheets = sorted((int(m.group(1)), name) for name in archive.namelist() if (m := _SHEET.fullmatch(name)))
         for number, name in sheets:
             yield f"sheet{number}", _sheet_rows(archive, name, strings, budget, label)
@@ -127,21 +142,56 @@ def _member(archive: zipfile.ZipFile, name: str, budget: Budget, label: str) -> 
     return _ChunkReader(read_member(archive, info, budget, label))
 
 
-def _shared_strings(archive: zipfile.ZipFile, budget: Budget, label: str) -> list[str]:
+class SharedStrings:
+    """A workbook's shared strings, packed: each block of 4,096 joined into one string with
+    their end offsets (millions of small str objects would take four times the memory)."""
+
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self._blocks: list[tuple[str, array[int]]] = []
+        self._batch: list[str] = []
+
+    def append(self, text: str) -> None:
+        self._batch.append(text)
+        if len(self._batch) == self.BLOCK:
+            self._seal()
+
+    def _seal(self) -> None:
+        ends, end = array("I"), 0
+        for text in self._batch:
+            end += len(text)
+            ends.append(end)
+        self._blocks.append(("".join(self._batch), ends))
+        self._batch = []
+
+    def __len__(self) -> int:
+        return len(self._blocks) * self.BLOCK + len(self._batch)
+
+    def get(self, index: int) -> str:
+        """The string at `index`; empty past the end."""
+        block, position = divmod(index, self.BLOCK)
+        if block < len(self._blocks):
+            text, ends = self._blocks[block]
+            return text[ends[position - 1] if position else 0:ends[position]]
+        return self._batch[position] if block == len(self._blocks) and position < len(self._batch) else ""
+
+
+def _shared_strings(archive: zipfile.ZipFile, budget: Budget, label: str) -> SharedStrings:
+    strings = SharedStrings()
     reader = _member(archive, SHARED_STRINGS, budget, label)
     if reader is None:
-        return []
+        return strings
     if archive.getinfo(SHARED_STRINGS).file_size > MAX_SHARED_STRINGS:
-        budget.notes.append(f"{label}: shared strings over {MAX_SHARED_STRINGS // MiB} MiB, the cells using them left empty")
-        return []
-    strings = []
+        budget.note(f"{label}: shared strings over {MAX_SHARED_STRINGS // MiB} MiB, the cells using them left empty")
+        return strings
     for _, item in etree.iterparse(reader, tag=f"{_MAIN}si", huge_tree=True, resolve_entities=False, no_network=True):
         strings.append("".join(item.itertext(f"{_MAIN}t")))
         _forget(item)
     return strings
 
 
-def _sheet_rows(archive: zipfile.ZipFile, name: str, strings: list[str], budget: Budget, label: str) -> Iterator[bytes]:
+def _sheet_rows(archive: zipfile.ZipFile, name: str, strings: SharedStrings, budget: Budget, label: str) -> Iterator[bytes]:
     """The sheet's rows as `;`-separated UTF-8 lines, about a MiB at a time."""
     reader = _member(archive, name, budget, label)
     if reader is None:
@@ -158,7 +208,7 @@ def _sheet_rows(archive: zipfile.ZipFile, name: str, strings: list[str], budget:
                 out.seek(0)
                 out.truncate()
     except etree.XMLSyntaxError as exc:                 # a damaged sheet: what was read still counts
-        budget.notes.append(f"{label}: {name} unreadable after {out.tell()} bytes of rows ({exc})")
+        budget.note(f"{label}: {name} unreadable after {out.tell()} bytes of rows ({exc})")
     if out.tell():
         yield out.getvalue().encode("utf-8")
 
@@ -170,11 +220,14 @@ def _forget(element: etree._Element) -> None:
         del element.getparent()[0]
 
 
+_INDEX = re.compile(r"[0-9]{1,9}")       # ASCII digits only: `\d` and isdigit() take ² and ١
 _C, _V, _T, _INLINE_T = f"{_MAIN}c", f"{_MAIN}v", f"{_MAIN}t", f"{_MAIN}is/{_MAIN}t"
 
 
-def _cells(row: etree._Element, strings: list[str]) -> list[str]:
-    """Cell values at their columns (`r="C7"` is the third), shared strings resolved."""
+def _cells(row: etree._Element, strings: SharedStrings) -> list[str]:
+    """Cell values at their columns (`r="C7"` is the third), shared strings resolved; a
+    shared-string cell whose value is not a plain index (`123²`, which str.isdigit() takes
+    and int() refuses) keeps that value as its text."""
     values: list[str] = []
     for cell in row.iterchildren(_C):
         column = _column(cell.get("r"), len(values))
@@ -185,9 +238,8 @@ def _cells(row: etree._Element, strings: list[str]) -> list[str]:
             value = cell.findtext(_INLINE_T) or "".join(cell.itertext(_T))
         else:
             value = cell.findtext(_V) or ""
-            if kind == "s" and value.isdigit():
-                index = int(value)
-                value = strings[index] if index < len(strings) else ""
+            if kind == "s" and _INDEX.fullmatch(value):
+                value = strings.get(int(value))
         if column >= len(values):
             values.extend([""] * (column - len(values) + 1))
         values[column] = value

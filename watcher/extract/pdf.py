@@ -28,7 +28,7 @@ def looks_like_pdf(head: bytes) -> bool:
 def pdf_text(data: bytes, budget: Budget, label: str) -> Iterator[bytes]:
     """The text of each page as UTF-8, a page at a time."""
     if len(data) > MAX_PDF:
-        budget.notes.append(f"{label}: PDF over {MAX_PDF // MiB} MiB, not parsed")
+        budget.note(f"{label}: PDF over {MAX_PDF // MiB} MiB, not parsed")
         return
     from pypdf import PdfReader          # imported here: only documents that are PDFs need it
 
@@ -36,14 +36,14 @@ def pdf_text(data: bytes, budget: Budget, label: str) -> Iterator[bytes]:
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
-            budget.notes.append(f"{label}: PDF is password-protected, not scanned")
+            budget.note(f"{label}: PDF is password-protected, not scanned")
             return
         pages = reader.pages
         if len(pages) > MAX_PAGES:
-            budget.notes.append(f"{label}: PDF has {len(pages)} pages, only the first {MAX_PAGES} read")
+            budget.note(f"{label}: PDF has {len(pages)} pages, only the first {MAX_PAGES} read")
         for index in range(min(len(pages), MAX_PAGES)):
             text = pages[index].extract_text() or ""
             budget.spend(len(text), label)
             yield text.encode("utf-8", "replace") + b"\n"
     except Exception as exc:   # pypdf raises many kinds on hostile or broken files
-        budget.notes.append(f"{label}: PDF unreadable ({exc.__class__.__name__}: {str(exc)[:120]})")
+        budget.note(f"{label}: PDF unreadable ({exc.__class__.__name__}: {str(exc)[:120]})")
