@@ -388,3 +388,12 @@ def test_any_unknown_key_is_reported_on_its_line(key: str) -> None:
     expected = rf'^/nonexistent/sources\.toml:12: source "inbox": key "{key}" is unknown'
     with pytest.raises(ConfigError, match=expected):
         config_module._Validator(path, text, {}).config(__import__("tomllib").loads(text))
+
+
+@pytest.mark.parametrize("kind, keys", [("directory", 'path = "."'),
+                                        ("json", 'endpoint = "http://127.0.0.1/api"\nid = "id"\nurl = "raw"')])
+def test_expect_is_refused_where_there_is_no_html_page(tmp_path, kind: str, keys: str) -> None:
+    path = tmp_path / "sources.toml"
+    path.write_text(f'[[sources]]\nname = "s"\nkind = "{kind}"\n{keys}\nexpect = "div.board"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf'sources.toml:\d+: source "s": key "expect" applies to HTML pages'):
+        load_config(path)

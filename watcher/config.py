@@ -660,6 +660,8 @@ class _Validator:
             connect_timeout=self.seconds(where, data, "connect_timeout", None),
             expect=self.selector(where, data, "expect"),
         )
+        if common["expect"] is not None and kind in ("directory", "json"):
+            raise self.fail(where, "expect", f"applies to HTML pages (listing, forum, feed), not to a {kind} source")
         specific = getattr(self, f"kind_{kind}")(where, data)
         source = SourceConfig(**common, **specific)
         self.check_tor(where, source, tor)
