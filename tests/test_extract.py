@@ -374,15 +374,16 @@ def test_archive_members_are_bounded_per_document():
     assert notes == ["doc:inner.zip refused: declares 150 members, over the 100 a document may hold (3 already read)"]
 
 
-def test_zip64_end_record_is_read(tmp_path):
+def test_declared_members_of_bytes_a_path_or_a_file(tmp_path):
+    """(A zip64 end record: test_hostile_files, with 70,000 entries.)"""
     from watcher.extract.blobs import declared_members
 
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        archive.writestr("a.csv", CSV_BYTES)
-    (tmp_path / "a.zip").write_bytes(buffer.getvalue())
-    assert declared_members(buffer.getvalue()) == declared_members(str(tmp_path / "a.zip")) == 1
+    data = _zip({"a.csv": CSV_BYTES, "b.csv": CSV_BYTES})
+    (tmp_path / "a.zip").write_bytes(data)
+    with open(tmp_path / "a.zip", "rb") as handle:
+        assert declared_members(data) == declared_members(str(tmp_path / "a.zip")) == declared_members(handle) == 2
     assert declared_members(b"PK\x03\x04 no end record") is None
+    assert declared_members(str(tmp_path / "missing.zip")) is None
 
 
 def test_an_archive_in_an_archive_is_spooled_to_disk_past_a_size(analyzer, monkeypatch):
