@@ -15,7 +15,6 @@ import bz2
 import io
 import json
 import lzma
-import os
 import struct
 import subprocess
 import sys
@@ -237,6 +236,17 @@ class ScanRun:
     seconds: float
 
 
+# Starts the scanner and writes its peak RSS (KiB) to argv[1]. A child's ru_maxrss counts the
+# image it was forked from: forked from pytest (hundreds of MB by then), it would be that.
+LAUNCHER = """
+import os, subprocess, sys
+scanner = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(scanner.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 @pytest.fixture(scope="module")
 def scan_run(hostile_dir) -> tuple[ScanRun, dict[str, list[str]]]:
     healthy: dict[str, list[str]] = {}
@@ -246,18 +256,13 @@ def scan_run(hostile_dir) -> tuple[ScanRun, dict[str, list[str]]]:
         healthy[str(path)] = _people(1000 + index)
         path.write_bytes(_extract(healthy[str(path)]))
         argv += [str(path), str(hostile_dir / name)]
-    out, err = hostile_dir / "out.jsonl", hostile_dir / "err.txt"
+    out, err, rss = hostile_dir / "out.jsonl", hostile_dir / "err.txt", hostile_dir / "rss.txt"
     started = time.perf_counter()
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)     # the scanner's own peak RSS
-        except BaseException:
-            proc.kill()
-            raise
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, str(rss)] + argv, cwd=ROOT, stdout=stdout,
+                              stderr=stderr, stdin=subprocess.DEVNULL, timeout=300)
     run = ScanRun([json.loads(line) for line in out.read_text().splitlines() if line.strip()], err.read_text(),
-                  proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - started)
+                  proc.returncode, int(rss.read_text()) / 1024, time.perf_counter() - started)
     return run, healthy
 
 
