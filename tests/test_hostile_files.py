@@ -15,6 +15,7 @@ import bz2
 import io
 import json
 import lzma
+import random
 import struct
 import subprocess
 import sys
@@ -38,8 +39,6 @@ MAX_RSS_MIB = 300
 
 
 def _people(seed: int, count: int = 10) -> list[str]:
-    import random
-
     rng = random.Random(seed)
     return [random_nir(rng, strict=True) for _ in range(count)]
 
@@ -129,7 +128,7 @@ def zip_bomb() -> bytes:
 
 
 def nested_42() -> bytes:
-    """42.zip's shape: 16 archives of 16 archives... four levels above 16 GiB members."""
+    """42.zip's shape: four levels of 16 archives above 1 GiB members (64 TiB in 2 KB)."""
     layer = _zip_of({"0.bin": _zeros(1024)})
     for level in range(4):
         member = _deflated(layer)
