@@ -123,7 +123,8 @@ def test_html_text_keeps_the_lines_of_the_page():
 def test_deeply_nested_html_keeps_its_text_in_linear_time(analyzer, depth):
     """A tree from libxml2 drops what is nested deeper than 256 levels (2,048 with huge_tree,
     then the rest of the page too), and bs4 appended to the last descendant (quadratic:
-    100,000 nested divs took minutes). The text is written as the parser streams."""
+    100,000 nested divs took minutes). The text is written as the parser streams; past 512
+    levels the tags are stripped instead."""
     nir, after = PEOPLE[0], PEOPLE[1]
     page = (f"<html><body><p>Mutuelle : MGEN</p>{'<div>' * depth}NIR {nir_forms(nir)['spaced']}{'</div>' * depth}"
             f"<p>NIR {after}</p></body></html>").encode()
@@ -131,6 +132,16 @@ def test_deeply_nested_html_keeps_its_text_in_linear_time(analyzer, depth):
     report = analyzer.analyze_bytes(page, "nested.html", reveal=True)
     assert time.perf_counter() - started < 5
     assert set(report.revealed["nir"]) == {nir, after}
+
+
+def test_unmatched_end_tags_under_deep_nesting_cost_linear_time(analyzer):
+    """libxml2 looks for each end tag through the open elements: 100,000 `</span>` under
+    100,000 open divs took 15 s (5 MiB of them, minutes)."""
+    page = f"<html><body>{'<div>' * 100_000}NIR {PEOPLE[0]}{'</span>' * 100_000}<p>NIR {PEOPLE[1]}</p>".encode()
+    started = time.perf_counter()
+    report = analyzer.analyze_bytes(page, "deep.html", reveal=True)
+    assert time.perf_counter() - started < 5
+    assert set(report.revealed["nir"]) == {PEOPLE[0], PEOPLE[1]}
 
 
 def test_html_too_big_to_parse_has_its_tags_stripped_in_linear_time():

@@ -264,6 +264,7 @@ def _shape(data: bytes) -> object:
 # name -> (an input growing with n, what is timed: "analyze" for the whole pipeline)
 ADVERSARIAL: dict[str, tuple[Callable[[int], bytes], Callable[[bytes], object] | str]] = {
     "nested_tags": (lambda n: b"<html><body>" + b"<div><span>" * n + b"x" + b"</span></div>" * n, "analyze"),
+    "unmatched_end_tags": (lambda n: b"<html><body>" + b"<div>" * n + b"</span>" * n, "analyze"),
     "html_stripped": (lambda n: b"<script><style>" * n + b"<" * n, lambda data: html_to_text(data.decode(), 0)),
     "quotes": (lambda n: b"nom;nir;cle\n" + b'A;"1841275123456;"40\n' * n + b'"' * n, "analyze"),
     "digit_runs": (lambda n: b"1" * n + b" " + b"184127512345640" * (n // 15) + b" 1 84 12" * (n // 8), "analyze"),

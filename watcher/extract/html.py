@@ -3,10 +3,11 @@
 Samples are posted in `<pre>`/`<code>`/`<textarea>` blocks and tables: their line structure is
 kept (table cells become tab-separated, rows become lines) so the tabular detector still sees
 records. lxml's HTML parser (libxml2, lenient) streams its events to a target that writes the
-text as it goes: no tree is built, so the time is linear and nothing is lost however deep the
-nesting (a tree from libxml2 stops at 256 levels, or 2,048 with huge_tree, dropping the rest of
-the page). The parser gets at most `max_parse` bytes; a bigger page has its tags stripped by
-regular expressions instead (linear, no parser).
+text as it goes: no tree is built (a tree from libxml2 stops at 256 levels, or 2,048 with
+huge_tree, dropping the rest of the page). libxml2 looks for each end tag through the open
+elements, so a page nested deeper than `MAX_DEPTH` (only hostile pages are) is not parsed:
+its tags are stripped by regular expressions, as for a page over `max_parse` bytes. Either
+way the time is linear and the text is kept.
 """
 
 from __future__ import annotations
@@ -42,14 +43,23 @@ def looks_like_html(head: bytes, content_type: str | None = None) -> bool:
     return start[:1] == b"<" and _SNIFF.search(start) is not None
 
 
+MAX_DEPTH = 512     # open elements; 5 MiB of unmatched end tags under them parse in 0.6 s
+
+
+class _TooDeep(Exception):
+    """Raised by the target: libxml2 stops parsing at once."""
+
+
 def html_to_text(markup: str, max_parse: int = 5 * 1024 * 1024) -> str:
     """The visible text of a page, one line per block, cells tab-separated."""
     if len(markup) > max_parse:
         return _strip_tags(markup)
-    target = _TextTarget()
-    parser = etree.HTMLParser(target=target, encoding="utf-8", recover=True, no_network=True)
-    parser.feed(markup.encode("utf-8", "replace"))
-    return _tidy(parser.close())
+    parser = etree.HTMLParser(target=_TextTarget(), encoding="utf-8", recover=True, no_network=True)
+    try:
+        parser.feed(markup.encode("utf-8", "replace"))
+        return _tidy(parser.close())
+    except _TooDeep:
+        return _strip_tags(markup)
 
 
 class _TextTarget:
@@ -67,8 +77,12 @@ class _TextTarget:
         self._pending: list[str] = []   # text since the last tag, comment or instruction
         self._dropped = 0               # depth inside a dropped element (0: outside)
         self._preserved = 0             # depth inside pre/textarea
+        self._depth = 0
 
     def start(self, tag: str, attrib: object) -> None:
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _TooDeep
         self._flush()
         if self._dropped or tag in _DROP:
             self._dropped += 1
@@ -79,6 +93,7 @@ class _TextTarget:
             self._out.append("\n")
 
     def end(self, tag: str) -> None:
+        self._depth -= 1
         self._flush()
         if self._dropped:
             self._dropped -= 1
