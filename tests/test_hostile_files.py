@@ -178,6 +178,17 @@ def base64_gzip_bomb() -> bytes:
     return b"payload=" + base64.encodebytes(gzip_bomb()) + b"\n" + EXTRACT
 
 
+def elements_not_rows() -> bytes:
+    """A workbook whose sheet holds 2.5 million elements that are not rows (varied enough to
+    stay under the 200x ratio) before its rows: a tree of them took gigabytes."""
+    rng = random.Random(RNG_SEED)
+    names = [f"<x{rng.randrange(1 << 16):04x}/>".encode() for _ in range(4096)]
+    members = _members(_xlsx([["nom", "nir"]] + [[f"N{i}", nir] for i, nir in enumerate(PEOPLE)]))
+    sheet = members["xl/worksheets/sheet1.xml"]
+    members["xl/worksheets/sheet1.xml"] = sheet.replace(b"<sheetData>", b"<sheetData>" + b"".join(rng.choices(names, k=2_500_000)))
+    return _zip(members)
+
+
 def deep_json() -> bytes:
     return b"[" * 200_000 + b"\n" + EXTRACT
 
@@ -197,6 +208,7 @@ HOSTILE: dict[str, Hostile] = {
     "bomb.csv.gz": Hostile(gzip_bomb, found=set(), severity="none", notes=("(gzip) refused: expands more than 200x",)),
     "bombs.zip": Hostile(bombs_in_a_zip, notes=("a.bz2 (bzip2) refused", "b.xz (xz) refused", "c.gz (gzip) refused")),
     "base64_bomb.txt": Hostile(base64_gzip_bomb, notes=("(base64 block 1) (gzip) refused",)),
+    "elements.xlsx": Hostile(elements_not_rows),
     "deep.json": Hostile(deep_json),
     "marks.txt": Hostile(combining_marks),
 }

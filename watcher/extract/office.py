@@ -8,7 +8,8 @@ rows (cells at their column, strings resolved), the tabular detector sees the re
 NIR detector pairs a 13-character NIR with its key as in any CSV.
 
 Members are read through `blobs.read_member` (expansion budget and ratio checks apply) and
-parsed incrementally with lxml, so a sheet of a million rows is never held whole. In .docx
+pushed through lxml parsers whose targets keep only the row being read: a sheet of a million
+rows, or of millions of elements that are not rows, is never held whole. In .docx
 and OpenDocument files a word may be split over several runs (`<w:t>1 84 12</w:t>...<w:t>75
 123 456 40</w:t>`): their text is joined tag-free, with a line per paragraph or table row and
 `;` between table cells, rather than scanned as XML.
@@ -115,31 +116,12 @@ def _sheets(archive: zipfile.ZipFile, budget: Budget, label: str) -> Iterator[tu
             yield f"sheet{number}", _sheet_rows(archive, name, strings, budget, label)
 
 
-class _ChunkReader(io.RawIOBase):
-    """A file object over an iterator of chunks (what lxml's incremental parser reads)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._pending = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        while not self._pending:
-            self._pending = next(self._chunks, b"")
-            if not self._pending:
-                return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
-        return size
-
-
-def _member(archive: zipfile.ZipFile, name: str, budget: Budget, label: str) -> _ChunkReader | None:
+def _member(archive: zipfile.ZipFile, name: str, budget: Budget, label: str) -> Iterator[bytes] | None:
     try:
         info = archive.getinfo(name)
     except KeyError:
         return None
-    return _ChunkReader(read_member(archive, info, budget, label))
+    return read_member(archive, info, budget, label)
 
 
 class SharedStrings:
@@ -179,71 +161,138 @@ class SharedStrings:
 
 def _shared_strings(archive: zipfile.ZipFile, budget: Budget, label: str) -> SharedStrings:
     strings = SharedStrings()
-    reader = _member(archive, SHARED_STRINGS, budget, label)
-    if reader is None:
+    chunks = _member(archive, SHARED_STRINGS, budget, label)
+    if chunks is None:
         return strings
     if archive.getinfo(SHARED_STRINGS).file_size > MAX_SHARED_STRINGS:
         budget.note(f"{label}: shared strings over {MAX_SHARED_STRINGS // MiB} MiB, the cells using them left empty")
         return strings
-    for _, item in etree.iterparse(reader, tag=f"{_MAIN}si", huge_tree=True, resolve_entities=False, no_network=True):
-        strings.append("".join(item.itertext(f"{_MAIN}t")))
-        _forget(item)
+    parser = _parser(_StringsTarget(strings))
+    for chunk in chunks:
+        parser.feed(chunk)
+    parser.close()
     return strings
 
 
 def _sheet_rows(archive: zipfile.ZipFile, name: str, strings: SharedStrings, budget: Budget, label: str) -> Iterator[bytes]:
     """The sheet's rows as `;`-separated UTF-8 lines, about a MiB at a time."""
-    reader = _member(archive, name, budget, label)
-    if reader is None:
+    chunks = _member(archive, name, budget, label)
+    if chunks is None:
         return
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";", lineterminator="\n")
-    rows = etree.iterparse(reader, tag=f"{_MAIN}row", huge_tree=True, resolve_entities=False, no_network=True)
+    target = _SheetTarget(strings)
+    parser = _parser(target)
     try:
-        for _, row in rows:
-            writer.writerow(_cells(row, strings))
-            _forget(row)
+        for chunk in chunks:
+            parser.feed(chunk)
+            writer.writerows(target.rows)
+            target.rows.clear()
             if out.tell() >= MiB:
                 yield out.getvalue().encode("utf-8")
                 out.seek(0)
                 out.truncate()
+        parser.close()
     except etree.XMLSyntaxError as exc:                 # a damaged sheet: what was read still counts
         budget.note(f"{label}: {name} unreadable after {out.tell()} bytes of rows ({exc})")
+    writer.writerows(target.rows)
     if out.tell():
         yield out.getvalue().encode("utf-8")
 
 
-def _forget(element: etree._Element) -> None:
-    """Free an element parsed and used, and its siblings before it (constant memory)."""
-    element.clear()
-    while element.getprevious() is not None:
-        del element.getparent()[0]
+def _parser(target: object) -> etree.XMLParser:
+    """A push parser that hands its events to `target` and builds no tree: memory stays flat
+    whatever the XML holds (millions of elements outside any row, say)."""
+    return etree.XMLParser(target=target, huge_tree=True, resolve_entities=False, no_network=True)
 
 
+_ROW, _C, _V, _T, _SI = f"{_MAIN}row", f"{_MAIN}c", f"{_MAIN}v", f"{_MAIN}t", f"{_MAIN}si"
 _INDEX = re.compile(r"[0-9]{1,9}")       # ASCII digits only: `\d` and isdigit() take ² and ١
-_C, _V, _T, _INLINE_T = f"{_MAIN}c", f"{_MAIN}v", f"{_MAIN}t", f"{_MAIN}is/{_MAIN}t"
 
 
-def _cells(row: etree._Element, strings: SharedStrings) -> list[str]:
-    """Cell values at their columns (`r="C7"` is the third), shared strings resolved; a
-    shared-string cell whose value is not a plain index (`123²`, which str.isdigit() takes
-    and int() refuses) keeps that value as its text."""
-    values: list[str] = []
-    for cell in row.iterchildren(_C):
-        column = _column(cell.get("r"), len(values))
-        if column >= MAX_COLUMNS:
-            continue
-        kind = cell.get("t")
-        if kind == "inlineStr":                 # plain, or rich text in runs (rare)
-            value = cell.findtext(_INLINE_T) or "".join(cell.itertext(_T))
-        else:
-            value = cell.findtext(_V) or ""
-            if kind == "s" and _INDEX.fullmatch(value):
-                value = strings.get(int(value))
+class _StringsTarget:
+    """Parser target for the shared strings: each `si`'s text, its runs (`t`) joined."""
+
+    def __init__(self, strings: SharedStrings) -> None:
+        self._strings = strings
+        self._texts: list[str] | None = None       # inside an `si`
+        self._capture = 0
+
+    def start(self, tag: str, attrib: object) -> None:
+        if tag == _SI:
+            self._texts = []
+        elif tag == _T and self._texts is not None:
+            self._capture += 1
+
+    def data(self, text: str) -> None:
+        if self._capture:
+            self._texts.append(text)    # type: ignore[union-attr]
+
+    def end(self, tag: str) -> None:
+        if tag == _T and self._capture:
+            self._capture -= 1
+        elif tag == _SI and self._texts is not None:
+            self._strings.append("".join(self._texts))
+            self._texts, self._capture = None, 0
+
+    def close(self) -> None:
+        return None
+
+
+class _SheetTarget:
+    """Parser target for a worksheet: `rows` gets each row's cell values at their columns
+    (`r="C7"` is the third), shared strings resolved. A value is the text of the cell's `v`,
+    or of its `t` runs (inline strings); a shared-string cell whose value is not a plain index
+    (`123²`, which str.isdigit() takes and int() refuses) keeps that value as its text."""
+
+    def __init__(self, strings: SharedStrings) -> None:
+        self.rows: list[list[str]] = []
+        self._strings = strings
+        self._values: list[str] | None = None      # inside a row
+        self._column = 0
+        self._kind: str | None = None
+        self._texts: list[str] | None = None       # inside a cell
+        self._capture = 0
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if tag == _C:
+            if self._values is not None:
+                self._column = _column(attrib.get("r"), len(self._values))
+                self._kind, self._texts, self._capture = attrib.get("t"), [], 0
+        elif tag == _V or tag == _T:
+            if self._texts is not None:
+                self._capture += 1
+        elif tag == _ROW:
+            self._values, self._texts = [], None
+
+    def data(self, text: str) -> None:
+        if self._capture:
+            self._texts.append(text)    # type: ignore[union-attr]
+
+    def end(self, tag: str) -> None:
+        if tag == _V or tag == _T:
+            if self._capture:
+                self._capture -= 1
+        elif tag == _C:
+            if self._texts is not None:
+                self._cell("".join(self._texts))
+            self._texts, self._capture = None, 0
+        elif tag == _ROW and self._values is not None:
+            self.rows.append(self._values)
+            self._values = None
+
+    def _cell(self, value: str) -> None:
+        values, column = self._values, self._column
+        if values is None or column >= MAX_COLUMNS:
+            return
+        if self._kind == "s":
+            value = self._strings.get(int(value)) if _INDEX.fullmatch(value) else value
         if column >= len(values):
             values.extend([""] * (column - len(values) + 1))
         values[column] = value
-    return values
+
+    def close(self) -> None:
+        return None
 
 
 def _column(reference: str | None, default: int) -> int:
