@@ -673,14 +673,22 @@ def test_document_text_is_read_a_piece_at_a_time_with_the_same_result(rng):
 def _pdf(lines: list[str]) -> bytes:
     """A one-page PDF as writers make them: Helvetica, a FlateDecode content stream, an xref."""
     text = " ".join(f"({line}) Tj 0 -14 Td" for line in lines)
-    content = zlib.compress(f"BT /F1 11 Tf 50 780 Td {text} ET".encode("latin-1"))
-    objects = [
+    return _pdf_of([
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
+        _pdf_stream(f"BT /F1 11 Tf 50 780 Td {text} ET".encode("latin-1")),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-    ]
+    ])
+
+
+def _pdf_stream(content: bytes, entries: bytes = b"") -> bytes:
+    data = zlib.compress(content)
+    return b"<< %s /Length %d /Filter /FlateDecode >>\nstream\n" % (entries, len(data)) + data + b"\nendstream"
+
+
+def _pdf_of(objects: list[bytes]) -> bytes:
+    """A PDF of these objects (numbered from 1, the catalog first) with its xref."""
     out, offsets = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"), []
     for number, body in enumerate(objects, 1):
         offsets.append(len(out))
@@ -708,6 +716,46 @@ def test_a_broken_or_oversized_pdf_costs_only_itself(analyzer, monkeypatch):
     monkeypatch.setattr(pdf_module, "MAX_PDF", 100)
     report = analyzer.analyze_bytes(_pdf(["NIR 1 84 12 75 123 456 40"]), "big.pdf")
     assert any("not parsed" in note for note in report.errors) and report.counts["nir"] == 0
+
+
+def test_a_pdf_drawing_a_form_again_and_again_gets_its_time_then_a_note(analyzer, monkeypatch):
+    """A 2 KB PDF whose second page draws a 50 KB form 10,000 times: pypdf parses the form
+    each time (minutes). Page 1 is read; page 2 stops at the time given (here 1 s)."""
+    import watcher.extract.pdf as pdf_module
+
+    monkeypatch.setattr(pdf_module, "MAX_SECONDS", 1.0)
+    font = b"<< /Font << /F1 7 0 R >> >>"
+    data = _pdf_of([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R 4 0 R] /Count 2 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 5 0 R /Resources %s >>" % font,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 6 0 R "
+        b"/Resources << /Font << /F1 7 0 R >> /XObject << /X0 8 0 R >> >> >>",
+        _pdf_stream(f"BT /F1 11 Tf 50 780 Td (Mutuelle MGEN NIR {PEOPLE[0]}) Tj ET".encode()),
+        _pdf_stream(b"/X0 Do\n" * 10_000),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        _pdf_stream(b"BT /F1 11 Tf 50 780 Td (x) Tj ET\n" * 1500, b"/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources %s" % font),
+    ])
+    assert len(data) < 4096
+    started = time.perf_counter()
+    report = analyzer.analyze_bytes(data, "bomb.pdf", reveal=True)
+    assert time.perf_counter() - started < 10
+    assert report.revealed["nir"] == [PEOPLE[0]]
+    assert report.errors == ["bomb.pdf: PDF text extraction over 1 s (the same content drawn again and again?), "
+                             "pages from 2 not read"]
+
+
+def test_a_pdf_page_showing_no_text_is_not_parsed(analyzer):
+    """(pypdf skips such content itself, but not with the callback the time check needs.)"""
+    data = _pdf_of([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        _pdf_stream(b"0 0 m 10 10 l S\n" * 300_000),           # 4.5 MB of lines drawn: 4 s to parse
+    ])
+    started = time.perf_counter()
+    assert analyzer.analyze_bytes(data, "drawing.pdf").errors == []
+    assert time.perf_counter() - started < 2
 
 
 # -- word-processing and OpenDocument files -----------------------------------------------------

@@ -5,20 +5,39 @@ extracts each page's text; leak-watcher adds its own limits on top: documents ov
 `MAX_PDF` bytes and pages past `MAX_PAGES` are not parsed (a note says so), and a PDF pypdf
 cannot read costs that document a note, never the scan. Scanned images hold no text: OCR is
 not attempted.
+
+A few KB of PDF can make pypdf parse gigabytes: pages that all draw the same content stream,
+a form drawn thousands of times (pypdf parses it again each time, at about a MB a second).
+Reading a document's pages is given `MAX_SECONDS`, checked between pages and as pypdf reads
+operators (through its callback); past them the remaining pages are not read and a note says so. The
+callback turns pypdf's own shortcut off (content that shows no text is not parsed), so a
+page whose content has no text operator and draws no form is skipped here instead.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from typing import Iterator
+import re
+import time
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .blobs import MiB, Budget
 
+if TYPE_CHECKING:                    # pypdf is imported when a PDF comes
+    from pypdf import PageObject
+
 MAX_PDF = 32 * MiB
 MAX_PAGES = 500
+MAX_SECONDS = 20.0               # reading one document's pages
+_SHOWS_TEXT = re.compile(rb"T[jJ]|Do|['\"]")     # a text operator, or a form that may hold some
 
 log = logging.getLogger(__name__)
+
+
+class _TooLong(BaseException):
+    """The document's time is spent (raised between pages or from pypdf's callback). Not an
+    Exception: pypdf catches those around each form it draws, and would draw the next one."""
 
 
 def looks_like_pdf(head: bytes) -> bool:
@@ -41,9 +60,37 @@ def pdf_text(data: bytes, budget: Budget, label: str) -> Iterator[bytes]:
         pages = reader.pages
         if len(pages) > MAX_PAGES:
             budget.note(f"{label}: PDF has {len(pages)} pages, only the first {MAX_PAGES} read")
+        deadline = time.monotonic() + MAX_SECONDS
+        check = _deadline_check(deadline)
         for index in range(min(len(pages), MAX_PAGES)):
-            text = pages[index].extract_text() or ""
+            if time.monotonic() > deadline:
+                raise _TooLong
+            text = _page_text(pages[index], check)
             budget.spend(len(text), label)
             yield text.encode("utf-8", "replace") + b"\n"
+    except _TooLong:
+        budget.note(f"{label}: PDF text extraction over {MAX_SECONDS:g} s (the same content drawn again and "
+                    f"again?), pages from {index + 1} not read")
     except Exception as exc:   # pypdf raises many kinds on hostile or broken files
         budget.note(f"{label}: PDF unreadable ({exc.__class__.__name__}: {str(exc)[:120]})")
+
+
+def _page_text(page: PageObject, check: Callable[..., None]) -> str:
+    contents = page.get_contents()
+    if contents is None or not _SHOWS_TEXT.search(contents.get_data()):
+        return ""
+    return page.extract_text(visitor_operand_before=check) or ""
+
+
+def _deadline_check(deadline: float) -> Callable[..., None]:
+    """A callback (pypdf's `visitor_operand_before`) that raises _TooLong once past
+    `deadline`, looking at the clock every 256 operators."""
+    calls = 0
+
+    def check(*_: object) -> None:
+        nonlocal calls
+        calls += 1
+        if not calls & 255 and time.monotonic() > deadline:
+            raise _TooLong
+
+    return check
