@@ -547,3 +547,25 @@ def test_time_format() -> None:
     assert format_time(paris) == "2026-11-28T17:40:00Z"
     assert parse_time("2026-11-28T16:40:00Z") == T0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", format_time(datetime.now(UTC)))
+
+
+async def test_a_poll_with_a_warning_makes_the_source_degraded_until_one_without(store: Store) -> None:
+    from watcher.store import PollHealth
+
+    await store.upsert_source("paste", "listing")
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    await store.record_poll("paste", True, None, later, PollHealth(links=12))
+    await store.record_poll("paste", True, None, later, PollHealth(
+        warning="item_links matched no link: it looks like a login page", links=0, skipped=2,
+        notice="item http://paste.example/9 skipped: HTTP 500"))
+    (row,) = await store.sources_health()
+    assert (row["state"], row["skipped"]) == ("degraded", 2)
+    assert row["warning"].startswith("item_links matched no link") and "skipped: HTTP 500" in row["last_notice"]
+    assert await store.call(StateDB.source_links, "paste") == 0
+    await store.record_poll("paste", True, None, later, PollHealth(links=12, refused=1))
+    (row,) = await store.sources_health()
+    assert (row["state"], row["warning"], row["skipped"], row["refused"]) == ("ok", None, 2, 1)
+    assert "skipped: HTTP 500" in row["last_notice"]          # the last notice stays until a new one
+    await store.record_poll("paste", False, "HTTP 503", later, PollHealth(warning="ignored: failing wins"))
+    (row,) = await store.sources_health()
+    assert row["state"] == "failing"
