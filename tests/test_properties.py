@@ -4,11 +4,14 @@ workbooks) that never raise, and adversarial inputs that cost linear time."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import html
 import io
+import lzma
 import time
 import zipfile
+import zlib
 from typing import Callable
 
 import pytest
@@ -247,6 +250,27 @@ def test_odd_cells_never_void_a_sheet(found, odd, body):
         out.writestr("xl/workbook.xml", f"<workbook {ns}/>")
         out.writestr("xl/worksheets/sheet1.xml", sheet)
     assert with_key(body) in found(buffer.getvalue())["nir"]
+
+
+@HOSTILE
+@given(payloads=st.lists(st.binary(max_size=40_000) | st.just(b"") | st.just(bytes(70_000)), min_size=1, max_size=8),
+       kind=st.sampled_from(["gzip", "zlib", "bzip2", "xz"]), cuts=st.lists(st.integers(1, 50_000), max_size=6),
+       padding=st.sampled_from([b"", b"\x00" * 512]))
+def test_decompression_gives_every_member_whatever_the_chunks(payloads, kind, cuts, padding):
+    """gzip members one after another (fed 16 KiB at a time, a member may end anywhere),
+    single streams of the other kinds, trailing zero padding."""
+    from watcher.extract.blobs import Budget, decompress
+
+    pack = {"gzip": gzip.compress, "zlib": zlib.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind]
+    data = b"".join(pack(p) for p in payloads) if kind == "gzip" else pack(b"".join(payloads))
+    data += padding
+    chunks, position = [], 0
+    for size in cuts:
+        chunks.append(data[position:position + size])
+        position += size
+    chunks.append(data[position:])
+    out = b"".join(decompress(iter(chunks), kind, Budget(), "x"))
+    assert out == b"".join(payloads)
 
 
 def _elapsed(run: Callable[[bytes], object], data: bytes) -> float:

@@ -126,30 +126,61 @@ def _decompressor(kind: str):
     return lzma.LZMADecompressor()
 
 
+PIECE = 16 * 1024       # input fed to a decompressor at a time
+
+
 def decompress(chunks: Iterable[bytes], kind: str, budget: Budget, what: str) -> Iterator[bytes]:
-    """Stream-decompress `chunks`, never producing more than the budget allows."""
+    """Stream-decompress `chunks` (every member of a gzip stream), never producing more than
+    the budget allows; output in chunks of about a MiB."""
+    consumed = [0]
+    produced = 0
+    pending: list[bytes] = []
+    pending_size = 0
+    try:
+        for out in _inflated(chunks, kind, consumed):
+            produced += len(out)
+            budget.spend(len(out), what)
+            budget.check_ratio(produced, consumed[0], what)
+            pending.append(out)
+            pending_size += len(out)
+            if pending_size >= MiB:
+                yield b"".join(pending)
+                pending, pending_size = [], 0
+    except Refused:
+        if pending:                 # what came before the refusal is scanned
+            yield b"".join(pending)
+        raise
+    if pending:
+        yield b"".join(pending)
+
+
+def _inflated(chunks: Iterable[bytes], kind: str, consumed: list[int]) -> Iterator[bytes]:
+    """The decompressed output of `chunks`; `consumed[0]` counts the input taken. Input goes
+    in PIECE bytes at a time: zlib hands back what follows the end of a gzip member as a new
+    bytes object, and a chunk of thousands of tiny members copied its rest for each."""
     engine = _decompressor(kind)
     zlib_like = kind in ("gzip", "zlib")
-    consumed = produced = 0
     for chunk in chunks:
-        consumed += len(chunk)
-        data = chunk
-        while True:
-            out = engine.decompress(data, MiB)
-            data = engine.unconsumed_tail if zlib_like else b""
-            if out:
-                produced += len(out)
-                budget.spend(len(out), what)
-                budget.check_ratio(produced, consumed, what)
-                yield out
-            if engine.eof:
-                rest = engine.unused_data
-                if kind == "gzip" and rest.startswith(b"\x1f\x8b"):
-                    engine, data = _decompressor(kind), rest      # the next gzip member
+        consumed[0] += len(chunk)
+        view = memoryview(chunk)
+        for start in range(0, len(chunk), PIECE):
+            data: bytes | memoryview = view[start:start + PIECE]
+            while True:
+                if engine.eof:                  # the next gzip member, or the end of the stream
+                    if kind != "gzip" or data[:1] != b"\x1f":
+                        return
+                    engine = _decompressor(kind)
+                out = engine.decompress(data, MiB)
+                if out:
+                    yield out
+                if engine.eof:
+                    data = engine.unused_data
+                    if not data:
+                        break
                     continue
-                return
-            if not (data if zlib_like else not engine.needs_input):
-                break
+                data = engine.unconsumed_tail if zlib_like else b""
+                if not (data if zlib_like else not engine.needs_input):
+                    break
 
 
 _END_RECORD = b"PK\x05\x06"
