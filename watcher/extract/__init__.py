@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -30,11 +29,12 @@ from .decode import decode_text, sniff_encoding, to_utf8
 from .html import html_to_text, looks_like_html
 from .office import office_parts
 from .pdf import MAX_PDF, looks_like_pdf, pdf_text
+from .spool import spool as scratch
 
 CHUNK = MiB
 HEAD = 64 * 1024
 MAX_HTML = 16 * MiB
-SPOOL_IN_MEMORY = 16 * MiB      # a zip read from a stream: in memory up to this, then a temporary file
+SPOOL_IN_MEMORY = 16 * MiB      # a zip read from a stream: in memory up to this, then sealed on disk (spool.py)
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +235,9 @@ def _read_capped(chunks: Iterator[bytes], cap: int, label: str, budget: Budget) 
 
 def _spooled(chunks: Iterator[bytes], cap: int, label: str, budget: Budget) -> IO[bytes]:
     """Content zipfile must seek in, without holding a big archive in memory: in memory up
-    to SPOOL_IN_MEMORY, in an anonymous temporary file beyond (a disk error ends it early)."""
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+    to SPOOL_IN_MEMORY, encrypted in an unlinked temporary file beyond (a leak's bytes are
+    never on disk in clear; a disk error ends it early)."""
+    spool = scratch(SPOOL_IN_MEMORY)
     size = 0
     try:
         for chunk in chunks:
