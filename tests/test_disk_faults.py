@@ -28,17 +28,16 @@ import resource
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 try:
-    from test_check_config import REFUSING, Done, error_line, watcher
+    from test_check_config import BASE, REFUSING, Done, error_line, watcher
     from test_daemon_process import child_env, drop_csv, make_nirs
 except ImportError:  # tests/ imported as a package
-    from tests.test_check_config import REFUSING, Done, error_line, watcher
+    from tests.test_check_config import BASE, REFUSING, Done, error_line, watcher
     from tests.test_daemon_process import child_env, drop_csv, make_nirs
 
 WRITERS = (("check-config",), ("run", "--once"))   # `run` refuses as `run --once` does (one code path):
@@ -106,16 +105,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "inbox").mkdir()
     drop_csv(folder / "inbox", "extract.csv", make_nirs(9, 12))
     config = folder / "sources.toml"
-    config.write_text(textwrap.dedent("""\
-        [watcher]
-        state_dir = "./state"
-
-        [[sources]]
-        name = "inbox"
-        kind = "directory"
-        path = "./inbox"
-        interval = 10
-        """), encoding="utf-8")
+    config.write_text(BASE, encoding="utf-8")
     [done] = watcher(config, ("run", "--once", "--workers", "1"))
     assert done.rc == 0, done.err
     assert {"watcher.db", "secret.key"} <= {p.name for p in (folder / "state").iterdir()}

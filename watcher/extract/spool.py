@@ -22,7 +22,20 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 BLOCK = 16
 
 
-class SealedFile(io.RawIOBase):
+class _Scratch(io.RawIOBase):
+    """Written once, then read with seeks."""
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+
+class SealedFile(_Scratch):
     """A seekable, readable file whose bytes on disk are encrypted; writes append."""
 
     def __init__(self) -> None:
@@ -39,15 +52,6 @@ class SealedFile(io.RawIOBase):
         crypt = Cipher(algorithms.AES(self._key), modes.CTR(counter)).encryptor()
         skip = offset % BLOCK
         return crypt.update(bytes(skip) + data)[skip:]
-
-    def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
         """Append `data` (whatever the position: the file is written once, then read)."""
@@ -89,7 +93,7 @@ def spool(in_memory: int) -> IO[bytes]:
     return _Spool(in_memory)
 
 
-class _Spool(io.RawIOBase):
+class _Spool(_Scratch):
     """In memory, then a SealedFile once `in_memory` is exceeded (what SpooledTemporaryFile
     does, without the clear text on disk)."""
 
@@ -98,15 +102,6 @@ class _Spool(io.RawIOBase):
         self._limit = in_memory
         self._target: IO[bytes] = io.BytesIO()
         self._sealed = False
-
-    def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
         if not self._sealed and self._target.tell() + len(data) > self._limit:
