@@ -387,3 +387,13 @@ def test_key_apart_with_spaced_punctuation(found, rng, apart):
     nir = random_nir(rng, strict=True)
     spaced = f"{nir[0]} {nir[1:3]} {nir[3:5]} {nir[5:7]} {nir[7:10]} {nir[10:13]}"
     assert found(f"NSS {spaced}{apart}{nir[13:]} fin")["nir"] == {nir}
+
+
+def test_digits_that_are_not_ascii_never_raise() -> None:
+    """`²`, `١` and friends pass str.isdigit() but not int(): the checks refuse them."""
+    from watcher.detect.nir import complete, is_valid, structure_ok
+
+    assert not structure_ok("18412751234²6")
+    assert not is_valid("1841275123456²7")
+    assert complete("1841275123456", "٧٧") is None
+    assert complete("18412751234٥6") is None

@@ -59,8 +59,9 @@ def nir_key(body: str) -> int:
 
 def structure_ok(body: str) -> bool:
     """Sex, month, place and order checks on a 13-character body (upper-case, no separators)."""
-    if len(body) != 13 or body[0] not in "1234" or body[3:5] not in MONTHS or body[10:13] == "000":
-        return False
+    if len(body) != 13 or not body.isascii() or body[0] not in "1234" or body[3:5] not in MONTHS \
+            or body[10:13] == "000":
+        return False                     # isascii: `²` and other digits pass isdigit, not int
     if not (body[1:5].isdigit() and body[7:13].isdigit()):
         return False
     dept = body[5:7]
@@ -79,7 +80,8 @@ def structure_ok(body: str) -> bool:
 
 def is_valid(nir: str) -> bool:
     """Full check of a normalized 15-character NIR (structure and key)."""
-    return len(nir) == 15 and nir[13:].isdigit() and structure_ok(nir[:13]) and int(nir[13:]) == nir_key(nir[:13])
+    return (len(nir) == 15 and nir[13:].isascii() and nir[13:].isdigit() and structure_ok(nir[:13])
+            and int(nir[13:]) == nir_key(nir[:13]))
 
 
 def normalize(text: str) -> str:
@@ -105,7 +107,7 @@ def complete(body: str, key: str | None = None) -> str | None:
     expected = nir_key(body)
     if key is not None:
         key = key.strip()
-        if not key.isdigit() or int(key) != expected:
+        if not (key.isascii() and key.isdigit()) or int(key) != expected:
             return None
     return f"{body}{expected:02d}"
 
