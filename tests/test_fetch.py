@@ -171,7 +171,7 @@ async def test_no_cookies_unless_configured(paste_site: PasteSite) -> None:
         await client.get(paste_site.url("/setcookie"))
         echoed = (await client.get(paste_site.url("/echo"))).body
     assert b"Cookie" not in echoed and b"you-were-here" not in echoed
-    async with fetcher(headers={"Cookie": "session=letmein"}) as client:
+    async with fetcher(headers={"Cookie": "session=letmein"}, header_hosts=frozenset({"127.0.0.1"})) as client:
         await client.get(paste_site.url("/setcookie"))
         await client.get(paste_site.url("/echo"))
     assert paste_site.requests[-1].headers["Cookie"] == "session=letmein"

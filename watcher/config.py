@@ -63,7 +63,7 @@ _RETENTION_KEYS = ("items_days", "findings_days", "fingerprints_days", "vacuum_e
 _METRICS_KEYS = ("listen",)
 _RULE_KEYS = ("name", "keywords", "regex", "severity", "case_sensitive")
 _COMMON_KEYS = ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
-                "timeout", "connect_timeout", "expect")
+                "timeout", "connect_timeout", "expect", "header_hosts", "allow_private")
 # kind -> (required keys, optional keys), beside the common ones.
 _KIND_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "directory": (("path",), ()),
@@ -72,6 +72,7 @@ _KIND_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "json": (("endpoint", "id", "url"), ("tor", "items", "title")),
     "feed": (("url",), ("tor", "follow")),
 }
+_HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252}[A-Za-z0-9_])?|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
@@ -171,6 +172,8 @@ class SourceConfig:
     title_field: str | None = None
     follow: bool = False
     expect: str | None = None         # CSS selector the main page must match (else: degraded)
+    header_hosts: tuple[str, ...] = ()  # hosts beside the URL's that get `headers` (lower case)
+    allow_private: bool = False       # may fetch loopback/private/link-local addresses (intranet)
 
     @property
     def onion(self) -> bool:
@@ -659,7 +662,12 @@ class _Validator:
             timeout=self.seconds(where, data, "timeout", None),
             connect_timeout=self.seconds(where, data, "connect_timeout", None),
             expect=self.selector(where, data, "expect"),
+            header_hosts=self.hosts(where, data, "header_hosts"),
+            allow_private=self.boolean(where, data, "allow_private", False),
         )
+        if kind == "directory" and (common["header_hosts"] or common["allow_private"]):
+            key = "header_hosts" if common["header_hosts"] else "allow_private"
+            raise self.fail(where, key, "applies to network sources, not to a directory source")
         if common["expect"] is not None and kind in ("directory", "json"):
             raise self.fail(where, "expect", f"applies to HTML pages (listing, forum, feed), not to a {kind} source")
         specific = getattr(self, f"kind_{kind}")(where, data)
@@ -708,6 +716,18 @@ class _Validator:
                                                       "which contains a line break")
             headers[name] = value
         return headers
+
+    def hosts(self, where: _Where, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        """A list of host names (or IP literals, without brackets or port), lower-cased."""
+        value = data.get(key, [])
+        if not isinstance(value, list):
+            raise self.fail(where, key, f'must be a list of host names like ["api.example.org"], not {_show(value)}')
+        hosts: list[str] = []
+        for host in value:
+            if not isinstance(host, str) or not _HOST_RE.fullmatch(host):
+                raise self.fail(where, key, f"must list host names only (no scheme, port or path), not {_show(host)}")
+            hosts.append(host.lower().rstrip("."))
+        return tuple(hosts)
 
     # -- kinds -----------------------------------------------------------------------------------
 

@@ -14,6 +14,10 @@ What this module guarantees, and why (see /work/shared/notes/ecosystem.md):
   no cap: a gzip bomb grows the process to gigabytes).
 - Timeouts: connect, per-read and total (a 1 byte/s drip is only caught by `total`).
 - No cookies are kept (`DummyCookieJar`); a configured `Cookie` header is sent as is.
+- Configured headers (session cookies, API tokens) go only to the host of the source's URL and
+  to its `header_hosts`, checked for every request: redirects are followed by hand, so aiohttp's
+  own dropping of Authorization on a host change never runs, and a link or redirect taken from
+  a hostile page must not carry the forum's session cookie to the host it names.
 - aiohttp-socks errors are not `aiohttp.ClientError`s: every failure becomes a `FetchError` with
   a one-line reason, and a 429/503 with Retry-After or an API rate limit becomes `RetryLater`.
 """
@@ -123,6 +127,7 @@ class FetchSettings:
     onion_only: bool = False                # refuse every non-.onion host
     max_bytes: int = DEFAULT_MAX_BYTES
     headers: Mapping[str, str] = field(default_factory=dict)
+    header_hosts: frozenset[str] = frozenset()  # the only hosts `headers` are sent to (lower case)
     user_agent: str = TOR_BROWSER_UA
     connect_timeout: float = CLEARNET_CONNECT_TIMEOUT
     read_timeout: float = READ_TIMEOUT
@@ -140,6 +145,8 @@ class FetchSettings:
         return cls(
             name=source.name, tor=use_tor, onion_only=bool(use_tor) and source.onion,
             max_bytes=source.max_bytes, headers=dict(source.headers),
+            header_hosts=frozenset(_host_key(host) for host in (URL(source.url or "").host,
+                                                                 *source.header_hosts) if host),
             user_agent=source.user_agent or TOR_BROWSER_UA,
             connect_timeout=min(connect, total), read_timeout=min(READ_TIMEOUT, total),
             total_timeout=total,
@@ -175,7 +182,7 @@ class Fetcher:
         self._session = aiohttp.ClientSession(
             connector=self._connector(),
             cookie_jar=aiohttp.DummyCookieJar(),
-            headers={**BASE_HEADERS, "User-Agent": self.settings.user_agent, **self.settings.headers},
+            headers={**BASE_HEADERS, "User-Agent": self.settings.user_agent},
             timeout=aiohttp.ClientTimeout(total=self.settings.total_timeout,
                                           sock_connect=self.settings.connect_timeout,
                                           sock_read=self.settings.read_timeout),
@@ -252,7 +259,7 @@ class Fetcher:
     async def _request(self, url: URL, etag: str | None, last_modified: str | None) -> Response | str:
         """One request: a Response, or the Location of a redirect."""
         assert self._session is not None
-        headers = {}
+        headers = dict(self._configured_headers(url))
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
@@ -273,6 +280,12 @@ class Fetcher:
                 log.warning("source %s: %s: body cut at max_bytes=%d", self.settings.name, url,
                             self.settings.max_bytes)
             return self._response(resp, body, truncated=truncated)
+
+    def _configured_headers(self, url: URL) -> Mapping[str, str]:
+        """The source's configured headers if `url`'s host may receive them, else none."""
+        if self.settings.headers and _host_key(url.host or "") in self.settings.header_hosts:
+            return self.settings.headers
+        return {}
 
     @staticmethod
     def _response(resp: aiohttp.ClientResponse, body: bytes, *, not_modified: bool = False,
@@ -451,6 +464,11 @@ def _without_excerpt(message: str) -> str:
     """An aiohttp parse error without the bytes of the response it quotes (`...: b'aaaa...'.`):
     a hostile server's bytes have no place in our logs and database."""
     return _first_line(re.split(r":? b['\"]", message, maxsplit=1)[0]).rstrip(". ")
+
+
+def _host_key(host: str) -> str:
+    """A host name as compared for `header_hosts`: lower case, no trailing dot."""
+    return host.lower().rstrip(".")
 
 
 def _first_line(value: object) -> str:
