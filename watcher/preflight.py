@@ -8,8 +8,14 @@ depends on the machine, so that `watcher check-config` proves the configuration 
   writable). Writability is tested by writing a probe file (4 KiB, synced, removed at once),
   not by looking at modes: that also catches a read-only mount, ACLs, a full disk and a file
   size limit, and tells the truth for root (whom modes do not stop);
+- that it is private: a state directory group or others may write to is refused (whoever can
+  write there can swap the key or the database). Refused rather than fixed: the daemon cannot
+  tell whether someone already did; `chmod go-w` is the operator's call;
 - the files already in it: the database (and its -wal/-shm) openable for writing and an SQLite
-  file, the secret key readable and long enough, the alerts JSONL file writable;
+  file, the secret key readable, long enough and 0600 (or 0400), the alerts JSONL file writable;
+- a missing key while the database holds fingerprints: refused, never regenerated (a new key
+  makes new fingerprints for the same NIRs, and a repost opens a second incident). The line
+  says how out: restore the key, or `watcher rekey --forget`;
 - each enabled directory source's folder: it exists, is a directory, and can be listed;
 - the apprise targets: every URL and the apprise config file parse (nothing is sent).
 
@@ -21,6 +27,7 @@ database) in the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
@@ -37,6 +44,7 @@ __all__ = ["PROBE_BYTES", "check_runtime", "check_state_dir_kind", "state_proble
 
 PROBE_BYTES = 4096                    # one SQLite page: the least the daemon will write
 SQLITE_HEADER = b"SQLite format 3\x00"
+SHARED_WRITE_BITS = 0o022             # group- or other-writable
 
 
 def check_runtime(config: Config, environ: Mapping[str, str] | None = None) -> None:
@@ -75,6 +83,11 @@ def _check_state_dir(config: Config, environ: Mapping[str, str]) -> None:
     if problem:
         where = "" if target == state_dir else f"{state_dir} cannot be created: "
         raise _state_dir_error(config, environ, f"{where}cannot write in {target}: {problem}")
+    mode = state_dir.stat().st_mode if state_dir.exists() else 0
+    if mode & SHARED_WRITE_BITS:
+        raise _state_dir_error(config, environ, f"{state_dir} is writable by group or others (mode "
+                               f"{mode & 0o7777:04o}; anyone there could swap the key or the "
+                               f"database): chmod go-w {state_dir}")
 
 
 def _state_dir_error(config: Config, environ: Mapping[str, str], message: str) -> ConfigError:
@@ -110,10 +123,16 @@ def _check_state_files(config: Config, alerts: AlertSettings) -> None:
     for path in (database, database.with_name(DB_NAME + "-wal"), database.with_name(DB_NAME + "-shm")):
         _check_writable_file(path)
     _check_sqlite(database)
+    key = state_dir / SECRET_NAME
     try:
-        read_secret(state_dir / SECRET_NAME)
+        present = read_secret(key) is not None
     except SecretKeyError as exc:
         raise ConfigError(str(exc)) from None
+    if not present and _holds_fingerprints(database):
+        raise ConfigError(f"{key}: missing, but {database} holds fingerprints made with it (a new key "
+                          "would open second incidents for the same NIRs): restore it from a backup, "
+                          f"or start a new key with `watcher rekey --forget --config {config.path}` "
+                          "(deletes the stored fingerprints)")
     if alerts.jsonl is not None:
         _check_writable_file(alerts.jsonl)
 
@@ -143,6 +162,20 @@ def _check_sqlite(path: Path) -> None:
     if header and header != SQLITE_HEADER:
         raise ConfigError(f"{path}: not an SQLite database (corrupt, or another file): move it "
                           "away to start a new one")
+
+
+def _holds_fingerprints(database: Path) -> bool:
+    """Whether `database` has a row in its fingerprints table (read-only: nothing is created)."""
+    if not database.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True,
+                                                timeout=5)) as db:
+            return db.execute("SELECT EXISTS (SELECT 1 FROM fingerprints)").fetchone()[0] == 1
+    except sqlite3.OperationalError as exc:
+        if str(exc).startswith("no such table"):
+            return False                     # a new database: nothing recorded yet
+        raise ConfigError(f"{database}: cannot read: {exc}") from None
 
 
 def state_problem(state_dir: Path, database: Path, exc: Exception) -> str:

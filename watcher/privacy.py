@@ -17,6 +17,7 @@ from pathlib import Path
 BULLET = "\u2022"
 SECRET_BYTES = 32
 MIN_SECRET_BYTES = 16
+PRIVATE_BITS = 0o077      # group and others: none may be set on the key file
 
 
 class SecretKeyError(ValueError):
@@ -25,16 +26,22 @@ class SecretKeyError(ValueError):
 
 
 def read_secret(path: Path) -> bytes | None:
-    """The installation secret at `path`, or None when there is none yet."""
+    """The installation secret at `path`, or None when there is none yet. A key that group or
+    others may read (any of the 0o077 bits) is refused: see the module's docstring."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read()
+            mode = os.fstat(handle.fileno()).st_mode & 0o777
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise SecretKeyError(f"{path}: cannot read the secret key: {exc.strerror or exc}") from None
     if len(data) < MIN_SECRET_BYTES:
         raise SecretKeyError(f"{path}: secret key is too short ({len(data)} bytes); delete it to regenerate")
+    if mode & PRIVATE_BITS:
+        raise SecretKeyError(f"{path}: mode {mode:04o} lets other users read the secret key: chmod 600 it "
+                             "(if someone may have read it: watcher rekey --forget)")
     return data
 
 
@@ -60,15 +67,31 @@ def load_or_create_secret(path: Path) -> bytes:
     return data
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Write `data` to a new file `path` (mode 0600) atomically; FileExistsError if it exists."""
+def replace_secret(path: Path) -> None:
+    """Put a new secret at `path` (0600), replacing any old one atomically (`watcher rekey`).
+
+    The caller forgets the fingerprints made with the old key first: a crash in between leaves
+    the old key and no fingerprints, which is consistent."""
+    path = Path(path)
+    try:
+        _write_new(path, secrets.token_bytes(SECRET_BYTES), replace=True)
+    except OSError as exc:
+        raise SecretKeyError(f"{path}: cannot write the new secret key: {exc.strerror or exc}") from None
+
+
+def _write_new(path: Path, data: bytes, *, replace: bool = False) -> None:
+    """Write `data` to `path` (mode 0600) atomically: a new file (FileExistsError if it
+    exists), or with `replace` in place of the old one."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")   # mode 0600
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.link(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
 

@@ -1,4 +1,4 @@
-"""Daemon commands: `run`, `check-config`, `sources`, `findings`. Each takes --config.
+"""Daemon commands: `run`, `check-config`, `sources`, `findings`, `rekey`. Each takes --config.
 
 `check-config` and `run` check the same things (`load(args, runtime=True)`): the file, then what
 it needs on this machine (`watcher.preflight`), and refuse with the same one line, exit 2. A
@@ -55,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     findings.add_argument("--since", help="ISO date/time, or a duration back from now (30m, 24h, 7d)")
     findings.add_argument("--min-severity", choices=SEVERITIES[1:])
     findings.set_defaults(func=cmd_findings)
+
+    rekey = sub.add_parser("rekey", help="start a new secret key, deleting the fingerprints made with "
+                           "the old one (stop the daemon first)")
+    _common(rekey)
+    rekey.add_argument("--forget", action="store_true", required=True,
+                       help="delete the stored fingerprints (required: it says what rekeying costs)")
+    rekey.set_defaults(func=cmd_rekey)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -198,4 +205,33 @@ def cmd_findings(args: argparse.Namespace) -> int:
               f"{row.get('url') or row.get('item_id')}")
         for reason in row.get("reasons", []):
             print(f"{'':<9} {reason}")
+    return 0
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    """`watcher rekey --forget`: delete every stored fingerprint, then put a new key in place.
+
+    Fingerprints made with another key never match the new key's, so they go; the rest stays as
+    history: findings, incidents, alerts and items. That is the simplest honest choice: an
+    item already seen is not analysed again, nothing is re-alerted, and a finding's content
+    hash (not keyed) still groups a repost of the same bytes; what is lost is grouping by NIR
+    overlap with what was seen before: a leak reposted in another form opens a new incident.
+    The fingerprints go first: a crash in between leaves no fingerprints and the old key.
+    """
+    from ..config import DB_NAME, SECRET_NAME
+    from ..privacy import SecretKeyError, replace_secret
+
+    config = load(args)
+    state_dir = config.watcher.state_dir
+    forgotten = 0
+    if (state_dir / DB_NAME).exists():
+        with _state(config) as db, db.transaction():
+            forgotten = db.db.conn.execute("DELETE FROM fingerprints").rowcount
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        replace_secret(state_dir / SECRET_NAME)
+    except SecretKeyError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{state_dir / SECRET_NAME}: new secret key; {forgotten} fingerprint(s) made with the old "
+          "one deleted (findings, incidents and alerts kept)")
     return 0
