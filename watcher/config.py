@@ -687,33 +687,33 @@ class _Validator:
             raise self.fail(where, "item_url", "is a .onion URL: set tor = true")
 
     def headers(self, where: _Where, data: Mapping[str, Any], resolve_env: bool) -> dict[str, str]:
-        """Header table; values "env:NAME" are read from the environment.
+        """Header table; values "env:NAME", "file:PATH" and "cred:NAME" are secrets read from
+        the environment, a file or a systemd credential (`watcher.credentials`).
 
-        An unset variable is an error for an enabled source and drops the header of a disabled
-        one. Values are never echoed in errors (they are often secrets).
+        A missing variable, file or credential is an error for an enabled source and drops the
+        header of a disabled one. Values are never echoed in errors (they are often secrets).
         """
+        from .credentials import SecretError, SecretMissing, SecretSource, is_reference
+
         raw = data.get("headers", {})
         table = self.table(where, raw, "headers")
+        secrets = SecretSource(self.environ, self.base)
         headers: dict[str, str] = {}
         for name, value in table.items():
             if not _HEADER_NAME_RE.fullmatch(name):
                 raise self.fail(where, "headers", f": invalid header name {name!r}")
             if not isinstance(value, str) or "\n" in value or "\r" in value:
-                raise self.fail(where, "headers", f': {name} must be a one-line string or "env:NAME"')
-            if value.startswith("env:"):
-                variable = value[4:]
-                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
-                    raise self.fail(where, "headers", f': {name}: "env:" must be followed by a '
-                                                      f"variable name, not {variable!r}")
-                if variable not in self.environ:
+                raise self.fail(where, "headers", f': {name} must be a one-line string, "env:NAME", '
+                                                  '"file:PATH" or "cred:NAME"')
+            if is_reference(value):
+                try:
+                    value = secrets.resolve(value)
+                except SecretMissing as exc:
                     if resolve_env:
-                        raise self.fail(where, "headers", f": {name} reads environment variable "
-                                                          f"{variable}, which is not set")
+                        raise self.fail(where, "headers", f": {name} {exc}") from None
                     continue
-                value = self.environ[variable]
-                if "\n" in value or "\r" in value:
-                    raise self.fail(where, "headers", f": {name} reads environment variable {variable}, "
-                                                      "which contains a line break")
+                except SecretError as exc:
+                    raise self.fail(where, "headers", f": {name}: {exc}") from None
             headers[name] = value
         return headers
 

@@ -14,8 +14,10 @@ Keys and defaults (durations take seconds or "30s", "5m", "6h", "1d"):
                                   a few NIRs without insurance context are still a leak a SOC
                                   must look at; `low` (insurer names only) is mostly noise.
     urls          = []            apprise URLs, optionally tagged like in apprise's text config:
-                                  "critical,health=json://...". An entry "env:NAME" (or
-                                  "tags=env:NAME") reads the URL from $NAME
+                                  "critical,health=json://...". An entry "env:NAME",
+                                  "file:PATH" or "cred:NAME" (or "tags=" before it) reads the
+                                  URL from $NAME, a file, or a systemd credential
+                                  (`watcher.credentials`)
     config        = (none)        apprise YAML/text config, relative to the config file's folder;
                                   when $CREDENTIALS_DIRECTORY/<its file name> exists (systemd
                                   LoadCredential=), that file is read instead
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError, _Locator, parse_duration
+from ..credentials import SecretError, SecretMissing, SecretSource, is_reference
 from ..score import SEVERITIES, severity_rank
 
 __all__ = ["ALERT_SEVERITIES", "AlertSettings", "TargetURL", "alert_settings", "alerts_error"]
@@ -51,10 +54,9 @@ __all__ = ["ALERT_SEVERITIES", "AlertSettings", "TargetURL", "alert_settings", "
 ALERT_SEVERITIES = SEVERITIES[1:]
 _KEYS = ("min_severity", "urls", "config", "jsonl", "max_tries", "retry_after", "retry_max",
          "timeout", "digest_below", "digest_every", "health_after", "health_check")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _TAGGED = re.compile(  # "critical,health=json://..." as in apprise's text config
-    r"(?P<tags>[A-Za-z0-9_-]+(?:\s*,\s*[A-Za-z0-9_-]+)*)\s*=\s*(?P<url>(?:env:|[A-Za-z][A-Za-z0-9+.-]*://).*)"
+    r"(?P<tags>[A-Za-z0-9_-]+(?:\s*,\s*[A-Za-z0-9_-]+)*)\s*=\s*(?P<url>(?:env:|file:|cred:|[A-Za-z][A-Za-z0-9+.-]*://).*)"
 )
 
 
@@ -68,7 +70,7 @@ class TargetURL:
 
 @dataclass(frozen=True)
 class AlertSettings:
-    """The `[alerts]` table, validated; paths are absolute, env: values resolved."""
+    """The `[alerts]` table, validated; paths are absolute, secret references resolved."""
 
     min_severity: str = "medium"
     urls: tuple[TargetURL, ...] = ()
@@ -192,7 +194,7 @@ class _AlertsValidator:
     # -- keys ------------------------------------------------------------------------------
 
     def urls(self, data: Mapping[str, Any]) -> tuple[TargetURL, ...]:
-        """Apprise URLs with their tags, `env:NAME` resolved; only the scheme is checked here
+        """Apprise URLs with their tags, secret references resolved; only the scheme is checked here
         (apprise parses them in `watcher.preflight` before the daemon starts, and in
         `check-config`; `watcher test-alert` sends through them)."""
         raw = data.get("urls", [])
@@ -210,27 +212,24 @@ class _AlertsValidator:
             if tagged:
                 tags = tuple(t.strip().lower() for t in tagged["tags"].split(","))
                 value = tagged["url"]
-            url = self.resolve_env(number, value)
+            url = self.resolve_secret(number, value)
             if not _SCHEME.match(url):
                 raise self.fail("urls", f"entry {number} is not an apprise URL (expected scheme://... "
                                         "or tags=scheme://...)")
             urls.append(TargetURL(url, tags))
         return tuple(urls)
 
-    def resolve_env(self, number: int, value: str) -> str:
-        """`env:NAME` -> $NAME (never echoed); anything else as is."""
-        if not value.startswith("env:"):
+    def resolve_secret(self, number: int, value: str) -> str:
+        """`env:NAME`, `file:PATH`, `cred:NAME` -> the URL they name (never echoed, even in an
+        error); anything else as is."""
+        if not is_reference(value):
             return value
-        name = value[4:]
-        if not _ENV_NAME.fullmatch(name):
-            raise self.fail("urls", f'entry {number}: "env:" must be followed by a variable name')
-        resolved = self.environ.get(name)
-        if resolved is None or not resolved.strip():
-            raise self.fail("urls", f"entry {number} reads environment variable {name}, which is not set")
-        if "\n" in resolved or "\r" in resolved:
-            raise self.fail("urls", f"entry {number} reads environment variable {name}, "
-                                    "which contains a line break")
-        return resolved.strip()
+        try:
+            return SecretSource(self.environ, self.config.path.resolve().parent).resolve(value).strip()
+        except SecretMissing as exc:
+            raise self.fail("urls", f"entry {number} {exc}") from None
+        except SecretError as exc:
+            raise self.fail("urls", f"entry {number}: {exc}") from None
 
     def apprise_config(self, data: Mapping[str, Any]) -> Path | None:
         """The apprise config file: systemd's credential copy first, else relative to the
