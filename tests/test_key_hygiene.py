@@ -81,3 +81,13 @@ def test_a_missing_key_with_no_fingerprints_is_created(site: Path) -> None:
     [done] = watcher(site, ("run", "--once", "--workers", "1"))
     works(done)
     assert state(site, "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_fingerprint_check_leaves_no_file_behind(site: Path) -> None:
+    """check-config reads the database of a stopped daemon without creating -wal/-shm files
+    (they would belong to whoever ran the check)."""
+    state(site, "secret.key").unlink()
+    before = sorted(p.name for p in state(site).iterdir())
+    [done] = watcher(site, ("check-config",))
+    error_line(done, "holds fingerprints made with it")
+    assert sorted(p.name for p in state(site).iterdir()) == before

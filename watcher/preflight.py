@@ -165,12 +165,16 @@ def _check_sqlite(path: Path) -> None:
 
 
 def _holds_fingerprints(database: Path) -> bool:
-    """Whether `database` has a row in its fingerprints table (read-only: nothing is created)."""
+    """Whether `database` has a row in its fingerprints table. Read as immutable when there is
+    no -wal file (a cleanly stopped daemon's state): SQLite then creates no -wal/-shm, owned by
+    whoever ran the check. With a -wal (the daemon runs, or crashed), rows may be there only:
+    a read-only open reads them."""
     if not database.exists():
         return False
+    wal = database.with_name(database.name + "-wal").exists()
+    uri = f"{database.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}"
     try:
-        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True,
-                                                timeout=5)) as db:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
             return db.execute("SELECT EXISTS (SELECT 1 FROM fingerprints)").fetchone()[0] == 1
     except sqlite3.OperationalError as exc:
         if str(exc).startswith("no such table"):
