@@ -9,8 +9,9 @@ Every error is a `ConfigError` whose text is one line naming the file, the line,
 n-th `[[sources]]` block, then the `key =` line inside it (best effort: a key written as an
 inline table of another line falls back to the block's header line).
 
-A disabled source is checked like an enabled one, except that the environment variables its
-`env:NAME` headers refer to need not be set (so shipped examples load on any machine).
+A disabled source is checked like an enabled one, except that the secrets its headers refer
+to (`env:NAME`, `file:PATH`, `cred:NAME`: see watcher.credentials) need not be there (so
+shipped examples load on any machine).
 
 `load_config` is pure validation: types, ranges (an interval of at least a second, `max_bytes`
 at most 1 GiB...) and operator rules compiled by Hyperscan as the scanner compiles them, so a
