@@ -265,7 +265,7 @@ def write_config(folder: Path, site: Site, sources: int, interval: float, concur
     for n in range(sources):
         blocks.append(
             f'[[sources]]\nname = "paste-{n:03d}"\nkind = "listing"\nurl = "{site.url(f"/s/{n}/archive")}"\n'
-            f'item_links = "table.archive a"\nitem_url = "{site.url("/raw/{id}")}"\ninterval = {interval:g}\n')
+            f'item_links = "table.archive a"\nitem_url = "{site.url("/raw/{id}")}"\ninterval = {interval:g}\nallow_private = true\n')
     path = folder / "sources.toml"
     path.write_text("\n".join(blocks), encoding="utf-8")
     return path
@@ -640,7 +640,7 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
 
     async def fetch_all() -> float:
         limiter = asyncio.Semaphore(args.concurrency)
-        async with Fetcher(FetchSettings(name="bench"), limiter=limiter) as fetcher:
+        async with Fetcher(FetchSettings(name="bench", allow_private=True), limiter=limiter) as fetcher:
             await fetcher.get(site.url(f"/raw/{ids[0]}"))
             t0 = time.thread_time()
             await asyncio.gather(*(fetcher.get(site.url(f"/raw/{i}")) for i in ids))

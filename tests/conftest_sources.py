@@ -38,8 +38,8 @@ class SeenStore:
 
 
 def source_config(name: str = "test", kind: str = "listing", **fields: Any) -> SourceConfig:
-    """A SourceConfig without going through TOML."""
-    return replace(SourceConfig(name=name, kind=kind), **fields)
+    """A SourceConfig without going through TOML (allowed to reach the loopback fake sites)."""
+    return replace(SourceConfig(name=name, kind=kind, allow_private=True), **fields)
 
 
 def tor_settings(proxy: SocksProxy) -> TorSettings:
@@ -48,8 +48,9 @@ def tor_settings(proxy: SocksProxy) -> TorSettings:
 
 
 def fetcher(name: str = "test", **fields: Any) -> Fetcher:
-    """A Fetcher with FetchSettings(name=name, **fields) (use with `async with`)."""
-    return Fetcher(FetchSettings(name=name, **fields))
+    """A Fetcher with FetchSettings(name=name, **fields), allowed to reach the loopback fake
+    sites (use with `async with`)."""
+    return Fetcher(FetchSettings(name=name, **{"allow_private": True, **fields}))
 
 
 async def poll_all(source: Source, ctx: PollContext, store: SeenStore | None = None) -> list[Item]:

@@ -122,7 +122,7 @@ def listing_block(name: str, url: str, item_url: str, *, tor: bool = False, inte
                   extra: str = "") -> str:
     return (f'[[sources]]\nname = "{name}"\nkind = "listing"\nurl = "{url}"\n'
             f'item_links = "table.archive a"\nitem_url = "{item_url}"\n'
-            f'{"tor = true" if tor else ""}\ninterval = {interval}\n{extra}\n')
+            f'{"tor = true" if tor else ""}\ninterval = {interval}\nallow_private = true\n{extra}\n')
 
 
 def onion_paste_block(name: str = "paste", extra: str = "") -> str:
@@ -132,7 +132,7 @@ def onion_paste_block(name: str = "paste", extra: str = "") -> str:
 def forum_block(site: ForumSite, name: str = "forum", extra: str = "") -> str:
     return (f'[[sources]]\nname = "{name}"\nkind = "forum"\nurl = "{site.url("/f/databases")}"\n'
             'thread_links = "a.thread"\npost = "div.post"\nnext_page = "a.next"\nmax_pages = 5\n'
-            'interval = 60\nheaders = { Cookie = "env:FORUM_COOKIE" }\n' + extra + "\n")
+            'interval = 60\nheaders = { Cookie = "env:FORUM_COOKIE" }\nallow_private = true\n' + extra + "\n")
 
 
 def write_config(tmp_path: Path, *blocks: str, proxy: SocksProxy | None = None) -> Path:
@@ -520,7 +520,7 @@ async def test_a_title_with_a_no_break_space_nir_is_not_stored_in_clear(
     title = f"export adherents {nir_forms(leaks.nir())['nbsp']}"
     api_site.add_gist("g1", title, {"dump.csv": leaks.critical_csv(10)})
     block = (f'[[sources]]\nname = "gists"\nkind = "json"\nendpoint = "{api_site.url("/gists/public")}"\n'
-             'items = ""\nid = "id"\nurl = "files.*.raw_url"\ntitle = "description"\n')
+             'items = ""\nid = "id"\nurl = "files.*.raw_url"\ntitle = "description"\nallow_private = true\n')
     config = write_config(tmp_path, block)
     await run_daemon(config)
     found = cli("findings", "--format", "json", "--config", str(config))

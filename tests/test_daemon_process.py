@@ -468,7 +468,7 @@ def test_sigterm_during_a_once_pass_stops_it(tmp_path: Path, hanging_site: tuple
     port, asked = hanging_site
     config = tmp_path / "sources.toml"
     config.write_text(f'[watcher]\nstate_dir = "./state"\n[[sources]]\nname = "slow"\nkind = "listing"\n'
-                      f'url = "http://127.0.0.1:{port}/archive"\nitem_links = "a"\ntimeout = 300\n', encoding="utf-8")
+                      f'url = "http://127.0.0.1:{port}/archive"\nitem_links = "a"\ntimeout = 300\nallow_private = true\n', encoding="utf-8")
     proc = subprocess.Popen([sys.executable, "-m", "watcher", "run", "--once", "--config", str(config)],
                             stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path)
     try:

@@ -13,15 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from yarl import URL
+
 from watcher.config import ConfigError, SourceConfig, load_config
-from watcher.fetch import Fetcher, FetchSettings
+from watcher.fetch import Fetcher, FetchError, FetchSettings
 
 try:
-    from conftest_sources import source_config
+    from conftest_sources import fetcher, paste_site, socks_proxy, source_config, tor_settings
     from fakesites import PasteSite, serve
+    from socksproxy import SocksProxy
 except ImportError:
-    from tests.conftest_sources import source_config
+    from tests.conftest_sources import (fetcher, paste_site, socks_proxy,  # noqa: F401
+                                        source_config, tor_settings)
     from tests.fakesites import PasteSite, serve
+    from tests.socksproxy import SocksProxy
 
 SECRETS = {"Cookie": "session=forum-secret", "Authorization": "Bearer api-token-secret"}
 
@@ -96,6 +101,93 @@ async def test_header_hosts_lists_the_other_hosts_that_get_them(home: PasteSite,
 
 
 
+# -- part 2: no private address unless asked ----------------------------------------------------------
+
+HINT = "(set allow_private = true for an intranet source)"
+
+
+def guarded(**fields: object) -> Fetcher:
+    """A clearnet fetcher that did not set allow_private (the default of a configured source)."""
+    return fetcher(allow_private=False, **fields)
+
+
+def port_of(site: PasteSite) -> int:
+    return URL(site.base_url).port or 0
+
+
+@pytest.mark.parametrize(("host", "shown"), [
+    ("127.0.0.1", "127.0.0.1 is"),
+    ("127.1", "127.1 is 127.0.0.1,"),
+    ("2130706433", "2130706433 is 127.0.0.1,"),
+    ("0x7f000001", "0x7f000001 is 127.0.0.1,"),
+    ("0177.0.0.1", "0177.0.0.1 is 127.0.0.1,"),
+    ("[::ffff:127.0.0.1]", "::ffff:7f00:1 is"),
+    ("localhost", "localhost is 127.0.0.1,"),          # a name: refused by the resolver
+])
+async def test_loopback_is_refused_in_every_spelling(paste_site: PasteSite, host: str, shown: str) -> None:
+    async with guarded() as client:
+        with pytest.raises(FetchError) as caught:
+            await client.get(f"http://{host}:{port_of(paste_site)}/echo")
+    assert str(caught.value).startswith(f"refused: {shown} a loopback address {HINT}")
+    assert paste_site.requests == [], "the request reached the loopback site"
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://[::1]:9/", "::1 is a loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local"),
+    ("http://[fe80::1]/", "fe80::1 is a link-local"),
+    ("http://10.0.0.7/", "10.0.0.7 is a private"),
+    ("http://192.168.1.1/", "192.168.1.1 is a private"),
+    ("http://[fd00::1]/", "fd00::1 is a private"),
+    ("http://224.0.0.1/", "224.0.0.1 is a multicast"),
+    ("http://0.0.0.0:9/", "0.0.0.0 is an unspecified"),
+    ("http://[::]:9/", ":: is an unspecified"),
+    ("http://[2002:7f00:1::]/", "2002:7f00:1:: is a loopback"),   # 6to4 wrapping 127.0.0.1
+])
+async def test_non_public_addresses_are_refused_before_connecting(url: str, problem: str) -> None:
+    async with guarded(connect_timeout=0.5) as client:
+        with pytest.raises(FetchError, match="^refused: ") as caught:
+            await client.get(url)
+    assert str(caught.value) == f"refused: {problem} address {HINT}"
+
+
+def test_every_hop_is_checked(paste_site: PasteSite) -> None:
+    """Redirects go through the same gate as the first URL (links and API fields are each a
+    `get`, checked above): a public page redirecting to loopback or to the metadata address is
+    refused, a redirect to a name is left to the resolver."""
+    client = guarded()
+    origin = URL("https://forum.example/board")
+    for location in (f"http://127.0.0.1:{port_of(paste_site)}/echo", "http://0x7f000001/",
+                     "http://169.254.169.254/latest/"):
+        with pytest.raises(FetchError, match=rf"^refused: .* address \(set allow_private.*\) "
+                                             rf"\(redirect from {origin} to "):
+            client._check_target(location, origin=origin)
+    assert client._check_target("/next", origin=origin) == URL("https://forum.example/next")
+
+
+async def test_allow_private_reaches_the_intranet_site(paste_site: PasteSite) -> None:
+    for host in ("127.0.0.1", "localhost"):
+        async with fetcher(allow_private=True) as client:
+            response = await client.get(f"http://{host}:{port_of(paste_site)}/echo")
+        assert response.status == 200
+    assert len(paste_site.requests) == 2
+
+
+async def test_tor_sources_are_unaffected(paste_site: PasteSite, socks_proxy: SocksProxy) -> None:
+    """Through Tor the proxy resolves: no local check (the proxy here is on loopback, and so
+    is the site it reaches)."""
+    async with guarded(tor=tor_settings(socks_proxy)) as client:
+        response = await client.get("http://clearnet.example/echo")
+    assert response.status == 200 and paste_site.paths() == ["/echo"]
+
+
+async def test_a_configured_source_refuses_loopback_by_default(paste_site: PasteSite) -> None:
+    source = source_config(url=paste_site.url("/archive"), allow_private=False)
+    async with Fetcher.for_source(source) as client:
+        with pytest.raises(FetchError, match=r"^refused: 127\.0\.0\.1 is a loopback address"):
+            await client.get(paste_site.url("/archive"))
+
+
 # -- configuration ---------------------------------------------------------------------------------
 
 SOURCE = """
@@ -126,6 +218,7 @@ def test_config_reads_header_hosts_and_allow_private(tmp_path: Path) -> None:
     assert source.header_hosts == ("cdn.forum.example", "10.0.0.7") and source.allow_private
     settings = FetchSettings.from_source(source, None)
     assert settings.header_hosts == {"forum.example", "cdn.forum.example", "10.0.0.7"}
+    assert settings.allow_private
 
 
 @pytest.mark.parametrize(("extra", "message"), [

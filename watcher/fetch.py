@@ -10,6 +10,13 @@ What this module guarantees, and why (see /work/shared/notes/ecosystem.md):
 - An onion source never reaches a non-.onion host: redirects are followed by hand and any hop
   (or any item link) off the onion is refused and logged. A clearnet fetcher never requests a
   .onion host (that would be a local DNS query for it). At most 5 redirects, http(s) only.
+- A clearnet source never reaches a loopback, private, link-local, multicast, unspecified or
+  reserved address (a hostile page or API record naming http://127.0.0.1:PORT/, a name that
+  resolves to it, or 169.254.169.254) unless it sets `allow_private`. Names are checked by the
+  connector's own resolver (`PublicOnlyResolver`), so the address checked is the address
+  connected to (no check-then-resolve-again gap); aiohttp never asks the resolver about an IP
+  literal, so literals (including inet_aton's forms 2130706433, 0x7f000001, 0177.0.0.1) are
+  checked before each hop. Tor sources are unaffected: the proxy resolves.
 - Bodies are read with a byte cap while streaming, after decompression (aiohttp's `read()` has
   no cap: a gzip bomb grows the process to gigabytes).
 - Timeouts: connect, per-read and total (a 1 byte/s drip is only caught by `total`).
@@ -28,9 +35,11 @@ import asyncio
 import contextlib
 import email.utils
 import errno
+import ipaddress
 import logging
 import re
 import secrets
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +49,7 @@ from typing import Self
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
 from yarl import URL
@@ -62,6 +72,13 @@ MAX_RETRY_AFTER = 86400.0       # a hostile Retry-After must not silence a sourc
 CHUNK_SIZE = 64 * 1024
 SOCKS_USER_PREFIX = "leak-watcher-"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+ALLOW_PRIVATE_HINT = "set allow_private = true for an intranet source"
+# (what the address is called in an error, the ipaddress property that says so), first match wins
+ADDRESS_CLASSES = (("an unspecified", "is_unspecified"), ("a loopback", "is_loopback"),
+                   ("a link-local", "is_link_local"), ("a multicast", "is_multicast"),
+                   ("a private", "is_private"), ("a reserved", "is_reserved"))
+_NUMERIC_HOST_RE = re.compile(r"[0-9A-Fa-fXx.]+")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Tor's extended SOCKS5 reply codes (tor's socks-extensions.txt); python-socks reports them as
 # "Invalid reply code: 0XF0".
@@ -93,6 +110,12 @@ class RetryLater(FetchError):
                  status: int | None = None) -> None:
         super().__init__(message or f"retry after {seconds:g} s", url=url, status=status)
         self.seconds = seconds
+
+
+class PrivateAddressError(OSError):
+    """A host that is, or resolves only to, addresses the source may not reach; `str()` is
+    the one-line refusal. An OSError so that aiohttp's connector reports it as a DNS failure
+    (`ClientConnectorDNSError.os_error`) instead of an unexpected exception."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +151,7 @@ class FetchSettings:
     max_bytes: int = DEFAULT_MAX_BYTES
     headers: Mapping[str, str] = field(default_factory=dict)
     header_hosts: frozenset[str] = frozenset()  # the only hosts `headers` are sent to (lower case)
+    allow_private: bool = False             # may reach loopback/private/link-local addresses
     user_agent: str = TOR_BROWSER_UA
     connect_timeout: float = CLEARNET_CONNECT_TIMEOUT
     read_timeout: float = READ_TIMEOUT
@@ -147,6 +171,7 @@ class FetchSettings:
             max_bytes=source.max_bytes, headers=dict(source.headers),
             header_hosts=frozenset(_host_key(host) for host in (URL(source.url or "").host,
                                                                  *source.header_hosts) if host),
+            allow_private=source.allow_private,
             user_agent=source.user_agent or TOR_BROWSER_UA,
             connect_timeout=min(connect, total), read_timeout=min(READ_TIMEOUT, total),
             total_timeout=total,
@@ -166,6 +191,12 @@ class Fetcher:
         self._limiter = limiter
         self._socks_password = socks_password or secrets.token_hex(16)
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: PublicOnlyResolver | None = None
+
+    @property
+    def _guarded(self) -> bool:
+        """True when addresses are checked: a clearnet source without `allow_private`."""
+        return self.settings.tor is None and not self.settings.allow_private
 
     @classmethod
     def for_source(cls, source: SourceConfig, tor: TorSettings | None = None, *,
@@ -195,10 +226,17 @@ class Fetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:     # the connector closes only a resolver it made itself
+            await self._resolver.close()
+            self._resolver = None
 
     def _connector(self) -> aiohttp.BaseConnector:
-        """A SOCKS5 connector with remote DNS and per-source credentials, or plain TCP."""
+        """A SOCKS5 connector with remote DNS and per-source credentials, or plain TCP (through
+        `PublicOnlyResolver` unless the source allows private addresses)."""
         tor = self.settings.tor
+        if tor is None and self._guarded:
+            self._resolver = PublicOnlyResolver()
+            return aiohttp.TCPConnector(resolver=self._resolver)
         if tor is None:
             return aiohttp.TCPConnector()
         host = f"[{tor.socks_host}]" if ":" in tor.socks_host else tor.socks_host
@@ -254,7 +292,21 @@ class Fetcher:
         if onion and self.settings.tor is None:
             log.warning("source %s: refused %s: .onion without Tor", self.settings.name, where)
             raise FetchError(f"refused {where}: a .onion host needs tor = true", url=str(target))
+        if self._guarded:
+            self._check_literal(target, where)
         return target
+
+    def _check_literal(self, target: URL, where: str) -> None:
+        """Refuse an IP-literal host that is not public (aiohttp connects to literals without
+        asking the resolver, so `PublicOnlyResolver` never sees them)."""
+        host = target.host or ""
+        address = literal_address(host)
+        problem = address_problem(address) if address is not None else None
+        if problem is not None:
+            shown = f"{host} is" if str(address) == host else f"{host} is {address},"
+            log.warning("source %s: refused %s: %s address", self.settings.name, where, problem)
+            message = refusal(shown, problem)
+            raise FetchError(message if where == str(target) else f"{message} ({where})", url=str(target))
 
     async def _request(self, url: URL, etag: str | None, last_modified: str | None) -> Response | str:
         """One request: a Response, or the Location of a redirect."""
@@ -337,6 +389,8 @@ class Fetcher:
             return f"no data for {settings.read_timeout:g} s"
         if isinstance(exc, TimeoutError):
             return f"timed out: took more than {settings.total_timeout:g} s in total"
+        if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, PrivateAddressError):
+            return str(exc.os_error)
         if isinstance(exc, aiohttp.ClientConnectorError):
             return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
         # aiohttp's parser errors carry a made-up status 400 and quote the server's bytes
@@ -349,6 +403,68 @@ class Fetcher:
                 return f"malformed HTTP response: {parse_error}"
             return f"invalid HTTP response: {exc.status} {_first_line(exc.message)}"
         return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """aiohttp's default resolver, minus every address that is not public.
+
+    The connector connects only to what `resolve` returns, so the address checked is the one
+    connected to. A name with no public address left raises `PrivateAddressError`.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or aiohttp.DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        """The public addresses of `host`."""
+        results = await self._inner.resolve(host, port, family)
+        allowed = [result for result in results
+                   if address_problem(ipaddress.ip_address(result["host"])) is None]
+        if allowed:
+            return allowed
+        first = ipaddress.ip_address(results[0]["host"])
+        problem = address_problem(first)
+        assert problem is not None
+        raise PrivateAddressError(refusal(f"{host.rstrip('.')} is {first},", problem))
+
+    async def close(self) -> None:
+        """Close the wrapped resolver."""
+        await self._inner.close()
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address an IP-literal host stands for, or None for a name. Besides canonical forms,
+    reads the legacy IPv4 forms that inet_aton (hence getaddrinfo) accepts: 2130706433,
+    0x7f000001, 0177.0.0.1, 127.1."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if _NUMERIC_HOST_RE.fullmatch(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def address_problem(address: IPAddress) -> str | None:
+    """What kind of non-public address `address` is ("a loopback", ...), None if public.
+    An IPv4-mapped (::ffff:a.b.c.d) or 6to4 IPv6 address is judged by the IPv4 one inside."""
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is not None:
+            return address_problem(inner)
+    for name, attribute in ADDRESS_CLASSES:
+        if getattr(address, attribute):
+            return name
+    return None
+
+
+def refusal(shown: str, problem: str) -> str:
+    """The one-line refusal: `refused: 127.0.0.1 is a loopback address (set allow_private ...)`."""
+    return f"refused: {shown} {problem} address ({ALLOW_PRIVATE_HINT})"
 
 
 async def read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> tuple[bytes, bool]:
