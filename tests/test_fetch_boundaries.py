@@ -17,14 +17,15 @@ from yarl import URL
 
 from watcher.config import ConfigError, SourceConfig, load_config
 from watcher.fetch import Fetcher, FetchError, FetchSettings
+from watcher.sources import PollContext, build_source
 
 try:
-    from conftest_sources import fetcher, paste_site, socks_proxy, source_config, tor_settings
+    from conftest_sources import SeenStore, fetcher, paste_site, poll_all, socks_proxy, source_config, tor_settings
     from fakesites import PasteSite, serve
     from socksproxy import SocksProxy
 except ImportError:
-    from tests.conftest_sources import (fetcher, paste_site, socks_proxy,  # noqa: F401
-                                        source_config, tor_settings)
+    from tests.conftest_sources import (SeenStore, fetcher, paste_site, poll_all,  # noqa: F401
+                                        socks_proxy, source_config, tor_settings)
     from tests.fakesites import PasteSite, serve
     from tests.socksproxy import SocksProxy
 
@@ -84,6 +85,20 @@ async def test_a_link_to_another_host_carries_no_header(home: PasteSite, foreign
         await client.get(home.url("/echo"))                  # and back home: headers again
     assert foreign.paths() == ["/echo"] and leaked(foreign) == set()
     assert [set(SECRETS) <= set(r.headers) for r in home.requests] == [True, True]
+
+
+async def test_a_listing_whose_items_live_on_another_host_sends_them_nothing(
+        home: PasteSite, foreign: PasteSite) -> None:
+    """A real source: the listing page is home, the item links it yields name the foreign host."""
+    for site in (home, foreign):
+        site.add_paste("a", "text of a")
+    config = source_config("paste", "listing", url=home.url("/archive"), item_links="table.archive a",
+                           item_url=on_localhost(foreign, "/raw/{id}"), headers=SECRETS)
+    async with Fetcher.for_source(config) as client:
+        items = await poll_all(build_source(config), PollContext(client, SeenStore()))
+    assert [item.content for item in items] == [b"text of a"]
+    assert home.paths() == ["/archive"] and leaked(home) == set(SECRETS)
+    assert foreign.paths() == ["/raw/a"] and leaked(foreign) == set()
 
 
 async def test_a_redirect_back_home_gets_the_headers_again(home: PasteSite, foreign: PasteSite) -> None:
