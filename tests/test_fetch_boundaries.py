@@ -16,7 +16,7 @@ import pytest
 from yarl import URL
 
 from watcher.config import ConfigError, SourceConfig, load_config
-from watcher.fetch import Fetcher, FetchError, FetchSettings
+from watcher.fetch import Fetcher, FetchError, FetchSettings, address_problem, literal_address
 from watcher.sources import PollContext, build_source
 
 try:
@@ -158,12 +158,26 @@ async def test_loopback_is_refused_in_every_spelling(paste_site: PasteSite, host
     ("http://0.0.0.0:9/", "0.0.0.0 is an unspecified"),
     ("http://[::]:9/", ":: is an unspecified"),
     ("http://[2002:7f00:1::]/", "2002:7f00:1:: is a loopback"),   # 6to4 wrapping 127.0.0.1
+    ("http://[64:ff9b::7f00:1]/", "64:ff9b::7f00:1 is a reserved"),   # NAT64 of 127.0.0.1
+    ("http://[fec0::1]/", "fec0::1 is a site-local"),
+    ("http://100.64.0.1/", "100.64.0.1 is a non-global"),
 ])
 async def test_non_public_addresses_are_refused_before_connecting(url: str, problem: str) -> None:
     async with guarded(connect_timeout=0.5) as client:
         with pytest.raises(FetchError, match="^refused: ") as caught:
             await client.get(url)
     assert str(caught.value) == f"refused: {problem} address {HINT}"
+
+
+@pytest.mark.parametrize("host", ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8",
+                                  "0x5db8d822"])
+def test_public_addresses_pass(host: str) -> None:
+    address = literal_address(host)
+    assert address is not None and address_problem(address) is None
+
+
+def test_names_are_left_to_the_resolver() -> None:
+    assert literal_address("forum.example") is None and literal_address("cafe") is None
 
 
 def test_every_hop_is_checked(paste_site: PasteSite) -> None:

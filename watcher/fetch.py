@@ -76,7 +76,8 @@ ALLOW_PRIVATE_HINT = "set allow_private = true for an intranet source"
 # (what the address is called in an error, the ipaddress property that says so), first match wins
 ADDRESS_CLASSES = (("an unspecified", "is_unspecified"), ("a loopback", "is_loopback"),
                    ("a link-local", "is_link_local"), ("a multicast", "is_multicast"),
-                   ("a private", "is_private"), ("a reserved", "is_reserved"))
+                   ("a private", "is_private"), ("a reserved", "is_reserved"),
+                   ("a site-local", "is_site_local"))       # IPv6 fec0::/10 only
 _NUMERIC_HOST_RE = re.compile(r"[0-9A-Fa-fXx.]+")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -457,9 +458,9 @@ def address_problem(address: IPAddress) -> str | None:
         if inner is not None:
             return address_problem(inner)
     for name, attribute in ADDRESS_CLASSES:
-        if getattr(address, attribute):
+        if getattr(address, attribute, False):
             return name
-    return None
+    return None if address.is_global else "a non-global"   # e.g. carrier-grade NAT 100.64.0.0/10
 
 
 def refusal(shown: str, problem: str) -> str:
