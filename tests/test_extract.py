@@ -73,7 +73,7 @@ def test_a_long_run_of_combining_marks_is_composed_in_linear_time(analyzer, enco
     text = f"Organisme : Viame\u0301dis\n{marks}\nNIR {PEOPLE[0]}\n"
     started = time.perf_counter()
     report = analyzer.analyze_bytes(text.encode(encoding), "marks.txt")
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 20     # 0.25 s here; quadratic was 60-90 s
     assert report.insurers == ["Viamedis"] and report.counts["nir"] == 1
 
 
