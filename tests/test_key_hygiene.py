@@ -91,3 +91,18 @@ def test_the_fingerprint_check_leaves_no_file_behind(site: Path) -> None:
     [done] = watcher(site, ("check-config",))
     error_line(done, "holds fingerprints made with it")
     assert sorted(p.name for p in state(site).iterdir()) == before
+
+
+async def test_the_daemon_itself_never_regenerates_a_lost_key(site: Path) -> None:
+    """Whatever the way in (not only `watcher run`, which checks first): the daemon refuses too."""
+    import pytest
+
+    from watcher.config import load_config
+    from watcher.daemon import Daemon
+    from watcher.privacy import SecretKeyError
+
+    key = state(site, "secret.key")
+    key.unlink()
+    with pytest.raises(SecretKeyError, match="missing, but .* holds fingerprints made with it"):
+        await Daemon(load_config(site), once=True).run()
+    assert not key.exists()

@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Awaitable, Callable, Generic, TypeVar
 
 from .alerts import AlertSender, AlertSettings, alert_settings
@@ -34,8 +35,8 @@ from .logs import log_event
 from .metrics import Metrics
 from .metrics import serve as serve_metrics
 from .notify import Notifier
-from .preflight import check_runtime
-from .privacy import load_or_create_secret
+from .preflight import check_runtime, lost_key
+from .privacy import SecretKeyError, load_or_create_secret, read_secret
 from .report import Report
 from .retention import retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
@@ -240,11 +241,11 @@ class Daemon:
     async def _main(self, alerts: AlertSettings) -> int:
         state_dir = self.config.watcher.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        secret = self._secret = load_or_create_secret(state_dir / SECRET_NAME)
-        self.pool = self._new_pool(secret)
-        self.parser = PageParser()
+        self.store = await Store.open(state_dir / DB_NAME)
         try:
-            self.store = await Store.open(state_dir / DB_NAME)
+            secret = self._secret = await self._secret_key(state_dir / SECRET_NAME)
+            self.pool = self._new_pool(secret)
+            self.parser = PageParser()
             self.alerts = AlertSender(self.store, alerts, on_outcome=self.metrics.alert)
             self.limiter = asyncio.Semaphore(self.config.watcher.concurrency)
             await self._preflight()
@@ -254,11 +255,19 @@ class Daemon:
         finally:
             self.notifier.stopping()
             await self._stop_sources()
-            await self.parser.close()
-            await self.pool.close()            # a batch under way fails unrecorded: retried later
+            if self.parser is not None:
+                await self.parser.close()
+            if self.pool is not None:
+                await self.pool.close()        # a batch under way fails unrecorded: retried later
             await self._batches.close()
-            if self.store is not None:
-                await self.store.close()
+            await self.store.close()
+
+    async def _secret_key(self, path: Path) -> bytes:
+        """The installation key; a new one only while no fingerprint was made with a lost one
+        (`watcher run` checks this first; here it holds for any way in)."""
+        if read_secret(path) is None and await self.store.call(_holds_fingerprints):  # type: ignore[union-attr]
+            raise SecretKeyError(lost_key(path, self.config.watcher.state_dir / DB_NAME, self.config.path))
+        return load_or_create_secret(path)
 
     def _new_pool(self, secret: bytes) -> AnalysisPool:
         watcher = self.config.watcher
@@ -600,6 +609,10 @@ class _Tally:
             notice = f"item {url} skipped (retried next poll): {reason}"
         return PollHealth(warning="; ".join(ctx.warnings) or None, links=ctx.links, skipped=len(ctx.skipped),
                           refused=self.refused, notice=notice)
+
+
+def _holds_fingerprints(state: StateDB) -> bool:
+    return bool(state.db.execute("SELECT EXISTS (SELECT 1 FROM fingerprints)").fetchone()[0])
 
 
 def _batch_size(item: Item) -> int:

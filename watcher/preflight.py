@@ -129,12 +129,17 @@ def _check_state_files(config: Config, alerts: AlertSettings) -> None:
     except SecretKeyError as exc:
         raise ConfigError(str(exc)) from None
     if not present and _holds_fingerprints(database):
-        raise ConfigError(f"{key}: missing, but {database} holds fingerprints made with it (a new key "
-                          "would open second incidents for the same NIRs): restore it from a backup, "
-                          f"or start a new key with `watcher rekey --forget --config {config.path}` "
-                          "(deletes the stored fingerprints)")
+        raise ConfigError(lost_key(key, database, config.path))
     if alerts.jsonl is not None:
         _check_writable_file(alerts.jsonl)
+
+
+def lost_key(key: Path, database: Path, config_path: Path) -> str:
+    """The one line for a key gone while the database holds fingerprints made with it."""
+    return (f"{key}: missing, but {database} holds fingerprints made with it (a new key "
+            "would open second incidents for the same NIRs): restore it from a backup, "
+            f"or start a new key with `watcher rekey --forget --config {config_path}` "
+            "(deletes the stored fingerprints)")
 
 
 def _check_writable_file(path: Path) -> None:
