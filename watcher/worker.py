@@ -12,39 +12,35 @@ One answer per document lets the daemon time each document: one that holds its w
 than its budget (a parser that loops on a hostile input, a regex engine in C that Python cannot
 interrupt) gets the worker killed and only that document fails; the rest of its batch goes to
 a fresh worker. A worker that dies (segfault, OOM killer) fails the document it was on, the
-same way. Workers die with the daemon: they ask the kernel for SIGKILL when their parent dies
-(no orphan after a kill -9 of the daemon), and they exit at EOF on stdin.
+same way. Workers die with the daemon (watcher.childproc: no orphan after a kill -9 of the
+daemon), and they exit at EOF on stdin.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import pickle
 import signal
-import struct
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from .analyze import Analyzer
+from .childproc import frame, read_frame, read_frame_async, serve_stdio, write_frame_async
 from .detect.rules import Rule
 from .report import Report
 from .score import Policy
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">Q")
 READY = "ready"
 START_TIMEOUT = 120.0          # seconds a new worker may take to compile its patterns
 BUDGET_BYTES_PER_SECOND = 5 * 1024 * 1024   # a big file earns time beyond the budget at this rate
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -102,53 +98,27 @@ def analyze_batch(analyzer: Analyzer, jobs: list[Job]) -> list[Report | Analysis
     return [analyze_one(analyzer, job) for job in jobs]
 
 
-def write_frame(stream: BinaryIO, value: object) -> None:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
-    stream.flush()
-
-
-def read_frame(stream: BinaryIO) -> object | None:
-    """The next value, or None at EOF (the daemon closed the pipe or is gone)."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        return None
-    (length,) = _HEADER.unpack(header)
-    data = stream.read(length)
-    if len(data) < length:
-        return None
-    return pickle.loads(data)  # noqa: S301 (our own parent process)
-
-
-def die_with_parent(parent: int) -> None:
-    """SIGKILL this process when its parent dies (Linux); exit now if it already has."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(0)
+def _pickled(value: object) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def main() -> None:
     """`python -m watcher.worker PARENT_PID`: analyse the batches read on stdin."""
-    die_with_parent(int(sys.argv[1]))
-    # The daemon stops its workers itself: a Ctrl-C or a SIGTERM sent to the whole process
-    # group (systemd's default) must not kill one in the middle of a document.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    requests, answers = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr          # a stray print must not corrupt the protocol
-    init = read_frame(requests)
+    requests, answers = serve_stdio(int(sys.argv[1]))
+    payload = read_frame(requests)
+    init = pickle.loads(payload) if payload is not None else None  # noqa: S301 (our own parent)
     if not isinstance(init, Init):
         return
     from .detect import Scanner
     from .privacy import Fingerprinter
 
     analyzer = Analyzer(Scanner(init.rules), policy=init.policy, fingerprinter=Fingerprinter(init.secret))
-    write_frame(answers, READY)
-    while (jobs := read_frame(requests)) is not None:
-        for job in jobs:  # type: ignore[attr-defined]
-            write_frame(answers, analyze_one(analyzer, job))
+    answers.write(frame(_pickled(READY)))
+    answers.flush()
+    while (payload := read_frame(requests)) is not None:
+        for job in pickle.loads(payload):  # noqa: S301
+            answers.write(frame(_pickled(analyze_one(analyzer, job))))
+            answers.flush()
 
 
 # --------------------------------------------------------------------------- the daemon side
@@ -184,19 +154,13 @@ class _Worker:
 
     def send(self, value: object) -> None:
         assert self.process.stdin is not None
-        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        self.process.stdin.write(_HEADER.pack(len(data)))      # apart: no third copy of a big body
-        self.process.stdin.write(data)
+        write_frame_async(self.process.stdin, _pickled(value))
 
     async def receive(self) -> object:
         """The next answer; None when the worker is gone."""
         assert self.process.stdout is not None
-        try:
-            header = await self.process.stdout.readexactly(_HEADER.size)
-            (length,) = _HEADER.unpack(header)
-            return pickle.loads(await self.process.stdout.readexactly(length))  # noqa: S301
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return None
+        payload = await read_frame_async(self.process.stdout)
+        return None if payload is None else pickle.loads(payload)  # noqa: S301
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from watcher.sources.errors import SourceError
-from watcher.sources.pagechild import HEADER
+from watcher.childproc import read_frame_async, write_frame_async
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,7 @@ class _Child:
         stdin = self.process.stdin
         assert stdin is not None
         try:
-            stdin.write(HEADER.pack(len(request)))
-            stdin.write(request)
+            write_frame_async(stdin, request)
             await stdin.drain()
         except ConnectionError:
             raise SourceError(f"the page parser process ended (exit status {await self.process.wait()})") from None
@@ -95,11 +94,10 @@ class _Child:
         """The payload of the next frame the child sends."""
         stdout = self.process.stdout
         assert stdout is not None
-        try:
-            (size,) = HEADER.unpack(await stdout.readexactly(HEADER.size))
-            return await stdout.readexactly(size)
-        except asyncio.IncompleteReadError:
-            raise SourceError(f"the page parser process ended (exit status {await self.process.wait()})") from None
+        payload = await read_frame_async(stdout)
+        if payload is None:
+            raise SourceError(f"the page parser process ended (exit status {await self.process.wait()})")
+        return payload
 
     def kill(self) -> None:
         """SIGKILL the process (if it still runs)."""
