@@ -302,7 +302,7 @@ async def test_once_then_nothing_new_then_only_the_new_paste(
         assert before <= parse_time(finding["first_seen"]) <= after
         assert all(sample.startswith("nir ") and "••" in sample for sample in finding["samples"])
     # a title carrying a NIR is blanked before it is stored
-    assert findings["paste", "phigh"]["title"].startswith("mutuelle acct") and "[redacted]" in findings["paste", "phigh"]["title"]
+    assert findings["paste", "phigh"]["title"].startswith("mutuelle acct") and "[NIR]" in findings["paste", "phigh"]["title"]
 
     listed = await watcher(tmp_path, cli_env, "sources", "--format", "json", "--config", str(config))
     assert listed.rc == 0, listed.err

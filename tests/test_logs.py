@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from watcher.logs import log_event, redact, setup_logging, syslog_priority
+from watcher.logs import log_event, setup_logging, syslog_priority
+from watcher.redact import redact
 
 LOG = logging.getLogger("watcher.daemon")
 TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -289,9 +290,6 @@ def test_emails_and_ibans_are_redacted(text: str) -> None:
         "1732800000123 ms",
         "1732800000123456 us",
         "1732800000123456789 ns",
-        "0612345678",  # phones are not in scope: decided, see docs/service.md
-        "06 12 34 56 78",
-        "+33 6 12 34 56 78",
         "512345678901234",  # 15 digits but no NIR sex digit
         "073282932000074",  # a SIRET with a leading zero, 15 chars
         "1841275123456789",  # 16 digits: not a NIR shape
@@ -303,6 +301,11 @@ def test_emails_and_ibans_are_redacted(text: str) -> None:
 )
 def test_ordinary_text_is_left_intact(text: str) -> None:
     assert redact(text) == text
+
+
+@pytest.mark.parametrize("phone", ["0612345678", "06 12 34 56 78", "+33 6 12 34 56 78", "0033 6 12 34 56 78"])
+def test_phone_numbers_are_redacted_like_every_counted_identifier(phone: str) -> None:
+    assert redact(f"call {phone} now") == "call [PHONE] now"
 
 
 def test_redaction_is_idempotent() -> None:

@@ -461,15 +461,17 @@ async def test_nir_in_an_untrusted_title_or_error_is_blanked(tmp_path: Path) -> 
         await store.record_item("paste", "1", "1", None, f"NIR {secret_nir} for sale", report(sha(1), nirs=[nir(1)]))
         await store.record_poll("paste", False, f"parse error near {spaced}", T0)
         [finding] = await store.findings()
-        assert finding["title"] == "NIR [redacted] for sale"
-        assert (await store.sources_health())[0]["last_error"] == "parse error near [redacted]"
+        assert finding["title"] == "NIR [NIR] for sale"
+        assert (await store.sources_health())[0]["last_error"] == "parse error near [NIR]"
     blob = db_bytes(path)
     assert secret_nir.encode() not in blob and spaced.encode() not in blob
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
-@given(serial=st.integers(0, 999_999), sep=st.sampled_from(["", " ", ".", "-"]), prefix=st.text(max_size=10))
+@given(serial=st.integers(0, 999_999), sep=st.sampled_from(["", " ", ".", "-"]),
+       prefix=st.text(max_size=10).filter(lambda p: not p[-1:].isdigit()))
 def test_redaction_catches_separated_nirs(tmp_path: Path, serial: int, sep: str, prefix: str) -> None:
+    """(A NIR glued to a digit before it is a longer number, for the detectors and the redaction.)"""
     from watcher.store import _redact
 
     value = nir(serial)

@@ -36,7 +36,8 @@ from .metrics import Metrics
 from .metrics import serve as serve_metrics
 from .notify import Notifier
 from .preflight import check_runtime, lost_key
-from .privacy import SecretKeyError, load_or_create_secret, read_secret
+from .privacy import Fingerprinter, SecretKeyError, load_or_create_secret, read_secret
+from .redact import keyed_id
 from .report import Report
 from .retention import retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
@@ -269,6 +270,10 @@ class Daemon:
             raise SecretKeyError(lost_key(path, self.config.watcher.state_dir / DB_NAME, self.config.path))
         return load_or_create_secret(path)
 
+    def _key(self, text: str) -> str:
+        """An item id or version as the store keeps it: no identifier in it (`redact.keyed_id`)."""
+        return keyed_id(str(text), Fingerprinter(self._secret))
+
     def _new_pool(self, secret: bytes) -> AnalysisPool:
         watcher = self.config.watcher
         return AnalysisPool(Init(self.config.rules, self.config.policy, secret), self.workers,
@@ -434,7 +439,7 @@ class Daemon:
         delay = jittered(interval, self._rng)
 
         async def seen(item_id: str, version: str) -> bool:
-            return await store.is_seen(name, item_id, version)
+            return await store.is_seen(name, self._key(item_id), self._key(version))
 
         ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.source_validators(name),
                           previous_links=await store.call(StateDB.source_links, name), parser=self.parser)
@@ -532,7 +537,8 @@ class Daemon:
             return []
         store = self.store
         assert store is not None
-        failures = [ItemFailure(i.source, i.item_id, i.version, i.url, i.title, f.error) for i, f in failed]
+        failures = [ItemFailure(i.source, self._key(i.item_id), self._key(i.version), i.url, i.title, f.error)
+                    for i, f in failed]
         try:
             recorded = await store.call(StateDB.record_failures, failures, self.config.watcher.item_tries)
         except Exception as exc:
@@ -551,7 +557,8 @@ class Daemon:
         that cannot be recorded fails its own poll only); log the findings, wake the alerts."""
         store, alerts = self.store, self.alerts
         assert store is not None and alerts is not None
-        records = [ItemRecord(i.source, i.item_id, i.version, i.url, i.title, report) for i, report in analysed]
+        records = [ItemRecord(i.source, self._key(i.item_id), self._key(i.version), i.url, i.title, report)
+                   for i, report in analysed]
         results: list[ItemResult | Exception]
         try:
             results = list(await store.record_items(records, alert=alerts.policy)) if records else []

@@ -11,8 +11,9 @@ Under journald (`$JOURNAL_STREAM` matches our stream) the timestamp is left out 
 stamps each line) and the line starts with the sd-daemon(3) `<N>` syslog priority, which
 journald strips and stores as PRIORITY, so `journalctl -p warning` works.
 
-`RedactingFilter` masks anything shaped like a NIR, an IBAN or an email address in every
-message, field and traceback. It is a last line of defence: code must never log identifiers.
+`RedactingFilter` passes every message, field and traceback through `watcher.redact` (every
+identifier the detectors count, and NIR/IBAN/e-mail shapes). It is a last line of defence:
+code must never log identifiers.
 The `apprise` logger is kept at INFO or above: its DEBUG output contains whole alert bodies.
 """
 
@@ -27,12 +28,13 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
+from .redact import redact
+
 __all__ = [
     "JsonFormatter",
     "KeyValueFormatter",
     "RedactingFilter",
     "log_event",
-    "redact",
     "setup_logging",
     "syslog_priority",
 ]
@@ -43,34 +45,6 @@ Format = Literal["kv", "json"]
 QUIET_LOGGERS = ("apprise",)
 #: Keys every line carries; colliding field names get a trailing underscore.
 CORE_KEYS = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
-
-# --------------------------------------------------------------------------- redaction
-
-_SEP = r"[ .\-\u00a0\u202f]?"
-# NIR: sex [1-478], year, month, department (digits or 2A/2B), commune, order, key; the
-# groups 1-2-2-2-3-3-2 may be separated by a space, dot or dash. Shape only, no key check.
-# Alphanumeric boundaries keep longer numbers and hex fingerprints intact.
-_NIR = re.compile(
-    rf"(?<![0-9A-Za-z])[1-478]{_SEP}\d{{2}}{_SEP}\d{{2}}{_SEP}(?:\d{{2}}|2[AaBb])"
-    rf"{_SEP}\d{{3}}{_SEP}\d{{3}}{_SEP}\d{{2}}(?![0-9A-Za-z])"
-)
-# IBAN: country, check digits, 11-30 alphanumerics, compact or printed in groups of four.
-_IBAN = re.compile(
-    r"(?<![0-9A-Za-z])[A-Z]{2}\d{2}(?:[0-9A-Z]{11,30}|(?: [0-9A-Z]{4}){2,7}(?: [0-9A-Z]{1,3})?)"
-    r"(?![0-9A-Za-z])"
-)
-# The lookbehind makes a match start only at the beginning of a run: without it, a long run
-# of letters with no '@' costs quadratic time (minutes for a 200 kB line).
-_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,}")
-_REDACTIONS = ((_NIR, "[NIR]"), (_IBAN, "[IBAN]"), (_EMAIL, "[EMAIL]"))
-
-
-def redact(text: str) -> str:
-    """Replace NIR-, IBAN- and email-shaped substrings by `[NIR]`, `[IBAN]`, `[EMAIL]`."""
-    for pattern, mask in _REDACTIONS:
-        text = pattern.sub(mask, text)
-    return text
-
 
 def _redact_value(value: Any) -> Any:
     """Redact a field value; non-strings are redacted through their text form if needed."""

@@ -7,11 +7,14 @@ connection (an sqlite3 connection is bound to the thread that created it). Calls
 serialized in submission order and never block the event loop.
 
 Nothing here stores a cleartext identifier: a `Report` carries keyed fingerprints (HMAC hex)
-and masked samples only. As a second line of defence the store refuses a fingerprint that is
-not a hex digest, and blanks NIR-shaped digit runs in the untrusted text it keeps (item
-titles, poll errors, samples). URLs are stored as given.
+and masked samples only, and every text the store keeps (item ids, versions, URLs, titles,
+errors, notices, samples, reasons) goes through `watcher.redact` first. The daemon passes item
+ids and versions through `redact.keyed_id`, so two ids differing only by an identifier stay
+two items; a URL holding an identifier is kept masked and gets no conditional-GET validators
+(its page is fetched in full, its masked form would not match). The store also refuses a
+fingerprint that is not a hex digest, and deletes with `secure_delete` (freed pages zeroed).
 
-Schema (version 4). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+Schema (version 5). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
 compare as text. JSON columns hold JSON text (datasette renders it).
 
     schema_version (version PK, name, applied_at)       one row per applied migration
@@ -94,7 +97,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlite_utils import Database
 
-from .logs import redact
+from .redact import redact, redact_tree
 from .report import Report
 from .score import SEVERITIES, severity_rank
 from .timestamps import format_time
@@ -124,15 +127,6 @@ DIR_MODE = 0o700
 BUSY_TIMEOUT_MS = 5000
 ERROR_MAX_CHARS = 500
 SOURCE_STATES = ("ok", "failing", "disabled")
-REDACTED = "[redacted]"
-
-# A NIR written with or without separators: sex, year, month, department (2A/2B for Corsica),
-# commune, order, optional key. Deliberately unanchored, so a NIR glued to other digits is
-# caught too; blanking part of some other long number in a title or error is acceptable.
-_NIR_SHAPED = re.compile(
-    r"[1-478][ .\-\u00a0]?\d{2}[ .\-\u00a0]?\d{2}[ .\-\u00a0]?(?:\d{2}|2[ABab])[ .\-\u00a0]?\d{3}"
-    r"[ .\-\u00a0]?\d{3}(?:[ .\-\u00a0]?\d{2})?"
-)
 _HEX_DIGEST = re.compile(r"[0-9a-f]{32,128}")
 
 
@@ -159,13 +153,18 @@ def _utc_now() -> datetime:
 
 
 def _redact(text: str | None) -> str | None:
-    """`text` with NIR-shaped digit runs blanked; logs when it had to."""
+    """`text` as stored: every identifier masked (see `watcher.redact`)."""
+    return None if text is None else redact(text)
+
+
+def _redact_json(text: str | None) -> str | None:
+    """A JSON column with every string in it redacted (text that is not JSON: redacted)."""
     if text is None:
         return None
-    cleaned, hits = _NIR_SHAPED.subn(REDACTED, text)
-    if hits:
-        logger.warning("blanked %d NIR-shaped number(s) before storing text", hits)
-    return redact(cleaned)          # and e-mail addresses and IBANs, like the logs
+    try:
+        return _json(redact_tree(json.loads(text)))
+    except ValueError:
+        return redact(text)
 
 
 def _one_line(error: str | None) -> str | None:
@@ -192,6 +191,7 @@ class Migration:
     version: int
     name: str
     apply: Callable[[Database], None]
+    vacuum: bool = False        # rewrite the file afterwards (no freed page keeps old text)
 
 
 def _execute_all(db: Database, statements: Sequence[str]) -> None:
@@ -428,11 +428,44 @@ def _m004_failures(db: Database) -> None:
     )
 
 
+def _m005_redact(db: Database) -> None:
+    """Mask the identifiers older versions kept in clear (item ids, URLs, titles, errors, alert
+    payloads; see the module docstring). An item id that changes gets a `#mN` suffix to stay
+    distinct: the next poll sees the item under its keyed id, fetches it once more, and finds
+    its finding by content (no second alert). `_migrate` then vacuums the file, so no old page
+    keeps the clear text."""
+    db.execute("PRAGMA defer_foreign_keys=ON")     # items and item_findings keys change together
+    renamed: dict[tuple[str, str], str] = {}
+    for rowid, source, item_id in db.execute("SELECT rowid, source, item_id FROM items").fetchall():
+        masked = redact(item_id)
+        if masked != item_id:
+            renamed[source, item_id] = f"{masked} #m{rowid}"
+    for table in ("items", "item_findings", "failed_items"):
+        rows = db.execute(f"SELECT rowid, source, item_id, version, url, title FROM {table}").fetchall()
+        for rowid, source, item_id, version, url, title in rows:
+            new_id = renamed.get((source, item_id)) or redact(item_id)
+            values = (new_id, redact(version), _redact(url), _redact(title))
+            if values != (item_id, version, url, title):
+                db.execute(f"UPDATE OR REPLACE {table} SET item_id = ?, version = ?, url = ?, title = ? "
+                           "WHERE rowid = ?", (*values, rowid))
+    db.execute("UPDATE failed_items SET error = redact_text(error)")
+    db.execute("UPDATE sources SET last_error = redact_text(last_error), warning = redact_text(warning), "
+               "last_notice = redact_text(last_notice)")
+    for url, in db.execute("SELECT DISTINCT url FROM validators").fetchall():
+        if redact(url) != url:
+            db.execute("DELETE FROM validators WHERE url = ?", (url,))
+    db.execute("UPDATE findings SET reasons = redact_json(reasons), samples = redact_json(samples), "
+               "errors = redact_json(errors)")
+    db.execute("UPDATE alerts SET title = redact_text(title), payload = redact_json(payload), "
+               "last_error = redact_text(last_error)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
     Migration(3, "incidents, alerts and health notices", _m003_alerts),
     Migration(4, "failed items and degraded sources", _m004_failures),
+    Migration(5, "identifiers masked in item ids, URLs, titles, errors and alerts", _m005_redact, vacuum=True),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -509,7 +542,7 @@ class ItemResult:
 class FindingEvent:
     """What recording one item did to a finding, as an `AlertHook` sees it.
 
-    `title` is the item title as stored (NIR-shaped runs blanked); `now` the transaction's
+    `item_id`, `url` and `title` are as stored (redacted); `now` the transaction's
     timestamp. Sent for every recorded item that has a finding, new or not: an alert hook
     decides itself whether a known finding on a new source is news.
     """
@@ -611,6 +644,7 @@ class StateDB:
     def _configure_connection(self) -> None:
         """Per-connection settings: SQLite forgets them on every open."""
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA secure_delete=ON")     # a deleted or rewritten row leaves no trace
         self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     @contextmanager
@@ -671,8 +705,11 @@ class StateDB:
             )
 
     def _migrate(self) -> None:
-        """Apply each pending migration in its own transaction, with its schema_version row."""
+        """Apply each pending migration in its own transaction, with its schema_version row;
+        then vacuum and empty the WAL if one of them asked to."""
         current = self.schema_version()
+        self.db.conn.create_function("redact_text", 1, _redact, deterministic=True)
+        self.db.conn.create_function("redact_json", 1, _redact_json, deterministic=True)
         for migration in MIGRATIONS[current:]:
             with self._transaction():  # re-checked under the write lock: another opener may have won
                 if self.schema_version() >= migration.version:
@@ -689,6 +726,9 @@ class StateDB:
                     (migration.version, migration.name, self._now()),
                 )
             logger.info("%s: migrated to schema version %d (%s)", self.path, migration.version, migration.name)
+        if any(migration.vacuum for migration in MIGRATIONS[current:]) and current:
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _check_foreign_keys(self, migration: Migration) -> None:
         violations = self.db.execute("PRAGMA foreign_key_check").fetchall()
@@ -801,9 +841,10 @@ class StateDB:
         return None if row is None else Validators(etag=row[0], last_modified=row[1])
 
     def set_validators(self, source: str, url: str, etag: str | None, last_modified: str | None) -> None:
-        """Remember the validators of `url`; both None forgets them."""
+        """Remember the validators of `url`; both None forgets them. A URL holding an
+        identifier is not stored (see the module docstring)."""
         with self._transaction():
-            if etag is None and last_modified is None:
+            if etag is None and last_modified is None or redact(url) != url:
                 self.db.execute("DELETE FROM validators WHERE source = ? AND url = ?", (source, url))
                 return
             self._require_source(source)
@@ -830,7 +871,7 @@ class StateDB:
         """
         now = self._now()
         rows = [(source, url, etag, modified, now) for url, (etag, modified) in validators.items()
-                if etag is not None or modified is not None]
+                if (etag is not None or modified is not None) and redact(url) == url]
         with self._transaction():
             self._require_source(source)
             self.db.execute("DELETE FROM validators WHERE source = ?", (source,))
@@ -882,7 +923,8 @@ class StateDB:
             return [self._record_one(record, now, alert) for record in records]
 
     def _record_one(self, record: ItemRecord, now: str, alert: AlertHook | None = None) -> ItemResult:
-        source, item_id, version = record.source, str(record.item_id), str(record.version)
+        source, item_id, version = record.source, redact(str(record.item_id)), redact(str(record.version))
+        url = _redact(record.url)
         existing = self.db.execute(
             "SELECT version, sha256, size, finding_id FROM items WHERE source = ? AND item_id = ?",
             (source, item_id),
@@ -900,26 +942,27 @@ class StateDB:
         elif same_version:  # re-recorded without a report: keep what the version had
             sha256, size, finding_id = existing[1], existing[2], existing[3]
         title = _redact(record.title)
-        self._write_item(record, item_id, version, title, sha256, size, finding_id, now, existing is None)
+        self._write_item(record.source, item_id, version, url, title, sha256, size, finding_id, now, existing is None)
         self.db.execute("DELETE FROM failed_items WHERE source = ? AND item_id = ?", (source, item_id))
         if finding_id is not None:
             self.db.execute(
                 """INSERT OR IGNORE INTO item_findings
                     (finding_id, source, item_id, version, url, title, linked_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (finding_id, source, item_id, version, record.url, title, now),
+                (finding_id, source, item_id, version, url, title, now),
             )
         alert_row = None
         if alert is not None and finding_id is not None and report is not None:
-            event = FindingEvent(source, item_id, record.url, title, finding_id, new_finding, escalated, report, now)
+            event = FindingEvent(source, item_id, url, title, finding_id, new_finding, escalated, report, now)
             alert_row = alert(self, event)
         return ItemResult(not same_version, finding_id, new_finding, escalated, alert_row)
 
     def _write_item(
         self,
-        record: ItemRecord,
+        source: str,
         item_id: str,
         version: str,
+        url: str | None,
         title: str | None,
         sha256: str | None,
         size: int | None,
@@ -932,13 +975,13 @@ class StateDB:
             self.db.execute(
                 """INSERT INTO items (source, item_id, version, url, title, sha256, size,
                     first_seen, last_seen, finding_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (record.source, item_id, version, record.url, title, sha256, size, now, now, finding_id),
+                (source, item_id, version, url, title, sha256, size, now, now, finding_id),
             )
             return
         self.db.execute(
             """UPDATE items SET version = ?, url = ?, title = ?, sha256 = ?, size = ?,
                 last_seen = ?, finding_id = ? WHERE source = ? AND item_id = ?""",
-            (version, record.url, title, sha256, size, now, finding_id, record.source, item_id),
+            (version, url, title, sha256, size, now, finding_id, source, item_id),
         )
 
     def record_failures(self, failures: Sequence[ItemFailure], max_tries: int) -> list[tuple[int, bool]]:
@@ -952,11 +995,12 @@ class StateDB:
         with self._transaction():
             for failure in failures:
                 self._require_source(failure.source)
+                item_id, version = redact(str(failure.item_id)), redact(str(failure.version))
                 row = self.db.execute(
                     "SELECT version, tries FROM failed_items WHERE source = ? AND item_id = ?",
-                    (failure.source, str(failure.item_id)),
+                    (failure.source, item_id),
                 ).fetchone()
-                tries = row[1] + 1 if row is not None and row[0] == str(failure.version) else 1
+                tries = row[1] + 1 if row is not None and row[0] == version else 1
                 parked = tries >= max_tries
                 self.db.execute(
                     """INSERT INTO failed_items (source, item_id, version, url, title, error, tries,
@@ -965,7 +1009,7 @@ class StateDB:
                         url = excluded.url, title = excluded.title, error = excluded.error,
                         tries = excluded.tries, parked = excluded.parked,
                         last_failed = excluded.last_failed""",
-                    (failure.source, str(failure.item_id), str(failure.version), failure.url,
+                    (failure.source, item_id, version, _redact(failure.url),
                      _redact(failure.title), _one_line(failure.error), tries, int(parked), now, now),
                 )
                 outcomes.append((tries, parked))
@@ -988,10 +1032,10 @@ class StateDB:
 
     @staticmethod
     def _analysis(report: Report) -> dict[str, Any]:
-        """The report's analysis as column values (samples re-checked for NIR-shaped runs)."""
+        """The report's analysis as column values (texts redacted once more)."""
         return {
             "severity": report.severity,
-            "reasons": _json(report.reasons),
+            "reasons": _json([redact(reason) for reason in report.reasons]),
             "counts": _json(report.counts),
             "insurers": _json(report.insurers),
             "records": report.records,
@@ -1150,7 +1194,7 @@ R = TypeVar("R")
 def is_seen_query(conn: sqlite3.Connection, source: str, item_id: str, version: str) -> bool:
     """Whether this exact item version was recorded already, or parked after failing too
     often (then skip fetching it). A failed item not parked yet is not seen: it is retried."""
-    key = (source, str(item_id), str(version))
+    key = (source, redact(str(item_id)), redact(str(version)))     # as `record_items` stores them
     row = conn.execute(
         """SELECT 1 FROM items WHERE source = ? AND item_id = ? AND version = ?
         UNION ALL SELECT 1 FROM failed_items WHERE source = ? AND item_id = ? AND version = ? AND parked

@@ -16,7 +16,7 @@ Public API:
 - `records`: the alert rows (`Alert`) and the queries the CLI uses.
 
 Nothing here ever holds a cleartext identifier: alerts are rendered from counts, reasons,
-names and masked samples, and every outgoing text is passed through `watcher.logs.redact`.
+names and masked samples, and every outgoing text is passed through `watcher.redact`.
 """
 
 from .incidents import IncidentPolicy

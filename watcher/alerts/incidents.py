@@ -56,7 +56,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..logs import redact
+from ..redact import redact_tree
 from ..score import severity_rank
 from ..store import FindingEvent, StateDB
 from .message import finding_title
@@ -289,11 +289,11 @@ def _payload(state: StateDB, event: FindingEvent, incident: _Incident, finding: 
     documents = state.db.execute(
         "SELECT count(*) FROM incident_findings WHERE incident_id = ?", (incident.id,)
     ).fetchone()[0]
-    return {
+    return redact_tree({        # the store redacted the item's texts already: a second line of defence
         "source": event.source,
         "url": event.url,
         "item_id": event.item_id,
-        "item_title": redact(event.title) if event.title else event.title,  # the store misses some forms
+        "item_title": event.title,
         "finding_id": event.finding_id,
         "first_seen": incident.first_seen,
         "reasons": finding["reasons"],
@@ -304,4 +304,4 @@ def _payload(state: StateDB, event: FindingEvent, incident: _Incident, finding: 
         "changes": changes,
         "incident": {"id": incident.id, "nirs": incident.nirs, "sources": list(incident.sources),
                      "findings": int(documents), "first_seen": incident.first_seen},
-    }
+    })

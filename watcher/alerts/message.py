@@ -2,7 +2,7 @@
 
 Everything is rendered from the alert's stored payload, which holds counts, reasons, masked
 samples and names only (the store never holds a cleartext identifier). Every text leaving this
-module still goes through `watcher.logs.redact` (NIR-, IBAN-, e-mail-shaped runs masked) as a
+module still goes through `watcher.redact` (NIR-, IBAN-, e-mail-shaped runs masked) as a
 second line of defence, and untrusted text (item titles, URLs, errors copied from hostile
 pages) is flattened to one line and truncated.
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from apprise import NotifyType
 
-from ..logs import redact
+from ..redact import redact, redact_tree
 from .records import ALERT_LEVELS, Alert
 
 __all__ = ["Message", "digest_message", "finding_title", "health_title", "jsonl_record",
@@ -204,17 +204,6 @@ def probe_message(now: str, tag: str | None) -> Message:
 # --------------------------------------------------------------------------- JSONL
 
 
-def _redact_tree(value: Any) -> Any:
-    """Every string inside `value` redacted (dicts, lists kept in shape)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_redact_tree(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _redact_tree(item) for key, item in value.items()}
-    return value
-
-
 def jsonl_record(alert: Alert) -> dict[str, Any]:
     """The SIEM record of one alert: the same keys for every kind, so parsers stay simple."""
     payload = alert.payload
@@ -242,4 +231,4 @@ def jsonl_record(alert: Alert) -> dict[str, Any]:
         "health": {key: payload.get(key) for key in ("state", "failing_since", "failures", "last_error")}
         if health else None,
     }
-    return _redact_tree(record)
+    return redact_tree(record)

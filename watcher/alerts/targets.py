@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import apprise
 from apprise import Apprise, AppriseAsset, AppriseConfig, NotifyFormat
 
-from ..logs import redact
+from ..redact import redact
 from .message import Message
 from .settings import AlertSettings
 

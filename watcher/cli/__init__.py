@@ -3,16 +3,22 @@
 Each module in COMMANDS exposes `register(subparsers)`, which adds its sub-commands with
 `set_defaults(func=...)`; a command returns its exit status. `CliError` becomes one line on
 stderr and exit status 2, like argparse's own usage errors.
+
+Whatever a command prints goes through `watcher.redact` (stdout and stderr are wrapped while
+it runs): paths, zip member names, titles, URLs and errors may hold identifiers. Only
+`watcher scan --reveal`, which prints to a terminal only, writes them in clear.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import os
 import sys
-from typing import Any, Iterable
+import traceback
+from typing import Any, Iterable, TextIO
 
 COMMANDS = ("scan", "daemon", "items", "alerts", "service")
 
@@ -65,8 +71,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class RedactedOutput(io.TextIOBase):
+    """A text stream writing to `target` whole lines only, each through `redact` (a partial
+    line waits for its end or a flush, so an identifier is never cut between two writes)."""
+
+    def __init__(self, target: TextIO) -> None:
+        from ..redact import redact
+
+        self._target = target
+        self._redact = redact
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in text:
+            lines, _, self._pending = self._pending.rpartition("\n")
+            self._target.write(self._redact(lines) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._target.write(self._redact(self._pending))
+            self._pending = ""
+        self._target.flush()
+
+    def isatty(self) -> bool:
+        return self._target.isatty()
+
+    def fileno(self) -> int:
+        return self._target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._target, "encoding", "utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "reveal", False):
+        return _run(args)
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactedOutput(stdout), RedactedOutput(stderr)
+    try:
+        return _run(args)
+    except Exception:       # a bug: its traceback may quote a path or a title, redact it too
+        traceback.print_exc()
+        return 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except CliError as exc:

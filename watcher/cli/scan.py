@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 def _failed(document: Path | str, reason: str, fmt: str) -> str:
     """Report a document that could not be scanned (its JSON line carries `error`); the line
     for stderr. The reason is redacted: an exception may quote the document."""
-    from ..logs import redact
+    from ..redact import redact
 
     reason = redact(" ".join(reason.split()))
     if fmt == "json":
