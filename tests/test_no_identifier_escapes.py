@@ -383,3 +383,17 @@ def test_version_4_databases_are_scrubbed_and_vacuumed(tmp_path: Path) -> None:
             {"url": "https://x.example/raw/[NIR]?email=[EMAIL]"}
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert not leaked(IDENTIFIERS, files), sorted(files)
+
+
+def test_warnings_of_child_processes_are_redacted_too(tmp_path: Path) -> None:
+    """Analysis workers and page parsers log to the daemon's stderr (the journal): a warning
+    naming a document (`<NIR>.csv: extraction stopped by ...`) is masked there as well."""
+    import subprocess
+
+    nir = IDENTIFIERS[0].forms[1]
+    code = ("import logging, os\nfrom watcher.childproc import serve_stdio\nserve_stdio(os.getppid())\n"
+            f"logging.getLogger('watcher.extract').warning('%s: extraction stopped by %s', 'inbox/{nir}.csv', 'E')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"})
+    assert "inbox/[NIR].csv: extraction stopped by E" in done.stderr, done.stderr
+    assert not leaked([IDENTIFIERS[0]], {"stderr": done.stderr})

@@ -69,7 +69,12 @@ def die_with_parent(parent: int) -> None:
 
 def serve_stdio(parent: int) -> tuple[BinaryIO, BinaryIO]:
     """Set up a child: die with `parent`, ignore SIGINT/SIGTERM, and return (requests, replies).
-    The replies get stdout's pipe; anything a library prints (Python or C) goes to stderr."""
+    The replies get stdout's pipe; anything a library prints (Python or C) goes to stderr, and
+    warnings are logged there as the daemon logs them: one redacted line each (a warning may
+    quote a zip member or a file name)."""
+    from .logs import setup_logging
+
+    setup_logging("WARNING")
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
