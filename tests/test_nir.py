@@ -104,13 +104,21 @@ def test_born_abroad(found, country, valid):
     assert nirs(found, nir) == ({nir} if valid else set())
 
 
-VALID_MONTHS = ["01", "09", "12", "20", "30", "35", "42", "50", "63", "99"]
-INVALID_MONTHS = ["00", "13", "14", "19", "21", "25", "29", "43", "49"]
+# The Assurance Maladie's validator accepts 01-12 and 20-99; 21-29 and 43-49 included.
+VALID_MONTHS = ["01", "09", "12", "20", "21", "25", "29", "30", "35", "42", "43", "49", "50", "63", "99"]
+INVALID_MONTHS = ["00", "13", "14", "19"]
 
 
 @pytest.mark.parametrize("month", VALID_MONTHS)
 def test_valid_months(found, month):
     nir = with_key(f"184{month}75123456")
+    assert nirs(found, f"Mutuelle : {nir}") == {nir}
+
+
+@pytest.mark.parametrize("month", ["21", "29", "43", "49"])
+def test_the_rarer_months_need_health_context(found, month):
+    nir = with_key(f"184{month}75123456")
+    assert nirs(found, f"commande {nir} livree") == set()
     assert nirs(found, f"Mutuelle : {nir}") == {nir}
 
 

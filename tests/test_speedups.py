@@ -22,6 +22,7 @@ from watcher.detect.siret import SiretDetector
 from watcher.detect.engine import Engine
 from watcher.detect.iban import valid_length_py
 from watcher.detect.luhn import luhn_ok_py
+from watcher.detect.base import FAILED
 from watcher.detect.nir import NirDetector, nir_key
 from watcher.detect.shape import count_lines_py
 from watcher.extract.blobs import triggered_py
@@ -47,7 +48,7 @@ def found(kind: str, compiled: bool, buf: bytes, lo: int, hi: int) -> set[str]:
     values: set[str] = set()
     hits = ENGINES[id(detector)].hits(buf, lo, hi)[0]
     if hits:
-        values |= set(detector.find(buf, hits, (lo, hi), set()))
+        values |= set(detector.find(buf, hits, (lo, hi), set())) - {FAILED}
     if compiled:
         values |= {v for name, found in zip(NUMBER_KINDS, speedups.scan_numbers(buf, lo, hi)) if name == kind for v in found}
     return values

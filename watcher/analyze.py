@@ -7,7 +7,7 @@ Used by `watcher scan` and by the daemon's worker pool. Synchronous and CPU-boun
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -16,7 +16,7 @@ from .detect.nir import LOOSE, resolve_loose
 from .extract import Budget, bytes_chunks, extract, file_chunks
 from .privacy import Fingerprinter
 from .report import Report
-from .score import Evidence, Policy, score
+from .score import MIN_SHAPED, Chance, Evidence, Policy, by_chance, score
 
 SAMPLES_SHOWN = 6
 SAMPLES_PER_KIND = 3
@@ -85,14 +85,17 @@ class Analyzer:
         values = detection.values
         tabular = _largest_tabular(detection.shapes)
         context = bool(values["insurer"] or values["health_terms"] or (tabular and tabular.health_headers))
+        rarer = 0
         if detection.loose_nirs:
+            rarer = sum(v.startswith(LOOSE) for v in values["nir"]) if context else 0
             values["nir"] = resolve_loose(values["nir"], context)
         detection.samples["nir"] = [v.lstrip(LOOSE) for v in detection.samples["nir"] if v.lstrip(LOOSE) in values["nir"]]
         report.counts = {d.name: len(values[d.name]) for d in scanner.detectors}
         report.insurers = sorted(values["insurer"])
         report.records = tabular.records if tabular else None
         report.rules = {r.name: r.severity for r in scanner.rules if values[f"rule:{r.name}"]}
-        report.severity, report.reasons = score(_evidence(report, tabular), self.policy)
+        evidence = replace(_evidence(report, tabular), chance=_chance(detection, tabular), rarer_nirs=rarer)
+        report.severity, report.reasons = score(evidence, self.policy)
         report.samples = [
             f"{d.name} {d.mask(v)}"
             for d in scanner.detectors if d.sensitive
@@ -106,6 +109,21 @@ class Analyzer:
             }
         if reveal:
             report.revealed = {d.name: sorted(values[d.name]) for d in scanner.detectors if d.sensitive and values[d.name]}
+
+
+def _chance(detection: Detection, tabular: Shape | None) -> tuple[Chance, ...]:
+    """The checked counts random digits explain: by chance for the document and for each part
+    that holds enough numbers to tell. A NIR column says what its numbers are: never chance."""
+    found = []
+    for kind, tally in detection.tallies.items():
+        if kind == "nir" and tabular and tabular.nir_column:
+            continue
+        if not by_chance(tally.passed, tally.failed, kind):
+            continue
+        parts = [t[kind] for t in detection.part_tallies if t[kind].passed + t[kind].failed >= MIN_SHAPED]
+        if all(by_chance(t.passed, t.failed, kind) for t in parts):
+            found.append(Chance(kind, tally.passed, tally.passed + tally.failed))
+    return tuple(found)
 
 
 def _largest_tabular(shapes: list[Shape]) -> Shape | None:

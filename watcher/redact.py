@@ -109,8 +109,10 @@ def _checked_iban(match: re.Match[str]) -> str:
 # other character that is not a letter, digit or `@` ends a run, so a value is never located
 # across a quote or a comma (a JSON line stays JSON).
 _JOINERS = frozenset(".-_/+()") | {chr(c) for c in range(0x3001) if chr(c).isspace() and chr(c) != "\n"}
-# Unicode spaces (no-break, thin, figure...) read as a space by the detectors' scan here.
-_SPACES = {ord(c): " " for c in _JOINERS if c.isspace() and c != " "}
+# Unicode spaces (no-break, thin, figure...) read as a space and full-width digits as ASCII
+# ones, as extraction does for documents (`extract.decode`); one character for one, so
+# positions in the text do not move.
+_PLAIN = {ord(c): " " for c in _JOINERS if c.isspace() and c != " "} | {0xFF10 + d: str(d) for d in range(10)}
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 # Where each kind's value is located: (core of the normalized value, digits of the text that
@@ -162,7 +164,7 @@ def _extend(skeleton: str, start: int, end: int, before: int, after: int) -> tup
 
 def _locate(text: str, found: dict[str, set[str]]) -> list[tuple[int, int, str]]:
     """Spans of `text` (start, end, kind) holding the values found, in any written form."""
-    skeleton, spans = _skeleton(text)
+    skeleton, spans = _skeleton(text.translate(_PLAIN))
     located = []
     for name, values in found.items():
         for value in values:
@@ -208,7 +210,7 @@ class Redactor:
         self._busy = threading.local()
 
     def __call__(self, text: str) -> str:
-        if not _may_hold_identifier(text):
+        if not _may_hold_identifier(text.translate(_PLAIN)):
             return text
         text = _mask_shapes(text)
         if getattr(self._busy, "on", False):
@@ -223,7 +225,7 @@ class Redactor:
     def counted(self, text: str) -> dict[str, set[str]]:
         """The sensitive values the detectors count in `text` or its percent-decoded form
         (our digests aside)."""
-        text = _hide_digests(text)
+        text = _hide_digests(text).translate(_PLAIN)
         if not _may_hold_identifier(text):
             return {}
         scanner = self._scanner or self._build()
@@ -231,7 +233,7 @@ class Redactor:
         forms = [text] + ([unquote(text)] if "%" in text else [])
         for form in forms:
             detection = scanner.start()
-            detection.scan_text(form.translate(_SPACES).encode("utf-8", "surrogatepass"))
+            detection.scan_text(form.translate(_PLAIN).encode("utf-8", "surrogatepass"))
             for name, values in detection.values.items():
                 if values and scanner.by_name[name].sensitive:
                     found.setdefault(name, set()).update(values)

@@ -15,9 +15,10 @@ email, phone, health (context words), and one `rules.RuleDetector` per operator 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .base import Detector
+from .base import CHECKED, FAILED, Detector
 from .compiled import DISABLED, speedups
 from .email import EmailDetector
 from .health import HealthTermsDetector
@@ -67,14 +68,35 @@ class Scanner:
         return Detection(self)
 
 
+@dataclass
+class KeyTally:
+    """Numbers with the shape and structure of a checked identifier (NIR key, SIRET/RPPS Luhn)
+    seen in a part or a document, occurrences: how many passed the check, how many failed.
+    The scoring compares them with what random digits would give (`watcher.plausibility`)."""
+
+    passed: int = 0
+    failed: int = 0
+
+    def add(self, other: KeyTally) -> None:
+        self.passed += other.passed
+        self.failed += other.failed
+
+
+def _tallies() -> dict[str, KeyTally]:
+    return {kind: KeyTally() for kind in CHECKED}
+
+
 class Detection:
-    """Distinct values and part shapes found in one document."""
+    """Distinct values, part shapes and check tallies (`tallies`: the document's, and
+    `part_tallies`: one per part) found in one document."""
 
     def __init__(self, scanner: Scanner) -> None:
         self.scanner = scanner
         self.values: dict[str, set[str]] = {d.name: set() for d in scanner.detectors}
         self.samples: dict[str, list[str]] = {d.name: [] for d in scanner.detectors}
         self.shapes: list[Shape] = []
+        self.tallies = _tallies()
+        self.part_tallies: list[dict[str, KeyTally]] = []
         # NIRs of the rarer forms (marked `~`, see `nir.resolve_loose`) may be among the values:
         # always on the Python path, when the compiled pass returned some otherwise.
         self.loose_nirs = not scanner.numbers
@@ -109,6 +131,7 @@ class PartScan:
         self._detection = detection
         self._window = ChunkWindow()
         self._shape = ShapeReader(lambda nir: detection.add("nir", nir))
+        self._tallies = _tallies()
         self._pending: list[bytes] = []
         self._pending_size = 0
 
@@ -122,7 +145,11 @@ class PartScan:
 
     def close(self) -> None:
         self._flush(final=True)
-        self._detection.shapes.append(self._shape.finish())
+        detection = self._detection
+        detection.shapes.append(self._shape.finish())
+        detection.part_tallies.append(self._tallies)
+        for kind, tally in self._tallies.items():
+            detection.tallies[kind].add(tally)
 
     def _flush(self, final: bool) -> None:
         data = b"".join(self._pending) if len(self._pending) != 1 else self._pending[0]
@@ -140,12 +167,31 @@ class PartScan:
         if scanner.numbers:
             found = speedups.scan_numbers(buf, accept_from, accept_to)
             detection.loose_nirs = detection.loose_nirs or bool(found[1])
+            tallies = self._tallies
+            for kind, failed in zip(CHECKED, found[-1]):
+                tallies[kind].failed += failed
             for name, values in zip(NUMBER_KINDS, found):
                 if values:
+                    if name in tallies:
+                        tallies[name].passed += len(values)
                     self._accept(name, values)
         for detector, found in zip(scanner.detectors, hits):
             if found:
-                self._accept(detector.name, detector.find(buf, found, window, detection.values[detector.name]))
+                accepted = detector.find(buf, found, window, detection.values[detector.name])
+                if detector.name in self._tallies:
+                    accepted = self._tallied(detector.name, accepted)
+                self._accept(detector.name, accepted)
+
+    def _tallied(self, name: str, accepted: Iterable[str]) -> list[str]:
+        """The values a checked-number detector accepted, its FAILED marks counted apart."""
+        values = list(accepted)
+        failed = values.count(FAILED)
+        if failed:
+            values = [v for v in values if v != FAILED]
+        tally = self._tallies[name]
+        tally.failed += failed
+        tally.passed += len(values)
+        return values
 
     def _accept(self, name: str, accepted: Iterable[str]) -> None:
         detection = self._detection

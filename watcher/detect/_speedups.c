@@ -1,6 +1,6 @@
 /* Compiled hot paths of the detectors (optional: each has a pure-Python equivalent).
  *
- * scan_numbers(buf, lo, hi) -> (nirs, rarer-form nirs, sirets, rpps, phones, ibans)
+ * scan_numbers(buf, lo, hi) -> (nirs, rarer-form nirs, sirets, rpps, phones, ibans, failed)
  *     Every full NIR (13 characters + key, every written form), SIRET and grouped SIREN,
  *     RPPS number, French phone number and IBAN whose match ends in (lo, hi], checked and
  *     normalized as the Python detectors do (NIRs of the rarer forms marked "~", in a list
@@ -8,7 +8,9 @@
  *     exactly the Hyperscan patterns each detector leaves out when compiled (nir.py tag 1,
  *     siret.py tags 1-2, rpps.py, phone.py, iban.py) followed by their `find`, in one pass
  *     without a Python call per match: a dense member extract holds ~9,000 NIRs a megabyte,
- *     and the Python path spent 2-3 us on each.
+ *     and the Python path spent 2-3 us on each. `failed` is (nirs, sirets, rpps): how many
+ *     numbers had the shape and structure of one but failed its key or Luhn check, for the
+ *     plausibility test of the scoring (random digits pass a NIR key 1 in 97).
  *
  * count_lines(data) -> int, base64_run(data) -> bool
  *     Records of a text (shape.py) and the trigger of base64 decoding (extract/blobs.py):
@@ -117,9 +119,10 @@ static int key_separator_ok(const unsigned char *s, Py_ssize_t a, Py_ssize_t b)
     return 0;
 }
 
+/* The months the Assurance Maladie's validator accepts: 01-12 and 20-99 (nir.py MONTHS). */
 static inline int month_ok(int m)
 {
-    return (m >= 1 && m <= 12) || m == 20 || (m >= 30 && m <= 42) || m >= 50;
+    return (m >= 1 && m <= 12) || m >= 20;
 }
 
 /* Read `count` digits into v[] starting at p; returns the new position or -1. */
@@ -168,10 +171,26 @@ static Py_ssize_t match_nir(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, 
 }
 
 
-/* Key and the checks the pattern cannot do. Returns 0 invalid, 1 strict, 2 rarer form. */
+/* The checks the pattern cannot do, then the key. Returns -1 bad structure, 0 bad key,
+ * 1 strict form, 2 rarer form. */
 static int check_nir(const char *v)
 {
     int corsica = v[6] == 'A' || v[6] == 'B';
+    int year = (v[1] - '0') * 10 + (v[2] - '0');
+    int dept = (v[5] - '0') * 10 + (v[6] - '0');
+    int commune_zero = v[7] == '0' && v[8] == '0' && v[9] == '0';
+    if (corsica) {
+        /* Corsica from 1976: no further check */
+    } else if (dept == 20) {
+        if (year >= 76) return -1;                                      /* 20 before 1976 only */
+    } else if (dept == 97 || dept == 98) {
+        int three = dept * 10 + (v[7] - '0');
+        if (three < 971 || three > 989) return -1;
+    } else if (dept == 99) {
+        if (commune_zero) return -1;
+    } else if (commune_zero) {
+        return -1;
+    }
     long long body = 0;
     for (int k = 0; k < 13; k++) {
         int d = v[k] - '0';
@@ -182,21 +201,6 @@ static int check_nir(const char *v)
     int key = (v[13] - '0') * 10 + (v[14] - '0');
     if (97 - (int)(body % 97) != key)
         return 0;
-    int year = (v[1] - '0') * 10 + (v[2] - '0');
-    int dept = (v[5] - '0') * 10 + (v[6] - '0');
-    int commune_zero = v[7] == '0' && v[8] == '0' && v[9] == '0';
-    if (corsica) {
-        /* Corsica from 1976: no further check */
-    } else if (dept == 20) {
-        if (year >= 76) return 0;                                       /* 20 before 1976 only */
-    } else if (dept == 97 || dept == 98) {
-        int three = dept * 10 + (v[7] - '0');
-        if (three < 971 || three > 989) return 0;
-    } else if (dept == 99) {
-        if (commune_zero) return 0;
-    } else if (commune_zero) {
-        return 0;
-    }
     int month = (v[3] - '0') * 10 + (v[4] - '0');
     int strict = (v[0] == '1' || v[0] == '2') && ((month >= 1 && month <= 12) || month == 20);
     return strict ? 1 : 2;
@@ -392,6 +396,7 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
     Py_ssize_t n = view.len;
     PyObject *lists[KINDS] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
     PyObject *result = NULL;
+    Py_ssize_t failed_nir = 0, failed_siret = 0, failed_rpps = 0;    /* shaped, check failed */
     for (int k = 0; k < KINDS; k++)
         if (!lists[k]) goto done;
     char value[48];
@@ -422,7 +427,9 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         Py_ssize_t L = run - p;
         if (L <= 15 && (NIR_RUNS & BIT(L)) && c >= '1' && c <= '4') {
             end = match_nir(s, p, n, value + 1);
-            int tier = end < 0 ? 0 : check_nir(value + 1);
+            int tier = end < 0 ? -1 : check_nir(value + 1);
+            if (tier == 0 && in_window(s, n, end, lo, hi))
+                failed_nir++;
             if (tier == 2)
                 value[0] = '~';
             if (tier == 1 && keep(lists, NIR, s, n, end, lo, hi, value + 1, 15) < 0) goto done;
@@ -431,11 +438,15 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         if (L <= 14 && (SIRET_RUNS & BIT(L))) {
             len = 0;
             end = siret_at(s, p, n, value, &len);
+            if (end >= 0 && len == 0 && in_window(s, n, end, lo, hi))
+                failed_siret++;
             if (keep(lists, SIRET, s, n, end, lo, hi, value, len) < 0) goto done;
         }
         if (L == 11 && c == '1' && s[p + 1] == '0') {
             len = 0;
             end = rpps_at(s, p, n, value, &len);
+            if (end >= 0 && len == 0 && in_window(s, n, end, lo, hi))
+                failed_rpps++;
             if (keep(lists, RPPS, s, n, end, lo, hi, value, len) < 0) goto done;
         }
         /* 06 12 34 56 78 (the same separator after the first two pairs: not a date such as
@@ -447,7 +458,8 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         }
         p = run;
     }
-    result = PyTuple_Pack(KINDS, lists[0], lists[1], lists[2], lists[3], lists[4], lists[5]);
+    result = Py_BuildValue("(OOOOOO(nnn))", lists[0], lists[1], lists[2], lists[3], lists[4], lists[5],
+                           failed_nir, failed_siret, failed_rpps);
 done:
     for (int k = 0; k < KINDS; k++)
         Py_XDECREF(lists[k]);

@@ -54,6 +54,12 @@ class Detector(Protocol):
         """How a value may be shown to a person."""
 
 
+# What a checked-number detector (NIR, SIRET, RPPS) yields for a number that has the shape
+# and structure of its identifier but fails the key or Luhn check: never a value, counted for
+# the plausibility test (random digits pass a NIR key 1 time in 97, a Luhn check 1 in 10).
+FAILED = "?"
+CHECKED = ("nir", "siret", "rpps")
+
 NOT_AFTER_DIGIT = rb"(?:^|[^0-9])"      # a number never starts inside a longer run of digits
 NOT_BEFORE_DIGIT = rb"(?:[^0-9]|$)"     # ... nor ends inside one (the end then includes that byte)
 

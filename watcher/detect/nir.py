@@ -15,13 +15,14 @@ import re
 from typing import Iterator
 
 from ..privacy import mask_nir
-from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
+from .base import FAILED, NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
 from .compiled import speedups
 
-MONTHS = frozenset(
-    [f"{m:02d}" for m in range(1, 13)] + ["20"] + [f"{m}" for m in range(30, 43)] + [f"{m}" for m in range(50, 100)]
-)
-_MONTH = rb"(?:0[1-9]|1[0-2]|20|3[0-9]|4[0-2]|[5-9][0-9])"
+# The months the Assurance Maladie's own validator accepts: 01-12, 20 (unknown) and 21-99
+# (30-42 and 50-99: incomplete birth certificates; 21-29 and 43-49 exist too). Only 01-12
+# and 20 are the strict form (see LOOSE).
+MONTHS = frozenset([f"{m:02d}" for m in range(1, 13)] + [f"{m}" for m in range(20, 100)])
+_MONTH = rb"(?:0[1-9]|1[0-2]|[2-9][0-9])"
 _SEPARATOR = rb"(?:[ .\-]|\xc2\xa0)?"      # mixed separators are rare, the key check keeps them honest
 # The key may stand apart: after a space, dot, dash, slash or no-break space, or in the next
 # column of a CSV row or an SQL tuple (`1841275123456;40`, `"1841275123456","40"`,
@@ -162,7 +163,8 @@ class NirDetector:
     def _full(buf: bytes, ends: list[int]) -> Iterator[str]:
         """The hot path of dense extracts, kept free of calls and on bytes: the pattern
         already checked sex, month, place and order; the key and the rarer places (Corsica,
-        overseas, abroad, commune 000) remain."""
+        overseas, abroad, commune 000) remain. A number of the right structure whose key
+        fails yields FAILED (counted by the plausibility test, never a value)."""
         for end in ends:
             if 48 <= buf[end - 1] <= 57:
                 raw = buf[end - 32 if end > 32 else 0:end]
@@ -171,14 +173,18 @@ class NirDetector:
             nir = raw.translate(None, _DELETE)[-15:]
             place = nir[5:7]
             if place.isdigit():
-                if 97 - int(nir[:13]) % 97 != int(nir[13:]):
-                    continue
                 if (place in _SPECIAL_PLACES_B or nir[7:10] == b"000") and not structure_ok(nir[:13].decode()):
+                    continue
+                if 97 - int(nir[:13]) % 97 != int(nir[13:]):
+                    yield FAILED
                     continue
                 value = nir.decode()
             else:
                 value = nir.decode().upper()
+                if not structure_ok(value[:13]):
+                    continue
                 if not is_valid(value):
+                    yield FAILED
                     continue
             yield value if nir[0] in _STRICT_SEX and nir[3:5] in _STRICT_MONTHS_B else LOOSE + value
 

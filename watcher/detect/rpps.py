@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..privacy import mask_digits
-from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
+from .base import FAILED, NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
 from .compiled import speedups
 from .luhn import luhn_ok
 
@@ -25,8 +25,7 @@ class RppsDetector:
             for end in ends:
                 end = number_end(buf, end)
                 number = buf[end - 11:end].decode()
-                if luhn_ok(number):
-                    yield number
+                yield number if luhn_ok(number) else FAILED
 
     def mask(self, value: str) -> str:
         return mask_digits(value, 2, 2)

@@ -11,7 +11,7 @@ import re
 from typing import Iterator
 
 from ..privacy import mask_digits
-from .base import NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
+from .base import FAILED, NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
 from .compiled import speedups
 from .luhn import luhn_ok
 
@@ -60,14 +60,12 @@ class SiretDetector:
                 end = number_end(buf, end)
                 if tag == 1:
                     number = _last_digits(buf, end, 14)
-                    if siret_ok(number):
-                        yield number
+                    yield number if siret_ok(number) else FAILED
                     continue
                 if tag == 2 and _GROUP_CONTINUES.match(buf, end):
                     continue  # the first groups of a grouped SIRET
                 number = _last_digits(buf, end, 9)
-                if luhn_ok(number):
-                    yield "siren:" + number
+                yield "siren:" + number if luhn_ok(number) else FAILED
 
     def mask(self, value: str) -> str:
         kind, _, number = value.rpartition(":")

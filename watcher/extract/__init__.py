@@ -25,7 +25,7 @@ from typing import IO, Iterable, Iterator
 from .blobs import (
     CORRUPT, MiB, BlobFinder, Budget, Refused, ZipSource, compression_of, declared_members, decompress, zip_members,
 )
-from .decode import decode_text, sniff_encoding, to_utf8
+from .decode import decode_text, plain_spaces_and_digits, sniff_encoding, to_utf8
 from .html import html_to_text, looks_like_html
 from .office import office_parts
 from .pdf import MAX_PDF, looks_like_pdf, pdf_text
@@ -198,6 +198,7 @@ def _text_part(chunks: Iterator[bytes], label: str, depth: int, budget: Budget) 
     def scanned() -> Iterator[bytes]:
         collecting = depth < budget.max_depth
         for chunk in chunks:
+            chunk = plain_spaces_and_digits(chunk)
             yield chunk
             if collecting:
                 collecting = _collect(finder.feed(chunk, budget.max_blob), blobs, label, budget)

@@ -4,6 +4,11 @@ BOMs first; UTF-16 without a BOM by its NUL bytes (spreadsheet exports); UTF-8 w
 is valid UTF-8; cp1252 (a superset of Latin-1 used by French Windows exports) otherwise.
 Undecodable bytes become U+FFFD: decoding never fails.
 
+`plain_spaces_and_digits` writes the Unicode spaces of French typography (U+202F narrow
+no-break space: what Excel's fr-FR number formats produce; U+2009 thin space; the other
+U+2000-U+200A spaces) as plain spaces, and full-width digits as ASCII digits, so `1\u202f84`
+reads as `1 84` for every detector and shape reader (NBSP stays: the detectors know it).
+
 Decomposed text is composed (NFC) in the Stream-Safe Text Format of UAX #15: a combining
 grapheme joiner after every 30 combining marks in a row, so a hostile run of marks costs
 linear time (Python sorts a run of marks by insertion: 300 KB of them took a minute).
@@ -106,6 +111,22 @@ def _valid_utf8(data: bytes) -> bytes:
     if speedups.utf8_valid(data) if speedups else _decodes(data):   # C: no string built
         return data
     return data.decode("utf-8", "replace").encode("utf-8")
+
+
+_EXOTIC = re.compile(rb"\xe2\x80[\x80-\x8a\xaf]|\xef\xbc[\x90-\x99]")
+
+
+def _plain(match: re.Match[bytes]) -> bytes:
+    found = match.group(0)
+    return b" " if found[1] == 0x80 else bytes([found[2] - 0x90 + 0x30])
+
+
+def plain_spaces_and_digits(data: bytes) -> bytes:
+    """UTF-8 `data` (whole characters) with Unicode spaces as ` ` and full-width digits as
+    ASCII; the same object when there is none (two byte searches per chunk)."""
+    if b"\xe2\x80" not in data and b"\xef\xbc" not in data:
+        return data
+    return _EXOTIC.sub(_plain, data)
 
 
 def _decodes(data: bytes) -> bool:
