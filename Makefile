@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= sources.toml
 
-.PHONY: run test test-fast test-tools setup bench clean
+.PHONY: run test test-fast test-tools setup bench benign clean
 
 $(VENV)/.installed: pyproject.toml setup.py watcher/detect/_speedups.c
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,7 @@ setup: $(VENV)/.installed
 test-tools:
 	@command -v tor >/dev/null || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tor; } || echo "make: apt-get install tor failed: tests/test_tor_e2e.py will fail" >&2
 	@command -v systemd-analyze >/dev/null || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd; } || echo "make: apt-get install systemd failed: tests/test_service_install.py will fail" >&2
+	@[ -d /usr/share/i18n/locales ] || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q locales; } || echo "make: apt-get install locales failed: tests/test_benign_corpus.py will fail" >&2
 
 # Runs the daemon on the shipped configuration. The shipped config watches ./inbox;
 # the synthetic demo sample is dropped there so the whole pipeline shows within seconds.
@@ -37,6 +38,10 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/bench_scan.py
+
+# Benign text of this machine (docs, man pages, locale data, source code): no alert allowed.
+benign: setup
+	$(PY) bench/benign_corpus.py
 
 clean:
 	rm -rf $(VENV) state inbox .pytest_cache
