@@ -1,12 +1,22 @@
 """Extract shape: is this part tabular data, how many records, which health-data columns?
 
-Recognises CSV/TSV (delimiter sniffed on the first lines), JSON arrays and JSON lines, and SQL
-INSERT dumps, from the head of a part; then counts records over the whole stream with cheap
-byte counts. Header names are folded (case, accents, separators) and mapped to roles.
+Recognises CSV/TSV (delimiter sniffed on the first lines), JSON (an array of objects, JSON
+lines, or an API response holding one: `{"data": {"beneficiaires": [...]}}`) and SQL INSERT
+dumps, from the head of a part; then counts records over the whole stream with cheap byte
+counts. Header names are folded (case, accents, separators) and mapped to roles.
+
+Records are records. A CSV record is a non-blank line up to the table's last row (a line
+with the table's number of fields): prose, a signature or a footer after the table are not
+records, nor is a header line, even one naming no known column. A JSON document counts the
+objects of its largest array of objects (chosen in the head; see `ShapeReader._sniff_json`).
 
 A 13-character NIR column (`nir;cle`, or `nir` alone) is where a bare 13-character number is
 a NIR: those rows are parsed and the NIR recombined with its key (or checked by structure
-when there is no key column), then handed to the NIR count.
+when there is no key column), then handed to the NIR count; so is a key column that a
+spreadsheet stored as a number (`7` for `07`). A column of NIRs a spreadsheet wrote in
+scientific notation (`1,84127512345678E+14`, `1.8412751234567E+14` for a trailing zero) is
+parsed too; one written without all the digits (`1,84127E+14`) holds no NIR any more, but is
+still a NIR column: `Shape.lost_digits`.
 
 Real files are messy: a carriage return or NUL inside a field, an unbalanced quote, a ragged
 row, a field over csv's size limit cost that line its quoting (it is split at every
@@ -116,6 +126,9 @@ class Shape:
     records: int = 0
     headers: list[str] = field(default_factory=list)   # as written
     roles: dict[str, str] = field(default_factory=dict)  # header -> role
+    # NIR columns a spreadsheet wrote in scientific notation without all the digits
+    # (`1,84127E+14`): no NIR can be read back, but the column is a NIR column.
+    lost_digits: list[str] = field(default_factory=list)
 
     @property
     def role_set(self) -> set[str]:
@@ -123,7 +136,7 @@ class Shape:
 
     @property
     def nir_column(self) -> bool:
-        return "nir" in self.role_set
+        return "nir" in self.role_set or bool(self.lost_digits)
 
     @property
     def health_headers(self) -> list[str]:
@@ -141,13 +154,27 @@ class Shape:
             "json": "JSON array", "jsonl": "JSON-lines", "sql": "SQL INSERT dump",
         }.get(self.format or "", "text")
         noun = "extract" if self.records >= 100 else "sample"
-        return f"{kind} {noun} of {self.records:,} records"
+        lost = " with a NIR column with lost digits (scientific notation)" if self.lost_digits else ""
+        return f"{kind} {noun} of {self.records:,} records{lost}"
+
+
+@dataclass(frozen=True)
+class _RowPlan:
+    """The columns a part's rows are parsed for (rows are parsed only when there is one)."""
+
+    nir: int | None = None              # 13-character NIRs ...
+    key: int | None = None              # ... and their key column
+    sci: tuple[int, ...] = ()           # NIRs in scientific notation
+
+    def __bool__(self) -> bool:
+        return self.nir is not None or bool(self.sci)
 
 
 class ShapeReader:
     """Follows one part's chunks: sniffs the head, then counts records.
 
-    `add_nir` receives NIRs recombined from a 13-character NIR column.
+    `add_nir` receives NIRs recombined from a 13-character NIR column or read back from
+    scientific notation.
     """
 
     def __init__(self, add_nir: Callable[[str], None]) -> None:
@@ -157,9 +184,10 @@ class ShapeReader:
         self._sniffed = False
         self._counter: Callable[[bytes], int] | None = None
         self._skip_lines = 0
-        self._row_columns: tuple[int, int | None] | None = None   # (nir index, key index) for 13-char NIRs
-        self._partial = bytearray()         # a row not yet ended (13-character NIR rows)
-        self._last_byte = b""
+        self._delimiter = ","
+        self._plan = _RowPlan()
+        self._table: _TableEnd | None = None   # CSV: where the table's last row is
+        self._partial = bytearray()         # a row not yet ended (parsed rows)
 
     def feed(self, chunk: bytes) -> None:
         if not self._sniffed:
@@ -174,10 +202,12 @@ class ShapeReader:
     def finish(self) -> Shape:
         if not self._sniffed:
             self._sniff_and_count(bytes(self._head))
-        if self._row_columns and self._partial:
+        if self._plan and self._partial:
             self._rows(b"", final=True)
-        if self.shape.format == "csv" and self._last_byte not in (b"\n", b""):
-            self.shape.records += 1          # last line without a newline
+        if self._table:
+            # the last line (without a newline) is a record when it holds something, and
+            # the lines after the table's last row are not records
+            self.shape.records = max(0, self.shape.records + self._table.close())
         if self.shape.format is None:
             self.shape.records = 0
         return self.shape
@@ -200,23 +230,44 @@ class ShapeReader:
         self.shape.roles = {n: role for n in names if (role := header_role(n))}
 
     def _sniff_json(self, text: bytes) -> bool:
-        decoder = json.JSONDecoder()
-        sample = text.decode("utf-8", "replace")
-        try:
-            if sample.startswith("["):
-                first, _ = decoder.raw_decode(sample[1:].lstrip())
-                fmt = "json"
-            else:
-                first, _ = decoder.raw_decode(sample)
-                fmt = "jsonl"
-        except (ValueError, RecursionError):    # not JSON, or nested deeper than the decoder goes
+        """An array of objects, JSON lines, or a document holding arrays of objects (an API
+        response): the records are the objects of the largest array of objects in the head,
+        unless another array's (or the single top object's) keys name more known columns
+        (`nom`, `nir`...): a member's own record, not the list of its guarantees.
+
+        Its objects are counted through one of their keys, `"nom":`, over the whole stream
+        (bytes.count, no parsing): the first key that occurs in the head exactly once per
+        object of that array. Limit: the array is chosen in the head (HEAD_BYTES); past it,
+        the key is counted wherever it occurs, so objects of another array with the same key
+        count too (the head's count is exact).
+        """
+        tops, arrays = _json_arrays(text)
+        if text[:1] == b"{" and tops >= 2:
+            candidates = [(tops, 0, "jsonl")]
+        else:
+            # the largest arrays, and the outermost (records holding longer lists of their own)
+            chosen = set(sorted(arrays, key=lambda a: (-a[0], a[1]))[:JSON_CANDIDATES])
+            chosen.update(sorted(arrays, key=lambda a: (a[2], a[1]))[:JSON_CANDIDATES])
+            candidates = [(objects, start, "json") for objects, start, _ in chosen]
+            if text[:1] == b"{":
+                candidates.append((1, 0, "jsonl"))      # one object: one record
+        best: tuple[tuple[int, int, int], dict, str, int] | None = None
+        for objects, start, fmt in candidates:
+            first = _json_object(text, start)
+            if first is None:
+                continue
+            rank = (len({role for k in first if (role := header_role(str(k)))}), objects, -start)
+            if best is None or rank > best[0]:
+                best = (rank, first, fmt, objects)
+        if best is None:
             return False
-        if not isinstance(first, dict) or not first:
-            return False
-        self.shape.format = fmt
+        _, first, self.shape.format, objects = best
         self._set_headers([str(k) for k in first])
-        marker = json.dumps(next(iter(first)), ensure_ascii=False).encode()
-        self._counter = lambda data: data.count(marker + b":") + data.count(marker + b" :")
+        markers = [json.dumps(str(k), ensure_ascii=False).encode() for k in list(first)[:32]]
+        counts = [_marker_count(text, m) for m in markers]
+        exact = [m for m, c in zip(markers, counts) if c == objects]
+        marker = exact[0] if exact else min(zip(markers, counts), key=lambda mc: abs(mc[1] - objects))[0]
+        self._counter = _MarkerCount(marker)
         return True
 
     def _sniff_sql(self, head: bytes) -> None:
@@ -231,7 +282,8 @@ class ShapeReader:
         if columns:
             names = [c.strip().strip(b"`\"[] ").decode("utf-8", "replace") for c in columns.split(b",")]
             self._set_headers([n for n in names if n])
-            self._plan_nir_rows([_sql_values(m.group(1)) for m in _SQL_TUPLE.finditer(head.decode("utf-8", "replace"))])
+            self._plan = self._plan_nir_rows(
+                [_sql_values(m.group(1)) for m in _SQL_TUPLE.finditer(head.decode("utf-8", "replace"))])
         pattern = re.compile(rb"insert\s+(?:ignore\s+)?into", re.IGNORECASE)
         self._counter = lambda data: len(pattern.findall(data)) + len(_SQL_ROW_SEPARATOR.findall(data))
 
@@ -240,14 +292,17 @@ class ShapeReader:
 
         The run may start after a title or a heading (an HTML page's `<h1>` before its table).
         One delimiter per line is prose as often as data: it counts only under a header naming
-        a known column.
+        a known column. A first line naming no known column is a header too when it reads as
+        one (`_unnamed_header`): not a record.
         """
-        lines = [line.removesuffix("\r") for line in head.decode("utf-8", "replace").split("\n")[:80] if line.strip()]
-        if len(lines) > 2 and not head.endswith(b"\n"):
-            lines = lines[:-1]                        # the last line of the head may be cut
+        parts = head.decode("utf-8", "replace").split("\n", SNIFF_LINES)
+        last = parts.pop()                # the head's last line (maybe cut), or the rest of it
+        lines = [line.removesuffix("\r") for line in parts if line.strip()]
+        if len(lines) < 2 and len(parts) < SNIFF_LINES and last.strip():
+            lines.append(last.removesuffix("\r"))     # a two-line part without a final newline
         if len(lines) < 2:
             return
-        best: tuple[tuple[bool, int, int], str, int] | None = None
+        best: tuple[tuple[bool, int, int], str, int, int] | None = None
         for delimiter in DELIMITERS:
             run = _longest_run([_field_count(line, delimiter) for line in lines[:40]])
             if run is None:
@@ -257,36 +312,50 @@ class ShapeReader:
                 continue
             score = (length >= 3, fields, length)
             if best is None or score > best[0]:
-                best = (score, delimiter, start)
+                best = (score, delimiter, start, fields)
         if best is None:
             return
-        _, delimiter, start = best
+        _, delimiter, start, fields = best
         self.shape.format, self.shape.delimiter = "csv", delimiter
+        self._delimiter = delimiter
         self._skip_lines = start                      # title lines before the table
+        self._table = _TableEnd(delimiter, fields)
         header = _fields(lines[start], delimiter)
-        if any(header_role(h) for h in header) and not any(_looks_like_value(h) for h in header):
+        sample = _parse_rows(lines[start + 1:start + 1 + PLAN_ROWS], delimiter)
+        named = any(header_role(h) for h in header) and not any(_looks_like_value(h) for h in header)
+        if named or _unnamed_header(header, sample):
             self._set_headers([h.strip() for h in header])
             self._skip_lines += 1
-            self._delimiter = delimiter
-            self._plan_nir_rows(_parse_rows(lines[start + 1:start + 40], delimiter))
+        else:
+            sample.insert(0, header)
+        plan = self._plan_nir_rows(sample) if named else _RowPlan()
+        sci, lost = _scientific_columns(sample, self.shape.headers, self.shape.roles)
+        self.shape.lost_digits = lost
+        self._plan = _RowPlan(plan.nir, plan.key, sci)
         self._counter = _count_lines
 
-    def _plan_nir_rows(self, rows: list[list[str]]) -> None:
+    def _plan_nir_rows(self, rows: list[list[str]]) -> _RowPlan:
         """Parse rows (CSV lines or SQL tuples; `rows` are the first ones) when the NIR column
-        may hold 13-character bodies the NIR detector cannot pair with their key: a key column
-        that is not the next one, or a NIR column without a key column whose first rows show
-        13-character values. (A key in the next column is matched by the detector itself,
-        `1841275123456;40` or `'1841275123456','40'`, much faster than parsing rows.)"""
+        may hold 13-character bodies the NIR detector cannot pair with their key: a key column that is not the next one, a key column a spreadsheet
+        stored as a number (`1841275123456;7`), or a NIR column without a key column whose
+        first rows show 13-character values. (A 2-digit key in the next column is matched by
+        the NIR detector itself, `1841275123456;40` or `'1841275123456','40'`, much faster
+        than parsing rows.)"""
         headers = self.shape.headers
         nir_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "nir"), None)
         if nir_index is None:
-            return
+            return _RowPlan()
         key_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "cle"), None)
-        values = [nir_rules.normalize(r[nir_index]) for r in rows if len(r) > nir_index]
+        bodies = any(len(nir_rules.normalize(r[nir_index])) == 13 for r in rows if len(r) > nir_index)
         if key_index == nir_index + 1:
-            return
-        if key_index is not None or any(len(v) == 13 for v in values):
-            self._row_columns = (nir_index, key_index)
+            # A key below 10 stored as a number is one digit: 9 keys in 97, so the first 100
+            # rows of such a column show one but for 1 time in 17,000 ((88/97) ** 100).
+            if not (bodies and any(len(r) > key_index and len(k := r[key_index].strip()) == 1 and k.isdigit()
+                                   for r in rows)):
+                return _RowPlan()
+        if key_index is not None or bodies:
+            return _RowPlan(nir_index, key_index)
+        return _RowPlan()
 
     # -- counting ---------------------------------------------------------------------------
     def _count(self, data: bytes, first: bool = False) -> None:
@@ -296,8 +365,9 @@ class ShapeReader:
             self.shape.records += self._counter(data)
         if first:
             self.shape.records -= self._skip_lines    # title and header lines
-        self._last_byte = data[-1:]
-        if self._row_columns:
+        if self._table:
+            self.shape.records -= self._table.feed(data)
+        if self._plan:
             self._rows(data, final=False, skip_header=first)
 
     def _rows(self, data: bytes, final: bool, skip_header: bool = False) -> None:
@@ -322,18 +392,264 @@ class ShapeReader:
             if skip_header:
                 lines = [line for line in lines if line.strip()][self._skip_lines:]
             rows = _parse_rows(lines, self._delimiter) if '"' in text else (line.split(self._delimiter) for line in lines)
-        nir_index, key_index = self._row_columns  # type: ignore[misc]
+        nir_index, key_index, sci = self._plan.nir, self._plan.key, self._plan.sci
         add, complete_nir, normalize = self._add_nir, nir_rules.complete, nir_rules.normalize
         for row in rows:
-            if len(row) <= nir_index:
-                continue
-            body = row[nir_index]
-            if len(body) != 13 and not (13 < len(body) <= 20 and len(normalize(body)) == 13):
-                continue            # empty, or a 15-character NIR the main detector counts
-            key = row[key_index] if key_index is not None and len(row) > key_index else None
-            # A NIR is ASCII: `1²4...` passes str.isdigit() but not int() in the NIR checks.
-            if body.isascii() and (key is None or key.isascii()) and (value := complete_nir(body, key)):
-                add(value)
+            if nir_index is not None and len(row) > nir_index:
+                body = row[nir_index]
+                # empty, or a 15-character NIR the main detector counts: skipped
+                if len(body) == 13 or (13 < len(body) <= 20 and len(normalize(body)) == 13):
+                    key = row[key_index] if key_index is not None and len(row) > key_index else None
+                    # A NIR is ASCII: `1²4...` passes str.isdigit() but not int() in the NIR checks.
+                    if body.isascii() and (key is None or key.isascii()) and (value := complete_nir(body, key)):
+                        add(value)
+            for index in sci:
+                if len(row) > index and (value := scientific_nir(row[index])):
+                    add(value)
+
+
+PLAN_ROWS = 100                 # first rows that decide which columns are parsed
+SNIFF_LINES = 2 * PLAN_ROWS     # lines of the head a CSV is sniffed and planned on
+JSON_CANDIDATES = 8             # largest arrays of objects of a JSON head whose keys are read
+
+
+class _TableEnd:
+    """Where a CSV table's last row is, so that the lines after it (prose, a signature, a
+    footer) are not records: `after` counts the lines `count_lines` counted after the last
+    row seen; a line that is not a row between two rows stays a record (a messy row).
+
+    A row is a line with the table's number of fields: as many delimiters as it needs, or at
+    least that many in a line with quotes (a quoted field may hold more). Each chunk is read
+    from its end, over the lines that hold a delimiter: in a table its last line is a row,
+    so a chunk costs one line; prose after a table holds few delimiters, so a chunk of it
+    costs a few rfind calls. A chunk with more than WALK delimited lines after its last row
+    (another table, of another width) is reduced to its delimiters, quotes and newlines (one
+    bytes.translate, about 2.5 GB/s) and its last row looked for in that.
+    """
+
+    WALK = 64          # lines holding a delimiter read one by one, then the reduced chunk
+
+    def __init__(self, delimiter: str, fields: int) -> None:
+        self.delimiter = delimiter.encode()
+        self.needed = fields - 1
+        self.row = b"\n" + self.delimiter * self.needed + b"\n"
+        kept = (ord("\n"), ord('"'), self.delimiter[0])
+        self.deleted = bytes(b for b in range(256) if b not in kept)
+        self.after = 0
+        self._carry = bytearray()           # the start of a line not ended yet
+        self._long = False                  # ... longer than MAX_ROW: not a row
+
+    def is_row(self, line: bytes) -> bool:
+        if b'"' in line:
+            return line.count(self.delimiter) >= self.needed
+        return line.count(self.delimiter) == self.needed
+
+    def feed(self, data: bytes) -> int:
+        """Follows one chunk; returns 1 when `count_lines(data)` counted a blank line (it
+        counts the line a chunk begins in, whatever it holds), else 0."""
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._extend(data)
+            return 0
+        blank = not self._long and not self._carry.strip(b" \t\r") and _BLANK_START.match(data) is not None
+        found = self._last_row(data, last)
+        if found < 0:
+            self.after += _count_lines(data) - blank
+        else:                               # the lines after the row's newline
+            self.after = _count_lines(data[found:last + 1]) - 1
+        self._carry = bytearray()
+        self._long = False
+        self._extend(data[last + 1:])
+        return int(blank)
+
+    def close(self) -> int:
+        """What the last line (no newline after it) adds to the records, less the lines
+        after the last row."""
+        if not self._long and self.is_row(bytes(self._carry)):
+            return 1
+        return -self.after                  # a blank or trailing last line is not a record either
+
+    def _extend(self, data: bytes) -> None:
+        if self._long:
+            return
+        self._carry += data
+        if len(self._carry) > MAX_ROW:
+            self._carry = bytearray()
+            self._long = True
+
+    def _first_line(self, data: bytes, end: int) -> bytes:
+        """The line ending at data[end] that began in an earlier chunk."""
+        return b"" if self._long else bytes(self._carry) + data[:end]
+
+    def _last_row(self, data: bytes, last: int) -> int:
+        """The offset of the newline ending the last row among data's complete lines, or -1.
+
+        Backwards over the lines holding a delimiter (a line without one is never a row, and
+        rfind steps over a run of them at memchr speed): in a table, the last line."""
+        end, delimiter = last, self.delimiter
+        for _ in range(self.WALK):
+            hit = data.rfind(delimiter, 0, end)
+            if hit < 0:                     # the first line may still hold them in its carried start
+                first = data.find(b"\n")
+                return first if self.is_row(self._first_line(data, first)) else -1
+            start = data.rfind(b"\n", 0, hit) + 1
+            line_end = data.find(b"\n", hit)
+            if self.is_row(data[start:line_end] if start else self._first_line(data, line_end)):
+                return line_end
+            if not start:
+                return -1
+            end = start - 1
+        first = data.find(b"\n")
+        skeleton = data[first:end + 1].translate(None, self.deleted)     # "\n", quotes, delimiters
+        position = skeleton.rfind(self.row)
+        row_end = position + len(self.row) - 1 if position >= 0 else -1
+        quote = skeleton.find(b'"', max(row_end, 0))
+        while quote >= 0:                   # lines with quotes after it: rows if enough delimiters
+            line_end = skeleton.find(b"\n", quote)
+            if skeleton.count(self.delimiter, skeleton.rfind(b"\n", 0, quote) + 1, line_end) >= self.needed:
+                row_end = line_end
+            quote = skeleton.find(b'"', line_end)
+        if row_end < 0:
+            return first if self.is_row(self._first_line(data, first)) else -1
+        offset = end
+        for _ in range(skeleton.count(b"\n", row_end + 1)):
+            offset = data.rfind(b"\n", first, offset)
+        return offset
+
+
+_BLANK_START = re.compile(rb"[ \t\r]*+\n")
+# A NIR a spreadsheet wrote as a number in scientific notation, with a decimal comma or dot:
+# all 15 digits, or 14 when the key ends in 0 (a trailing zero is dropped; a key is never 00).
+_SCIENTIFIC = re.compile(r"\s*([1-4])[.,](\d{13,14})[eE]\+?14\s*")
+# ... and without all of them (`1,84127E+14`): a NIR column whose NIRs are lost.
+_SCIENTIFIC_LOST = re.compile(r"\s*([1-4])(?:[.,](\d{0,12}))?[eE]\+?14\s*")
+
+
+def scientific_nir(cell: str) -> str | None:
+    """The NIR of a cell in scientific notation (`1,84127512345678E+14`), key checked."""
+    match = _SCIENTIFIC.fullmatch(cell)
+    if match is None:
+        return None
+    digits = (match.group(1) + match.group(2)).ljust(15, "0")
+    return digits if nir_rules.is_valid(digits) else None
+
+
+def _scientific_columns(rows: list[list[str]], headers: list[str], roles: dict[str, str]) -> tuple[tuple[int, ...], list[str]]:
+    """(columns holding NIRs in scientific notation, names of NIR columns whose digits are
+    lost) among the sampled rows. A column counts when at least half of its cells (and two)
+    are 15-digit numbers in scientific notation (E+14), so a stray value in prose or in a
+    column of amounts is never read as a NIR. A lost-digit column is a NIR column under a
+    NIR header, or under no known header when every lost value starts as a common NIR does
+    (sex 1 or 2, a valid month when shown): 15-digit IMEIs (35..., 86...) stay out."""
+    width = max((len(r) for r in rows), default=0)
+    found: list[int] = []
+    lost_names: list[str] = []
+    for index in range(min(width, 256)):
+        cells = [c for r in rows if len(r) > index and (c := r[index].strip())]
+        if not any(c.endswith("14") for c in cells):
+            continue
+        full = [c for c in cells if _SCIENTIFIC.fullmatch(c)]
+        lost = [m for c in cells if (m := _SCIENTIFIC_LOST.fullmatch(c))]
+        if len(full) + len(lost) < 2 or 2 * (len(full) + len(lost)) < len(cells):
+            continue
+        if full:
+            found.append(index)
+        if lost:
+            name = headers[index] if index < len(headers) else f"column {index + 1}"
+            role = roles.get(name)
+            if role == "nir" or (role is None and all(_common_nir_start(m.group(1) + (m.group(2) or "")) for m in lost)):
+                lost_names.append(name)
+    return tuple(found), lost_names
+
+
+def _common_nir_start(digits: str) -> bool:
+    return digits[0] in "12" and (len(digits) < 5 or digits[3:5] in nir_rules.STRICT_MONTHS)
+
+
+def _unnamed_header(header: list[str], rows: list[list[str]]) -> bool:
+    """A first line naming no known column is still a header when it reads as names above
+    values (csv.Sniffer's idea, cheaper): distinct, non-empty names, none a value, and a
+    column whose cells are values under its name (numbers, dates, e-mails), or all of one
+    length that is not the name's. A first row of data holds values where the rows do."""
+    names = [h.strip() for h in header]
+    if not all(names) or len(set(names)) < len(names) or any(_looks_like_value(n) or len(n) > MAX_HEADER for n in names):
+        return False
+    rows = [r for r in rows if len(r) == len(names)][:20]
+    if len(rows) < 2:
+        return False
+    for index, name in enumerate(names):
+        column = [r[index].strip() for r in rows]
+        if 5 * sum(map(_looks_like_value, column)) >= 4 * len(column):
+            return True
+        lengths = {len(c) for c in column}
+        if len(rows) >= 3 and len(lengths) == 1 and len(name) not in lengths and column[0]:
+            return True
+    return False
+
+
+def _json_arrays(text: bytes) -> tuple[int, list[tuple[int, int, int]]]:
+    """(top-level values, arrays of objects as (objects in the head, offset of the first, depth))
+    of a JSON head, truncated or not: its brackets read by one tokenizer that steps over
+    strings (linear time, no recursion, any depth)."""
+    stack: list[list[int]] = []          # per open bracket: [is array, objects in it, first]
+    arrays: list[tuple[int, int, int]] = []
+    tops = 0
+    for token in _JSON_TOKEN.finditer(text):
+        at = token.start()
+        char = text[at]
+        if char == 0x22:                 # a string
+            continue
+        if char in b"[{":
+            if not stack:
+                tops += 1
+            elif char == 0x7B and stack[-1][0]:
+                parent = stack[-1]
+                parent[1] += 1
+                if parent[1] == 1:
+                    parent[2] = at
+            stack.append([char == 0x5B, 0, -1])
+        elif stack:
+            closed = stack.pop()
+            if closed[0] and closed[1]:
+                arrays.append((closed[1], closed[2], len(stack)))
+    arrays.extend((a[1], a[2], depth) for depth, a in enumerate(stack) if a[0] and a[1])
+    return tops, arrays
+
+
+# A string (one that never ends runs to the end: linear on hostile quotes), or a bracket.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
+
+
+def _json_object(text: bytes, start: int) -> dict | None:
+    """The JSON object at `start`, or None (not an object, cut by the head's end, deeper
+    than the decoder goes)."""
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[start:].decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) and value else None
+
+
+def _marker_count(data: bytes, marker: bytes) -> int:
+    return data.count(marker + b":") + data.count(marker + b" :")
+
+
+class _MarkerCount:
+    """Occurrences of `"key":` or `"key" :` over a stream of chunks, those a chunk boundary
+    cuts included: each boundary is looked at through a window shorter than twice the
+    pattern, where an occurrence can only be one that straddles it."""
+
+    def __init__(self, marker: bytes) -> None:
+        self._patterns = (marker + b":", marker + b" :")
+        self._tail = b""
+
+    def __call__(self, data: bytes) -> int:
+        count = sum(data.count(p) for p in self._patterns)
+        if self._tail:
+            count += sum((self._tail[-(len(p) - 1):] + data[:len(p) - 1]).count(p) for p in self._patterns)
+        self._tail = (self._tail + data)[-(len(self._patterns[1]) - 1):] if len(data) < len(self._patterns[1]) \
+            else data[-(len(self._patterns[1]) - 1):]
+        return count
 
 
 _BLANK_LINE = re.compile(rb"\n(?=[ \t\r]*\n)")
