@@ -1,8 +1,8 @@
 """Insurer and tiers-payant operator names from the shipped watch list.
 
 `data/insurers.txt`: one insurer a line, `canonical|variant|...`; a `~` marks a name that is
-ambiguous alone (a first name, a common word, a short acronym) and counts only near
-health-insurance words. Matching is case- and accent-insensitive on Unicode word boundaries;
+ambiguous alone (a first name, a common word, a short acronym) and counts only near French
+health-insurance words or health-data column names (`text.HEALTH_CONTEXT`). Matching is case- and accent-insensitive on Unicode word boundaries;
 a name inside a longer name of another insurer at the same place (`Mutuelle Générale` inside
 `Mutuelle Générale de la Police`) counts only as the longer one.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .base import Hits, Pattern, Window
-from .text import Vocabulary, fold_key, has_health_context
+from .text import HealthContext, Vocabulary, fold_key
 
 
 @dataclass(frozen=True)
@@ -81,25 +81,26 @@ class InsurerDetector:
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         located: dict[int, list[int]] | None = None       # every occurrence of the ambiguous names
+        context = HealthContext(buf)                      # searched only where an ambiguous name asks
         for entry, ends in self.vocabulary.entries(hits).items():
             name = self.names[entry]
             if name.canonical in found:
                 continue
-            if self._qualifies(buf, entry, window, ends):
+            if self._qualifies(buf, entry, window, ends, context):
                 yield name.canonical
             elif name.ambiguous:                          # its first occurrence had no context
                 if located is None:
                     located = self.vocabulary.located_ends(buf, window)
-                if self._qualifies(buf, entry, window, located.get(entry, [])):
+                if self._qualifies(buf, entry, window, located.get(entry, []), context):
                     yield name.canonical
 
-    def _qualifies(self, buf: bytes, entry: int, window: Window, ends: list[int]) -> bool:
+    def _qualifies(self, buf: bytes, entry: int, window: Window, ends: list[int], context: HealthContext) -> bool:
         """An occurrence of `entry` not inside a longer name, and near health context if the
         name is ambiguous."""
         for start, end in self.vocabulary.occurrences(buf, entry, window, ends):
             if any(self.vocabulary.covers(buf, other, start, end) for other in self._longer[entry]):
                 continue
-            if self.names[entry].ambiguous and not has_health_context(buf, start, end):
+            if self.names[entry].ambiguous and not context.near(start, end):
                 continue
             return True
         return False

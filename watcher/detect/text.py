@@ -91,8 +91,25 @@ def _char_at(buf: bytes, pos: int) -> str:
 
 
 def is_word(ch: str) -> bool:
-    """Letters and digits are word characters; underscores separate words (`viamedis_2024.csv`)."""
-    return ch.isalnum()
+    """Letters, digits and combining marks are word characters; underscores separate words
+    (`viamedis_2024.csv`).
+
+    A mark belongs to the letter before it: NFC leaves many letters decomposed (Hebrew
+    points, Indic nuktas, Hangul tone marks, the composition exclusions), so the character
+    right before a name can be the mark of a letter it is glued to (`שׁMAE` is one word).
+    """
+    return ch.isalnum() or (ch != "" and unicodedata.category(ch)[:1] == "M")
+
+
+def _end_of_marks(buf: bytes, end: int) -> int:
+    """`end` moved past the combining marks that follow it: they accent the name's last
+    letter (`MAE` + U+0331 is `MAE` with an accent), so the boundary is after them."""
+    while end < len(buf) and buf[end] >= 0x80:
+        ch = _char_at(buf, end)
+        if not ch or unicodedata.category(ch)[:1] != "M":
+            break
+        end += len(ch.encode("utf-8"))
+    return end
 
 
 def on_word_boundaries(buf: bytes, start: int, end: int) -> bool:
@@ -103,22 +120,91 @@ def on_word_boundaries(buf: bytes, start: int, end: int) -> bool:
         before_ok = not is_word(_char_before(buf, start))
     if end < len(buf) and buf[end] < 0x80:
         return before_ok and not chr(buf[end]).isalnum()
-    return before_ok and not is_word(_char_at(buf, end))
+    return before_ok and not is_word(_char_at(buf, _end_of_marks(buf, end)))
 
 
-# Words that make a nearby ambiguous name or a bare 13-character number health-insurance data.
+# What makes a nearby ambiguous name an insurer: French health-insurance words and the column
+# names of health-data extracts, nothing else. No English (`health`, `insurance`, `assure`,
+# `adherent`: the ambiguous names are English first names and words too), no word that is
+# common in another language on its own (`organisme` in id/ro/nl, `garantie` in de/nl/ro,
+# `assurance` in en, `contrat`, `complementaire` in nl): those count in a French phrase or as a
+# column only. `NIR` is the first name Nir and near-infrared in prose, so it counts only as a
+# label (`NIR :`, `nir:`, `n° NIR`; not `Nir:`, a chat handle) or a column name.
+_SEP = r"[ _\-]+"
+_FRENCH_HEALTH = (
+    r"mutuelles?|mutualit[eé]s?|mutualistes?|sant[eé]|tiers" + _SEP + r"payants?|pr[eé]voyance|"
+    r"rembourse(?:ments?|r|s|nt)?|rembours[eé]e?s?|cotisations?|s[eé]curit[eé]" + _SEP + r"sociale|"
+    r"ayants?" + _SEP + r"droits?|b[eé]n[eé]ficiaires?|carte" + _SEP + r"vitale|cpam|caisse" + _SEP + r"primaire|"
+    r"r[eé]gime" + _SEP + r"obligatoire|attestation" + _SEP + r"de" + _SEP + r"droits|assureurs?|"
+    r"assur(?:é|ée|és|ées)|adh(?:é|É)rents?|d[’']assurances?|"
+    r"assurances?" + _SEP + r"(?:maladie|sant[eé]|compl[eé]mentaires?|pr[eé]voyance|d[eé]c[eè]s|emprunteur)|"
+    r"(?:organismes?|couvertures?|assurances?)" + _SEP + r"(?:compl[eé]mentaires?|assureurs?|d['’]assurance)|"
+    r"contrats?" + _SEP + r"(?:sant[eé]|collectifs?|responsables?|d['’]assurance)|"
+    r"garanties" + _SEP + r"(?:sant[eé]|optique|dentaire|hospitalisation|frais)|"
+    r"(?:num[eé]ro|n°|no)" + _SEP + r"(?:de" + _SEP + r")?(?:contrat|adh[eé]rent|s[eé]cu|ss|amc)|code" + _SEP + r"amc"
+)
+# Column names: alone between delimiters (a CSV/TSV header or cell), or in a snake_case name.
+_COLUMNS = r"nir|nss|secu|amc|adh[eé]rent|assur[eé]|mutuelle|organisme|assureur|garanties|contrat|r[eé]gime"
+_CELL = (r"(?:(?<=[\n;,\t|])|(?<=[\n;,\t|][ \"']))(?:" + _COLUMNS + r"|rang_naissance)"
+         r"(?=[ \"']?[;,\t|\r\n])")
+_SNAKE = r"(?<![^\W_])(?:" + _COLUMNS + r")_|_(?:" + _COLUMNS + r")(?![^\W_])"
+_NIR_LABEL = r"(?-i:\bNIR|\bnir)[\"']?\s*[:=]|\bn°\s*nir\b"
 HEALTH_CONTEXT = re.compile(
-    r"mutuel|assur|sant[eé]|tiers[ -]?payant|compl[eé]mentaire|adh[eé]rent|garantie|"
-    r"pr[eé]voyance|rembourse|cotisation|s[eé]curit[eé] sociale|\bnir\b|\bamc\b|ayant[ -]droit|"
-    r"b[eé]n[eé]ficiaire|contrat|organisme|insurer|insurance|health",
+    rf"\b(?:{_FRENCH_HEALTH})\b|{_CELL}|{_SNAKE}|{_NIR_LABEL}",
     re.IGNORECASE,
 )
 
 
-def has_health_context(buf: bytes, start: int, end: int, radius: int = 300) -> bool:
-    """True when health-insurance words appear within `radius` bytes around buf[start:end]."""
-    window = buf[max(0, start - radius):end + radius].decode("utf-8", "replace")
-    return HEALTH_CONTEXT.search(window) is not None
+class HealthContext:
+    """Where HEALTH_CONTEXT occurs in one buffer, found block by block as occurrences ask.
+
+    `near(start, end)`: a context match overlaps the `radius` bytes around buf[start:end]
+    (`garanties santé` counts whole when the window cuts it). Each block of the buffer is searched at most once, whatever the number of
+    names and occurrences asking: prose naming `Mae` or `maaf` every line costs one pass of the
+    regex, not one per occurrence (a 600-byte search each, 3 s a MiB in dense prose).
+    """
+
+    BLOCK = 1024
+    HEAD = 8          # characters before a block for the lookbehinds and \b
+    TAIL = 128        # a match starting in a block ends within this (the longest phrase)
+
+    def __init__(self, buf: bytes, radius: int = 300) -> None:
+        self.buf = buf
+        self.radius = radius
+        self._spans: dict[int, list[tuple[int, int]]] = {}    # block -> byte spans starting in it
+
+    def near(self, start: int, end: int) -> bool:
+        lo, hi = max(0, start - self.radius), min(len(self.buf), end + self.radius)
+        for block in range(max(0, lo - self.TAIL) // self.BLOCK, (hi - 1) // self.BLOCK + 1):   # a match may start before lo
+            if any(s < hi and e > lo for s, e in self._block(block)):
+                return True
+        return False
+
+    def _block(self, block: int) -> list[tuple[int, int]]:
+        if block not in self._spans:
+            self._spans[block] = self._search(block)
+        return self._spans[block]
+
+    def _search(self, block: int) -> list[tuple[int, int]]:
+        """Context spans starting in `block`. The text is decoded with surrogateescape so
+        that character offsets map back to byte offsets exactly, even through bad bytes; the
+        buffer's start and end read as line ends (a header row at the top of a file)."""
+        buf, first = self.buf, block * self.BLOCK
+        lo = max(0, first - self.HEAD)
+        while lo > 0 and 0x80 <= buf[lo] < 0xC0:
+            lo -= 1
+        hi = min(len(buf), first + self.BLOCK + self.TAIL)
+        text = ("\n" if lo == 0 else "") + buf[lo:hi].decode("utf-8", "surrogateescape")
+        text += "\n" if hi == len(buf) else ""
+        shift = lo - (1 if lo == 0 else 0)
+        spans: list[tuple[int, int]] = []
+        done, offset = 0, shift                     # text[:done] is offset - shift bytes long
+        for match in HEALTH_CONTEXT.finditer(text):
+            offset += len(text[done:match.start()].encode("utf-8", "surrogateescape"))
+            done = match.start()
+            if first <= offset < first + self.BLOCK:
+                spans.append((offset, offset + len(match.group().encode("utf-8", "surrogateescape"))))
+        return spans
 
 
 def _written_pattern(text: str) -> bytes:
