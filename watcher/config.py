@@ -175,6 +175,7 @@ class SourceConfig:
     expect: str | None = None         # CSS selector the main page must match (else: degraded)
     header_hosts: tuple[str, ...] = ()  # hosts beside the URL's that get `headers` (lower case)
     allow_private: bool = False       # may fetch loopback/private/link-local addresses (intranet)
+    options: Any = None               # the kind's own options (a dataclass its module declares)
 
     @property
     def onion(self) -> bool:
