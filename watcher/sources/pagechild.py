@@ -20,7 +20,8 @@ import traceback
 from watcher.childproc import frame, read_frame, serve_stdio
 from watcher.sources.errors import SourceError
 
-PARSING_MODULES = ("watcher.sources.links", "watcher.sources.threads", "watcher.sources.feedparse")
+PARSING_MODULES = ("watcher.sources.links", "watcher.sources.threads", "watcher.sources.feedparse",
+                   "watcher.sources.telegram_page")
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@ never the event loop, the other sources or the daemon's shutdown.
 
 Why: lxml's HTML tree builder is quadratic in the attributes of one element (a tag with
 100,000 of them: 8 s; a 5 MB page of them: minutes), and a parse running in a thread cannot be
-stopped. So the daemon parses its pages (listing, board and thread pages, feeds, item
-`content` selection) here:
+stopped. So the daemon parses its pages (listing, board and thread pages, feeds, Telegram
+channel previews, item `content` selection) here:
 
     parser = PageParser()                      # at start; nothing runs until the first parse
     index = await parser.run(partial(parse_index, selector, expect, url), body)
