@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,8 +39,25 @@ class SeenStore:
 
 
 def source_config(name: str = "test", kind: str = "listing", **fields: Any) -> SourceConfig:
-    """A SourceConfig without going through TOML (allowed to reach the loopback fake sites)."""
-    return replace(SourceConfig(name=name, kind=kind, allow_private=True), **fields)
+    """A SourceConfig without going through TOML (allowed to reach the loopback fake sites):
+    the fields of the kind's options (`item_links=...`) go to `options`, the others to the
+    SourceConfig itself."""
+    from dataclasses import fields as dataclass_fields
+
+    from watcher.sources import SOURCE_CLASSES
+
+    options_class = SOURCE_CLASSES[kind].Options
+    names = {f.name for f in dataclass_fields(options_class)}
+    # Required options a test does not care about (a fetcher test's listing) get a neutral value.
+    neutral = {"selector": "a", "dotted": "id", "read_path": Path("."), "path": Path(".")}
+    given = {k: v for k, v in fields.items() if k in names}
+    for f in dataclass_fields(options_class):
+        meta = f.metadata.get("option")
+        if meta is not None and meta.required and f.name not in given:
+            given[f.name] = neutral[meta.reader]
+    options = options_class(**given)
+    common = {k: v for k, v in fields.items() if k not in names}
+    return replace(SourceConfig(name=name, kind=kind, allow_private=True), options=options, **common)
 
 
 def tor_settings(proxy: SocksProxy) -> TorSettings:

@@ -79,15 +79,15 @@ def test_shipped_config_loads_with_only_the_inbox_enabled() -> None:
     config = load_config(REPO / "sources.toml", environ={})
     assert [s.name for s in config.enabled_sources] == ["inbox"]
     inbox = config.enabled_sources[0]
-    assert inbox.kind == "directory" and inbox.path == REPO / "inbox" and inbox.interval == 10
+    assert inbox.kind == "directory" and inbox.options.path == REPO / "inbox" and inbox.interval == 10
     assert config.watcher.state_dir == REPO / "state"
     assert config.tor is not None and config.tor.socks == "127.0.0.1:9050"
     assert isinstance(config.alerts, dict) and config.policy == Policy()
     gists = next(s for s in config.sources if s.name == "github-gists")
-    assert (gists.kind, gists.enabled, gists.url, gists.items, gists.id_field, gists.url_field) == (
+    assert (gists.kind, gists.enabled, gists.url, gists.options.items, gists.options.id_field, gists.options.url_field) == (
         "json", False, "https://api.github.com/gists/public", "", "id", "files.*.raw_url")
     pastebin = next(s for s in config.sources if s.name == "pastebin")
-    assert (pastebin.id_field, pastebin.url_field) == ("key", "scrape_url")
+    assert (pastebin.options.id_field, pastebin.options.url_field) == ("key", "scrape_url")
 
 
 def test_state_directory_from_systemd_wins() -> None:
@@ -100,7 +100,7 @@ def test_relative_paths_are_relative_to_the_config_folder(tmp_path: Path, monkey
     monkeypatch.chdir("/")
     config = load_config(path, environ={})
     assert config.watcher.state_dir == tmp_path / "state"
-    assert config.sources[0].path == tmp_path / "inbox"
+    assert config.sources[0].options.path == tmp_path / "inbox"
 
 
 def test_full_example_of_the_spec_loads(tmp_path: Path) -> None:
@@ -137,9 +137,9 @@ def test_full_example_of_the_spec_loads(tmp_path: Path) -> None:
     """
     config = load_config(write(tmp_path, text), environ={"FORUM_COOKIE": "sid=42"})
     listing, forum, feed = config.sources[1:]
-    assert listing.tor and listing.onion and listing.interval == 300 and listing.content == "pre"
-    assert forum.headers == {"Cookie": "sid=42"} and forum.max_pages == 5
-    assert feed.follow and feed.interval == 5400 and not feed.tor
+    assert listing.tor and listing.onion and listing.interval == 300 and listing.options.content == "pre"
+    assert forum.headers == {"Cookie": "sid=42"} and forum.options.max_pages == 5
+    assert feed.options.follow and feed.interval == 5400 and not feed.tor
     assert config.policy == Policy(critical_nirs=5)
     assert config.rules == (Rule("contract-numbers", "medium", (), "CTR-[0-9]{8}"),
                             Rule("insurers", "low", ("Mutuelle X", "Caisse Y")))

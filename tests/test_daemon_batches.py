@@ -23,6 +23,7 @@ from watcher.config import load_config
 from watcher.daemon import DB_NAME, Batcher, Daemon
 from watcher.report import Report
 from watcher.score import Policy
+from watcher.sources.directory import DirectoryOptions
 from watcher.sources.base import Item, PollContext, Source
 from watcher.store import ItemResult, StateDB, Store
 
@@ -240,6 +241,7 @@ class Drop(Source):
 
     kind = "directory"
     uses_network = False
+    Options = DirectoryOptions
 
     def __init__(self, daemon: Daemon, files: list[Path], version: str = "v1") -> None:
         super().__init__(daemon.config.sources[0])

@@ -19,10 +19,16 @@ rule that would kill every worker at start is refused here. What depends on the 
 state directory, drop folders, apprise targets) is checked by `watcher.preflight` before the
 daemon starts. Doubtful but valid values (a network source polled more often than every 30 s)
 are kept as one-line `Config.warnings` in the same `file:line: where: what` form.
+
+What every source shares is read here; a kind's own options are declared by its module
+(`watcher.sources.listing.ListingOptions`...) and read by `watcher.options.read_options`
+through this validator's readers. Adding a kind: one module with its `Options` and `poll()`,
+and one line in `watcher.sources.registry`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -35,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from watcher.detect.rules import Rule, rule_error
+from watcher.options import option_keys, read_options
 from watcher.score import SEVERITIES, Policy
 
 DB_NAME = "watcher.db"        # in state_dir: the state database
@@ -45,7 +52,6 @@ MIN_INTERVAL = 1.0                  # seconds; less is a typo (0.001 polled 4,88
 NETWORK_INTERVAL_WARNING = 30.0     # a network source polled more often is worth a warning
 MIN_DOCUMENT_TIMEOUT = 1.0          # seconds; less would kill workers on any real document
 DEFAULT_INTERVAL = 300.0
-DEFAULT_MAX_PAGES = 5
 DEFAULT_CONCURRENCY = 8
 DEFAULT_DOCUMENT_TIMEOUT = 60.0    # seconds one document may hold a worker before it is killed
 DEFAULT_ITEM_TRIES = 3             # analyses of a failing item before it is parked
@@ -54,7 +60,6 @@ DEFAULT_FINDINGS_DAYS = 365
 DEFAULT_VACUUM_EVERY = 7 * 86400.0
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 SYSTEM_CONFIG = Path("/etc/watcher/sources.toml")
-SOURCE_KINDS = ("directory", "listing", "forum", "json", "feed")
 RULE_SEVERITIES = tuple(s for s in SEVERITIES if s != "none")
 
 _TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retention", "metrics")
@@ -65,14 +70,6 @@ _METRICS_KEYS = ("listen",)
 _RULE_KEYS = ("name", "keywords", "regex", "severity", "case_sensitive")
 _COMMON_KEYS = ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
                 "timeout", "connect_timeout", "expect", "header_hosts", "allow_private")
-# kind -> (required keys, optional keys), beside the common ones.
-_KIND_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "directory": (("path",), ()),
-    "listing": (("url", "item_links"), ("tor", "item_url", "content")),
-    "forum": (("url", "thread_links", "post"), ("tor", "next_page", "max_pages")),
-    "json": (("endpoint", "id", "url"), ("tor", "items", "title")),
-    "feed": (("url",), ("tor", "follow")),
-}
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252}[A-Za-z0-9_])?|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -141,11 +138,11 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One `[[sources]]` entry, validated. Kind-specific fields are None when not applicable.
+    """One `[[sources]]` entry, validated: what every kind shares, and `options`, the kind's
+    own options (the dataclass its module declares, e.g. `sources.listing.ListingOptions`).
 
-    `url` is always the page fetched first (listing, board, feed, or a json source's
-    `endpoint`); a json source's `url` key (the dotted path of the raw-content URL in each
-    record) is `url_field`, its `id` and `title` keys are `id_field` and `title_field`.
+    `url` is the page fetched first (a listing, board or feed, a json source's `endpoint`:
+    the key its options' `url_key` names); None for a directory.
     """
 
     name: str
@@ -153,25 +150,12 @@ class SourceConfig:
     enabled: bool = True
     interval: float = DEFAULT_INTERVAL
     url: str | None = None
-    path: Path | None = None
     tor: bool = False
     max_bytes: int = DEFAULT_MAX_BYTES
     headers: Mapping[str, str] = field(default_factory=dict)
     user_agent: str | None = None
     timeout: float | None = None
     connect_timeout: float | None = None
-    item_links: str | None = None
-    item_url: str | None = None
-    content: str | None = None
-    thread_links: str | None = None
-    post: str | None = None
-    next_page: str | None = None
-    max_pages: int = DEFAULT_MAX_PAGES
-    items: str = ""
-    id_field: str | None = None
-    url_field: str | None = None
-    title_field: str | None = None
-    follow: bool = False
     expect: str | None = None         # CSS selector the main page must match (else: degraded)
     header_hosts: tuple[str, ...] = ()  # hosts beside the URL's that get `headers` (lower case)
     allow_private: bool = False       # may fetch loopback/private/link-local addresses (intranet)
@@ -642,13 +626,19 @@ class _Validator:
             raise self.fail(where, "name", "must be 1-64 letters, digits, '.', '_' or '-', "
                                            f"starting with a letter or digit, not {name!r}")
         kind = self.string(where, data, "kind", required=True)
-        if kind not in _KIND_KEYS:
-            raise self.fail(where, "kind", f"must be one of: {', '.join(SOURCE_KINDS)}, not {_show(kind)}")
-        required, optional = _KIND_KEYS[kind]
-        self.check_keys(where, data, _COMMON_KEYS + required + optional)
-        for key in required:
-            if key not in data:
-                raise self.fail(where, None, f'key "{key}" is missing (a {kind} source needs: {", ".join(required)})')
+        from .sources.registry import SOURCE_CLASSES     # here: the source modules import this one
+
+        if kind not in SOURCE_CLASSES:
+            raise self.fail(where, "kind", f"must be one of: {', '.join(SOURCE_CLASSES)}, not {_show(kind)}")
+        source_class = SOURCE_CLASSES[kind]
+        options_class = source_class.Options
+        required, optional = option_keys(options_class)
+        url_key = options_class.url_key
+        network = ("tor",) if source_class.uses_network else ()
+        self.check_keys(where, data, _COMMON_KEYS + ((url_key,) if url_key else ()) + network + required + optional)
+        if url_key and url_key not in data:
+            needs = ", ".join((url_key,) + required)
+            raise self.fail(where, None, f'key "{url_key}" is missing (a {kind} source needs: {needs})')
         enabled = self.boolean(where, data, "enabled", True)
         interval = self.seconds(where, data, "interval", DEFAULT_INTERVAL, minimum=MIN_INTERVAL)
         assert interval is not None
@@ -657,6 +647,8 @@ class _Validator:
                                          f"{NETWORK_INTERVAL_WARNING:g} s loads the site and stands out")
         common: dict[str, Any] = dict(
             name=name, kind=kind, enabled=enabled, interval=interval,
+            url=self.url(where, data, url_key) if url_key else None,
+            tor=self.boolean(where, data, "tor", False),
             max_bytes=self.integer(where, data, "max_bytes", DEFAULT_MAX_BYTES, maximum=MAX_MAX_BYTES,
                                    why=" (1 GiB: one document is held in a worker's memory)"),
             headers=self.headers(where, data, resolve_env=enabled),
@@ -672,21 +664,23 @@ class _Validator:
             raise self.fail(where, key, "applies to network sources, not to a directory source")
         if common["expect"] is not None and kind in ("directory", "json"):
             raise self.fail(where, "expect", f"applies to HTML pages (listing, forum, feed), not to a {kind} source")
-        specific = getattr(self, f"kind_{kind}")(where, data)
-        source = SourceConfig(**common, **specific)
+        source = SourceConfig(**common, options=read_options(options_class, self, where, data))
         self.check_tor(where, source, tor)
         return source
 
     def check_tor(self, where: _Where, source: SourceConfig, tor: TorSettings | None) -> None:
-        """`tor = true` needs `[tor] socks`; an onion URL needs `tor = true` (no DNS leak)."""
-        url_key = "endpoint" if source.kind == "json" else "url"
+        """`tor = true` needs `[tor] socks`; an onion URL, the source's or in any of its options
+        (an `item_url` template), needs `tor = true` (no DNS leak)."""
         if source.tor and tor is None:
             raise self.fail(where, "tor", 'is true but there is no [tor] socks = "host:port" '
                                           '(the SOCKS port of the local Tor client)')
         if source.onion and not source.tor:
-            raise self.fail(where, url_key, "is a .onion URL: set tor = true")
-        if source.kind == "listing" and source.item_url and is_onion(source.item_url) and not source.tor:
-            raise self.fail(where, "item_url", "is a .onion URL: set tor = true")
+            raise self.fail(where, source.options.url_key, "is a .onion URL: set tor = true")
+        for field_, opt in ((f, f.metadata["option"]) for f in dataclasses.fields(source.options)
+                            if "option" in f.metadata):
+            value = getattr(source.options, field_.name)
+            if isinstance(value, str) and is_onion(value.replace("{", "").replace("}", "")) and not source.tor:
+                raise self.fail(where, opt.key or field_.name, "is a .onion URL: set tor = true")
 
     def headers(self, where: _Where, data: Mapping[str, Any], resolve_env: bool) -> dict[str, str]:
         """Header table; values "env:NAME", "file:PATH" and "cred:NAME" are secrets read from
@@ -731,57 +725,30 @@ class _Validator:
             hosts.append(host.lower().rstrip("."))
         return tuple(hosts)
 
-    # -- kinds -----------------------------------------------------------------------------------
+    # -- readers of the kinds' options (see watcher.options) ------------------------------------
 
-    def kind_directory(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
-        """directory: path (relative to the config file's folder)."""
-        raw = self.string(where, data, "path", required=True)
+    def read_path(self, where: _Where, data: Mapping[str, Any], key: str) -> Path:
+        """A folder or file, relative to the configuration file's folder; `~` expanded."""
+        raw = self.string(where, data, key, required=True)
         assert raw is not None
-        return {"path": self.base / Path(raw).expanduser()}
+        return self.base / Path(raw).expanduser()
 
-    def kind_listing(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
-        """listing: url, item_links, item_url template, content selector."""
-        item_url = self.string(where, data, "item_url")
-        if item_url is not None:
-            self.check_template(where, item_url)
-        return {"url": self.url(where, data, "url"), "tor": self.boolean(where, data, "tor", False),
-                "item_links": self.selector(where, data, "item_links", required=True),
-                "item_url": item_url, "content": self.selector(where, data, "content")}
-
-    def check_template(self, where: _Where, template: str) -> None:
-        """item_url may use {id} and {href} only, and must give an http(s) URL."""
+    def template(self, where: _Where, data: Mapping[str, Any], key: str) -> str:
+        """A URL template using {id} and {href} only, giving an http(s) URL."""
+        template = self.string(where, data, key, required=True)
+        assert template is not None
         try:
             placeholders = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
         except ValueError as exc:
-            raise self.fail(where, "item_url", f"is not a valid template ({exc}); use {{id}} and {{href}}") from None
+            raise self.fail(where, key, f"is not a valid template ({exc}); use {{id}} and {{href}}") from None
         unknown = placeholders - {"id", "href"}
         if unknown:
-            raise self.fail(where, "item_url", f"uses unknown placeholders {sorted(unknown)} "
-                                               "(expected {id} and/or {href})")
-        sample = template.format(id="x", href="http://example.org/x")
-        problem = _url_problem(sample)
+            raise self.fail(where, key, f"uses unknown placeholders {sorted(unknown)} "
+                                        "(expected {id} and/or {href})")
+        problem = _url_problem(template.format(id="x", href="http://example.org/x"))
         if problem:
-            raise self.fail(where, "item_url", f"must give an http:// or https:// URL ({problem}): {template!r}")
-
-    def kind_forum(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
-        """forum: board url, thread_links, post, next_page, max_pages."""
-        return {"url": self.url(where, data, "url"), "tor": self.boolean(where, data, "tor", False),
-                "thread_links": self.selector(where, data, "thread_links", required=True),
-                "post": self.selector(where, data, "post", required=True),
-                "next_page": self.selector(where, data, "next_page"),
-                "max_pages": self.integer(where, data, "max_pages", DEFAULT_MAX_PAGES)}
-
-    def kind_json(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
-        """json: endpoint URL, items/id/url/title dotted paths."""
-        items = data.get("items", "")
-        if not isinstance(items, str):
-            raise self.fail(where, "items", 'must be a dotted path string ("" for a top-level list), '
-                                            f"not {_show(items)}")
-        return {"url": self.url(where, data, "endpoint"), "tor": self.boolean(where, data, "tor", False),
-                "items": items.strip(),
-                "id_field": self.dotted(where, data, "id", required=True),
-                "url_field": self.dotted(where, data, "url", required=True),
-                "title_field": self.dotted(where, data, "title")}
+            raise self.fail(where, key, f"must give an http:// or https:// URL ({problem}): {template!r}")
+        return template
 
     def dotted(self, where: _Where, data: Mapping[str, Any], key: str, required: bool = False) -> str | None:
         """A dotted field path like "files.*.raw_url" (no empty segments)."""
@@ -790,10 +757,13 @@ class _Validator:
             raise self.fail(where, key, f'must be a dotted field path like "files.*.raw_url", not {value!r}')
         return value
 
-    def kind_feed(self, where: _Where, data: Mapping[str, Any]) -> dict[str, Any]:
-        """feed: url, follow."""
-        return {"url": self.url(where, data, "url"), "tor": self.boolean(where, data, "tor", False),
-                "follow": self.boolean(where, data, "follow", False)}
+    def json_path(self, where: _Where, data: Mapping[str, Any], key: str) -> str:
+        """A dotted path that may be "" (the top level)."""
+        value = data[key]
+        if not isinstance(value, str):
+            raise self.fail(where, key, 'must be a dotted path string ("" for a top-level list), '
+                                        f"not {_show(value)}")
+        return value.strip()
 
 
 def split_host_port(value: str) -> tuple[str, int]:

@@ -206,12 +206,13 @@ def state_problem(state_dir: Path, database: Path, exc: Exception) -> str:
 def _check_drop_folders(config: Config) -> None:
     """Each enabled directory source's folder exists, is a directory and can be listed."""
     for index, source in enumerate(config.sources):
-        if not source.enabled or source.kind != "directory" or source.path is None:
+        if not source.enabled or source.kind != "directory":
             continue
-        problem = _folder_problem(source.path)
+        folder = source.options.path
+        problem = _folder_problem(folder)
         if problem:
             raise located_error(config, "sources", index, f'source "{source.name}"', "path",
-                                f": {source.path} {problem}")
+                                f": {folder} {problem}")
 
 
 def _folder_problem(path: Path) -> str | None:

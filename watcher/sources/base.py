@@ -101,10 +101,13 @@ class Source(ABC):
 
     kind: ClassVar[str] = ""
     uses_network: ClassVar[bool] = True
+    Options: ClassVar[type]                 # the kind's options (a dataclass of `watcher.options`)
 
     def __init__(self, config: SourceConfig) -> None:
         if config.kind != self.kind:
             raise ValueError(f"{type(self).__name__} cannot be built from a {config.kind!r} source")
+        if not isinstance(config.options, self.Options):
+            raise ValueError(f"{type(self).__name__} needs {self.Options.__name__}, not {config.options!r}")
         self.config = config
 
     @property
@@ -176,7 +179,7 @@ class Source(ABC):
         never empty, so it is a login wall, a challenge, or a layout the selector misses.
         """
         ctx.links = len(index.links)
-        selector = getattr(self.config, key)
+        selector = getattr(self.config.options, key)
         if not index.links:
             head = page.body[:2048]
             if page.truncated or b"\x00" in head or not looks_like_html(head, page.content_type):

@@ -18,13 +18,23 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from watcher.config import SourceConfig
+from watcher.options import option
 from watcher.sources.base import Item, PollContext, Source, SourceError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SETTLE = 2.0
+
+
+@dataclass(frozen=True)
+class DirectoryOptions:
+    """`kind = "directory"`: a drop folder, polled locally."""
+
+    url_key: ClassVar[str | None] = None
+    path: Path = option("path", required=True, doc="the folder (relative to the configuration file's)")
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,8 @@ class DirectorySource(Source):
 
     kind = "directory"
     uses_network = False
+    Options = DirectoryOptions
+    options: DirectoryOptions
 
     def __init__(self, config: SourceConfig, settle: float = DEFAULT_SETTLE) -> None:
         super().__init__(config)
@@ -84,7 +96,7 @@ class DirectorySource(Source):
 
     async def poll(self, ctx: PollContext) -> AsyncIterator[Item]:
         """Yield files that are new or changed since they were last seen."""
-        root = self.config.path
+        root = self.config.options.path
         assert root is not None
         if not root.is_dir():
             raise SourceError(f"source {self.name}: {root} is not a directory")

@@ -9,17 +9,30 @@ document type declaration (where an entity bomb would be) is cut out first.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 from urllib.parse import urlsplit
+
+from watcher.options import option
 
 from watcher.sources.base import TEXT_TYPE, Item, PollContext, Source, parse_page
 from watcher.sources.feedparse import FeedPage, parse_feed
+
+
+@dataclass(frozen=True)
+class FeedOptions:
+    """`kind = "feed"`: an RSS or Atom feed; each entry is a document."""
+
+    url_key: ClassVar[str | None] = "url"
+    follow: bool = option("boolean", False, doc="also fetch the page each entry links to (a second document)")
 
 
 class FeedSource(Source):
     """An RSS/Atom feed; one document per entry (plus its linked page with `follow`)."""
 
     kind = "feed"
+    Options = FeedOptions
 
     async def poll(self, ctx: PollContext) -> AsyncIterator[Item]:
         """Yield new entries (and, with follow, their pages)."""
@@ -35,7 +48,7 @@ class FeedSource(Source):
             if not await ctx.is_seen(entry.entry_id):
                 yield self.item(entry.entry_id, entry.link or response.url, title=entry.title,
                                 content=entry.text.encode("utf-8"), content_type=TEXT_TYPE)
-            if not self.config.follow or not entry.link:
+            if not self.config.options.follow or not entry.link:
                 continue
             page_id = entry.entry_id + "#link"
             if urlsplit(entry.link).scheme not in ("http", "https") or await ctx.is_seen(page_id):

@@ -14,29 +14,47 @@ next poll.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 from watcher.fetch import Response
+from watcher.options import option
 from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, SourceError, link_id, parse_page,
                                   sha256_hex)
 from watcher.sources.links import parse_index
 from watcher.sources.threads import ThreadPage, parse_thread_page
 
 
+DEFAULT_MAX_PAGES = 5
+
+
+@dataclass(frozen=True)
+class ForumOptions:
+    """`kind = "forum"`: a board linking to threads of posts."""
+
+    url_key: ClassVar[str | None] = "url"
+    thread_links: str = option("selector", required=True, doc="CSS selector of the thread links on the board")
+    post: str = option("selector", required=True, doc="CSS selector of one post in a thread page")
+    next_page: str | None = option("selector", None, doc="CSS selector of the link to a thread's next page")
+    max_pages: int = option("integer", DEFAULT_MAX_PAGES, doc="thread pages walked at most")
+
+
 class ForumSource(Source):
     """A forum board; one document per post."""
 
     kind = "forum"
+    Options = ForumOptions
 
     async def poll(self, ctx: PollContext) -> AsyncIterator[Item]:
         """Yield the new (or edited) posts of the board's threads."""
         board_url = self.config.url
-        assert board_url and self.config.thread_links
+        assert board_url and self.config.options.thread_links
         board = await self.fetch_page(ctx, board_url)
         if board is None:
             return
         index = await parse_page(ctx, board.body, partial(
-            parse_index, self.config.thread_links, self.config.expect, board.url))
+            parse_index, self.config.options.thread_links, self.config.expect, board.url))
         self.check_index(ctx, "thread_links", board, index)
         complete = True
         for thread_url, title in index.links:
@@ -56,7 +74,7 @@ class ForumSource(Source):
         url: str | None = thread_url
         visited: set[str] = set()
         index = 0
-        while url and url not in visited and len(visited) < self.config.max_pages:
+        while url and url not in visited and len(visited) < self.config.options.max_pages:
             visited.add(url)
             response = await self.fetch_item(ctx, url)
             page = None if response is None else await self.thread_page(ctx, url, response)
@@ -79,7 +97,7 @@ class ForumSource(Source):
         """The parsed thread page; None (in ctx.skipped) when the page parser gave up on it."""
         try:
             return await parse_page(ctx, response.body, partial(
-                parse_thread_page, self.config.post or "", self.config.next_page, response.url))
+                parse_thread_page, self.config.options.post or "", self.config.options.next_page, response.url))
         except SourceError as exc:
             self.skip(ctx, url, str(exc))
             return None

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from watcher.extract.html import looks_like_html
 from watcher.fetch import Response
+from watcher.options import option
 from watcher.sources.base import Item, PollContext, Source, SourceError, off_loop, parse_page
 from watcher.sources.walls import page_wall
 
@@ -53,10 +55,22 @@ def parse_json(body: bytes) -> Any:
         raise SourceError(f"not JSON: {exc}") from None
 
 
+@dataclass(frozen=True)
+class JsonOptions:
+    """`kind = "json"`: an API endpoint listing records."""
+
+    url_key: ClassVar[str | None] = "endpoint"
+    id_field: str = option("dotted", key="id", required=True, doc="dotted path of a record's id")
+    url_field: str = option("dotted", key="url", required=True, doc="dotted path of a record's raw-content URL")
+    items: str = option("json_path", "", doc='dotted path of the list of records ("": the top level)')
+    title_field: str | None = option("dotted", None, key="title", doc="dotted path of a record's title")
+
+
 class JsonSource(Source):
     """An API listing records; one document per record (its raw content URL)."""
 
     kind = "json"
+    Options = JsonOptions
 
     async def poll(self, ctx: PollContext) -> AsyncIterator[Item]:
         """Yield the documents of the records not seen yet."""
@@ -101,17 +115,17 @@ class JsonSource(Source):
             raise SourceError(f"source {self.name}: {endpoint} answered an HTML page, not JSON"
                               + (f": {wall}" if wall else "")) from None
         try:
-            records = dig(data, self.config.items)
+            records = dig(data, self.config.options.items)
         except LookupError:
-            raise SourceError(f"source {self.name}: no {self.config.items!r} in the response of {endpoint}") from None
+            raise SourceError(f"source {self.name}: no {self.config.options.items!r} in the response "
+                              f"of {endpoint}") from None
         if not isinstance(records, list):
-            raise SourceError(f"source {self.name}: {self.config.items or 'the response'!s} is not a list")
+            raise SourceError(f"source {self.name}: {self.config.options.items or 'the response'!s} is not a list")
         return records
 
     def record_fields(self, record: Any) -> tuple[str, str, str] | None:
         """(id, raw URL, title) of a record; None (logged) if the record lacks them."""
-        config = self.config
-        assert config.id_field and config.url_field
+        config = self.config.options
         try:
             raw_id = dig(record, config.id_field)
             url = dig(record, config.url_field)
