@@ -397,3 +397,41 @@ def test_expect_is_refused_where_there_is_no_html_page(tmp_path, kind: str, keys
     path.write_text(f'[[sources]]\nname = "s"\nkind = "{kind}"\n{keys}\nexpect = "div.board"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=rf'sources.toml:\d+: source "s": key "expect" applies to HTML pages'):
         load_config(path)
+
+
+# -- a kind declared by its own module (issue 12): telegram -------------------------------------
+
+TELEGRAM = """
+[[sources]]
+name = "tg-leaks"
+kind = "telegram"
+channel = "{channel}"
+{extra}
+"""
+
+
+def test_a_telegram_source_loads_with_its_preview_page(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, HEAD + TELEGRAM.format(channel="fuites_sante", extra="depth = 0")), environ={})
+    channel = config.sources[1]
+    assert (channel.kind, channel.url, channel.options.depth) == ("telegram", "https://t.me/s/fuites_sante", 0)
+    mirror = load_config(write(tmp_path, HEAD + TELEGRAM.format(
+        channel="x", extra='url = "http://mirrorabcdefghijklmnop.onion/s/x"\ntor = true')), environ={})
+    assert mirror.sources[1].url == "http://mirrorabcdefghijklmnop.onion/s/x" and mirror.sources[1].onion
+
+
+@pytest.mark.parametrize("channel, extra, expected", [
+    ("@fuites", "", r':1[4-9]: source "tg-leaks": key "channel" must be a public channel username'),
+    ("fuites", "depth = 99", r'key "depth" must be 0 to 50 older pages'),
+    ("fuites", "depth = -1", r'key "depth" must be an integer of at least 0'),
+    ("fuites", 'url = "http://mirrorabcdefghijklmnop.onion/s/x"', r'key "url" is a .onion URL: set tor = true'),
+    ("fuites", "item_links = 'a'", r'key "item_links" is unknown'),
+])
+def test_a_bad_telegram_source_names_file_line_and_key(tmp_path: Path, channel: str, extra: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, HEAD + TELEGRAM.format(channel=channel, extra=extra)), environ={})
+
+
+def test_a_missing_channel_names_what_a_telegram_source_needs(tmp_path: Path) -> None:
+    text = HEAD + '\n[[sources]]\nname = "tg"\nkind = "telegram"\n'
+    with pytest.raises(ConfigError, match=r'key "channel" is missing \(a telegram source needs: channel\)'):
+        load_config(write(tmp_path, text), environ={})

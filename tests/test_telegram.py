@@ -294,3 +294,30 @@ def test_message_titles() -> None:
     assert message_title(Message("chan/1", 1, "", f"\n  {long_line}\nb")) == "x" * 99 + "…"
     assert message_title(Message("chan/2", 2, "", "", (LinkedFile("a.zip"),))) == "a.zip"
     assert message_title(Message("chan/3", 3, "", "")) == "chan/3"
+
+
+# -- through the daemon, configured in TOML -------------------------------------------------------
+
+async def test_a_telegram_source_in_sources_toml_raises_a_finding(site: TelegramSite, tmp_path) -> None:
+    """`kind = "telegram"` in sources.toml, polled by the daemon: a message posting a sample of
+    NIRs is a critical finding whose title is the message's first line, its URL the post."""
+    import random
+
+    from conftest import random_nir
+    from watcher.config import load_config
+    from watcher.daemon import Daemon
+    from watcher.store import StateDB
+
+    rng = random.Random(12)
+    fill(site, 3)
+    sample = "\n".join(random_nir(rng, strict=True) for _ in range(12))
+    post = site.post("chan", f"Base mutuelle 2026, extrait\n{sample}")
+    config = tmp_path / "sources.toml"
+    config.write_text(f'[watcher]\nstate_dir = "./state"\n\n[[sources]]\nname = "tg"\nkind = "telegram"\n'
+                      f'channel = "chan"\nurl = "{site.url("/s/chan")}"\nallow_private = true\n', encoding="utf-8")
+    daemon = Daemon(load_config(config), once=True, workers=1)
+    assert await daemon.run() == 0
+    with StateDB(tmp_path / "state" / "watcher.db") as state:
+        findings = state.findings()
+    assert [(f["severity"], f["title"], f["url"]) for f in findings] == [
+        ("critical", "Base mutuelle 2026, extrait", f"https://t.me/chan/{post}")]

@@ -405,11 +405,12 @@ class _Validator:
         return value
 
     def integer(self, where: _Where, data: Mapping[str, Any], key: str, default: int,
-                maximum: int | None = None, why: str = "") -> int:
-        """A positive integer, at most `maximum` (`why` says why in the error)."""
+                maximum: int | None = None, why: str = "", minimum: int = 1) -> int:
+        """An integer from `minimum` (1: positive) to `maximum` (`why` says why in the error)."""
         value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.fail(where, key, f"must be a positive integer, not {_show(value)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            wanted = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+            raise self.fail(where, key, f"must be {wanted}, not {_show(value)}")
         if maximum is not None and value > maximum:
             raise self.fail(where, key, f"must be at most {maximum}{why}, not {value}")
         return value
@@ -664,7 +665,10 @@ class _Validator:
             raise self.fail(where, key, "applies to network sources, not to a directory source")
         if common["expect"] is not None and kind in ("directory", "json"):
             raise self.fail(where, "expect", f"applies to HTML pages (listing, forum, feed), not to a {kind} source")
-        source = SourceConfig(**common, options=read_options(options_class, self, where, data))
+        options = read_options(options_class, self, where, data)
+        if not url_key and hasattr(options, "page_url"):     # a page the options derive (telegram)
+            common["url"] = options.page_url
+        source = SourceConfig(**common, options=options)
         self.check_tor(where, source, tor)
         return source
 
@@ -674,7 +678,7 @@ class _Validator:
         if source.tor and tor is None:
             raise self.fail(where, "tor", 'is true but there is no [tor] socks = "host:port" '
                                           '(the SOCKS port of the local Tor client)')
-        if source.onion and not source.tor:
+        if source.onion and not source.tor and source.options.url_key:
             raise self.fail(where, source.options.url_key, "is a .onion URL: set tor = true")
         for field_, opt in ((f, f.metadata["option"]) for f in dataclasses.fields(source.options)
                             if "option" in f.metadata):

@@ -85,7 +85,14 @@ def read_options(cls: type, reader: OptionReader, where: Any, data: Mapping[str,
         default = None if f.default is MISSING else f.default
         args = (default,) if opt.reader in _WITH_DEFAULT else ()
         values[f.name] = read(where, data, key, *args, **opt.extra)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:           # the dataclass's own checks: "depth must be 0 to 50..."
+        field_name, _, message = str(exc).partition(" ")
+        keys = {f.name: o.key or f.name for f, o in _options(cls)}
+        if field_name in keys:
+            raise reader.fail(where, keys[field_name], message) from None
+        raise reader.fail(where, None, str(exc)) from None
 
 
 def where_kind(cls: type) -> str:

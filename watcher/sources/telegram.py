@@ -32,6 +32,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from watcher.extract.html import looks_like_html
 from watcher.fetch import Response
+from watcher.options import option
 from watcher.sources.base import TEXT_TYPE, Item, PollContext, Source, parse_page, sha256_hex
 from watcher.sources.errors import SourceError
 from watcher.sources.telegram_page import ChannelPage, Message, parse_channel_page
@@ -48,16 +49,12 @@ class TelegramOptions:
 
     url_key: ClassVar[str | None] = None     # the page is `url`, else derived from `channel`
 
-    channel: str
-    """The channel's public username, as in https://t.me/<channel> (letters, digits, _)."""
-
-    url: str | None = None
-    """The preview page to read instead of https://t.me/s/<channel> (a mirror, an onion
-    front, a test site); its `?before=` pages are read on the same host."""
-
-    depth: int = 3
-    """Older pages (`?before=`) a poll reads at most, while their messages are all new
-    (0: the newest page only). The first poll reads the newest page and `depth` older ones."""
+    channel: str = option("string", required=True,
+                          doc="the channel's public username, as in https://t.me/<channel> (letters, digits, _)")
+    url: str | None = option("url", None, doc="the preview page to read instead of https://t.me/s/<channel> "
+                                              "(a mirror, an onion front); its ?before= pages on the same host")
+    depth: int = option("integer", 3, minimum=0, doc="older pages (?before=) a poll reads at most while their "
+                                                    "messages are all new (0: the newest page only)")
 
     def __post_init__(self) -> None:
         if not _CHANNEL.fullmatch(self.channel):
