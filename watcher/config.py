@@ -69,7 +69,7 @@ _RETENTION_KEYS = ("items_days", "findings_days", "fingerprints_days", "vacuum_e
 _METRICS_KEYS = ("listen",)
 _RULE_KEYS = ("name", "keywords", "regex", "severity", "case_sensitive")
 _COMMON_KEYS = ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
-                "timeout", "connect_timeout", "expect", "header_hosts", "allow_private")
+                "timeout", "connect_timeout", "expect", "header_hosts", "allow_private", "mention_severity")
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252}[A-Za-z0-9_])?|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -159,6 +159,7 @@ class SourceConfig:
     expect: str | None = None         # CSS selector the main page must match (else: degraded)
     header_hosts: tuple[str, ...] = ()  # hosts beside the URL's that get `headers` (lower case)
     allow_private: bool = False       # may fetch loopback/private/link-local addresses (intranet)
+    mention_severity: str = "low"     # an insurer named here is at least this severe (a victim feed: high)
     options: Any = None               # the kind's own options (a dataclass its module declares)
 
     @property
@@ -429,6 +430,13 @@ class _Validator:
             raise self.fail(where, key, f"must be at least {minimum:g} s{why}, not {_show(data[key])}")
         return seconds
 
+    def severity(self, where: _Where, data: Mapping[str, Any], key: str, default: str) -> str:
+        """One of low, medium, high, critical."""
+        value = data.get(key, default)
+        if value not in RULE_SEVERITIES:
+            raise self.fail(where, key, f"must be one of {', '.join(RULE_SEVERITIES)}, not {_show(value)}")
+        return value
+
     def warn(self, where: _Where, key: str | None, message: str) -> None:
         """Keep a warning, located and worded like an error."""
         self.warnings.append(str(self.fail(where, key, message)))
@@ -659,6 +667,7 @@ class _Validator:
             expect=self.selector(where, data, "expect"),
             header_hosts=self.hosts(where, data, "header_hosts"),
             allow_private=self.boolean(where, data, "allow_private", False),
+            mention_severity=self.severity(where, data, "mention_severity", "low"),
         )
         if kind == "directory" and (common["header_hosts"] or common["allow_private"]):
             key = "header_hosts" if common["header_hosts"] else "allow_private"
@@ -760,6 +769,14 @@ class _Validator:
         if value is not None and any(not part.strip() for part in value.split(".")):
             raise self.fail(where, key, f'must be a dotted field path like "files.*.raw_url", not {value!r}')
         return value
+
+    def dotted_list(self, where: _Where, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        """A non-empty list of dotted field paths."""
+        value = data[key]
+        if not isinstance(value, list) or not value:
+            raise self.fail(where, key, f'must be a list of dotted field paths like ["victim", "description"], '
+                                        f"not {_show(value)}")
+        return tuple(self.dotted(where, {key: path}, key) or "" for path in value)
 
     def json_path(self, where: _Where, data: Mapping[str, Any], key: str) -> str:
         """A dotted path that may be "" (the top level)."""

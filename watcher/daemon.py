@@ -39,6 +39,7 @@ from .preflight import check_runtime, lost_key
 from .privacy import Fingerprinter, SecretKeyError, load_or_create_secret, read_secret
 from .redact import keyed_id
 from .report import Report
+from .score import severity_rank
 from .retention import retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
@@ -269,6 +270,17 @@ class Daemon:
         if read_secret(path) is None and await self.store.call(_holds_fingerprints):  # type: ignore[union-attr]
             raise SecretKeyError(lost_key(path, self.config.watcher.state_dir / DB_NAME, self.config.path))
         return load_or_create_secret(path)
+
+    def _mentioned(self, item: Item, outcome: Report | AnalysisFailed) -> Report | AnalysisFailed:
+        """A watched name on a source whose `mention_severity` says what a mention there means
+        (a ransomware victim feed naming a mutuelle: high) raises the report to it."""
+        source = next((s for s in self.config.sources if s.name == item.source), None)
+        if not isinstance(outcome, Report) or source is None or not outcome.insurers:
+            return outcome
+        if severity_rank(source.mention_severity) > severity_rank(outcome.severity):
+            outcome.severity = source.mention_severity
+            outcome.reasons.append(f"named on {source.name} (mention_severity {source.mention_severity})")
+        return outcome
 
     def _key(self, text: str) -> str:
         """An item id or version as the store keeps it: no identifier in it (`redact.keyed_id`)."""
@@ -503,7 +515,8 @@ class Daemon:
     async def _analyze_and_record(self, items: list[Item]) -> list[Outcome | Exception]:
         """A batch of items: analysed in one pool task, recorded in one transaction (failures
         in another)."""
-        outcomes = await self._analyze(items)
+        outcomes = [self._mentioned(item, outcome) for item, outcome in zip(items, await self._analyze(items),
+                                                                              strict=True)]
         pairs = list(zip(items, outcomes, strict=True))
         recorded = iter(await self._record([(i, o) for i, o in pairs if isinstance(o, Report)]))
         failed = iter(await self._record_failures([(i, o) for i, o in pairs if isinstance(o, AnalysisFailed)]))
