@@ -435,3 +435,29 @@ def test_a_missing_channel_names_what_a_telegram_source_needs(tmp_path: Path) ->
     text = HEAD + '\n[[sources]]\nname = "tg"\nkind = "telegram"\n'
     with pytest.raises(ConfigError, match=r'key "channel" is missing \(a telegram source needs: channel\)'):
         load_config(write(tmp_path, text), environ={})
+
+
+# -- include: ready-made definitions turned on with one line (issue 12) ----------------------------
+
+def test_included_files_add_their_sources_and_their_errors_name_them(tmp_path: Path) -> None:
+    folder = tmp_path / "sources.d"
+    folder.mkdir()
+    (folder / "a.toml").write_text('[[sources]]\nname = "feed-a"\nkind = "feed"\nurl = "https://a.example/rss"\n')
+    (folder / "b.toml").write_text('[[sources]]\nname = "feed-b"\nkind = "feed"\nurl = "https://b.example/rss"\n')
+    config = load_config(write(tmp_path, 'include = ["sources.d/*.toml"]\n' + HEAD), environ={})
+    assert [s.name for s in config.sources] == ["inbox", "feed-a", "feed-b"]
+    assert config.sources[2].origin == (folder / "b.toml", 0)
+    (folder / "c.toml").write_text('\n[[sources]]\nname = "inbox"\nkind = "feed"\nurl = "https://c.example/rss"\n')
+    with pytest.raises(ConfigError, match=r'sources\.d/c\.toml:3: source "inbox": key "name" duplicates'):
+        load_config(write(tmp_path, 'include = ["sources.d/*.toml"]\n' + HEAD), environ={})
+    (folder / "c.toml").write_text('[[sources]]\nname = "c"\nkind = "feed"\nurl = "ftp://c"\n')
+    with pytest.raises(ConfigError, match=r'sources\.d/c\.toml:4: source "c": key "url" must be an http'):
+        load_config(write(tmp_path, 'include = ["sources.d/*.toml"]\n' + HEAD), environ={})
+    (folder / "c.toml").write_text('[tor]\nsocks = "127.0.0.1:1"\n')
+    with pytest.raises(ConfigError, match=r'c\.toml:1: top level: "tor" is not allowed in an included file'):
+        load_config(write(tmp_path, 'include = ["sources.d/*.toml"]\n' + HEAD), environ={})
+
+
+def test_an_include_that_matches_nothing_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'nowhere/\*\.toml' matches no file"):
+        load_config(write(tmp_path, 'include = ["nowhere/*.toml"]\n' + HEAD), environ={})

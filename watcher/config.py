@@ -35,7 +35,7 @@ import re
 import string
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,7 +62,7 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 SYSTEM_CONFIG = Path("/etc/watcher/sources.toml")
 RULE_SEVERITIES = tuple(s for s in SEVERITIES if s != "none")
 
-_TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retention", "metrics")
+_TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retention", "metrics", "include")
 _WATCHER_KEYS = ("state_dir", "concurrency", "document_timeout", "item_tries")
 _TOR_KEYS = ("socks",)
 _RETENTION_KEYS = ("items_days", "findings_days", "fingerprints_days", "vacuum_every")
@@ -160,7 +160,8 @@ class SourceConfig:
     header_hosts: tuple[str, ...] = ()  # hosts beside the URL's that get `headers` (lower case)
     allow_private: bool = False       # may fetch loopback/private/link-local addresses (intranet)
     mention_severity: str = "low"     # an insurer named here is at least this severe (a victim feed: high)
-    options: Any = None               # the kind's own options (a dataclass its module declares)
+    options: Any = None
+    origin: tuple[Path, int] | None = field(default=None, compare=False)   # (file, index) of an included source               # the kind's own options (a dataclass its module declares)
 
     @property
     def onion(self) -> bool:
@@ -215,15 +216,17 @@ def systemd_state_dir(environ: Mapping[str, str]) -> Path | None:
 
 
 def located_error(config: Config, table: str, index: int | None, label: str, key: str | None,
-                  message: str) -> ConfigError:
+                  message: str, path: Path | None = None) -> ConfigError:
     """A ConfigError about an already loaded `config`, located like load_config's own
     (`file:line: label: key "k" message`): for checks made after loading (the filesystem,
-    apprise). The file is read again for the line; without it the error names the file only."""
+    apprise). The file (`path`, default the configuration file) is read again for the line;
+    without it the error names the file only."""
+    path = path or config.path
     try:
-        text = config.path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         text = ""
-    return _Validator(config.path, text, {}).fail(_Where(table, index, label), key, message)
+    return _Validator(path, text, {}).fail(_Where(table, index, label), key, message)
 
 
 def parse_duration(value: object) -> float:
@@ -479,11 +482,53 @@ class _Validator:
         policy = self.policy(data.get("scoring", {}))
         rules = self.rules(data.get("rules", []))
         sources = self.sources(data.get("sources", []), tor)
+        sources += self.included(data.get("include", []), tor, {s.name for s in sources})
         retention = self.retention(data.get("retention", {}))
         metrics = self.metrics(data.get("metrics"))
         return Config(path=self.path, watcher=watcher, tor=tor, alerts=dict(alerts), policy=policy,
                       rules=rules, sources=sources, retention=retention, metrics=metrics,
                       warnings=tuple(self.warnings))
+
+    def included(self, value: object, tor: TorSettings | None, names: set[str]) -> tuple[SourceConfig, ...]:
+        """The `[[sources]]` of the files `include` lists (glob patterns relative to this
+        file's folder, each sorted): ready-made source definitions an operator turns on with
+        one line. An included file holds `[[sources]]` only; its errors name it."""
+        where = _Where("include", None, "include")
+        if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+            raise self.fail(where, None, f'"include" must be a list of file patterns like ["sources.d/*.toml"], '
+                                         f"not {_show(value)}")
+        result: list[SourceConfig] = []
+        for pattern in value:
+            paths = sorted(p for p in self.base.glob(pattern) if p.is_file()) if not Path(pattern).is_absolute() \
+                else sorted(p for p in Path("/").glob(pattern.lstrip("/")) if p.is_file())
+            if not paths:
+                raise self.fail(where, None, f"{pattern!r} matches no file (relative to {self.base})")
+            for path in paths:
+                result.extend(self.include_file(path, tor, names))
+        return tuple(result)
+
+    def include_file(self, path: Path, tor: TorSettings | None, names: set[str]) -> list[SourceConfig]:
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(_toml_error(path, text, exc)) from None
+        child = _Validator(path, text, self.environ)
+        for key in data:
+            if key != "sources":
+                raise child.fail(_Where(key, None, "top level"), None,
+                                 f'"{key}" is not allowed in an included file (only [[sources]])')
+        sources = []
+        for index, source in enumerate(child.sources(data.get("sources", []), tor)):
+            if source.name in names:
+                raise child.fail(_Where("sources", index, f'source "{source.name}"'), "name",
+                                 f'duplicates the name "{source.name}" (source names must be unique)')
+            names.add(source.name)
+            sources.append(replace(source, origin=(path, index)))
+        self.warnings.extend(child.warnings)
+        return sources
 
     def watcher(self, data: dict[str, Any]) -> WatcherSettings:
         """`[watcher]`: state_dir (relative to the config's folder; $STATE_DIRECTORY wins)."""

@@ -211,8 +211,9 @@ def _check_drop_folders(config: Config) -> None:
         folder = source.options.path
         problem = _folder_problem(folder)
         if problem:
+            path, index = source.origin or (config.path, index)
             raise located_error(config, "sources", index, f'source "{source.name}"', "path",
-                                f": {folder} {problem}")
+                                f": {folder} {problem}", path=path)
 
 
 def _folder_problem(path: Path) -> str | None:
