@@ -6,7 +6,9 @@ public gists (`[{"id": ..., "files": {"name": {"raw_url": ...}}}]`) and victim A
 records are the text (`[{"victim": ..., "description": ..., "website": ...}]`). `items` is the
 dotted path to the list ("" = the top level); `id`, `url`, `title` and `date` are dotted paths
 inside a record, where a `*` segment takes the first value of a mapping (or the first element
-of a list) and a number indexes a list.
+of a list) and a number indexes a list. In `url` only, a `[]` segment (jq's `.[]`) takes every
+value: `files.[].raw_url` is every file of a gist, one document each (`item_id` = the record's
+id + "/" + the file's name, or the element's index in a list).
 
 With `fields = ["victim", "description", "website"]` each record's own fields are a document
 (`item_id` = its id, version = the hash of the text, so an edited record is new again); with
@@ -33,6 +35,8 @@ from watcher.sources.walls import page_wall
 
 log = logging.getLogger(__name__)
 
+EVERY = "[]"   # the `url` segment that takes every value of a mapping or list
+
 
 def dig(value: Any, path: str) -> Any:
     """The value at dotted `path` in `value` ("" = value itself); raises LookupError if absent."""
@@ -51,6 +55,43 @@ def dig(value: Any, path: str) -> Any:
         else:
             raise LookupError(segment)
     return value
+
+
+def dig_every(value: Any, path: str) -> list[tuple[str, Any]]:
+    """Every value at dotted `path`, as `dig` but a `[]` segment takes each value of a mapping
+    (each element of a list): (key, value) pairs, the key being the names (indices) the `[]`
+    segments took, joined by "/" ("" without `[]`). A branch lacking a later segment is left
+    out; raises LookupError if no value is found."""
+    found: list[tuple[str, Any]] = [("", value)]
+    for segment in path.split(".") if path else ():
+        step: list[tuple[str, Any]] = []
+        for key, node in found:
+            if segment == EVERY:
+                pairs = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+                step.extend((f"{key}/{name}" if key else str(name), child) for name, child in pairs)
+                continue
+            try:
+                step.append((key, dig(node, segment)))
+            except LookupError:
+                pass
+        if not step:
+            raise LookupError(segment)
+        found = step
+    return found
+
+
+def _has(value: Any, path: str) -> bool:
+    """Whether dotted `path` is in `value`."""
+    try:
+        dig(value, path)
+    except LookupError:
+        return False
+    return True
+
+
+def _is_http(url: Any) -> bool:
+    """Whether `url` is an http(s) URL string."""
+    return isinstance(url, str) and urlsplit(url).scheme in ("http", "https")
 
 
 def _text(record: Any, path: str) -> str:
@@ -90,10 +131,16 @@ class JsonOptions:
         if not self.url_field and not self.fields:
             raise ValueError("url or fields: a json source needs one (the document each record points to, "
                              "or the record's own fields)")
+        paths = {"id_field": self.id_field, "items": self.items, "title_field": self.title_field,
+                 "date_field": self.date_field, **{"fields": path for path in self.fields}}
+        for name, path in paths.items():
+            if path and EVERY in path.split("."):
+                raise ValueError(f'{name} cannot take "[]" (every value: only `url` can, e.g. '
+                                 f'"files.[].raw_url"); "*" takes the first value')
 
 
 class JsonSource(Source):
-    """An API listing records; one document per record (its raw content URL)."""
+    """An API listing records; one document per record (its raw content URL, or each with `[]`)."""
 
     kind = "json"
     Options = JsonOptions
@@ -118,24 +165,24 @@ class JsonSource(Source):
             fields = self.record_fields(record)
             if fields is None:
                 continue
-            item_id, url, title = fields
+            item_id, urls, title = fields
             if options.fields:
                 text = self.record_text(record, item_id, title)
                 version = sha256_hex(text)
                 if not await ctx.is_seen(item_id, version):
-                    yield self.item(item_id, url or endpoint, title=title, content=text.encode("utf-8"),
-                                    content_type=TEXT_TYPE, version=version)
-                if not url:
-                    continue
+                    yield self.item(item_id, urls[0][1] if urls else endpoint, title=title,
+                                    content=text.encode("utf-8"), content_type=TEXT_TYPE, version=version)
                 item_id += "#url"
-            if await ctx.is_seen(item_id):
-                continue
-            document = await self.fetch_item(ctx, url)
-            if document is None:
-                failures += 1
-                continue
-            yield self.item(item_id, document.url, title=title, content=document.body,
-                            content_type=document.content_type, truncated=document.truncated)
+            for key, url in urls:
+                document_id = f"{item_id}/{key}" if key else item_id
+                if await ctx.is_seen(document_id):
+                    continue
+                document = await self.fetch_item(ctx, url)
+                if document is None:
+                    failures += 1
+                    continue
+                yield self.item(document_id, document.url, title=title, content=document.body,
+                                content_type=document.content_type, truncated=document.truncated)
         if not failures:
             self.remember(ctx, endpoint, response)
 
@@ -175,31 +222,29 @@ class JsonSource(Source):
             raise SourceError(f"source {self.name}: {self.config.options.items or 'the response'!s} is not a list")
         return records
 
-    def record_fields(self, record: Any) -> tuple[str, str | None, str] | None:
-        """(id, raw URL or None, title) of a record; None (logged) if the record lacks them.
+    def record_fields(self, record: Any) -> tuple[str, list[tuple[str, str]], str] | None:
+        """(id, [(key, raw URL)], title) of a record; None (logged) if the record lacks them.
+        The key is "" unless `url` has a `[]` segment (then: which value, e.g. the file name).
         With `fields`, a record without a usable URL is still a document (its fields)."""
         config = self.config.options
         wanted = f"{config.id_field!r}" + (f"/{config.url_field!r}" if config.url_field else "")
         try:
             raw_id = dig(record, config.id_field)
-            url = dig(record, config.url_field) if config.url_field else None
+            urls = dig_every(record, config.url_field) if config.url_field else []
         except LookupError as exc:
-            if not config.fields:
+            if not config.fields or not _has(record, config.id_field):
                 log.warning("source %s: record without %s (segment %s): skipped", self.name, wanted, exc)
                 return None
-            try:
-                raw_id, url = dig(record, config.id_field), None
-            except LookupError:
-                log.warning("source %s: record without %s (segment %s): skipped", self.name, wanted, exc)
-                return None
+            raw_id, urls = dig(record, config.id_field), []
         if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or not str(raw_id):
             log.warning("source %s: record id %r is not a string or number: skipped", self.name, raw_id)
             return None
-        if url is not None and (not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https")):
-            if not config.fields:
-                log.warning("source %s: record %s: %r is not an http(s) URL: skipped", self.name, raw_id, url)
+        usable = [(key, url) for key, url in urls if _is_http(url)]
+        if len(usable) < len(urls) and not config.fields:
+            bad = next(url for _, url in urls if not _is_http(url))
+            log.warning("source %s: record %s: %r is not an http(s) URL: skipped", self.name, raw_id, bad)
+            if not usable:
                 return None
-            url = None
         title = ""
         if config.title_field:
             try:
@@ -207,4 +252,4 @@ class JsonSource(Source):
                 title = value if isinstance(value, str) else ""
             except LookupError:
                 pass
-        return str(raw_id), url, title
+        return str(raw_id), usable, title
