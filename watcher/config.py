@@ -53,6 +53,7 @@ NETWORK_INTERVAL_WARNING = 30.0     # a network source polled more often is wort
 MIN_DOCUMENT_TIMEOUT = 1.0          # seconds; less would kill workers on any real document
 DEFAULT_INTERVAL = 300.0
 DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_ITEMS = 200            # new items a poll takes (a first poll of a 10,000-link listing: 50 polls)
 DEFAULT_DOCUMENT_TIMEOUT = 60.0    # seconds one document may hold a worker before it is killed
 DEFAULT_ITEM_TRIES = 3             # analyses of a failing item before it is parked
 DEFAULT_ITEMS_DAYS = 90
@@ -69,7 +70,8 @@ _RETENTION_KEYS = ("items_days", "findings_days", "fingerprints_days", "vacuum_e
 _METRICS_KEYS = ("listen",)
 _RULE_KEYS = ("name", "keywords", "regex", "severity", "case_sensitive")
 _COMMON_KEYS = ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
-                "timeout", "connect_timeout", "expect", "header_hosts", "allow_private", "mention_severity")
+                "timeout", "connect_timeout", "expect", "header_hosts", "allow_private", "mention_severity",
+                "max_items")
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252}[A-Za-z0-9_])?|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -160,6 +162,7 @@ class SourceConfig:
     header_hosts: tuple[str, ...] = ()  # hosts beside the URL's that get `headers` (lower case)
     allow_private: bool = False       # may fetch loopback/private/link-local addresses (intranet)
     mention_severity: str = "low"     # an insurer named here is at least this severe (a victim feed: high)
+    max_items: int = DEFAULT_MAX_ITEMS  # new items one poll takes; the rest at the next polls
     options: Any = None
     origin: tuple[Path, int] | None = field(default=None, compare=False)   # (file, index) of an included source               # the kind's own options (a dataclass its module declares)
 
@@ -713,6 +716,7 @@ class _Validator:
             header_hosts=self.hosts(where, data, "header_hosts"),
             allow_private=self.boolean(where, data, "allow_private", False),
             mention_severity=self.severity(where, data, "mention_severity", "low"),
+            max_items=self.integer(where, data, "max_items", DEFAULT_MAX_ITEMS),
         )
         if kind == "directory" and (common["header_hosts"] or common["allow_private"]):
             key = "header_hosts" if common["header_hosts"] else "allow_private"

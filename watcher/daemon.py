@@ -50,6 +50,10 @@ from .worker import AnalysisFailed, AnalysisPool, AnalysisUnavailable, Init, Job
 
 log = logging.getLogger(__name__)
 
+# A poll that took `max_items` new items comes back this soon for the rest (seconds, at most
+# the source's interval).
+CAPPED_POLL_DELAY = 60.0
+
 MAX_BACKOFF = 3600.0          # seconds: a failing source is retried at least hourly
 MAX_PLANNED_WAIT = 86400.0    # a stored next poll further away than a day is not trusted
 JITTER = 0.1                  # +-10% on every interval
@@ -455,10 +459,19 @@ class Daemon:
 
         ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.source_validators(name),
                           previous_links=await store.call(StateDB.source_links, name), parser=self.parser)
+        cap = source.config.max_items
         try:
-            async for item in source.poll(ctx):
+            polled = source.poll(ctx)
+            async for item in polled:
                 tally.add(item, await self._process(item))
-            await store.save_validators(name, ctx.validators)
+                if tally.items >= cap:
+                    break
+            if tally.items >= cap:          # the rest at the next polls, soon: nothing is dropped
+                await polled.aclose()       # (and the pages are read again: no validators kept)
+                tally.notice = f"{cap} new items taken (max_items); the rest at the next polls"
+                delay = min(delay, jittered(min(interval, CAPPED_POLL_DELAY), self._rng))
+            else:
+                await store.save_validators(name, ctx.validators)
         except RetryLater as exc:
             error, delay = f"rate limited, asked to wait {exc.seconds:.0f} s: {exc}", max(exc.seconds, interval)
         except (FetchError, SourceError, OSError) as exc:
