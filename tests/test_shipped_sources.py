@@ -170,7 +170,8 @@ class ShippedSites(FakeSite):
     def article(self, name: str, n: int, title: str, excerpt: str, page: str, content: str = "") -> None:
         """A press entry whose link is an article page here (ZATAZ's with content:encoded)."""
         path = f"/{name}/article/{n}"
-        self.pages[path] = f"<html><body><article><h1>{html.escape(title)}</h1><p>{html.escape(page)}</p></article></body></html>"
+        self.pages[path] = (f"<html><body><article><h1>{html.escape(title)}</h1><p>{html.escape(page)}</p>"
+                            "</article></body></html>")
         encoded = f"<content:encoded><![CDATA[<p>{content}</p>]]></content:encoded>" if content else ""
         self.item(name, f"<title>{html.escape(title)}</title><link>{self.base_url}{path}</link>"
                         f"<dc:creator><![CDATA[redaction]]></dc:creator><guid isPermaLink='false'>{name}-{n}</guid>"
@@ -261,7 +262,8 @@ async def test_gists_every_file_of_a_gist(tmp_path: Path, sites: ShippedSites) -
     sites.gist("g3", "second", {"x.txt": "x", "y.txt": "y"})
     sites.clear_log()
     await poll(config)
-    assert sorted(p for p in sites.paths() if "/raw/" in p) == ["/github-gists/raw/g3/x.txt", "/github-gists/raw/g3/y.txt"]
+    assert sorted(p for p in sites.paths() if "/raw/" in p) == ["/github-gists/raw/g3/x.txt",
+                                                                "/github-gists/raw/g3/y.txt"]
 
 
 # -- the `[]` segment ------------------------------------------------------------------------------
