@@ -44,6 +44,7 @@ from .retention import retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
 from .sources.pages import PageParser
+from .sources.pastes import linked_pastes
 from .store import ItemFailure, ItemRecord, ItemResult, PollHealth, StateDB, Store
 from .timestamps import parse_time
 from .worker import AnalysisFailed, AnalysisPool, AnalysisUnavailable, Init, Job
@@ -464,6 +465,8 @@ class Daemon:
             polled = source.poll(ctx)
             async for item in polled:
                 tally.add(item, await self._process(item))
+                async for child in linked_pastes(ctx, item, source.config.max_bytes):
+                    tally.add(child, await self._process(child))
                 if tally.items >= cap:
                     break
             if tally.items >= cap:          # the rest at the next polls, soon: nothing is dropped

@@ -1,0 +1,64 @@
+"""Pastes linked from fetched content: PrivateBin links opened and decrypted as child documents.
+
+Leaks are often posted as a PrivateBin link in a forum post, a Telegram message or a feed
+entry: the server holds only ciphertext, the key is the link's `#fragment`. For every item a
+network source yields, `linked_pastes` finds such links in its content and yields one child
+Item per paste, decrypted (`watcher.privatebin`), so the daemon analyses it like any document
+(item_id = the parent's + "#privatebin:" + the paste id; url without the fragment: the key is
+never stored, logged or shown), and one per attachment (a CSV, a zip: analysed as files).
+A burn-after-reading link (`#-`) is never opened: opening
+destroys it for the people it was meant for, and shows the monitor to the poster; it is
+reported as a skipped item instead. The fetch follows the source's rules (Tor, private
+addresses, caps), with none of its headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from watcher.fetch import FetchError, RetryLater
+from watcher.privatebin import PasteError, PasteLink, fetch_paste, find_links
+from watcher.sources.base import TEXT_TYPE, Item, PollContext
+
+log = logging.getLogger(__name__)
+
+SCAN_BYTES = 4 * 1024 * 1024    # links are looked for in the first 4 MiB of a document
+MAX_LINKS = 20                  # pastes opened per document at most
+
+
+def paste_links(item: Item) -> list[PasteLink]:
+    """The PrivateBin links in the first SCAN_BYTES of the item's content, distinct by paste."""
+    if not item.content or b"#" not in item.content:
+        return []
+    text = item.content[:SCAN_BYTES].decode("utf-8", "replace")
+    links: dict[str, PasteLink] = {}
+    for link in find_links(text):
+        links.setdefault(link.url, link)
+    return list(links.values())[:MAX_LINKS]
+
+
+async def linked_pastes(ctx: PollContext, item: Item, max_bytes: int) -> AsyncIterator[Item]:
+    """Child items of the pastes `item` links to (new ones only); burn links are skipped."""
+    if ctx.fetcher is None:
+        return
+    for link in paste_links(item):
+        item_id = f"{item.item_id}#privatebin:{link.paste_id}"
+        if link.burn:
+            ctx.skipped.append((link.url, "burn-after-reading PrivateBin link: never opened"))
+            continue
+        if await ctx.is_seen(item_id):
+            continue
+        try:
+            paste = await fetch_paste(ctx.fetcher, link, max_bytes=max_bytes)
+        except RetryLater:
+            raise
+        except (FetchError, PasteError) as exc:
+            ctx.skipped.append((link.url, f"PrivateBin paste: {exc}"))
+            continue
+        title = f"PrivateBin paste linked from {item.title or item.url}"
+        yield Item(source=item.source, item_id=item_id, url=link.url, title=title,
+                   content=paste.text.encode("utf-8"), content_type=TEXT_TYPE)
+        for number, (name, data) in enumerate(paste.attachments, 1):    # a CSV, a zip: analysed as files
+            yield Item(source=item.source, item_id=f"{item_id}/attachment-{number}", url=link.url,
+                       title=f"{name} (attachment of a PrivateBin paste)", content=data)
