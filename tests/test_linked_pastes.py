@@ -64,3 +64,38 @@ async def test_a_linked_privatebin_paste_is_decrypted_and_analysed(
     blobs = {p.name: p.read_bytes() for p in (tmp_path / "state").iterdir() if p.is_file()}
     blobs["log"] = caplog.text.encode()
     assert not [(where, key) for where, blob in blobs.items() for key in keys if key.encode() in blob]
+
+
+async def test_follow_links_fetches_links_to_the_listed_hosts_only(tmp_path: Path) -> None:
+    rng = random.Random(9)
+    extract = "nom;nir;mutuelle\n" + "\n".join(f"N{i};{random_nir(rng, strict=True)};MGEN" for i in range(12))
+    async with serve(PasteSite()) as forum, serve(PasteSite()) as rentry, serve(PasteSite()) as elsewhere:
+        rentry.pastes.clear()
+        rentry.add_paste("r1", extract)
+        elsewhere.pastes.clear()
+        elsewhere.add_paste("e1", extract)
+        followed = rentry.url("/raw/r1").replace("127.0.0.1", "localhost")
+        forum.pastes.clear()
+        forum.add_paste("post1", f"full base at {followed}, mirror {elsewhere.url('/raw/e1')}.")
+        config = tmp_path / "sources.toml"
+        config.write_text(f'[watcher]\nstate_dir = "./state"\n\n[[sources]]\nname = "forum"\nkind = "listing"\n'
+                          f'url = "{forum.url("/archive")}"\nitem_links = "table.archive a"\n'
+                          f'item_url = "{forum.url("/raw/{id}")}"\nallow_private = true\n'
+                          f'follow_links = ["localhost"]\n', encoding="utf-8")
+        assert await Daemon(load_config(config), once=True, workers=1).run() == 0
+        with StateDB(tmp_path / "state" / "watcher.db") as state:
+            findings = state.findings()
+        assert [(f["severity"], f["item_id"]) for f in findings] == [("critical", f"post1#link:{followed}")]
+        assert rentry.paths() == ["/raw/r1"] and elsewhere.paths() == []
+        again = Daemon(load_config(config), once=True, workers=1)
+        assert await again.run() == 0
+        assert rentry.paths() == ["/raw/r1"]                      # seen: not fetched again
+
+
+def test_follow_links_is_for_network_sources(tmp_path: Path) -> None:
+    from watcher.config import ConfigError
+
+    config = tmp_path / "sources.toml"
+    config.write_text('[[sources]]\nname = "inbox"\nkind = "directory"\npath = "."\nfollow_links = ["rentry.co"]\n')
+    with pytest.raises(ConfigError, match=r'key "follow_links" applies to network sources'):
+        load_config(config)

@@ -71,7 +71,7 @@ _METRICS_KEYS = ("listen",)
 _RULE_KEYS = ("name", "keywords", "regex", "severity", "case_sensitive")
 _COMMON_KEYS = ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
                 "timeout", "connect_timeout", "expect", "header_hosts", "allow_private", "mention_severity",
-                "max_items")
+                "max_items", "follow_links")
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252}[A-Za-z0-9_])?|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -163,6 +163,7 @@ class SourceConfig:
     allow_private: bool = False       # may fetch loopback/private/link-local addresses (intranet)
     mention_severity: str = "low"     # an insurer named here is at least this severe (a victim feed: high)
     max_items: int = DEFAULT_MAX_ITEMS  # new items one poll takes; the rest at the next polls
+    follow_links: tuple[str, ...] = ()  # hosts whose links in an item are fetched as child documents
     options: Any = None
     origin: tuple[Path, int] | None = field(default=None, compare=False)   # (file, index) of an included source               # the kind's own options (a dataclass its module declares)
 
@@ -717,9 +718,10 @@ class _Validator:
             allow_private=self.boolean(where, data, "allow_private", False),
             mention_severity=self.severity(where, data, "mention_severity", "low"),
             max_items=self.integer(where, data, "max_items", DEFAULT_MAX_ITEMS),
+            follow_links=self.hosts(where, data, "follow_links"),
         )
-        if kind == "directory" and (common["header_hosts"] or common["allow_private"]):
-            key = "header_hosts" if common["header_hosts"] else "allow_private"
+        if kind == "directory" and (common["header_hosts"] or common["allow_private"] or common["follow_links"]):
+            key = next(k for k in ("header_hosts", "allow_private", "follow_links") if common[k])
             raise self.fail(where, key, "applies to network sources, not to a directory source")
         if common["expect"] is not None and kind in ("directory", "json"):
             raise self.fail(where, "expect", f"applies to HTML pages (listing, forum, feed), not to a {kind} source")

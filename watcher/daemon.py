@@ -44,7 +44,7 @@ from .retention import retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
 from .sources.pages import PageParser
-from .sources.pastes import linked_pastes
+from .sources.pastes import followed_documents, linked_pastes
 from .store import ItemFailure, ItemRecord, ItemResult, PollHealth, StateDB, Store
 from .timestamps import parse_time
 from .worker import AnalysisFailed, AnalysisPool, AnalysisUnavailable, Init, Job
@@ -466,6 +466,8 @@ class Daemon:
             async for item in polled:
                 tally.add(item, await self._process(item))
                 async for child in linked_pastes(ctx, item, source.config.max_bytes):
+                    tally.add(child, await self._process(child))
+                async for child in followed_documents(ctx, item, source.config.follow_links):
                     tally.add(child, await self._process(child))
                 if tally.items >= cap:
                     break

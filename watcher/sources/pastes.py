@@ -1,4 +1,5 @@
-"""Pastes linked from fetched content: PrivateBin links opened and decrypted as child documents.
+"""Pastes linked from fetched content: PrivateBin links opened and decrypted as child
+documents, and links to the hosts a source's `follow_links` lists fetched as such.
 
 Leaks are often posted as a PrivateBin link in a forum post, a Telegram message or a feed
 entry: the server holds only ciphertext, the key is the link's `#fragment`. For every item a
@@ -10,12 +11,19 @@ A burn-after-reading link (`#-`) is never opened: opening
 destroys it for the people it was meant for, and shows the monitor to the poster; it is
 reported as a skipped item instead. The fetch follows the source's rules (Tor, private
 addresses, caps), with none of its headers.
+
+`follow_links = ["pastebin.com", "rentry.co"]` (a host allow-list; subdomains included) makes
+every http(s) link to those hosts in an item a child document too (`item_id` = the parent's +
+"#link:" + the URL), fetched by the source's fetcher: its politeness, caps and address rules
+(its headers go to its own hosts only).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 from watcher.fetch import FetchError, RetryLater
 from watcher.privatebin import PasteError, PasteLink, fetch_paste, find_links
@@ -25,6 +33,49 @@ log = logging.getLogger(__name__)
 
 SCAN_BYTES = 4 * 1024 * 1024    # links are looked for in the first 4 MiB of a document
 MAX_LINKS = 20                  # pastes opened per document at most
+
+
+_URL = re.compile(r"https?://[^\s\"'<>()\[\]{}]{1,2000}")
+
+
+def followed_links(item: Item, hosts: tuple[str, ...]) -> list[str]:
+    """The links of the item's content to `hosts` (or their subdomains), distinct, at most
+    MAX_LINKS, without their #fragment; never the item's own URL."""
+    if not hosts or not item.content:
+        return []
+    text = item.content[:SCAN_BYTES].decode("utf-8", "replace")
+    found: dict[str, None] = {}
+    for match in _URL.finditer(text):
+        url = match.group(0).rstrip(".,;:!?").split("#", 1)[0]
+        try:
+            host = (urlsplit(url).hostname or "").lower().rstrip(".")
+        except ValueError:
+            continue
+        if url != item.url and any(host == h or host.endswith("." + h) for h in hosts):
+            found.setdefault(url, None)
+            if len(found) >= MAX_LINKS:
+                break
+    return list(found)
+
+
+async def followed_documents(ctx: PollContext, item: Item, hosts: tuple[str, ...]) -> AsyncIterator[Item]:
+    """Child items of the links to `hosts` in `item` (new ones only); a link that cannot be
+    fetched is a skipped item (retried at the next poll)."""
+    if ctx.fetcher is None:
+        return
+    for url in followed_links(item, hosts):
+        item_id = f"{item.item_id}#link:{url}"
+        if await ctx.is_seen(item_id):
+            continue
+        try:
+            response = await ctx.fetcher.get(url)
+        except RetryLater:
+            raise
+        except FetchError as exc:
+            ctx.skipped.append((url, str(exc)))
+            continue
+        yield Item(source=item.source, item_id=item_id, url=response.url, title=f"linked from {item.title or item.url}",
+                   content=response.body, content_type=response.content_type, truncated=response.truncated)
 
 
 def paste_links(item: Item) -> list[PasteLink]:
