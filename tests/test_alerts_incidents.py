@@ -166,11 +166,19 @@ async def test_migration_makes_each_old_finding_an_incident_without_alerting(
         v2.setattr(watcher.store, "SCHEMA_VERSION", 2)
         async with await Store.open(path, clock=Clock()) as store:
             # Today's record_item clears an item's failure (schema 4): a stand-in table for it.
+            # And the post's date and author columns (schema 6): stand-ins too, dropped after.
+            stand_ins = [f"{table} ADD COLUMN {column} TEXT" for table in ("items", "item_findings")
+                         for column in ("posted_at", "author")]
             await store.call(lambda state: state.db.execute("CREATE TABLE failed_items (source, item_id)"))
+            for change in stand_ins:
+                await store.call(lambda state, change=change: state.db.execute(f"ALTER TABLE {change}"))
             await store.upsert_source("paste", "listing")
             await store.upsert_source("forum", "listing")
             await store.record_item("paste", "p1", "1", None, None, old)
             await store.call(lambda state: state.db.execute("DROP TABLE failed_items"))
+            for change in stand_ins:
+                dropped = change.replace("ADD COLUMN", "DROP COLUMN").removesuffix(" TEXT")
+                await store.call(lambda state, dropped=dropped: state.db.execute(f"ALTER TABLE {dropped}"))
             assert await store.schema_version() == 2
 
     async with await Store.open(path, clock=Clock()) as store:

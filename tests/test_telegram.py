@@ -321,3 +321,4 @@ async def test_a_telegram_source_in_sources_toml_raises_a_finding(site: Telegram
         findings = state.findings()
     assert [(f["severity"], f["title"], f["url"]) for f in findings] == [
         ("critical", "Base mutuelle 2026, extrait", f"https://t.me/chan/{post}")]
+    assert findings[0]["posted_at"].startswith("20")                 # the message's own date

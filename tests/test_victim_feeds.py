@@ -109,3 +109,17 @@ def test_a_json_source_needs_url_or_fields(tmp_path: Path) -> None:
     path.write_text('[[sources]]\nname = "x"\nkind = "json"\nendpoint = "https://api.example.org/v"\nid = "id"\n')
     with pytest.raises(ConfigError, match=r"url or fields: a json source needs one"):
         load_config(path)
+
+
+async def test_the_records_date_is_kept_and_shown_in_the_alert(tmp_path: Path, api: VictimApi) -> None:
+    """The post's own date (the record's `date` field) is stored with the finding's item and
+    shown in the alert: "first seen" alone would say when we looked, not when it was posted."""
+    from watcher.alerts.message import render
+    from watcher.alerts.records import list_alerts
+
+    api.victim(3, "Harmonie Mutuelle", "Leaked member data")
+    findings = await poll(write(tmp_path, api, 'mention_severity = "high"'))
+    assert findings[0]["posted_at"] == "2026-12-03 10:00:00"
+    with StateDB(tmp_path / "state" / "watcher.db") as state:
+        [alert] = list_alerts(state)
+    assert "Posted: 2026-12-03 10:00:00" in render(alert).body

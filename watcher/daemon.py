@@ -588,8 +588,8 @@ class Daemon:
         that cannot be recorded fails its own poll only); log the findings, wake the alerts."""
         store, alerts = self.store, self.alerts
         assert store is not None and alerts is not None
-        records = [ItemRecord(i.source, self._key(i.item_id), self._key(i.version), i.url, i.title, report)
-                   for i, report in analysed]
+        records = [ItemRecord(i.source, self._key(i.item_id), self._key(i.version), i.url, i.title, report,
+                              i.posted_at, i.author) for i, report in analysed]
         results: list[ItemResult | Exception]
         try:
             results = list(await store.record_items(records, alert=alerts.policy)) if records else []

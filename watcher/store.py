@@ -14,7 +14,7 @@ two items; a URL holding an identifier is kept masked and gets no conditional-GE
 (its page is fetched in full, its masked form would not match). The store also refuses a
 fingerprint that is not a hex digest, and deletes with `secure_delete` (freed pages zeroed).
 
-Schema (version 5). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+Schema (version 6). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
 compare as text. JSON columns hold JSON text (datasette renders it).
 
     schema_version (version PK, name, applied_at)       one row per applied migration
@@ -30,8 +30,9 @@ compare as text. JSON columns hold JSON text (datasette renders it).
                     errors JSON, first_seen, last_seen)
                    One row per distinct content: the same bytes on two sources are one finding.
     items          (source, item_id) PK, version, url, title, sha256, size, first_seen,
-                    last_seen, finding_id -> findings (the finding of the current version)
-    item_findings  (finding_id, source, item_id, version) PK, url, title, linked_at
+                    last_seen, finding_id -> findings (the finding of the current version),
+                    posted_at, author (the post's own, when the source gives them)
+    item_findings  (finding_id, source, item_id, version) PK, url, title, linked_at, posted_at, author
                    Every item version a finding was seen in; kept when an item changes.
     failed_items   (source, item_id) PK, version, url, title, error, tries, parked,
                    first_failed, last_failed: an item whose analysis failed. Retried at the
@@ -460,12 +461,20 @@ def _m005_redact(db: Database) -> None:
                "last_error = redact_text(last_error)")
 
 
+def _m006_posts(db: Database) -> None:
+    """The post's own date and author, where the source gives them (a Telegram message, a
+    feed entry, an API record's date field)."""
+    _execute_all(db, [f"ALTER TABLE {table} ADD COLUMN {column} TEXT"
+                      for table in ("items", "item_findings") for column in ("posted_at", "author")])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
     Migration(3, "incidents, alerts and health notices", _m003_alerts),
     Migration(4, "failed items and degraded sources", _m004_failures),
     Migration(5, "identifiers masked in item ids, URLs, titles, errors and alerts", _m005_redact, vacuum=True),
+    Migration(6, "posts' own date and author", _m006_posts),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -519,6 +528,8 @@ class ItemRecord:
     url: str | None
     title: str | None
     report: Report | None
+    posted_at: str | None = None     # the post's own date, as the source gives it
+    author: str | None = None        # the post's author (masked like any text)
 
 
 @dataclass(frozen=True)
@@ -556,6 +567,8 @@ class FindingEvent:
     escalated: bool
     report: Report
     now: str
+    posted_at: str | None = None
+    author: str | None = None
 
 
 class AlertHook(Protocol):
@@ -942,18 +955,22 @@ class StateDB:
         elif same_version:  # re-recorded without a report: keep what the version had
             sha256, size, finding_id = existing[1], existing[2], existing[3]
         title = _redact(record.title)
+        posted_at, author = _redact(record.posted_at), _redact(record.author)
         self._write_item(record.source, item_id, version, url, title, sha256, size, finding_id, now, existing is None)
+        self.db.execute("UPDATE items SET posted_at = ?, author = ? WHERE source = ? AND item_id = ?",
+                        (posted_at, author, source, item_id))
         self.db.execute("DELETE FROM failed_items WHERE source = ? AND item_id = ?", (source, item_id))
         if finding_id is not None:
             self.db.execute(
                 """INSERT OR IGNORE INTO item_findings
-                    (finding_id, source, item_id, version, url, title, linked_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (finding_id, source, item_id, version, url, title, now),
+                    (finding_id, source, item_id, version, url, title, linked_at, posted_at, author)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (finding_id, source, item_id, version, url, title, now, posted_at, author),
             )
         alert_row = None
         if alert is not None and finding_id is not None and report is not None:
-            event = FindingEvent(source, item_id, url, title, finding_id, new_finding, escalated, report, now)
+            event = FindingEvent(source, item_id, url, title, finding_id, new_finding, escalated, report, now,
+                                 posted_at, author)
             alert_row = alert(self, event)
         return ItemResult(not same_version, finding_id, new_finding, escalated, alert_row)
 
@@ -1116,7 +1133,7 @@ class StateDB:
         for row in rows:
             row["items"] = links.get(row["id"], [])
             first = row["items"][0] if row["items"] else {}
-            for key in ("source", "item_id", "url", "title"):
+            for key in ("source", "item_id", "url", "title", "posted_at", "author"):
                 row[key] = first.get(key)
         return rows
 
@@ -1145,7 +1162,7 @@ class StateDB:
         if not finding_ids:
             return links
         rows = self.db.query(
-            """SELECT finding_id, source, item_id, version, url, title, linked_at
+            """SELECT finding_id, source, item_id, version, url, title, linked_at, posted_at, author
             FROM item_findings WHERE finding_id IN (SELECT value FROM json_each(?))
             ORDER BY finding_id, linked_at, rowid""",
             [_json(finding_ids)],

@@ -294,6 +294,8 @@ def _payload(state: StateDB, event: FindingEvent, incident: _Incident, finding: 
         "url": event.url,
         "item_id": event.item_id,
         "item_title": event.title,
+        "posted_at": event.posted_at,
+        "author": event.author,
         "finding_id": event.finding_id,
         "first_seen": incident.first_seen,
         "reasons": finding["reasons"],

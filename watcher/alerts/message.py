@@ -128,6 +128,9 @@ def _finding_body(alert: Alert) -> list[str]:
         f"Item: {one_line(payload.get('item_title') or payload.get('item_id') or '-', 200)}",
         f"First seen: {payload.get('first_seen')}",
     ]
+    if payload.get("posted_at") or payload.get("author"):
+        posted = one_line(payload.get("posted_at") or "date unknown")
+        lines.append(f"Posted: {posted}" + (f" by {one_line(payload['author'], 80)}" if payload.get("author") else ""))
     if payload.get("changes"):
         lines.append("What changed: " + "; ".join(one_line(c) for c in payload["changes"]))
     lines.append("Reasons: " + "; ".join(one_line(r) for r in payload.get("reasons", [])))
@@ -218,6 +221,8 @@ def jsonl_record(alert: Alert) -> dict[str, Any]:
         "url": None if health else payload.get("url"),
         "title": one_line(alert.title),
         "item_title": None if health else payload.get("item_title"),
+        "posted_at": None if health else payload.get("posted_at"),
+        "author": None if health else payload.get("author"),
         "reasons": [health_title(payload)] if health else payload.get("reasons", []),
         "counts": payload.get("counts", {}),
         "insurers": payload.get("insurers", []),

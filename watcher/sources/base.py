@@ -62,6 +62,8 @@ class Item:
     content_type: str | None = None
     version: str = ""
     truncated: bool = False
+    posted_at: str | None = None      # the post's own date (a message, an entry, a record)
+    author: str | None = None         # the post's author, where the source says
 
 
 @dataclass

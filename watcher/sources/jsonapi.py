@@ -171,7 +171,8 @@ class JsonSource(Source):
                 version = sha256_hex(text)
                 if not await ctx.is_seen(item_id, version):
                     yield self.item(item_id, urls[0][1] if urls else endpoint, title=title,
-                                    content=text.encode("utf-8"), content_type=TEXT_TYPE, version=version)
+                                    content=text.encode("utf-8"), content_type=TEXT_TYPE, version=version,
+                                    posted_at=self.record_date(record))
                 item_id += "#url"
             for key, url in urls:
                 document_id = f"{item_id}/{key}" if key else item_id
@@ -185,6 +186,11 @@ class JsonSource(Source):
                                 content_type=document.content_type, truncated=document.truncated)
         if not failures:
             self.remember(ctx, endpoint, response)
+
+    def record_date(self, record: Any) -> str | None:
+        """The record's `date` field, when configured and present."""
+        date_field = self.config.options.date_field
+        return (_text(record, date_field) or None) if date_field else None
 
     def record_text(self, record: Any, item_id: str, title: str) -> str:
         """The record's configured fields as a text document: a header (source, id, title,

@@ -183,7 +183,7 @@ class TelegramSource(Source):
         content = "\n".join(header) + "\n\n" + message.text + "\n"
         return self.item(f"{self.options.channel}/{message.post_id}", message.link,
                          title=message_title(message), content=content.encode("utf-8"),
-                         content_type=TEXT_TYPE, version=sha256_hex(body))
+                         content_type=TEXT_TYPE, version=sha256_hex(body), posted_at=message.posted_at)
 
 
 def message_title(message: Message) -> str:
