@@ -60,6 +60,14 @@ def source_config(name: str = "test", kind: str = "listing", **fields: Any) -> S
     return replace(SourceConfig(name=name, kind=kind, allow_private=True), options=options, **common)
 
 
+def sources_toml(tmp_path: Path, sources: str) -> Path:
+    """`tmp_path/sources.toml`: the state in ./state, then `sources` (TOML text of the
+    [[sources]] tables) - what the daemon tests load."""
+    path = tmp_path / "sources.toml"
+    path.write_text(f'[watcher]\nstate_dir = "./state"\n\n{sources}\n', encoding="utf-8")
+    return path
+
+
 def tor_settings(proxy: SocksProxy) -> TorSettings:
     """TorSettings pointing at the test SOCKS proxy."""
     return TorSettings(socks_host="127.0.0.1", socks_port=proxy.port)

@@ -3,7 +3,6 @@ rest is taken by the next polls, which come back soon; nothing is dropped, nothi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,24 +12,17 @@ from watcher.daemon import CAPPED_POLL_DELAY, Daemon
 from watcher.store import StateDB
 
 try:
-    from fakesites import PasteSite, serve
+    from conftest_sources import paste_site, sources_toml  # noqa: F401 (fixture)
+    from fakesites import PasteSite
 except ImportError:  # tests/ imported as a package
-    from tests.fakesites import PasteSite, serve
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[PasteSite]:
-    async with serve(PasteSite()) as served:
-        yield served
+    from tests.conftest_sources import paste_site, sources_toml  # noqa: F401
+    from tests.fakesites import PasteSite
 
 
 def config_for(tmp_path: Path, site: PasteSite, extra: str) -> Path:
-    path = tmp_path / "sources.toml"
-    path.write_text(f'[watcher]\nstate_dir = "./state"\n\n[[sources]]\nname = "paste"\nkind = "listing"\n'
-                    f'url = "{site.url("/archive")}"\nitem_links = "table.archive a"\n'
-                    f'item_url = "{site.url("/raw/{id}")}"\ninterval = "1h"\nallow_private = true\n{extra}\n',
-                    encoding="utf-8")
-    return path
+    return sources_toml(tmp_path, f'[[sources]]\nname = "paste"\nkind = "listing"\nurl = "{site.url("/archive")}"\n'
+                                  f'item_links = "table.archive a"\nitem_url = "{site.url("/raw/{id}")}"\n'
+                                  f'interval = "1h"\nallow_private = true\n{extra}')
 
 
 def recorded(tmp_path: Path) -> set[str]:
@@ -38,7 +30,8 @@ def recorded(tmp_path: Path) -> set[str]:
         return {row[0] for row in state.db.execute("SELECT item_id FROM items")}
 
 
-async def test_a_big_listing_is_taken_max_items_at_a_time_and_nothing_is_lost(tmp_path: Path, site: PasteSite) -> None:
+async def test_a_big_listing_is_taken_max_items_at_a_time_and_nothing_is_lost(tmp_path: Path, paste_site: PasteSite) -> None:
+    site = paste_site
     site.pastes.clear()
     for n in range(25):
         site.add_paste(f"p{n:02d}", f"paste {n}")
@@ -55,7 +48,8 @@ async def test_a_big_listing_is_taken_max_items_at_a_time_and_nothing_is_lost(tm
     assert "10 new items taken (max_items)" in notice
 
 
-async def test_a_capped_poll_comes_back_soon(tmp_path: Path, site: PasteSite) -> None:
+async def test_a_capped_poll_comes_back_soon(tmp_path: Path, paste_site: PasteSite) -> None:
+    site = paste_site
     for n in range(5):
         site.add_paste(f"q{n}", f"paste {n}")
     daemon = Daemon(load_config(config_for(tmp_path, site, "max_items = 2")), once=True, workers=1)

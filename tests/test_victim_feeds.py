@@ -15,8 +15,10 @@ from watcher.daemon import Daemon
 from watcher.store import StateDB
 
 try:
+    from conftest_sources import sources_toml
     from fakesites import FakeSite, serve
 except ImportError:  # tests/ imported as a package
+    from tests.conftest_sources import sources_toml
     from tests.fakesites import FakeSite, serve
 
 
@@ -50,12 +52,10 @@ async def api() -> AsyncIterator[VictimApi]:
 
 
 def write(tmp_path: Path, api: VictimApi, extra: str) -> Path:
-    path = tmp_path / "sources.toml"
-    path.write_text(f'[watcher]\nstate_dir = "./state"\n\n[[sources]]\nname = "rlive"\nkind = "json"\n'
-                    f'endpoint = "{api.url("/v2/recentvictims")}"\nid = "id"\ntitle = "victim"\ndate = "discovered"\n'
-                    f'fields = ["victim", "description", "domain", "group"]\nallow_private = true\n{extra}\n',
-                    encoding="utf-8")
-    return path
+    return sources_toml(tmp_path, f'[[sources]]\nname = "rlive"\nkind = "json"\n'
+                                  f'endpoint = "{api.url("/v2/recentvictims")}"\nid = "id"\ntitle = "victim"\n'
+                                  f'date = "discovered"\nfields = ["victim", "description", "domain", "group"]\n'
+                                  f'allow_private = true\n{extra}')
 
 
 async def poll(config: Path) -> list[dict[str, object]]:
