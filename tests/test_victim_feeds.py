@@ -123,3 +123,14 @@ async def test_the_records_date_is_kept_and_shown_in_the_alert(tmp_path: Path, a
     with StateDB(tmp_path / "state" / "watcher.db") as state:
         [alert] = list_alerts(state)
     assert "Posted: 2026-12-03 10:00:00" in render(alert).body
+
+
+async def test_watcher_findings_shows_when_it_was_posted(tmp_path: Path, api: VictimApi,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from watcher.cli import main
+
+    api.victim(4, "Harmonie Mutuelle", "Leaked member data")
+    config = write(tmp_path, api, 'mention_severity = "high"')
+    await poll(config)
+    assert main(["findings", "--config", str(config)]) == 0
+    assert "posted 2026-12-04 10:00:00" in capsys.readouterr().out

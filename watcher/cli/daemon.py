@@ -203,6 +203,9 @@ def cmd_findings(args: argparse.Namespace) -> int:
         nirs = row.get("counts", {}).get("nir", 0)
         print(f"{row['severity'].upper():<9} {nirs:>6} NIRs  {row.get('first_seen')}  {row.get('source')}  "
               f"{row.get('url') or row.get('item_id')}")
+        if row.get("posted_at") or row.get("author"):
+            by = f" by {row['author']}" if row.get("author") else ""
+            print(f"{'':<9} posted {row.get('posted_at') or '(date unknown)'}{by}")
         for reason in row.get("reasons", []):
             print(f"{'':<9} {reason}")
     return 0
