@@ -201,7 +201,7 @@ async def test_retry_sends_only_to_the_targets_that_missed_the_alert(
 
         json_receiver.failing = False
         status, out, _ = run(capsys, "alerts", "retry", alert.alert_id[:8], "--config", str(config))
-        assert status == 0 and out.startswith("1 failed alert(s) re-queued: 1;")
+        assert status == 0 and out.startswith("1 failed alert(s) re-queued: 1;"), (status, out)
         await sender.run_once()
         [alert] = await store.call(list_alerts)
     finally:
@@ -251,3 +251,14 @@ async def test_retry_while_the_daemon_runs_delivers_a_failed_alert(
     assert post.path == "soc" and post.title.startswith("[CRITICAL] 12 NIRs")
     assert daemon.stop() == 0
     assert_no_cleartext(daemon.log + post.message, nirs)
+
+
+def test_an_alert_id_prefix_of_digits_only_is_found(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An Alert ID starts with 8 decimal digits 1 time in 40: its prefix must still find it."""
+    from watcher.store import StateDB
+
+    with StateDB(config.parent / "state" / "watcher.db") as state:
+        state.db.execute("UPDATE alerts SET alert_id = '12345678' || substr(alert_id, 9) WHERE id = 2")
+        state.db.conn.commit()
+    status, out, _ = run(capsys, "alerts", "ack", "12345678", "--config", str(config))
+    assert status == 0 and out.startswith("alert 2 acknowledged at ")

@@ -163,6 +163,13 @@ async def test_forum_walks_thread_pages_with_the_cookie(threads: ForumSite) -> N
         assert [i.item_id for i in await poll_all(source, ctx, store)] == ["t2#1", "t2#2"]
 
 
+async def test_forum_posts_carry_their_author(threads: ForumSite) -> None:
+    source = forum(threads, author="span.author", post_date="time")
+    async with Fetcher.for_source(source.config) as client:
+        items = await poll_all(source, PollContext(client, SeenStore()))
+    assert {(i.author, i.posted_at) for i in items} == {("anon", None)}      # the fake forum shows no date
+
+
 async def test_forum_max_pages(threads: ForumSite) -> None:
     source = forum(threads, max_pages=2)
     async with Fetcher.for_source(source.config) as client:

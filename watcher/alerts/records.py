@@ -205,11 +205,13 @@ def pending_alerts(state: StateDB, limit: int = 500) -> list[Alert]:
 
 
 def alert_by_ref(state: StateDB, ref: str) -> Alert | None:
-    """The alert whose row id or alert_id (or a unique alert_id prefix of 6+ chars) is `ref`."""
+    """The alert whose row id or alert_id (or a unique alert_id prefix of 6+ chars) is `ref`.
+    Digits are a row id first, else a prefix: an Alert ID starts with 8 digits 1 time in 40."""
     ref = ref.strip()
     if ref.isdigit():
         row = state.db.execute(f"{_SELECT} WHERE id = ?", (int(ref),)).fetchone()
-        return None if row is None else Alert.from_row(row)
+        if row is not None:
+            return Alert.from_row(row)
     if len(ref) < 6:
         return None
     rows = state.db.execute(f"{_SELECT} WHERE alert_id LIKE ? || '%' LIMIT 2", (ref.lower(),)).fetchall()

@@ -38,6 +38,9 @@ class ForumOptions:
     post: str = option("selector", required=True, doc="CSS selector of one post in a thread page")
     next_page: str | None = option("selector", None, doc="CSS selector of the link to a thread's next page")
     max_pages: int = option("integer", DEFAULT_MAX_PAGES, doc="thread pages walked at most")
+    post_date: str | None = option("selector", None, doc="CSS selector, inside a post, of its date "
+                                                         "(a datetime or title attribute, else its text)")
+    author: str | None = option("selector", None, doc="CSS selector, inside a post, of its author's name")
 
 
 class ForumSource(Source):
@@ -81,23 +84,25 @@ class ForumSource(Source):
             if response is None or page is None:
                 yield None
                 return
-            for post_id, text in page.posts:
-                item_id = f"{thread_id}#{post_id or index}"
+            for post in page.posts:
+                item_id = f"{thread_id}#{post.post_id or index}"
                 index += 1
-                version = sha256_hex(text)
+                version = sha256_hex(post.text)
                 if await ctx.is_seen(item_id, version):
                     continue
-                anchor = f"#{post_id}" if post_id else ""
+                anchor = f"#{post.post_id}" if post.post_id else ""
                 yield self.item(item_id, response.url + anchor, title=title,
-                                content=text.encode("utf-8"), content_type=TEXT_TYPE,
-                                version=version, truncated=response.truncated)
+                                content=post.text.encode("utf-8"), content_type=TEXT_TYPE,
+                                version=version, truncated=response.truncated, posted_at=post.posted_at,
+                                author=post.author)
             url = page.next_url
 
     async def thread_page(self, ctx: PollContext, url: str, response: Response) -> ThreadPage | None:
         """The parsed thread page; None (in ctx.skipped) when the page parser gave up on it."""
         try:
             return await parse_page(ctx, response.body, partial(
-                parse_thread_page, self.config.options.post or "", self.config.options.next_page, response.url))
+                parse_thread_page, self.config.options.post or "", self.config.options.next_page, response.url,
+                date_selector=self.config.options.post_date, author_selector=self.config.options.author))
         except SourceError as exc:
             self.skip(ctx, url, str(exc))
             return None
