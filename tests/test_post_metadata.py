@@ -27,3 +27,19 @@ def test_date_and_author_are_read_inside_each_post() -> None:
 def test_without_selectors_there_is_no_metadata() -> None:
     page = parse_thread_page("div.post", None, "http://forum.example/t/1", PAGE)
     assert {(p.posted_at, p.author) for p in page.posts} == {(None, None)}
+
+
+def test_feed_entries_carry_their_date_and_author() -> None:
+    from watcher.sources.feedparse import parse_feed
+
+    rss = b"""<?xml version="1.0"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel>
+    <item><title>Fuite chez une mutuelle</title><link>https://news.example/a</link>
+    <pubDate>Mon, 30 Nov 2026 21:04:00 +0000</pubDate><dc:creator>Damien</dc:creator></item>
+    <item><title>No date</title><link>https://news.example/b</link></item></channel></rss>"""
+    atom = b"""<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>x</title>
+    <entry><title>Victim</title><id>urn:1</id><updated>2026-12-01T08:00:00Z</updated>
+    <author><name>lockbit5</name></author></entry></feed>"""
+    assert [(e.published, e.author) for e in parse_feed("https://news.example/", rss).entries] == [
+        ("Mon, 30 Nov 2026 21:04:00 +0000", "Damien"), (None, None)]
+    assert [(e.published, e.author) for e in parse_feed("https://x.example/", atom).entries] == [
+        ("2026-12-01T08:00:00Z", "lockbit5")]

@@ -47,6 +47,7 @@ class FeedSource(Source):
         for entry in feed.entries:
             if not await ctx.is_seen(entry.entry_id):
                 yield self.item(entry.entry_id, entry.link or response.url, title=entry.title,
+                                posted_at=entry.published, author=entry.author,
                                 content=entry.text.encode("utf-8"), content_type=TEXT_TYPE)
             if not self.config.options.follow or not entry.link:
                 continue

@@ -47,6 +47,8 @@ class Entry:
     title: str
     link: str | None
     text: str
+    published: str | None = None    # as the feed writes it (RSS pubDate, Atom published/updated)
+    author: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,25 @@ def parse_entry(entry: etree._Element, base_url: str) -> Entry:
     entry_id = (guid.text or "").strip() if guid is not None else ""
     if not entry_id:
         entry_id = link or hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Entry(entry_id=entry_id, title=title, link=link, text=text)
+    return Entry(entry_id=entry_id, title=title, link=link, text=text,
+                 published=_first_text(children, ("pubDate", "published", "date", "updated")),
+                 author=_first_text(children, ("author", "creator")))
+
+
+def _first_text(children: dict[str, etree._Element], names: tuple[str, ...]) -> str | None:
+    """The text of the first of `names` among an entry's children (an Atom <author> by its
+    <name>), on one line of at most 200 characters."""
+    for name in names:
+        element = children.get(name)
+        if element is None:
+            continue
+        text = element.text or ""
+        if not text.strip() and len(element):
+            text = " ".join(t for t in element.itertext() if t.strip())
+        text = " ".join(text.split())[:200]
+        if text:
+            return text
+    return None
 
 
 def without_doctype(body: bytes) -> bytes:
