@@ -78,9 +78,15 @@ async def followed_documents(ctx: PollContext, item: Item, hosts: tuple[str, ...
                    content=response.body, content_type=response.content_type, truncated=response.truncated)
 
 
+# What every PrivateBin link holds (`?` or `?pasteid=`, then the 16-hex paste id): searched in
+# the bytes first, so the pages of a poll that hold none (almost all) are not decoded and
+# scanned for links on the event loop.
+_PASTE_ID = re.compile(rb"\?(?:pasteid=)?[a-f0-9]{16}")
+
+
 def paste_links(item: Item) -> list[PasteLink]:
     """The PrivateBin links in the first SCAN_BYTES of the item's content, distinct by paste."""
-    if not item.content or b"#" not in item.content:
+    if not item.content or not _PASTE_ID.search(item.content, 0, SCAN_BYTES):
         return []
     text = item.content[:SCAN_BYTES].decode("utf-8", "replace")
     links: dict[str, PasteLink] = {}
