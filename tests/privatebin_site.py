@@ -15,6 +15,9 @@ The replica answers like PrivateBin's `Controller::_read`: `GET <base>?<id>` (or
 the HTML page (the real one loads the JSON from JavaScript); an unknown id gets
 `{"status": 1, "message": ...}` (HTTP 200, as the real server answers); any other path is a
 404. A burn-after-reading paste is deleted when its JSON is read.
+
+`site.set_page(path, html)` serves a page at `path` (with an ETag, 304 when it matches): an
+index of paste links, as some instances or forks offer one (the `privatebin` source kind).
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 try:
-    from fakesites import FakeSite
+    from fakesites import FakeSite, conditional
 except ImportError:  # tests/ imported as a package
-    from tests.fakesites import FakeSite
+    from tests.fakesites import FakeSite, conditional
 
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 GENERIC_ERROR = "Document does not exist, has expired or has been deleted."
@@ -97,6 +100,7 @@ class PrivateBinSite(FakeSite):
     def __init__(self, base: str = "/") -> None:
         self.base = base
         self.pastes: dict[str, dict[str, Any]] = {}
+        self.pages: dict[str, str] = {}
         super().__init__()
 
     def routes(self, router: web.UrlDispatcher) -> None:
@@ -115,7 +119,14 @@ class PrivateBinSite(FakeSite):
         paste_id = self.add_document(document)
         return f"{self.url(self.base)}?{paste_id}{'#-' if burn else '#'}{base58(key)}"
 
+    def set_page(self, path: str, html: str) -> str:
+        """Serve `html` at `path` (an index of links); its URL."""
+        self.pages[path] = html
+        return self.url(path)
+
     async def handle(self, request: web.Request) -> web.Response:
+        if request.path in self.pages:
+            return conditional(request, self.pages[request.path], "text/html")
         if request.path != self.base:
             return web.Response(status=404, text="not found")
         paste_id = self._paste_id(request)

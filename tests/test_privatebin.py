@@ -483,7 +483,8 @@ async def test_unknown_id_and_not_privatebin() -> None:
 
 
 async def test_fetch_keeps_the_source_policy() -> None:
-    """Address rules, the body cap, and the source's own headers stay the source's."""
+    """Address rules, the body cap, and the source's own headers stay the source's: sent to
+    its own hosts only (the per-host rule of every fetch), never to another paste host."""
     async with serve(PrivateBinSite()) as site:
         [link] = find_links(site.add_paste(secrets.token_hex(500)))
         async with Fetcher(FetchSettings(name="public")) as guarded:
@@ -494,7 +495,11 @@ async def test_fetch_keeps_the_source_policy() -> None:
                 await fetch_paste(capped, link, max_bytes=MAX)
         site.clear_log()
         async with fetcher(headers={"Cookie": "session=forum-secret"},
-                           header_hosts=frozenset({"127.0.0.1"})) as with_cookie:
+                           header_hosts=frozenset({"localhost"})) as with_cookie:
             await fetch_paste(with_cookie, link, max_bytes=MAX)
-        [request] = site.requests
-        assert "Cookie" not in request.headers and "forum-secret" not in json.dumps(request.headers)
+            [home_link] = find_links(link.url.replace("127.0.0.1", "localhost") + "#" + link.key)
+            await fetch_paste(with_cookie, home_link, max_bytes=MAX)
+        foreign, home = site.requests
+        assert "Cookie" not in foreign.headers and "forum-secret" not in json.dumps(foreign.headers)
+        assert foreign.headers["X-Requested-With"] == "JSONHttpRequest"
+        assert home.headers["Cookie"] == "session=forum-secret" and home.headers["X-Requested-With"] == "JSONHttpRequest"

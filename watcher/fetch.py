@@ -24,7 +24,9 @@ What this module guarantees, and why (see /work/shared/notes/ecosystem.md):
 - Configured headers (session cookies, API tokens) go only to the host of the source's URL and
   to its `header_hosts`, checked for every request: redirects are followed by hand, so aiohttp's
   own dropping of Authorization on a host change never runs, and a link or redirect taken from
-  a hostile page must not carry the forum's session cookie to the host it names.
+  a hostile page must not carry the forum's session cookie to the host it names. A request's own
+  `headers=` (PrivateBin's `X-Requested-With`) go to every hop of that request and never
+  replace a configured header on the hosts that get those.
 - aiohttp-socks errors are not `aiohttp.ClientError`s: every failure becomes a `FetchError` with
   a one-line reason, and a 429/503 with Retry-After or an API rate limit becomes `RetryLater`.
 """
@@ -52,6 +54,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
+from multidict import CIMultiDict
 from yarl import URL
 
 from watcher.config import DEFAULT_MAX_BYTES, SourceConfig, TorSettings, is_onion, split_host_port
@@ -245,27 +248,33 @@ class Fetcher:
         url = f"socks5://{user}:{quote(self._socks_password, safe='')}@{host}:{tor.socks_port}"
         return ProxyConnector.from_url(url, rdns=True)
 
-    async def get(self, url: str, *, etag: str | None = None,
+    async def get(self, url: str, *, headers: Mapping[str, str] | None = None, etag: str | None = None,
                   last_modified: str | None = None) -> Response:
         """GET `url` under the source's policy, following redirects by hand.
 
+        `headers` are this request's own (an API's `Accept`, `X-Requested-With`): sent to every
+        hop of it, over the session's defaults. The source's configured headers keep their rule
+        (only to their hosts, where they win over `headers`: a caller never replaces a
+        configured token, and never takes one to another host).
         With `etag`/`last_modified`, a 304 returns `not_modified=True` and the validators.
         Raises `RetryLater` on 429/503 with Retry-After, `FetchError` on everything else.
         """
         if self._session is None:
             raise RuntimeError("Fetcher used outside 'async with'")
+        extra = dict(headers or {})
         if self._limiter is None:
-            return await self._get(url, etag, last_modified)
+            return await self._get(url, extra, etag, last_modified)
         async with self._limiter:
-            return await self._get(url, etag, last_modified)
+            return await self._get(url, extra, etag, last_modified)
 
-    async def _get(self, url: str, etag: str | None, last_modified: str | None) -> Response:
+    async def _get(self, url: str, extra: Mapping[str, str], etag: str | None,
+                   last_modified: str | None) -> Response:
         """The redirect loop under one total timeout, with errors turned into FetchError."""
         try:
             async with asyncio.timeout(self.settings.total_timeout):
                 target = self._check_target(url, origin=None)
                 for _hop in range(self.settings.max_redirects + 1):
-                    result = await self._request(target, etag, last_modified)
+                    result = await self._request(target, extra, etag, last_modified)
                     if isinstance(result, Response):
                         return result
                     target = self._check_target(result, origin=target)
@@ -309,10 +318,12 @@ class Fetcher:
             message = refusal(shown, problem)
             raise FetchError(message if where == str(target) else f"{message} ({where})", url=str(target))
 
-    async def _request(self, url: URL, etag: str | None, last_modified: str | None) -> Response | str:
+    async def _request(self, url: URL, extra: Mapping[str, str], etag: str | None,
+                       last_modified: str | None) -> Response | str:
         """One request: a Response, or the Location of a redirect."""
         assert self._session is not None
-        headers = dict(self._configured_headers(url))
+        headers = CIMultiDict(extra)
+        headers.update(self._configured_headers(url))   # case-insensitive: a configured header wins
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:

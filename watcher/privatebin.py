@@ -38,14 +38,13 @@ encrypted with the same key, are not decrypted.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import re
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -53,12 +52,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-from yarl import URL
 
-from watcher.fetch import Fetcher, FetchSettings
+from watcher.fetch import Fetcher
 
 __all__ = ["JSON_HEADERS", "MAX_ITERATIONS", "Paste", "PasteError", "PasteLink", "b58decode",
-           "b58encode", "decode_key", "decrypt", "fetch_paste", "find_links", "json_settings"]
+           "b58encode", "decode_key", "decrypt", "fetch_paste", "find_links"]
 
 BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_VALUES = {char: value for value, char in enumerate(BASE58_ALPHABET)}
@@ -238,7 +236,7 @@ def decrypt(document: Mapping[str, Any], key: bytes, password: bytes = b"", *,
     paste_adata = isinstance(adata[0], list)
     spec = _spec(adata[0] if paste_adata else adata)
     ciphertext = _b64(document.get("ct"), "ct")
-    plaintext = _open(spec, key + password, ciphertext, _aad(adata))
+    plaintext = _open(spec, key + password, ciphertext, _aad(adata), with_password=bool(password))
     content = _inflate(plaintext, spec.compression, max_bytes)
     formatter = adata[1] if paste_adata and len(adata) > 1 and isinstance(adata[1], str) else "plaintext"
     return _paste(content, formatter[:40])
@@ -290,8 +288,9 @@ def _aad(adata: list[Any]) -> bytes:
     return json.dumps(adata, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-def _open(spec: _Spec, secret: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-    """PBKDF2 then AES-GCM; PasteError when the tag does not match."""
+def _open(spec: _Spec, secret: bytes, ciphertext: bytes, aad: bytes, *, with_password: bool) -> bytes:
+    """PBKDF2 then AES-GCM; PasteError when the tag does not match (which says so, when no
+    password was given, that the paste may need one: the format does not tell)."""
     derived = PBKDF2HMAC(algorithm=hashes.SHA256(), length=spec.key_length, salt=spec.salt,
                          iterations=spec.iterations).derive(secret)
     plaintext = None
@@ -300,7 +299,8 @@ def _open(spec: _Spec, secret: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     except (InvalidTag, ValueError):
         plaintext = None
     if plaintext is None:
-        raise PasteError("decryption failed: wrong key or password, or the paste was altered")
+        raise PasteError("decryption failed: wrong key or password, or the paste was altered"
+                         + ("" if with_password else " (a paste protected by a password: none is given)"))
     return plaintext
 
 
@@ -373,35 +373,22 @@ def _data_uri(value: Any) -> bytes:
 # --------------------------------------------------------------------------- fetching
 
 
-def json_settings(settings: FetchSettings, link: PasteLink) -> FetchSettings:
-    """The settings of a fetch of `link`: the source's policy (Tor, onion-only, private
-    addresses, caps, timeouts) with the JSON API headers as its only configured headers, sent
-    only to the paste's host (the source's own headers, cookies and tokens, never go to a
-    paste host named by hostile content)."""
-    host = (URL(link.url).host or "").lower().rstrip(".")
-    return replace(settings, headers=dict(JSON_HEADERS), header_hosts=frozenset({host}))
-
-
-async def fetch_paste(fetcher: Fetcher, link: PasteLink, *, max_bytes: int, password: bytes = b"",
-                      limiter: asyncio.Semaphore | None = None) -> Paste:
-    """Fetch `link` under `fetcher`'s policy and decrypt it.
+async def fetch_paste(fetcher: Fetcher, link: PasteLink, *, max_bytes: int, password: bytes = b"") -> Paste:
+    """Fetch `link` with `fetcher` and decrypt it.
 
     A burn-after-reading link is never requested (PasteError "burn-after-reading: not
-    opened"). The request is `GET link.url` (no fragment: the key stays here) with
-    `X-Requested-With: JSONHttpRequest`, made by a Fetcher with `fetcher`'s settings and
-    the JSON headers (`json_settings`; `Fetcher.get` takes no per-request headers), so the
-    address rules, redirect rules, Tor use and body cap are the source's (through Tor, on a
-    circuit of its own: a new session has a new SOCKS password). `limiter` is the daemon's
-    semaphore on simultaneous fetches. `max_bytes` caps the decrypted paste (`decrypt`).
+    opened"). The request is `GET link.url` (no fragment: the key stays here) with the JSON
+    API's headers (`JSON_HEADERS`, this request's own), so the address rules, redirect rules,
+    Tor use, body cap and fetch limiter are the source's, and its configured headers go only
+    where they always go (its own hosts). `max_bytes` caps the decrypted paste (`decrypt`).
     Raises `FetchError`/`RetryLater` as `Fetcher.get` does, PasteError for everything else.
     """
     if link.burn:
         raise PasteError("burn-after-reading: not opened")
     key = link.key_bytes()
-    async with Fetcher(json_settings(fetcher.settings, link), limiter=limiter) as paste_fetcher:
-        response = await paste_fetcher.get(link.url)
+    response = await fetcher.get(link.url, headers=JSON_HEADERS)
     if response.truncated:
-        raise PasteError(f"paste answer cut at max_bytes={paste_fetcher.settings.max_bytes}")
+        raise PasteError(f"paste answer cut at max_bytes={fetcher.settings.max_bytes}")
     document = _json_object(response.body)
     if document is None:
         raise PasteError("not a PrivateBin JSON answer")

@@ -9,8 +9,10 @@ Item per paste, decrypted (`watcher.privatebin`), so the daemon analyses it like
 never stored, logged or shown), and one per attachment (a CSV, a zip: analysed as files).
 A burn-after-reading link (`#-`) is never opened: opening
 destroys it for the people it was meant for, and shows the monitor to the poster; it is
-reported as a skipped item instead. The fetch follows the source's rules (Tor, private
-addresses, caps), with none of its headers.
+reported as a skipped item instead. The fetch is the source's fetcher's (Tor, private
+addresses, caps), with the JSON API's headers; the source's own headers go only to its own
+hosts, as always. `paste_items` makes the items of one paste: the `privatebin` source kind
+(watcher.sources.privatebin_index) makes its items with it too.
 
 `follow_links = ["pastebin.com", "rentry.co"]` (a host allow-list; subdomains included) makes
 every http(s) link to those hosts in an item a child document too (`item_id` = the parent's +
@@ -101,21 +103,37 @@ async def linked_pastes(ctx: PollContext, item: Item, max_bytes: int) -> AsyncIt
         return
     for link in paste_links(item):
         item_id = f"{item.item_id}#privatebin:{link.paste_id}"
-        if link.burn:
-            ctx.skipped.append((link.url, "burn-after-reading PrivateBin link: never opened"))
-            continue
-        if await ctx.is_seen(item_id):
-            continue
+        title = f"PrivateBin paste linked from {item.title or item.url}"
         try:
-            paste = await fetch_paste(ctx.fetcher, link, max_bytes=max_bytes)
+            children = await paste_items(ctx, link, source=item.source, item_id=item_id, title=title,
+                                         max_bytes=max_bytes)
         except RetryLater:
             raise
         except (FetchError, PasteError) as exc:
             ctx.skipped.append((link.url, f"PrivateBin paste: {exc}"))
             continue
-        title = f"PrivateBin paste linked from {item.title or item.url}"
-        yield Item(source=item.source, item_id=item_id, url=link.url, title=title,
-                   content=paste.text.encode("utf-8"), content_type=TEXT_TYPE)
-        for number, (name, data) in enumerate(paste.attachments, 1):    # a CSV, a zip: analysed as files
-            yield Item(source=item.source, item_id=f"{item_id}/attachment-{number}", url=link.url,
-                       title=f"{name} (attachment of a PrivateBin paste)", content=data)
+        for child in children:
+            yield child
+
+
+async def paste_items(ctx: PollContext, link: PasteLink, *, source: str, item_id: str, title: str,
+                      max_bytes: int) -> list[Item]:
+    """The documents of the paste `link` opens, as items of `source`: its text (`item_id`,
+    `title`, url without the fragment), then each attachment (`<item_id>/attachment-N`: a CSV,
+    a zip, analysed as files); [] when `item_id` was seen.
+
+    A burn-after-reading link raises PasteError before anything is asked (not even whether it
+    was seen); a paste that cannot be opened (a password, an unknown id, not PrivateBin)
+    raises PasteError, a failed fetch FetchError/RetryLater. The key is in no item field.
+    """
+    if link.burn:
+        raise PasteError("burn-after-reading link: never opened")
+    if ctx.fetcher is None or await ctx.is_seen(item_id):
+        return []
+    paste = await fetch_paste(ctx.fetcher, link, max_bytes=max_bytes)
+    items = [Item(source=source, item_id=item_id, url=link.url, title=title,
+                  content=paste.text.encode("utf-8"), content_type=TEXT_TYPE)]
+    items += [Item(source=source, item_id=f"{item_id}/attachment-{number}", url=link.url,
+                   title=f"{name} (attachment of a PrivateBin paste)", content=data)
+              for number, (name, data) in enumerate(paste.attachments, 1)]
+    return items

@@ -12,10 +12,12 @@ from watcher.sources.feed import FeedSource
 from watcher.sources.forum import ForumSource
 from watcher.sources.jsonapi import JsonSource
 from watcher.sources.listing import ListingSource
+from watcher.sources.privatebin_index import PrivateBinSource
 from watcher.sources.telegram import TelegramSource
 
 SOURCE_CLASSES: Mapping[str, type[Source]] = MappingProxyType({
-    cls.kind: cls for cls in (DirectorySource, ListingSource, ForumSource, JsonSource, FeedSource, TelegramSource)
+    cls.kind: cls for cls in (DirectorySource, ListingSource, ForumSource, JsonSource, FeedSource, TelegramSource,
+                               PrivateBinSource)
 })
 
 
