@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from watcher.config import SourceConfig, TorSettings
+from watcher.config import Address, SourceConfig, TorSettings
 from watcher.fetch import Fetcher, FetchSettings
 from watcher.sources import Item, PollContext, Source
 
@@ -70,7 +70,7 @@ def sources_toml(tmp_path: Path, sources: str) -> Path:
 
 def tor_settings(proxy: SocksProxy) -> TorSettings:
     """TorSettings pointing at the test SOCKS proxy."""
-    return TorSettings(socks_host="127.0.0.1", socks_port=proxy.port)
+    return TorSettings(Address("127.0.0.1", proxy.port))
 
 
 def fetcher(name: str = "test", **fields: Any) -> Fetcher:

@@ -385,7 +385,7 @@ def test_any_unknown_key_is_reported_on_its_line(key: str) -> None:
     path = Path("/nonexistent/sources.toml")
     expected = rf'^/nonexistent/sources\.toml:12: source "inbox": key "{key}" is unknown'
     with pytest.raises(ConfigError, match=expected):
-        config_module._Validator(path, text, {}).config(__import__("tomllib").loads(text))
+        config_module.Validator(path, text, {}).config(__import__("tomllib").loads(text))
 
 
 @pytest.mark.parametrize("kind, keys", [("directory", 'path = "."'),

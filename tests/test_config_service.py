@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.config import ConfigError, MetricsSettings, RetentionSettings, load_config
+from watcher.config import Address, ConfigError, MetricsSettings, RetentionSettings, load_config
 
 HEAD = """\
 [watcher]
@@ -96,7 +96,7 @@ def test_retention_must_be_a_table(tmp_path: Path) -> None:
 
 def test_metrics_table_listens_on_the_default_port(tmp_path: Path) -> None:
     config = load(tmp_path, "[metrics]\n")
-    assert config.metrics == MetricsSettings("127.0.0.1", 9464)
+    assert config.metrics == MetricsSettings(Address("127.0.0.1", 9464))
     assert config.metrics.listen == "127.0.0.1:9464"
 
 
@@ -108,7 +108,7 @@ def test_metrics_table_listens_on_the_default_port(tmp_path: Path) -> None:
 ])
 def test_loopback_addresses_are_accepted(tmp_path: Path, listen: str, host: str, port: int, shown: str) -> None:
     config = load(tmp_path, f'[metrics]\nlisten = "{listen}"\n')
-    assert config.metrics == MetricsSettings(host, port)
+    assert config.metrics == MetricsSettings(Address(host, port))
     assert config.metrics.listen == shown
 
 

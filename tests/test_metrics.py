@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from watcher.config import MetricsSettings
+from watcher.config import Address, MetricsSettings
 from watcher.metrics import (
     CONTENT_TYPE,
     FAMILIES,
@@ -173,7 +173,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def server(store: Store) -> AsyncIterator[MetricsServer]:
     metrics = Metrics()
     metrics.poll("inbox", True, items=2, findings=2)
-    running = MetricsServer(MetricsSettings("127.0.0.1", 0), metrics, store_runner(store))
+    running = MetricsServer(MetricsSettings(Address("127.0.0.1", 0)), metrics, store_runner(store))
     await running.start()
     yield running
     await running.stop()
@@ -217,7 +217,7 @@ async def test_a_busy_store_answers_live_counters_only_with_one_read_in_flight(
 
     metrics = Metrics()
     metrics.poll("inbox", True)
-    running = MetricsServer(MetricsSettings("127.0.0.1", 0), metrics, stuck, db_timeout=0.2)
+    running = MetricsServer(MetricsSettings(Address("127.0.0.1", 0)), metrics, stuck, db_timeout=0.2)
     await running.start()
     try:
         with caplog.at_level(logging.WARNING, logger="watcher.metrics"):
@@ -236,7 +236,7 @@ async def test_a_busy_store_answers_live_counters_only_with_one_read_in_flight(
 
 
 async def test_a_closed_store_is_reported_not_raised(store: Store) -> None:
-    running = MetricsServer(MetricsSettings("127.0.0.1", 0), Metrics(), store_runner(store))
+    running = MetricsServer(MetricsSettings(Address("127.0.0.1", 0)), Metrics(), store_runner(store))
     await running.start()
     try:
         await store.close()
@@ -247,7 +247,7 @@ async def test_a_closed_store_is_reported_not_raised(store: Store) -> None:
 
 
 async def test_without_a_store_only_live_counters() -> None:
-    running = MetricsServer(MetricsSettings("127.0.0.1", 0), Metrics())
+    running = MetricsServer(MetricsSettings(Address("127.0.0.1", 0)), Metrics())
     await running.start()
     try:
         values = parse((await fetch(running))[2])
@@ -259,7 +259,7 @@ async def test_without_a_store_only_live_counters() -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "::"])
 def test_the_server_refuses_non_loopback_addresses(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"):
-        MetricsServer(MetricsSettings(host, 9464), Metrics())
+        MetricsServer(MetricsSettings(Address(host, 9464)), Metrics())
 
 
 async def test_serve_logs_an_address_in_use_and_returns(caplog: pytest.LogCaptureFixture) -> None:
@@ -267,7 +267,7 @@ async def test_serve_logs_an_address_in_use_and_returns(caplog: pytest.LogCaptur
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        await asyncio.wait_for(serve(MetricsSettings("127.0.0.1", port), Metrics()), 5)
+        await asyncio.wait_for(serve(MetricsSettings(Address("127.0.0.1", port)), Metrics()), 5)
     assert any("metrics endpoint not started" in r.getMessage() for r in caplog.records)
 
 
@@ -275,7 +275,7 @@ async def test_serve_runs_until_cancelled_and_frees_the_port() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    task = asyncio.create_task(serve(MetricsSettings("127.0.0.1", port), Metrics()))
+    task = asyncio.create_task(serve(MetricsSettings(Address("127.0.0.1", port)), Metrics()))
     async with aiohttp.ClientSession() as session:
         for _ in range(100):
             try:

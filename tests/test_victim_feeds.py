@@ -90,7 +90,7 @@ async def test_fields_and_url_give_two_documents_and_an_edited_record_is_new(tmp
 
 
 @pytest.mark.parametrize("extra, expected", [
-    ('mention_severity = "urgent"', r'key "mention_severity" must be one of low, medium, high, critical'),
+    ('mention_severity = "urgent"', r'key "mention_severity" must be one of: low, medium, high, critical'),
     ("fields = []", r'key "fields" must be a list of dotted field paths'),
     ('fields = ["a..b"]', r'key "fields" must be a dotted field path'),
 ])
@@ -119,10 +119,10 @@ async def test_the_records_date_is_kept_and_shown_in_the_alert(tmp_path: Path, a
 
     api.victim(3, "Harmonie Mutuelle", "Leaked member data")
     findings = await poll(write(tmp_path, api, 'mention_severity = "high"'))
-    assert findings[0]["posted_at"] == "2026-12-03 10:00:00"
+    assert findings[0]["posted_at"] == "2026-12-03T10:00:00Z"            # read as UTC (watcher.dates)
     with StateDB(tmp_path / "state" / "watcher.db") as state:
         [alert] = list_alerts(state)
-    assert "Posted: 2026-12-03 10:00:00" in render(alert).body
+    assert "Posted: 2026-12-03T10:00:00Z" in render(alert).body
 
 
 async def test_watcher_findings_shows_when_it_was_posted(tmp_path: Path, api: VictimApi,
@@ -133,4 +133,4 @@ async def test_watcher_findings_shows_when_it_was_posted(tmp_path: Path, api: Vi
     config = write(tmp_path, api, 'mention_severity = "high"')
     await poll(config)
     assert main(["findings", "--config", str(config)]) == 0
-    assert "posted 2026-12-04 10:00:00" in capsys.readouterr().out
+    assert "posted 2026-12-04T10:00:00Z" in capsys.readouterr().out

@@ -20,10 +20,13 @@ state directory, drop folders, apprise targets) is checked by `watcher.preflight
 daemon starts. Doubtful but valid values (a network source polled more often than every 30 s)
 are kept as one-line `Config.warnings` in the same `file:line: where: what` form.
 
-What every source shares is read here; a kind's own options are declared by its module
-(`watcher.sources.listing.ListingOptions`...) and read by `watcher.options.read_options`
-through this validator's readers. Adding a kind: one module with its `Options` and `poll()`,
-and one line in `watcher.sources.registry`.
+Every table is a dataclass whose fields say how their key is read (`watcher.options.option`):
+`[watcher]`, `[tor]`, `[retention]`, `[metrics]` and what every source shares are declared
+here, `[scoring]` by `watcher.score.Policy`, `[[rules]]` by `watcher.detect.rules.Rule`,
+`[alerts]` by `watcher.alerts.settings.AlertSettings`, and a kind's own options by its module
+(`watcher.sources.listing.ListingOptions`...). One validator (`Validator`) reads them all
+through its readers, so every error has the same form. Adding a kind: one module with its
+`Options` and `poll()`, and one line in `watcher.sources.registry`.
 """
 
 from __future__ import annotations
@@ -35,13 +38,13 @@ import re
 import string
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from watcher.detect.rules import Rule, rule_error
-from watcher.options import option_keys, read_options
+from watcher.options import option, option_keys, read_options, read_values
 from watcher.score import SEVERITIES, Policy
 
 DB_NAME = "watcher.db"        # in state_dir: the state database
@@ -64,14 +67,6 @@ SYSTEM_CONFIG = Path("/etc/watcher/sources.toml")
 RULE_SEVERITIES = tuple(s for s in SEVERITIES if s != "none")
 
 _TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retention", "metrics", "include")
-_WATCHER_KEYS = ("state_dir", "concurrency", "document_timeout", "item_tries")
-_TOR_KEYS = ("socks",)
-_RETENTION_KEYS = ("items_days", "findings_days", "fingerprints_days", "vacuum_every")
-_METRICS_KEYS = ("listen",)
-_RULE_KEYS = ("name", "keywords", "regex", "severity", "case_sensitive")
-_COMMON_KEYS = ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",
-                "timeout", "connect_timeout", "expect", "header_hosts", "allow_private", "mention_severity",
-                "max_items", "follow_links")
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252}[A-Za-z0-9_])?|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -85,27 +80,50 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Address:
+    """A `host:port` (an IPv6 host without its brackets); `str()` writes it back."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class WatcherSettings:
     """The `[watcher]` table."""
 
-    state_dir: Path
-    concurrency: int = DEFAULT_CONCURRENCY
-    document_timeout: float = DEFAULT_DOCUMENT_TIMEOUT   # one document's analysis, then its worker is killed
-    item_tries: int = DEFAULT_ITEM_TRIES                 # a failing item is retried, then parked
+    state_dir: Path = option("state_dir", always=True,
+                             doc="the state database and fingerprint key; relative to the configuration's "
+                                 "folder (default ./state); systemd's $STATE_DIRECTORY wins")
+    concurrency: int = option("integer", DEFAULT_CONCURRENCY, doc="documents analysed at once (worker processes)")
+    document_timeout: float = option("seconds", DEFAULT_DOCUMENT_TIMEOUT, minimum=MIN_DOCUMENT_TIMEOUT,
+                                     why=" (a worker is killed past it)",
+                                     doc="one document's analysis; past it the worker is killed")
+    item_tries: int = option("integer", DEFAULT_ITEM_TRIES, doc="analyses of a failing item before it is parked")
 
 
 @dataclass(frozen=True)
 class TorSettings:
     """The `[tor]` table: where the local Tor client's SOCKS5 port listens."""
 
-    socks_host: str
-    socks_port: int
+    socks_address: Address = option("address", key="socks", required=True, example="127.0.0.1:9050",
+                                    doc="the SOCKS port of the local Tor client")
 
     @property
     def socks(self) -> str:
         """`host:port` (IPv6 hosts in brackets)."""
-        host = f"[{self.socks_host}]" if ":" in self.socks_host else self.socks_host
-        return f"{host}:{self.socks_port}"
+        return str(self.socks_address)
+
+    @property
+    def socks_host(self) -> str:
+        return self.socks_address.host
+
+    @property
+    def socks_port(self) -> int:
+        return self.socks_address.port
 
 
 @dataclass(frozen=True)
@@ -118,24 +136,39 @@ class RetentionSettings:
     so a leak that resurfaces is still recognised. `vacuum_every`: seconds between VACUUMs.
     """
 
-    items_days: int = DEFAULT_ITEMS_DAYS
-    findings_days: int = DEFAULT_FINDINGS_DAYS
-    fingerprints_days: int = DEFAULT_FINDINGS_DAYS
-    vacuum_every: float = DEFAULT_VACUUM_EVERY
+    items_days: int = option("integer", DEFAULT_ITEMS_DAYS, doc="days an item is kept after it was last seen")
+    findings_days: int = option("integer", DEFAULT_FINDINGS_DAYS, doc="days a finding is kept")
+    fingerprints_days: int = option("integer", 0, doc="days an old finding's fingerprints are kept "
+                                                      "(at least findings_days, the default)")
+    vacuum_every: float = option("seconds", DEFAULT_VACUUM_EVERY, doc="time between two VACUUMs")
+
+    def __post_init__(self) -> None:
+        if not self.fingerprints_days:
+            object.__setattr__(self, "fingerprints_days", self.findings_days)
+        elif self.fingerprints_days < self.findings_days:
+            raise ValueError(f"fingerprints_days must be at least findings_days ({self.findings_days}): "
+                             f"a finding keeps its fingerprints, not {self.fingerprints_days}")
 
 
 @dataclass(frozen=True)
 class MetricsSettings:
     """The `[metrics]` table: where the Prometheus endpoint listens (a loopback address only)."""
 
-    host: str
-    port: int
+    address: Address = option("loopback_address", Address("127.0.0.1", 9464), key="listen",
+                              doc="host:port of the endpoint; loopback only (it has no authentication)")
+
+    @property
+    def host(self) -> str:
+        return self.address.host
+
+    @property
+    def port(self) -> int:
+        return self.address.port
 
     @property
     def listen(self) -> str:
         """`host:port` (IPv6 hosts in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return str(self.address)
 
 
 @dataclass(frozen=True)
@@ -149,23 +182,28 @@ class SourceConfig:
 
     name: str
     kind: str
-    enabled: bool = True
-    interval: float = DEFAULT_INTERVAL
+    enabled: bool = option("boolean", True, doc="false keeps the source in the file without polling it")
+    interval: float = option("seconds", DEFAULT_INTERVAL, minimum=MIN_INTERVAL,
+                             doc="time between two polls (jittered)")
     url: str | None = None
-    tor: bool = False
-    max_bytes: int = DEFAULT_MAX_BYTES
-    headers: Mapping[str, str] = field(default_factory=dict)
-    user_agent: str | None = None
-    timeout: float | None = None
-    connect_timeout: float | None = None
-    expect: str | None = None         # CSS selector the main page must match (else: degraded)
-    header_hosts: tuple[str, ...] = ()  # hosts beside the URL's that get `headers` (lower case)
-    allow_private: bool = False       # may fetch loopback/private/link-local addresses (intranet)
-    mention_severity: str = "low"     # an insurer named here is at least this severe (a victim feed: high)
-    max_items: int = DEFAULT_MAX_ITEMS  # new items one poll takes; the rest at the next polls
-    follow_links: tuple[str, ...] = ()  # hosts whose links in an item are fetched as child documents
-    options: Any = None
-    origin: tuple[Path, int] | None = field(default=None, compare=False)   # (file, index) of an included source               # the kind's own options (a dataclass its module declares)
+    tor: bool = option("boolean", False, doc="fetch through [tor] socks (required for .onion URLs)")
+    max_bytes: int = option("integer", DEFAULT_MAX_BYTES, maximum=MAX_MAX_BYTES,
+                            why=" (1 GiB: one document is held in a worker's memory)",
+                            doc="largest body read; a larger one is analysed truncated")
+    headers: Mapping[str, str] = option("headers", factory=dict,
+                                        doc='request headers; "env:NAME", "file:PATH", "cred:NAME" read secrets')
+    user_agent: str | None = option("string", None, doc="User-Agent (default: a current browser's)")
+    timeout: float | None = option("seconds", None, doc="bound on one request")
+    connect_timeout: float | None = option("seconds", None, doc="bound on connecting")
+    expect: str | None = option("selector", None, doc="CSS selector the main page must match (else: degraded)")
+    header_hosts: tuple[str, ...] = option("hosts", (), doc="hosts beside the URL's that get `headers`")
+    allow_private: bool = option("boolean", False, doc="may fetch loopback, private and link-local addresses")
+    mention_severity: str = option("severity", "low",
+                                   doc="severity of an insurer named here (a victim feed: high)")
+    max_items: int = option("integer", DEFAULT_MAX_ITEMS, doc="new items one poll takes; the rest at the next polls")
+    follow_links: tuple[str, ...] = option("hosts", (), doc="hosts whose links in an item are fetched as documents")
+    options: Any = None                # the kind's own options (a dataclass its module declares)
+    origin: tuple[Path, int] | None = field(default=None, compare=False)   # (file, index) of an included source
 
     @property
     def onion(self) -> bool:
@@ -230,7 +268,7 @@ def located_error(config: Config, table: str, index: int | None, label: str, key
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         text = ""
-    return _Validator(path, text, {}).fail(_Where(table, index, label), key, message)
+    return Validator(path, text, {}).fail(Where(table, index, label), key, message)
 
 
 def parse_duration(value: object) -> float:
@@ -276,7 +314,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_toml_error(path, text, exc)) from None
     env = os.environ if environ is None else environ
-    return _Validator(path, text, env).config(data)
+    return Validator(path, text, env).config(data)
 
 
 def _toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
@@ -351,7 +389,7 @@ class _Locator:
 
 
 @dataclass
-class _Where:
+class Where:
     """The section an error is about: table name, array index, and how to call it."""
 
     table: str
@@ -359,7 +397,7 @@ class _Where:
     label: str
 
 
-class _Validator:
+class Validator:
     """Turns the parsed TOML into a `Config`, raising `ConfigError` on the first problem."""
 
     def __init__(self, path: Path, text: str, environ: Mapping[str, str]) -> None:
@@ -371,7 +409,7 @@ class _Validator:
 
     # -- error helpers -------------------------------------------------------------------------
 
-    def fail(self, where: _Where, key: str | None, message: str) -> ConfigError:
+    def fail(self, where: Where, key: str | None, message: str) -> ConfigError:
         """A ConfigError `file:line: label: key "k" message` (returned, raise it)."""
         line = self.locator.line(where.table, where.index, key)
         prefix = f"{self.path}:{line}" if line else f"{self.path}"
@@ -379,13 +417,13 @@ class _Validator:
         subject = f'key "{key}"{separator}{message}' if key else message
         return ConfigError(f"{prefix}: {where.label}: {subject}")
 
-    def table(self, where: _Where, value: object, key: str | None = None) -> dict[str, Any]:
+    def table(self, where: Where, value: object, key: str | None = None) -> dict[str, Any]:
         """`value` if it is a table, else an error."""
         if not isinstance(value, dict):
             raise self.fail(where, key, f"must be a table, not {_type_name(value)}")
         return value
 
-    def check_keys(self, where: _Where, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    def check_keys(self, where: Where, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
         """Unknown keys are errors (they are usually typos of optional keys)."""
         for key in data:
             if key not in allowed:
@@ -393,7 +431,7 @@ class _Validator:
 
     # -- typed getters ---------------------------------------------------------------------------
 
-    def string(self, where: _Where, data: Mapping[str, Any], key: str, default: str | None = None,
+    def string(self, where: Where, data: Mapping[str, Any], key: str, default: str | None = None,
                required: bool = False) -> str | None:
         """A non-empty single-line string."""
         if key not in data:
@@ -405,14 +443,14 @@ class _Validator:
             raise self.fail(where, key, f"must be a non-empty one-line string, not {_show(value)}")
         return value
 
-    def boolean(self, where: _Where, data: Mapping[str, Any], key: str, default: bool) -> bool:
+    def boolean(self, where: Where, data: Mapping[str, Any], key: str, default: bool) -> bool:
         """true or false."""
         value = data.get(key, default)
         if not isinstance(value, bool):
             raise self.fail(where, key, f"must be true or false, not {_show(value)}")
         return value
 
-    def integer(self, where: _Where, data: Mapping[str, Any], key: str, default: int,
+    def integer(self, where: Where, data: Mapping[str, Any], key: str, default: int,
                 maximum: int | None = None, why: str = "", minimum: int = 1) -> int:
         """An integer from `minimum` (1: positive) to `maximum` (`why` says why in the error)."""
         value = data.get(key, default)
@@ -423,7 +461,7 @@ class _Validator:
             raise self.fail(where, key, f"must be at most {maximum}{why}, not {value}")
         return value
 
-    def seconds(self, where: _Where, data: Mapping[str, Any], key: str,
+    def seconds(self, where: Where, data: Mapping[str, Any], key: str,
                 default: float | None, minimum: float | None = None, why: str = "") -> float | None:
         """A duration: seconds as a number, or "30s", "5m", "1h", "1d"; at least `minimum`."""
         if key not in data:
@@ -437,18 +475,18 @@ class _Validator:
             raise self.fail(where, key, f"must be at least {minimum:g} s{why}, not {_show(data[key])}")
         return seconds
 
-    def severity(self, where: _Where, data: Mapping[str, Any], key: str, default: str) -> str:
+    def severity(self, where: Where, data: Mapping[str, Any], key: str, default: str) -> str:
         """One of low, medium, high, critical."""
         value = data.get(key, default)
         if value not in RULE_SEVERITIES:
-            raise self.fail(where, key, f"must be one of {', '.join(RULE_SEVERITIES)}, not {_show(value)}")
+            raise self.fail(where, key, f"must be one of: {', '.join(RULE_SEVERITIES)}, not {_show(value)}")
         return value
 
-    def warn(self, where: _Where, key: str | None, message: str) -> None:
+    def warn(self, where: Where, key: str | None, message: str) -> None:
         """Keep a warning, located and worded like an error."""
         self.warnings.append(str(self.fail(where, key, message)))
 
-    def selector(self, where: _Where, data: Mapping[str, Any], key: str,
+    def selector(self, where: Where, data: Mapping[str, Any], key: str,
                  required: bool = False) -> str | None:
         """A CSS selector that soupsieve compiles."""
         value = self.string(where, data, key, required=required)
@@ -463,7 +501,7 @@ class _Validator:
             raise self.fail(where, key, f"is not a valid CSS selector: {reason} ({value!r})") from None
         return value
 
-    def url(self, where: _Where, data: Mapping[str, Any], key: str) -> str:
+    def url(self, where: Where, data: Mapping[str, Any], key: str) -> str:
         """An absolute http(s) URL with a host."""
         value = self.string(where, data, key, required=True)
         assert value is not None
@@ -478,11 +516,11 @@ class _Validator:
         """Validate the whole document."""
         for key in data:
             if key not in _TOP_KEYS:
-                where = _Where(key, None, "top level")
+                where = Where(key, None, "top level")
                 raise self.fail(where, None, f'"{key}" is unknown (expected one of: {", ".join(_TOP_KEYS)})')
-        watcher = self.watcher(self.table(_Where("watcher", None, "[watcher]"), data.get("watcher", {})))
+        watcher = self.watcher(self.table(Where("watcher", None, "[watcher]"), data.get("watcher", {})))
         tor = self.tor(data.get("tor"))
-        alerts = self.table(_Where("alerts", None, "[alerts]"), data.get("alerts", {}))
+        alerts = self.table(Where("alerts", None, "[alerts]"), data.get("alerts", {}))
         policy = self.policy(data.get("scoring", {}))
         rules = self.rules(data.get("rules", []))
         sources = self.sources(data.get("sources", []), tor)
@@ -497,7 +535,7 @@ class _Validator:
         """The `[[sources]]` of the files `include` lists (glob patterns relative to this
         file's folder, each sorted): ready-made source definitions an operator turns on with
         one line. An included file holds `[[sources]]` only; its errors name it."""
-        where = _Where("include", None, "include")
+        where = Where("include", None, "include")
         if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
             raise self.fail(where, None, f'"include" must be a list of file patterns like ["sources.d/*.toml"], '
                                          f"not {_show(value)}")
@@ -519,110 +557,68 @@ class _Validator:
             raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(_toml_error(path, text, exc)) from None
-        child = _Validator(path, text, self.environ)
+        child = Validator(path, text, self.environ)
         for key in data:
             if key != "sources":
-                raise child.fail(_Where(key, None, "top level"), None,
+                raise child.fail(Where(key, None, "top level"), None,
                                  f'"{key}" is not allowed in an included file (only [[sources]])')
         sources = []
         for index, source in enumerate(child.sources(data.get("sources", []), tor)):
             if source.name in names:
-                raise child.fail(_Where("sources", index, f'source "{source.name}"'), "name",
+                raise child.fail(Where("sources", index, f'source "{source.name}"'), "name",
                                  f'duplicates the name "{source.name}" (source names must be unique)')
             names.add(source.name)
             sources.append(replace(source, origin=(path, index)))
         self.warnings.extend(child.warnings)
         return sources
 
+    def section(self, cls: type, where: Where, data: Mapping[str, Any]) -> Any:
+        """A table read into the dataclass `cls`, whose fields declare their keys
+        (`watcher.options`); an unknown key is an error."""
+        required, optional = option_keys(cls)
+        self.check_keys(where, data, required + optional)
+        return read_options(cls, self, where, data)
+
     def watcher(self, data: dict[str, Any]) -> WatcherSettings:
-        """`[watcher]`: state_dir (relative to the config's folder; $STATE_DIRECTORY wins)."""
-        where = _Where("watcher", None, "[watcher]")
-        self.check_keys(where, data, _WATCHER_KEYS)
-        state = self.string(where, data, "state_dir", default="./state")
-        assert state is not None
-        state_dir = systemd_state_dir(self.environ) or self.base / Path(state).expanduser()
-        concurrency = self.integer(where, data, "concurrency", DEFAULT_CONCURRENCY)
-        document_timeout = self.seconds(where, data, "document_timeout", DEFAULT_DOCUMENT_TIMEOUT,
-                                        minimum=MIN_DOCUMENT_TIMEOUT, why=" (a worker is killed past it)")
-        assert document_timeout is not None
-        item_tries = self.integer(where, data, "item_tries", DEFAULT_ITEM_TRIES)
-        return WatcherSettings(state_dir=state_dir, concurrency=concurrency,
-                               document_timeout=document_timeout, item_tries=item_tries)
+        """`[watcher]`: state_dir (relative to the config's folder; $STATE_DIRECTORY wins)..."""
+        return self.section(WatcherSettings, Where("watcher", None, "[watcher]"), data)  # type: ignore[no-any-return]
 
     def tor(self, value: object) -> TorSettings | None:
-        """`[tor]`: socks = "host:port"."""
+        """`[tor]`: socks = "host:port"; None without it."""
         if value is None:
             return None
-        where = _Where("tor", None, "[tor]")
+        where = Where("tor", None, "[tor]")
         data = self.table(where, value)
-        self.check_keys(where, data, _TOR_KEYS)
-        socks = self.string(where, data, "socks")
-        if socks is None:
+        if "socks" not in data:
+            self.check_keys(where, data, option_keys(TorSettings)[0])
             return None
-        try:
-            host, port = split_host_port(socks)
-        except ValueError as exc:
-            raise self.fail(where, "socks", f'must be "host:port" like "127.0.0.1:9050" ({exc}): {socks!r}') from None
-        return TorSettings(socks_host=host, socks_port=port)
+        return self.section(TorSettings, where, data)  # type: ignore[no-any-return]
 
     def retention(self, value: object) -> RetentionSettings:
         """`[retention]`: days to keep items and findings (fingerprints at least as long), vacuum period."""
-        where = _Where("retention", None, "[retention]")
-        data = self.table(where, value)
-        self.check_keys(where, data, _RETENTION_KEYS)
-        items_days = self.integer(where, data, "items_days", DEFAULT_ITEMS_DAYS)
-        findings_days = self.integer(where, data, "findings_days", DEFAULT_FINDINGS_DAYS)
-        fingerprints_days = self.integer(where, data, "fingerprints_days", findings_days)
-        if fingerprints_days < findings_days:
-            raise self.fail(where, "fingerprints_days", f"must be at least findings_days ({findings_days}): "
-                                                        f"a finding keeps its fingerprints, not {fingerprints_days}")
-        vacuum_every = self.seconds(where, data, "vacuum_every", DEFAULT_VACUUM_EVERY)
-        assert vacuum_every is not None
-        return RetentionSettings(items_days=items_days, findings_days=findings_days,
-                                 fingerprints_days=fingerprints_days, vacuum_every=vacuum_every)
+        where = Where("retention", None, "[retention]")
+        return self.section(RetentionSettings, where, self.table(where, value))  # type: ignore[no-any-return]
 
     def metrics(self, value: object) -> MetricsSettings | None:
         """`[metrics]`: listen = "127.0.0.1:9464" (the default); loopback addresses only."""
         if value is None:
             return None
-        where = _Where("metrics", None, "[metrics]")
-        data = self.table(where, value)
-        self.check_keys(where, data, _METRICS_KEYS)
-        listen = self.string(where, data, "listen", default=DEFAULT_METRICS_LISTEN)
-        assert listen is not None
-        try:
-            host, port = split_host_port(listen)
-        except ValueError as exc:
-            raise self.fail(where, "listen", f'must be "host:port" like "{DEFAULT_METRICS_LISTEN}" ({exc}): '
-                                             f"{listen!r}") from None
-        if host.lower() == "localhost":
-            host = "127.0.0.1"
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise self.fail(where, "listen", "must be a loopback address (127.0.0.1, [::1] or localhost): "
-                                             f"the endpoint has no authentication, not {listen!r}")
-        return MetricsSettings(host=host, port=port)
+        where = Where("metrics", None, "[metrics]")
+        return self.section(MetricsSettings, where, self.table(where, value))  # type: ignore[no-any-return]
 
     def policy(self, value: object) -> Policy:
         """`[scoring]` thresholds -> score.Policy."""
-        where = _Where("scoring", None, "[scoring]")
-        data = self.table(where, value)
-        names = tuple(f.name for f in fields(Policy))
-        self.check_keys(where, data, names)
-        defaults = Policy()
-        return Policy(**{name: self.integer(where, data, name, getattr(defaults, name)) for name in names})
+        where = Where("scoring", None, "[scoring]")
+        return self.section(Policy, where, self.table(where, value))  # type: ignore[no-any-return]
 
     def rules(self, value: object) -> tuple[Rule, ...]:
         """`[[rules]]` -> detect.rules.Rule, each compiled by Hyperscan as the scanner will."""
         if not isinstance(value, list):
-            raise self.fail(_Where("rules", None, "top level"), None, '"rules" must be an array of tables ([[rules]])')
+            raise self.fail(Where("rules", None, "top level"), None, '"rules" must be an array of tables ([[rules]])')
         rules: list[Rule] = []
         names: set[str] = set()
         for index, entry in enumerate(value):
-            where = _Where("rules", index, f"rule #{index + 1}")
+            where = Where("rules", index, f"rule #{index + 1}")
             data = self.table(where, entry)
             rule = self.rule(where, data)
             if rule.name in names:
@@ -631,41 +627,29 @@ class _Validator:
             rules.append(rule)
         return tuple(rules)
 
-    def rule(self, where: _Where, data: dict[str, Any]) -> Rule:
+    def rule(self, where: Where, data: dict[str, Any]) -> Rule:
         """One rule: name, exactly one of keywords/regex, severity, case_sensitive."""
         if isinstance(data.get("name"), str) and data["name"].strip():
             where.label = f'rule "{data["name"]}"'
-        self.check_keys(where, data, _RULE_KEYS)
-        name = self.string(where, data, "name", required=True)
-        assert name is not None
+        required, optional = option_keys(Rule)
+        self.check_keys(where, data, required + optional)
         if ("keywords" in data) == ("regex" in data):
             raise self.fail(where, None, 'needs exactly one of "keywords" (a list of strings) or "regex" (a string)')
-        keywords: tuple[str, ...] = ()
-        if "keywords" in data:
-            raw = data["keywords"]
-            if not isinstance(raw, list) or not raw or not all(isinstance(k, str) and k.strip() for k in raw):
-                raise self.fail(where, "keywords", f"must be a non-empty list of non-empty strings, not {_show(raw)}")
-            keywords = tuple(raw)
-        regex = self.string(where, data, "regex")
-        severity = self.string(where, data, "severity", default="low")
-        if severity not in RULE_SEVERITIES:
-            raise self.fail(where, "severity", f"must be one of: {', '.join(RULE_SEVERITIES)}, not {_show(severity)}")
-        case_sensitive = self.boolean(where, data, "case_sensitive", False)
-        rule = Rule(name=name, severity=severity, keywords=keywords, regex=regex, case_sensitive=case_sensitive)
+        rule: Rule = read_options(Rule, self, where, data)
         problem = rule_error(rule)
         if problem:
-            raise self.fail(where, "regex" if regex is not None else "keywords", problem)
+            raise self.fail(where, "regex" if rule.regex is not None else "keywords", problem)
         return rule
 
     def sources(self, value: object, tor: TorSettings | None) -> tuple[SourceConfig, ...]:
         """`[[sources]]` entries; names are unique."""
         if not isinstance(value, list):
-            raise self.fail(_Where("sources", None, "top level"), None,
+            raise self.fail(Where("sources", None, "top level"), None,
                             '"sources" must be an array of tables ([[sources]])')
         result: list[SourceConfig] = []
         names: set[str] = set()
         for index, entry in enumerate(value):
-            where = _Where("sources", index, f"source #{index + 1}")
+            where = Where("sources", index, f"source #{index + 1}")
             source = self.source(where, self.table(where, entry), tor)
             if source.name in names:
                 raise self.fail(where, "name", f'duplicates the name "{source.name}" (source names must be unique)')
@@ -673,7 +657,7 @@ class _Validator:
             result.append(source)
         return tuple(result)
 
-    def source(self, where: _Where, data: dict[str, Any], tor: TorSettings | None) -> SourceConfig:
+    def source(self, where: Where, data: dict[str, Any], tor: TorSettings | None) -> SourceConfig:
         """One source: common keys, then the keys of its kind."""
         raw_name = data.get("name")
         if isinstance(raw_name, str) and raw_name.strip():
@@ -692,47 +676,31 @@ class _Validator:
         options_class = source_class.Options
         required, optional = option_keys(options_class)
         url_key = options_class.url_key
-        network = ("tor",) if source_class.uses_network else ()
-        self.check_keys(where, data, _COMMON_KEYS + ((url_key,) if url_key else ()) + network + required + optional)
+        common_keys = tuple(k for k in option_keys(SourceConfig)[1] if k != "tor" or source_class.uses_network)
+        self.check_keys(where, data, ("name", "kind") + common_keys + ((url_key,) if url_key else ())
+                        + required + optional)
         if url_key and url_key not in data:
             needs = ", ".join((url_key,) + required)
             raise self.fail(where, None, f'key "{url_key}" is missing (a {kind} source needs: {needs})')
-        enabled = self.boolean(where, data, "enabled", True)
-        interval = self.seconds(where, data, "interval", DEFAULT_INTERVAL, minimum=MIN_INTERVAL)
-        assert interval is not None
-        if enabled and kind != "directory" and interval < NETWORK_INTERVAL_WARNING:
+        common = read_values(SourceConfig, self, where, data)
+        interval = common.get("interval", DEFAULT_INTERVAL)
+        if common.get("enabled", True) and kind != "directory" and interval < NETWORK_INTERVAL_WARNING:
             self.warn(where, "interval", f"is {interval:g} s: a network source polled more often than every "
                                          f"{NETWORK_INTERVAL_WARNING:g} s loads the site and stands out")
-        common: dict[str, Any] = dict(
-            name=name, kind=kind, enabled=enabled, interval=interval,
-            url=self.url(where, data, url_key) if url_key else None,
-            tor=self.boolean(where, data, "tor", False),
-            max_bytes=self.integer(where, data, "max_bytes", DEFAULT_MAX_BYTES, maximum=MAX_MAX_BYTES,
-                                   why=" (1 GiB: one document is held in a worker's memory)"),
-            headers=self.headers(where, data, resolve_env=enabled),
-            user_agent=self.string(where, data, "user_agent"),
-            timeout=self.seconds(where, data, "timeout", None),
-            connect_timeout=self.seconds(where, data, "connect_timeout", None),
-            expect=self.selector(where, data, "expect"),
-            header_hosts=self.hosts(where, data, "header_hosts"),
-            allow_private=self.boolean(where, data, "allow_private", False),
-            mention_severity=self.severity(where, data, "mention_severity", "low"),
-            max_items=self.integer(where, data, "max_items", DEFAULT_MAX_ITEMS),
-            follow_links=self.hosts(where, data, "follow_links"),
-        )
-        if kind == "directory" and (common["header_hosts"] or common["allow_private"] or common["follow_links"]):
-            key = next(k for k in ("header_hosts", "allow_private", "follow_links") if common[k])
-            raise self.fail(where, key, "applies to network sources, not to a directory source")
-        if common["expect"] is not None and kind in ("directory", "json"):
+        if kind == "directory":
+            for key in ("header_hosts", "allow_private", "follow_links"):
+                if common.get(key):
+                    raise self.fail(where, key, "applies to network sources, not to a directory source")
+        if common.get("expect") is not None and kind in ("directory", "json"):
             raise self.fail(where, "expect", f"applies to HTML pages (listing, forum, feed), not to a {kind} source")
+        url = self.url(where, data, url_key) if url_key else None
         options = read_options(options_class, self, where, data)
-        if not url_key and hasattr(options, "page_url"):     # a page the options derive (telegram)
-            common["url"] = options.page_url
-        source = SourceConfig(**common, options=options)
+        url = url or getattr(options, "page_url", None)      # a page the options derive (telegram)
+        source = SourceConfig(name=name, kind=kind, url=url, options=options, **common)
         self.check_tor(where, source, tor)
         return source
 
-    def check_tor(self, where: _Where, source: SourceConfig, tor: TorSettings | None) -> None:
+    def check_tor(self, where: Where, source: SourceConfig, tor: TorSettings | None) -> None:
         """`tor = true` needs `[tor] socks`; an onion URL, the source's or in any of its options
         (an `item_url` template), needs `tor = true` (no DNS leak)."""
         if source.tor and tor is None:
@@ -746,7 +714,7 @@ class _Validator:
             if isinstance(value, str) and is_onion(value.replace("{", "").replace("}", "")) and not source.tor:
                 raise self.fail(where, opt.key or field_.name, "is a .onion URL: set tor = true")
 
-    def headers(self, where: _Where, data: Mapping[str, Any], resolve_env: bool) -> dict[str, str]:
+    def headers(self, where: Where, data: Mapping[str, Any], key: str) -> dict[str, str]:
         """Header table; values "env:NAME", "file:PATH" and "cred:NAME" are secrets read from
         the environment, a file or a systemd credential (`watcher.credentials`).
 
@@ -755,8 +723,8 @@ class _Validator:
         """
         from .credentials import SecretError, SecretMissing, SecretSource, is_reference
 
-        raw = data.get("headers", {})
-        table = self.table(where, raw, "headers")
+        resolve_env = data.get("enabled", True) is not False
+        table = self.table(where, data[key], key)
         secrets = SecretSource(self.environ, self.base)
         headers: dict[str, str] = {}
         for name, value in table.items():
@@ -777,7 +745,7 @@ class _Validator:
             headers[name] = value
         return headers
 
-    def hosts(self, where: _Where, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    def hosts(self, where: Where, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
         """A list of host names (or IP literals, without brackets or port), lower-cased."""
         value = data.get(key, [])
         if not isinstance(value, list):
@@ -789,15 +757,51 @@ class _Validator:
             hosts.append(host.lower().rstrip("."))
         return tuple(hosts)
 
-    # -- readers of the kinds' options (see watcher.options) ------------------------------------
+    # -- readers of the tables' options (see watcher.options) -----------------------------------
 
-    def read_path(self, where: _Where, data: Mapping[str, Any], key: str) -> Path:
+    def state_dir(self, where: Where, data: Mapping[str, Any], key: str) -> Path:
+        """The state folder: $STATE_DIRECTORY (systemd's StateDirectory=) wins; else the key,
+        relative to the configuration's folder, default ./state."""
+        value = self.string(where, data, key, default="./state")
+        assert value is not None
+        return systemd_state_dir(self.environ) or self.base / Path(value).expanduser()
+
+    def address(self, where: Where, data: Mapping[str, Any], key: str, example: str) -> Address:
+        """"host:port" (IPv6 in brackets)."""
+        value = self.string(where, data, key, required=True)
+        assert value is not None
+        try:
+            return Address(*split_host_port(value))
+        except ValueError as exc:
+            raise self.fail(where, key, f'must be "host:port" like "{example}" ({exc}): {value!r}') from None
+
+    def loopback_address(self, where: Where, data: Mapping[str, Any], key: str) -> Address:
+        """"host:port" on a loopback address (localhost is 127.0.0.1)."""
+        address = self.address(where, data, key, DEFAULT_METRICS_LISTEN)
+        host = "127.0.0.1" if address.host.lower() == "localhost" else address.host
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise self.fail(where, key, "must be a loopback address (127.0.0.1, [::1] or localhost): "
+                                        f"the endpoint has no authentication, not {data[key]!r}")
+        return Address(host, address.port)
+
+    def keywords(self, where: Where, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        """A non-empty list of non-empty strings."""
+        raw = data[key]
+        if not isinstance(raw, list) or not raw or not all(isinstance(k, str) and k.strip() for k in raw):
+            raise self.fail(where, key, f"must be a non-empty list of non-empty strings, not {_show(raw)}")
+        return tuple(raw)
+
+    def read_path(self, where: Where, data: Mapping[str, Any], key: str) -> Path:
         """A folder or file, relative to the configuration file's folder; `~` expanded."""
         raw = self.string(where, data, key, required=True)
         assert raw is not None
         return self.base / Path(raw).expanduser()
 
-    def template(self, where: _Where, data: Mapping[str, Any], key: str) -> str:
+    def template(self, where: Where, data: Mapping[str, Any], key: str) -> str:
         """A URL template using {id} and {href} only, giving an http(s) URL."""
         template = self.string(where, data, key, required=True)
         assert template is not None
@@ -814,14 +818,14 @@ class _Validator:
             raise self.fail(where, key, f"must give an http:// or https:// URL ({problem}): {template!r}")
         return template
 
-    def dotted(self, where: _Where, data: Mapping[str, Any], key: str, required: bool = False) -> str | None:
+    def dotted(self, where: Where, data: Mapping[str, Any], key: str, required: bool = False) -> str | None:
         """A dotted field path like "files.*.raw_url" (no empty segments)."""
         value = self.string(where, data, key, required=required)
         if value is not None and any(not part.strip() for part in value.split(".")):
             raise self.fail(where, key, f'must be a dotted field path like "files.*.raw_url", not {value!r}')
         return value
 
-    def dotted_list(self, where: _Where, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    def dotted_list(self, where: Where, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
         """A non-empty list of dotted field paths."""
         value = data[key]
         if not isinstance(value, list) or not value:
@@ -829,7 +833,7 @@ class _Validator:
                                         f"not {_show(value)}")
         return tuple(self.dotted(where, {key: path}, key) or "" for path in value)
 
-    def json_path(self, where: _Where, data: Mapping[str, Any], key: str) -> str:
+    def json_path(self, where: Where, data: Mapping[str, Any], key: str) -> str:
         """A dotted path that may be "" (the top level)."""
         value = data[key]
         if not isinstance(value, str):

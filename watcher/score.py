@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .options import option
+
 SEVERITIES = ("none", "low", "medium", "high", "critical")
 
 
@@ -27,9 +29,10 @@ def severity_rank(severity: str) -> int:
 class Policy:
     """Thresholds of the default policy (configurable under `[scoring]`)."""
 
-    critical_nirs: int = 10          # distinct valid NIRs that make a document critical
-    critical_records: int = 10       # records of a tabular extract with a NIR column
-    professional_records: int = 10   # records of a professionals' extract (SIRET/RPPS + contact)
+    critical_nirs: int = option("integer", 10, doc="distinct valid NIRs that make a document critical")
+    critical_records: int = option("integer", 10, doc="records of a tabular extract with a NIR column")
+    professional_records: int = option("integer", 10,
+                                       doc="records of a professionals' extract (SIRET/RPPS + contact)")
 
 
 #: How often a number with the structure of the identifier passes its check by accident: a

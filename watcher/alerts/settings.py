@@ -45,15 +45,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, ConfigError, _Locator, parse_duration
+from ..config import Config, ConfigError, Validator, Where
 from ..credentials import SecretError, SecretMissing, SecretSource, is_reference
+from ..options import option
 from ..score import SEVERITIES, severity_rank
 
 __all__ = ["ALERT_SEVERITIES", "AlertSettings", "TargetURL", "alert_settings", "alerts_error"]
 
 ALERT_SEVERITIES = SEVERITIES[1:]
-_KEYS = ("min_severity", "urls", "config", "jsonl", "max_tries", "retry_after", "retry_max",
-         "timeout", "digest_below", "digest_every", "health_after", "health_check")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _TAGGED = re.compile(  # "critical,health=json://..." as in apprise's text config
     r"(?P<tags>[A-Za-z0-9_-]+(?:\s*,\s*[A-Za-z0-9_-]+)*)\s*=\s*(?P<url>(?:env:|file:|cred:|[A-Za-z][A-Za-z0-9+.-]*://).*)"
@@ -72,18 +71,22 @@ class TargetURL:
 class AlertSettings:
     """The `[alerts]` table, validated; paths are absolute, secret references resolved."""
 
-    min_severity: str = "medium"
-    urls: tuple[TargetURL, ...] = ()
-    config: Path | None = None
-    jsonl: Path | None = None
-    max_tries: int = 8
-    retry_after: float = 30.0
-    retry_max: float = 3600.0
-    timeout: float = 30.0
-    digest_below: str | None = None
-    digest_every: float = 3600.0
-    health_after: float = 6 * 3600.0
-    health_check: float = 60.0
+    min_severity: str = option("severity", "medium", doc="findings from this severity up raise alerts")
+    urls: tuple[TargetURL, ...] = option("alert_urls", (), doc="apprise URLs, optionally tagged")
+    config: Path | None = option("apprise_config", None, doc="apprise YAML/text configuration file")
+    jsonl: Path | None = option("jsonl", None, always=True, doc="JSON-lines sink in state_dir; false disables it")
+    max_tries: int = option("integer", 8, doc="delivery attempts before an alert is failed")
+    retry_after: float = option("seconds", 30.0, doc="first retry delay (doubles)")
+    retry_max: float = option("seconds", 3600.0, doc="longest delay between two attempts")
+    timeout: float = option("seconds", 30.0, doc="bound on one apprise call")
+    digest_below: str | None = option("severity", None, doc="alerts below this severity are batched")
+    digest_every: float = option("seconds", 3600.0, doc="period of the digest")
+    health_after: float = option("seconds", 6 * 3600.0, doc="a source failing this long sends a health notice")
+    health_check: float = option("seconds", 60.0, doc="how often source health is looked at")
+
+    def __post_init__(self) -> None:
+        if self.retry_max < self.retry_after:
+            raise ValueError("retry_max must not be shorter than retry_after")
 
     @property
     def has_targets(self) -> bool:
@@ -105,136 +108,77 @@ class AlertSettings:
         return min(self.retry_after * 2 ** max(tries - 1, 0), self.retry_max)
 
 
+_WHERE = Where("alerts", None, "[alerts]")
+
+
 def alert_settings(config: Config, environ: Mapping[str, str] | None = None) -> AlertSettings:
     """Validate `config.alerts` (the raw `[alerts]` table); ConfigError on the first problem."""
     env = os.environ if environ is None else environ
-    return _AlertsValidator(config, env).settings(config.alerts)
+    validator = _AlertsValidator(config, env)
+    return validator.section(AlertSettings, _WHERE, config.alerts)  # type: ignore[no-any-return]
 
 
 def alerts_error(config: Config, key: str | None, message: str) -> ConfigError:
     """A ConfigError `file:line: [alerts]: key "k" message`, for problems found after the table
     was validated (apprise refusing a URL or its config file)."""
-    return _AlertsValidator(config, {}).fail(key, message)
+    return _AlertsValidator(config, {}).fail(_WHERE, key, message)
 
 
-class _AlertsValidator:
-    """Turns the raw table into `AlertSettings`, locating errors in the file's text."""
+class _AlertsValidator(Validator):
+    """The configuration's validator with the readers of `[alerts]`' own keys."""
 
     def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
-        self.config = config
-        self.environ = environ
         try:
-            self.locator: _Locator | None = _Locator(config.path.read_text(encoding="utf-8"))
+            text = config.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):  # validated already; line numbers are a bonus
-            self.locator = None
-
-    def fail(self, key: str | None, message: str) -> ConfigError:
-        """`file:line: [alerts]: key "k" message` (returned: raise it)."""
-        line = self.locator.line("alerts", None, key) if self.locator else None
-        prefix = f"{self.config.path}:{line}" if line else f"{self.config.path}"
-        subject = f'key "{key}" {message}' if key else message
-        return ConfigError(f"{prefix}: [alerts]: {subject}")
-
-    def settings(self, data: Mapping[str, Any]) -> AlertSettings:
-        for key in data:
-            if key not in _KEYS:
-                raise self.fail(key, f"is unknown (expected one of: {', '.join(_KEYS)})")
-        defaults = AlertSettings()
-        settings = AlertSettings(
-            min_severity=self.severity(data, "min_severity") or defaults.min_severity,
-            urls=self.urls(data),
-            config=self.apprise_config(data),
-            jsonl=self.jsonl(data),
-            max_tries=self.integer(data, "max_tries", defaults.max_tries),
-            retry_after=self.seconds(data, "retry_after", defaults.retry_after),
-            retry_max=self.seconds(data, "retry_max", defaults.retry_max),
-            timeout=self.seconds(data, "timeout", defaults.timeout),
-            digest_below=self.severity(data, "digest_below"),
-            digest_every=self.seconds(data, "digest_every", defaults.digest_every),
-            health_after=self.seconds(data, "health_after", defaults.health_after),
-            health_check=self.seconds(data, "health_check", defaults.health_check),
-        )
-        if settings.retry_max < settings.retry_after:
-            raise self.fail("retry_max", "must not be shorter than retry_after")
-        return settings
-
-    # -- typed getters ---------------------------------------------------------------------
-
-    def severity(self, data: Mapping[str, Any], key: str) -> str | None:
-        value = data.get(key)
-        if value is None:
-            return None
-        if value not in ALERT_SEVERITIES:
-            raise self.fail(key, f"must be one of {', '.join(ALERT_SEVERITIES)}, not {value!r}")
-        return str(value)
-
-    def integer(self, data: Mapping[str, Any], key: str, default: int) -> int:
-        value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.fail(key, f"must be a positive integer, not {value!r}")
-        return value
-
-    def seconds(self, data: Mapping[str, Any], key: str, default: float) -> float:
-        if key not in data:
-            return default
-        try:
-            return parse_duration(data[key])
-        except ValueError:
-            raise self.fail(key, f'must be a positive number of seconds or a duration like "30s", '
-                                 f'"5m", "6h", not {data[key]!r}') from None
-
-    def one_line(self, data: Mapping[str, Any], key: str) -> str | None:
-        value = data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
-            raise self.fail(key, "must be a non-empty one-line string")
-        return value
+            text = ""
+        super().__init__(config.path, text, environ)
+        self.state_dir_path = config.watcher.state_dir
 
     # -- keys ------------------------------------------------------------------------------
 
-    def urls(self, data: Mapping[str, Any]) -> tuple[TargetURL, ...]:
+    def alert_urls(self, where: Where, data: Mapping[str, Any], key: str) -> tuple[TargetURL, ...]:
         """Apprise URLs with their tags, secret references resolved; only the scheme is checked here
         (apprise parses them in `watcher.preflight` before the daemon starts, and in
         `check-config`; `watcher test-alert` sends through them)."""
-        raw = data.get("urls", [])
+        raw = data[key]
         if isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list):
-            raise self.fail("urls", "must be a list of apprise URLs")
+            raise self.fail(where, key, "must be a list of apprise URLs")
         urls = []
         for number, value in enumerate(raw, 1):
             if not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
-                raise self.fail("urls", f"entry {number} must be a one-line string")
+                raise self.fail(where, key, f"entry {number} must be a one-line string")
             tags: tuple[str, ...] = ()
             value = value.strip()
             tagged = _TAGGED.fullmatch(value)
             if tagged:
                 tags = tuple(t.strip().lower() for t in tagged["tags"].split(","))
                 value = tagged["url"]
-            url = self.resolve_secret(number, value)
+            url = self.resolve_secret(where, key, number, value)
             if not _SCHEME.match(url):
-                raise self.fail("urls", f"entry {number} is not an apprise URL (expected scheme://... "
+                raise self.fail(where, key, f"entry {number} is not an apprise URL (expected scheme://... "
                                         "or tags=scheme://...)")
             urls.append(TargetURL(url, tags))
         return tuple(urls)
 
-    def resolve_secret(self, number: int, value: str) -> str:
+    def resolve_secret(self, where: Where, key: str, number: int, value: str) -> str:
         """`env:NAME`, `file:PATH`, `cred:NAME` -> the URL they name (never echoed, even in an
         error); anything else as is."""
         if not is_reference(value):
             return value
         try:
-            return SecretSource(self.environ, self.config.path.resolve().parent).resolve(value).strip()
+            return SecretSource(self.environ, self.base).resolve(value).strip()
         except SecretMissing as exc:
-            raise self.fail("urls", f"entry {number} {exc}") from None
+            raise self.fail(where, key, f"entry {number} {exc}") from None
         except SecretError as exc:
-            raise self.fail("urls", f"entry {number}: {exc}") from None
+            raise self.fail(where, key, f"entry {number}: {exc}") from None
 
-    def apprise_config(self, data: Mapping[str, Any]) -> Path | None:
+    def apprise_config(self, where: Where, data: Mapping[str, Any], key: str) -> Path | None:
         """The apprise config file: systemd's credential copy first, else relative to the
         configuration's folder. It must exist now: a typo found at 3 a.m. is a lost alert."""
-        value = self.one_line(data, "config")
+        value = self.string(where, data, key)
         if value is None:
             return None
         path = Path(value).expanduser()
@@ -244,16 +188,16 @@ class _AlertsValidator:
             if candidate.is_file():
                 return candidate
         if not path.is_absolute():
-            path = self.config.path.resolve().parent / path
+            path = self.base / path
         if not path.is_file():
-            raise self.fail("config", f"names {str(path)!r}, which is not a readable file")
+            raise self.fail(where, key, f"names {str(path)!r}, which is not a readable file")
         return path
 
-    def jsonl(self, data: Mapping[str, Any]) -> Path | None:
+    def jsonl(self, where: Where, data: Mapping[str, Any], key: str) -> Path | None:
         """The JSONL sink under state_dir (default alerts.jsonl); false disables it."""
-        value = data.get("jsonl", "alerts.jsonl")
+        value = data.get(key, "alerts.jsonl")
         if value is False:
             return None
         if not isinstance(value, str) or not value.strip() or "\n" in value:
-            raise self.fail("jsonl", "must be a file name (relative to state_dir) or false")
-        return self.config.watcher.state_dir / Path(value).expanduser()
+            raise self.fail(where, key, "must be a file name (relative to state_dir) or false")
+        return self.state_dir_path / Path(value).expanduser()

@@ -8,11 +8,12 @@ compile (a back-reference, a look-behind) is refused when the configuration is l
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import hyperscan
 
+from ..options import option
 from ..privacy import mask_digits
 from .base import Hits, Pattern, Window
 from .engine import compile_database
@@ -38,11 +39,11 @@ class Rule:
     like an identifier. `severity` is the least severity a matching document gets.
     """
 
-    name: str
-    severity: str = "low"
-    keywords: tuple[str, ...] = field(default_factory=tuple)
-    regex: str | None = None
-    case_sensitive: bool = False
+    name: str = option("string", required=True, doc="the rule's name, shown in reasons (unique)")
+    severity: str = option("severity", "low", doc="the least severity of a matching document")
+    keywords: tuple[str, ...] = option("keywords", (), doc="words or phrases (case- and accent-insensitive)")
+    regex: str | None = option("string", None, doc="a Hyperscan (PCRE subset) pattern, instead of keywords")
+    case_sensitive: bool = option("boolean", False, doc="regex only: match case")
 
 
 def rule_error(rule: Rule) -> str | None:
