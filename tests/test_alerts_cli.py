@@ -27,7 +27,7 @@ import watcher
 from watcher.alerts import AlertSender, AlertSettings, IncidentPolicy
 from watcher.alerts.records import list_alerts, record_attempt
 from watcher.cli import main
-from watcher.store import StateDB, Store
+from watcher.store import ItemRecord, StateDB, Store
 
 REPO = Path(watcher.__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -98,11 +98,26 @@ def test_alerts_errors(config: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_incidents(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "incidents", "--config", str(config))
-    assert status == 0 and "paste, forum" in out.splitlines()[1]
+    header, line = out.splitlines()
+    assert status == 0 and "paste, forum" in line
+    assert header.split()[5:8] == ["FIRST", "POSTED", "FIRST"] and line.split()[5] == "-"   # no post date known
     _, out, _ = run(capsys, "incidents", "--format", "json", "--config", str(config))
     [row] = [json.loads(line) for line in out.splitlines()]
     assert (row["id"], row["severity"], row["nirs"], row["sources"], row["findings"], row["alerts"]) == (
         1, "critical", 25, ["paste", "forum"], 1, 2)
+    assert row["first_posted"] is None
+
+
+def test_incidents_show_when_the_leak_was_first_posted(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The earliest post date of an incident's documents, beside when leak-watcher first saw it."""
+    with StateDB(config.parent / "state" / "watcher.db") as state:
+        state.record_items([ItemRecord("forum", "t2", "1", None, "older repost", leak(range(25), tag="older"),
+                                       posted_at="Tue, 03 Nov 2026 10:00:00 +0100")],
+                           alert=IncidentPolicy(AlertSettings()))
+    _, out, _ = run(capsys, "incidents", "--config", str(config))
+    assert out.splitlines()[1].split()[5] == "2026-11-03T09:00:00Z"
+    _, out, _ = run(capsys, "incidents", "--format", "json", "--config", str(config))
+    assert json.loads(out)["first_posted"] == "2026-11-03T09:00:00Z"
 
 
 def test_test_alert_without_target_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

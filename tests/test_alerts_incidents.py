@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from conftest import nir_forms, random_nir
 from receivers import Clock, leak, nir
 
 import watcher.store
-from watcher.alerts import AlertSettings, IncidentPolicy
+from watcher.alerts import AlertSettings, IncidentPolicy, jsonl_record, render
 from watcher.alerts.incidents import SAMPLE_SIZE, bottom_k
+from watcher.alerts.records import Alert, list_alerts
 from watcher.report import Report
-from watcher.store import MIGRATIONS, FindingEvent, StateDB, Store
+from watcher.store import MIGRATIONS, FindingEvent, ItemRecord, StateDB, Store
 
 POLICY = IncidentPolicy(AlertSettings())
 
@@ -200,3 +203,109 @@ async def test_no_cleartext_identifier_in_the_alert_row(store: Store) -> None:
     [(title, payload)] = rows(store, "SELECT title, payload FROM alerts")
     for text in (title, payload, json.loads(payload)["item_title"]):
         assert spaced not in text and clear not in text
+
+
+# --------------------------------------------------------------------------- first posted
+
+
+async def post(store: Store, source: str, item: str, report: Report, posted_at: str | None) -> int | None:
+    """Record an item whose source gave `posted_at` as its post's date; the alert row, if any."""
+    record = ItemRecord(source, item, "1", f"https://{source}.example/{item}", item, report, posted_at=posted_at)
+    [result] = await store.record_items([record], alert=POLICY)
+    return result.alert
+
+
+async def alert_rows(store: Store) -> list[Alert]:
+    return await store.call(list_alerts)
+
+
+async def test_first_posted_is_the_earliest_post_date_of_the_incidents_documents(store: Store) -> None:
+    """Two documents of one leak (same NIRs, other bytes) dated differently: the incident keeps
+    the earlier date, whatever the order; a later one does not move it. The clock is T0,
+    2026-11-28T16:40Z."""
+    assert await post(store, "paste", "p1", leak(range(100)), "2026-11-27T10:00:00+01:00") is not None
+    assert rows(store, "SELECT first_posted FROM incidents") == [("2026-11-27T09:00:00Z",)]
+    assert await post(store, "forum", "t1", leak(range(100), tag="repost"), "le 20/11/2026 à 08h00") is not None
+    await post(store, "mirror", "m1", leak(range(100), tag="mirror"), "il y a 2 heures")
+    assert rows(store, "SELECT count(*), first_posted FROM incidents") == [(1, "2026-11-20T08:00:00Z")]
+
+    new, update, *_ = await alert_rows(store)
+    assert new.payload["first_posted"] == new.payload["incident"]["first_posted"] == "2026-11-27T09:00:00Z"
+    assert update.payload["first_posted"] == "2026-11-20T08:00:00Z"
+    assert update.payload["posted_at"] == "2026-11-20T08:00:00Z"          # this document's own date
+    body = render(update).body
+    assert "First seen: 2026-11-28T16:40:00Z\nFirst posted: 2026-11-20T08:00:00Z (the post's own date)" in body
+    assert jsonl_record(update)["first_posted"] == "2026-11-20T08:00:00Z"
+
+
+async def test_an_unknown_post_date_leaves_first_posted_empty(store: Store) -> None:
+    """No date, or one that cannot be read: NULL, no "First posted" line, null in the JSONL;
+    the first document with a readable date fills it."""
+    await post(store, "paste", "p1", leak(range(30)), None)
+    await post(store, "forum", "t1", leak(range(30), tag="repost"), "posted 06/11/2026, edited 07/11/2026")
+    assert rows(store, "SELECT first_posted FROM incidents") == [(None,)]
+    for alert in await alert_rows(store):
+        assert alert.payload["first_posted"] is None and jsonl_record(alert)["first_posted"] is None
+        assert "First posted" not in render(alert).body
+    await post(store, "mirror", "m1", leak(range(30), tag="mirror"), "Nov 2, 2026")
+    assert rows(store, "SELECT first_posted FROM incidents") == [("2026-11-02T00:00:00Z",)]
+
+
+async def test_first_posted_is_a_normalised_date_or_nothing(store: Store) -> None:
+    """An identifier in a source's date text never reaches the incident or the alert: the store
+    keeps a normalised date or NULL, and the policy takes nothing else (an event built by hand)."""
+    rng = random.Random(8)
+    clears = [random_nir(rng) for _ in range(3)]
+    texts = [f"06/11/2026 {clears[0]}", clears[1], nir_forms(clears[2])["spaced"]]
+    for n, text in enumerate(texts):
+        await post(store, "paste", f"p{n}", leak(range(30), tag=str(n)), text)
+    assert rows(store, "SELECT DISTINCT posted_at FROM items UNION SELECT DISTINCT posted_at FROM item_findings "
+                       "UNION SELECT DISTINCT first_posted FROM incidents") == [(None,)]
+    report = leak(range(500, 530))
+    await store.record_item("forum", "t1", "1", None, None, report)
+    event = FindingEvent("forum", "t1", None, None, 4, True, False, report, "2026-11-28T16:40:00Z",
+                         posted_at=f"2026-11-20 {clears[0]}")
+    await store.call(POLICY, event)
+    assert rows(store, "SELECT first_posted FROM incidents WHERE id = 2") == [(None,)]
+    dumped = json.dumps(rows(store, "SELECT * FROM alerts")) + json.dumps(rows(store, "SELECT * FROM incidents"))
+    for clear in clears:
+        assert clear not in dumped
+
+
+async def test_migration_7_normalises_post_dates_and_fills_first_posted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 6 kept the source's text; migration 7 reads it (relative forms against when the
+    row was written), and fills each incident's first_posted from its documents."""
+    path = tmp_path / "v6.db"
+    with monkeypatch.context() as v6:  # the code before migration 7
+        v6.setattr(watcher.store, "MIGRATIONS", MIGRATIONS[:6])
+        v6.setattr(watcher.store, "SCHEMA_VERSION", 6)
+        async with await Store.open(path, clock=Clock()) as store:
+            for source in ("paste", "forum"):
+                await store.upsert_source(source, "listing")
+            await store.record_item("paste", "p1", "1", None, None, leak(range(40)))
+            await store.record_item("forum", "t1", "1", None, None, leak(range(40), tag="repost"))
+            await store.record_item("paste", "p2", "1", None, None, leak(range(500, 520)))
+            raw = """CASE item_id WHEN 'p1' THEN 'Mon, 23 Nov 2026 10:00:00 +0100'
+                WHEN 't1' THEN 'il y a 3 heures' ELSE 'garbage' END"""
+            statements = [
+                f"UPDATE items SET posted_at = {raw}", f"UPDATE item_findings SET posted_at = {raw}",
+                """INSERT INTO incidents (id, severity, nirs, sources, first_seen, last_seen) VALUES
+                (1, 'critical', 40, '["paste","forum"]', 't', 't'), (2, 'critical', 20, '["paste"]', 't', 't')""",
+                """INSERT INTO incident_findings (finding_id, incident_id, joined_at)
+                VALUES (1, 1, 't'), (2, 1, 't'), (3, 2, 't')""",
+            ]
+            for statement in statements:
+                await store.call(lambda state, statement=statement: state.db.execute(statement))
+            await store.call(lambda state: state.db.conn.commit())
+
+    async with await Store.open(path, clock=Clock()) as store:
+        assert await store.schema_version() == watcher.store.SCHEMA_VERSION == 7
+        expected = [("p1", "2026-11-23T09:00:00Z"), ("p2", None), ("t1", "2026-11-28T13:40:00Z")]
+        assert rows(store, "SELECT item_id, posted_at FROM items ORDER BY item_id") == expected
+        assert rows(store, "SELECT item_id, posted_at FROM item_findings ORDER BY item_id") == expected
+        assert rows(store, "SELECT id, first_posted FROM incident_overview ORDER BY id") == [
+            (1, "2026-11-23T09:00:00Z"), (2, None)]
+        await post(store, "forum", "t2", leak(range(40), tag="older"), "22/11/2026 08:00")
+        assert rows(store, "SELECT first_posted FROM incidents WHERE id = 1") == [("2026-11-22T08:00:00Z",)]

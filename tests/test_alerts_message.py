@@ -80,7 +80,18 @@ def test_digest_lists_each_alert_with_its_ids() -> None:
 def test_jsonl_record_has_the_contract_keys() -> None:
     record = jsonl_record(alert(samples=[f"nir {CLEAR}"]))
     for key in ("alert_id", "incident_id", "severity", "source", "url", "title", "reasons", "counts",
-                "insurers", "records", "samples", "first_seen", "kind"):
+                "insurers", "records", "samples", "first_seen", "first_posted", "kind"):
         assert key in record
     assert record["kind"] == "new" and record["first_seen"] == "2026-11-28T16:40:00Z"
     assert CLEAR not in json.dumps(record)
+
+
+def test_first_posted_beside_first_seen_in_the_body_and_the_jsonl() -> None:
+    dated = alert(first_posted="2026-11-20T08:00:00Z")
+    assert ("First seen: 2026-11-28T16:40:00Z\nFirst posted: 2026-11-20T08:00:00Z (the post's own date)"
+            in render(dated).body)
+    assert jsonl_record(dated)["first_posted"] == "2026-11-20T08:00:00Z"
+    assert "First posted" not in render(alert()).body and jsonl_record(alert())["first_posted"] is None
+    tampered = alert(first_posted=f"2026 {CLEAR}\n[CRITICAL] fake")       # a payload not written by the store
+    assert CLEAR not in render(tampered).body + json.dumps(jsonl_record(tampered))
+    assert "\n[CRITICAL] fake" not in render(tampered).body

@@ -14,8 +14,10 @@ two items; a URL holding an identifier is kept masked and gets no conditional-GE
 (its page is fetched in full, its masked form would not match). The store also refuses a
 fingerprint that is not a hex digest, and deletes with `secure_delete` (freed pages zeroed).
 
-Schema (version 6). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
-compare as text. JSON columns hold JSON text (datasette renders it).
+Schema (version 7). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+compare as text; so are the posts' own dates (`posted_at`, `first_posted`), read on the way in
+by `watcher.dates.normalise` (NULL when the source's text cannot be read unambiguously).
+JSON columns hold JSON text (datasette renders it).
 
     schema_version (version PK, name, applied_at)       one row per applied migration
     sources        (name PK, kind, state ok|failing|disabled, created_at, last_poll,
@@ -31,7 +33,8 @@ compare as text. JSON columns hold JSON text (datasette renders it).
                    One row per distinct content: the same bytes on two sources are one finding.
     items          (source, item_id) PK, version, url, title, sha256, size, first_seen,
                     last_seen, finding_id -> findings (the finding of the current version),
-                    posted_at, author (the post's own, when the source gives them)
+                    posted_at, author (the post's own, when the source gives them; posted_at
+                    normalised, see above)
     item_findings  (finding_id, source, item_id, version) PK, url, title, linked_at, posted_at, author
                    Every item version a finding was seen in; kept when an item changes.
     failed_items   (source, item_id) PK, version, url, title, error, tries, parked,
@@ -41,9 +44,10 @@ compare as text. JSON columns hold JSON text (datasette renders it).
     fingerprints   (hmac, kind, finding_id) PK, WITHOUT ROWID; hmac leads the key so
                    "which findings share these fingerprints" is an index search.
     incidents      (id PK, severity, nirs, sources JSON, first_seen, last_seen,
-                    alerted_severity, alerted_nirs, alerted_sources JSON, alerted_at)
+                    alerted_severity, alerted_nirs, alerted_sources JSON, alerted_at, first_posted)
                    One leak: findings grouped by content hash or NIR overlap (watcher.alerts).
                    alerted_* is the state the last alert described (NULL: never alerted).
+                   first_posted: the earliest post date of its documents (NULL: none known).
     incident_findings (finding_id PK -> findings, incident_id -> incidents, overlap, joined_at)
     alerts         (id PK, alert_id UNIQUE, kind new|update|health, severity info..critical,
                     incident_id, finding_id, source, title, tags JSON, payload JSON,
@@ -98,10 +102,11 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlite_utils import Database
 
+from .dates import normalise as normalise_date
 from .redact import redact, redact_tree
 from .report import Report
 from .score import SEVERITIES, severity_rank
-from .timestamps import format_time
+from .timestamps import format_time, parse_time
 
 __all__ = [
     "AlertHook",
@@ -180,6 +185,23 @@ def _one_line(error: str | None) -> str | None:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _post_date(text: str | None, now: str) -> str | None:
+    """A post's date as stored: normalised (`watcher.dates`, relative forms read against the
+    recording time `now`), or None.
+
+    The source's own text is not kept: it was shown as is before (unsortable, in a dozen
+    forms), a readable one says nothing more than its normalised date, and an unreadable one is
+    attacker-chosen free text in a field an analyst trusts as a date. A text that cannot be
+    read is logged (masked, at debug level) so the form can be added to `watcher.dates`.
+    """
+    if text is None:
+        return None
+    date = normalise_date(text, now=parse_time(now))
+    if date is None:
+        logger.debug("post date not read: %.80r", redact(str(text)))
+    return date
 
 
 # --------------------------------------------------------------------------- migrations
@@ -468,6 +490,47 @@ def _m006_posts(db: Database) -> None:
                       for table in ("items", "item_findings") for column in ("posted_at", "author")])
 
 
+def _m007_post_dates(db: Database) -> None:
+    """Post dates as one sortable form (`watcher.dates`), and each incident's first post date.
+
+    The text each source gave is replaced by its normalised date, or NULL where it cannot be
+    read: relative forms (`il y a 3 heures`) are read against when the row was written, the
+    source's text is not kept (see `_post_date`). `first_posted` is filled from the item
+    links of every finding of the incident; the incident_overview view gains it.
+    """
+    _execute_all(
+        db,
+        [
+            "UPDATE items SET posted_at = normalise_date(posted_at, last_seen) WHERE posted_at IS NOT NULL",
+            """UPDATE item_findings SET posted_at = normalise_date(posted_at, linked_at)
+            WHERE posted_at IS NOT NULL""",
+            "ALTER TABLE incidents ADD COLUMN first_posted TEXT",
+            """UPDATE incidents SET first_posted = (
+                SELECT min(l.posted_at) FROM incident_findings AS m
+                JOIN item_findings AS l ON l.finding_id = m.finding_id
+                WHERE m.incident_id = incidents.id)""",
+            "DROP VIEW incident_overview",
+            """CREATE VIEW incident_overview AS
+            SELECT i.id, i.severity, i.nirs, i.sources, i.first_seen, i.last_seen,
+                (SELECT count(*) FROM incident_findings AS m WHERE m.incident_id = i.id) AS findings,
+                (SELECT count(*) FROM alerts AS a WHERE a.incident_id = i.id) AS alerts,
+                i.alerted_severity, i.alerted_nirs, i.alerted_at, i.first_posted
+            FROM incidents AS i""",
+        ],
+    )
+
+
+def _normalise_stored_date(text: str | None, written_at: str | None) -> str | None:
+    """`normalise_date` for SQL (migration 7): `text` read against the row's own time."""
+    if text is None:
+        return None
+    try:
+        now = parse_time(written_at) if written_at else None
+    except ValueError:
+        now = None
+    return normalise_date(text, now=now)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
@@ -475,6 +538,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "failed items and degraded sources", _m004_failures),
     Migration(5, "identifiers masked in item ids, URLs, titles, errors and alerts", _m005_redact, vacuum=True),
     Migration(6, "posts' own date and author", _m006_posts),
+    Migration(7, "post dates normalised, incidents' first post date", _m007_post_dates),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -723,6 +787,7 @@ class StateDB:
         current = self.schema_version()
         self.db.conn.create_function("redact_text", 1, _redact, deterministic=True)
         self.db.conn.create_function("redact_json", 1, _redact_json, deterministic=True)
+        self.db.conn.create_function("normalise_date", 2, _normalise_stored_date, deterministic=True)
         for migration in MIGRATIONS[current:]:
             with self._transaction():  # re-checked under the write lock: another opener may have won
                 if self.schema_version() >= migration.version:
@@ -955,7 +1020,7 @@ class StateDB:
         elif same_version:  # re-recorded without a report: keep what the version had
             sha256, size, finding_id = existing[1], existing[2], existing[3]
         title = _redact(record.title)
-        posted_at, author = _redact(record.posted_at), _redact(record.author)
+        posted_at, author = _post_date(record.posted_at, now), _redact(record.author)
         self._write_item(record.source, item_id, version, url, title, sha256, size, finding_id, now, existing is None)
         self.db.execute("UPDATE items SET posted_at = ?, author = ? WHERE source = ? AND item_id = ?",
                         (posted_at, author, source, item_id))

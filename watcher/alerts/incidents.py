@@ -15,6 +15,11 @@ An incident alerts once (`kind = "new"`) when it first reaches `min_severity`, a
 distinct NIRs (at least +50% and +10), or a higher severity. Below `min_severity` it is grouped
 but silent.
 
+An incident's `first_posted` is the earliest post date (the post's own, as the source dates it)
+among its documents, lowered as documents join; NULL while none is known. Beside `first_seen`
+(when leak-watcher found it) it tells how long the leak was out before anyone looked. Only a
+date as `watcher.dates` writes it is taken, so no other text can pass through it.
+
 Overlap measure: a bottom-k sample, cheap at any size
 -----------------------------------------------------
 
@@ -56,6 +61,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..dates import is_normalised
 from ..redact import redact_tree
 from ..score import severity_rank
 from ..store import FindingEvent, StateDB
@@ -146,22 +152,29 @@ class _Incident:
     alerted_severity: str | None
     alerted_nirs: int | None
     alerted_sources: list[str] | None
+    first_posted: str | None
 
     @classmethod
     def load(cls, state: StateDB, incident_id: int) -> _Incident:
         row = state.db.execute(
             """SELECT id, severity, nirs, sources, first_seen, alerted_severity, alerted_nirs,
-                alerted_sources FROM incidents WHERE id = ?""",
+                alerted_sources, first_posted FROM incidents WHERE id = ?""",
             (incident_id,),
         ).fetchone()
         alerted_sources = json.loads(row[7]) if row[7] is not None else None
-        return cls(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], alerted_sources)
+        return cls(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], alerted_sources, row[8])
 
     def save(self, state: StateDB, now: str) -> None:
         state.db.execute(
-            "UPDATE incidents SET severity = ?, nirs = ?, sources = ?, last_seen = ? WHERE id = ?",
-            (self.severity, self.nirs, _json(self.sources), now, self.id),
+            """UPDATE incidents SET severity = ?, nirs = ?, sources = ?, last_seen = ?, first_posted = ?
+            WHERE id = ?""",
+            (self.severity, self.nirs, _json(self.sources), now, self.first_posted, self.id),
         )
+
+    def posted(self, posted_at: str | None) -> None:
+        """A document of this incident was posted at `posted_at`: keep the earliest such date."""
+        if is_normalised(posted_at) and (self.first_posted is None or posted_at < self.first_posted):
+            self.first_posted = posted_at
 
     def changes(self) -> list[str]:
         """What grew materially since the last alert (empty: nothing worth an update)."""
@@ -198,6 +211,7 @@ class IncidentPolicy:
             incident.severity = finding["severity"]
         if event.source not in incident.sources:
             incident.sources.append(event.source)
+        incident.posted(event.posted_at)
         incident.save(state, event.now)
         return self._maybe_alert(state, event, incident, finding)
 
@@ -298,6 +312,7 @@ def _payload(state: StateDB, event: FindingEvent, incident: _Incident, finding: 
         "author": event.author,
         "finding_id": event.finding_id,
         "first_seen": incident.first_seen,
+        "first_posted": incident.first_posted,
         "reasons": finding["reasons"],
         "counts": finding["counts"],
         "insurers": finding["insurers"],
@@ -305,5 +320,6 @@ def _payload(state: StateDB, event: FindingEvent, incident: _Incident, finding: 
         "samples": finding["samples"][:SAMPLES_KEPT],
         "changes": changes,
         "incident": {"id": incident.id, "nirs": incident.nirs, "sources": list(incident.sources),
-                     "findings": int(documents), "first_seen": incident.first_seen},
+                     "findings": int(documents), "first_seen": incident.first_seen,
+                     "first_posted": incident.first_posted},
     })

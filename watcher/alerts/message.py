@@ -128,6 +128,8 @@ def _finding_body(alert: Alert) -> list[str]:
         f"Item: {one_line(payload.get('item_title') or payload.get('item_id') or '-', 200)}",
         f"First seen: {payload.get('first_seen')}",
     ]
+    if payload.get("first_posted"):
+        lines.append(f"First posted: {one_line(payload['first_posted'], 40)} (the post's own date)")
     if payload.get("posted_at") or payload.get("author"):
         posted = one_line(payload.get("posted_at") or "date unknown")
         lines.append(f"Posted: {posted}" + (f" by {one_line(payload['author'], 80)}" if payload.get("author") else ""))
@@ -229,6 +231,7 @@ def jsonl_record(alert: Alert) -> dict[str, Any]:
         "records": payload.get("records"),
         "samples": payload.get("samples", []),
         "first_seen": payload.get("failing_since") if health else payload.get("first_seen"),
+        "first_posted": None if health else payload.get("first_posted"),
         "created_at": alert.created_at,
         "tags": list(alert.tags),
         "changes": payload.get("changes", []),

@@ -161,11 +161,12 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     if args.format == "json":
         print_json_lines(rows)
         return 0
-    print(f"{'ID':>5} {'SEVERITY':<8} {'NIRS':>8} {'DOCS':>4} {'ALERTS':>6} {'FIRST SEEN':<20} "
-          f"{'LAST SEEN':<20} SOURCES")
+    print(f"{'ID':>5} {'SEVERITY':<8} {'NIRS':>8} {'DOCS':>4} {'ALERTS':>6} {'FIRST POSTED':<20} "
+          f"{'FIRST SEEN':<20} {'LAST SEEN':<20} SOURCES")
     for row in rows:
         print(f"{row['id']:>5} {row['severity']:<8} {row['nirs']:>8,} {row['findings']:>4} {row['alerts']:>6} "
-              f"{row['first_seen']:<20} {row['last_seen']:<20} {', '.join(row['sources'])}")
+              f"{row.get('first_posted') or '-':<20} {row['first_seen']:<20} {row['last_seen']:<20} "
+              f"{', '.join(row['sources'])}")
     return 0
 
 
