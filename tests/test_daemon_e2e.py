@@ -277,7 +277,7 @@ async def test_once_then_nothing_new_then_only_the_new_paste(
     assert first.rc == 0, first.err
     outputs |= {"run1.out": first.out.encode(), "run1.err": first.err.encode()}
     assert sorted(paste_site.paths()) == sorted(["/archive", "/raw/pclean", "/raw/phigh", "/raw/pcrit"])
-    assert forum_site.paths() == ["/f/databases", "/t/tleak", "/t/tleak?page=2", "/t/tchat"]
+    assert forum_site.paths() == ["/f/databases", "/t/tchat", "/t/tleak", "/t/tleak?page=2"]   # oldest thread first
     # the onion is only ever resolved by the proxy, with the source's own credentials
     assert set(socks_proxy.requested_hosts) == {ONION}
     assert {(c.atyp, c.username) for c in socks_proxy.connections} == {(0x03, "leak-watcher-paste")}

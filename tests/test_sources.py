@@ -59,8 +59,8 @@ async def test_listing_yields_only_new_items(paste_site: PasteSite) -> None:
         ctx = PollContext(client, store)
         first = await poll_all(source, ctx, store)
         assert [(i.item_id, i.content, i.title) for i in first] == [
-            ("c", b"text of c", "Paste c"), ("b", b"text of b", "Paste b"), ("a", b"text of a", "Paste a")]
-        assert paste_site.paths() == ["/archive", "/raw/c", "/raw/b", "/raw/a"]
+            ("a", b"text of a", "Paste a"), ("b", b"text of b", "Paste b"), ("c", b"text of c", "Paste c")]
+        assert paste_site.paths() == ["/archive", "/raw/a", "/raw/b", "/raw/c"]     # oldest (last listed) first
         assert all(i.source == "paste" and i.url == paste_site.url(f"/raw/{i.item_id}") for i in first)
 
         paste_site.clear_log()
@@ -95,7 +95,7 @@ async def test_failed_item_is_skipped_then_retried(paste_site: PasteSite) -> Non
     source, store = listing(paste_site), SeenStore()
     async with Fetcher.for_source(source.config) as client:
         ctx = PollContext(client, store)
-        assert [i.item_id for i in await poll_all(source, ctx, store)] == ["c", "a"]
+        assert [i.item_id for i in await poll_all(source, ctx, store)] == ["a", "c"]
         assert ctx.validators == {}            # not stored: the next poll must see the page again
         paste_site.failing.clear()
         paste_site.clear_log()
@@ -124,7 +124,7 @@ async def test_onion_listing_through_socks(paste_site: PasteSite, socks_proxy: S
     source = build_source(config)
     async with Fetcher.for_source(config, tor_settings(socks_proxy)) as client:
         items = await poll_all(source, PollContext(client, SeenStore()))
-    assert [(i.item_id, i.content) for i in items] == [("p2", b"two"), ("p1", b"one")]
+    assert [(i.item_id, i.content) for i in items] == [("p1", b"one"), ("p2", b"two")]
     assert set(socks_proxy.requested_hosts) == {"examplepaste.onion"}
     assert {c.username for c in socks_proxy.connections} == {"leak-watcher-some-paste"}
 
@@ -149,10 +149,10 @@ async def test_forum_walks_thread_pages_with_the_cookie(threads: ForumSite) -> N
     async with Fetcher.for_source(source.config) as client:
         ctx = PollContext(client, store)
         items = await poll_all(source, ctx, store)
-        assert [i.item_id for i in items] == ["t1#p1", "t1#p2", "t1#p3", "t1#p4", "t1#p5", "t2#0", "t2#1"]
-        assert threads.paths() == ["/f/databases", "/t/t1", "/t/t1?page=2", "/t/t1?page=3", "/t/t2"]
-        assert items[0].content == b"anon\npost 1" and items[0].title == "Big dump"
-        assert items[0].url == threads.url("/t/t1#p1") and items[4].url == threads.url("/t/t1?page=3#p5")
+        assert [i.item_id for i in items] == ["t2#0", "t2#1", "t1#p1", "t1#p2", "t1#p3", "t1#p4", "t1#p5"]
+        assert threads.paths() == ["/f/databases", "/t/t2", "/t/t1", "/t/t1?page=2", "/t/t1?page=3"]
+        assert items[2].content == b"anon\npost 1" and items[2].title == "Big dump"
+        assert items[2].url == threads.url("/t/t1#p1") and items[6].url == threads.url("/t/t1?page=3#p5")
         assert all(r.headers["Cookie"] == threads.cookie for r in threads.requests)
 
         threads.clear_log()
@@ -207,8 +207,8 @@ async def test_json_gists_like_api(api_site: ApiSite) -> None:
         ctx = PollContext(client, store)
         items = await poll_all(source, ctx, store)
         assert [(i.item_id, i.title, i.content) for i in items] == [
-            ("g2", "second", b"beta"), ("g1", "first", b"alpha")]
-        assert items[0].url == api_site.url("/raw/g2/b.txt")
+            ("g1", "first", b"alpha"), ("g2", "second", b"beta")]
+        assert items[1].url == api_site.url("/raw/g2/b.txt")
         api_site.add_gist("g3", "third", {"d.txt": "delta"})
         api_site.clear_log()
         assert [i.item_id for i in await poll_all(source, ctx, store)] == ["g3"]
@@ -243,9 +243,9 @@ async def test_rss_entries_and_followed_pages(feed_site: FeedSite) -> None:
     async with Fetcher.for_source(config) as client:
         ctx = PollContext(client, store)
         items = await poll_all(source, ctx, store)
-        assert [i.item_id for i in items] == ["urn:entry:e2", "urn:entry:e1", "urn:entry:e1#link"]
-        assert items[1].content == b"First\nNIR 1 84 12 75 123 456 78"     # HTML stripped
-        assert items[2].content == b"full dump 1" and items[2].url == feed_site.url("/page/e1")
+        assert [i.item_id for i in items] == ["urn:entry:e1", "urn:entry:e1#link", "urn:entry:e2"]   # oldest first
+        assert items[0].content == b"First\nNIR 1 84 12 75 123 456 78"     # HTML stripped
+        assert items[1].content == b"full dump 1" and items[1].url == feed_site.url("/page/e1")
         assert ctx.validators == {}
         feed_site.failing_pages.clear()
         feed_site.clear_log()

@@ -215,7 +215,7 @@ async def test_parsing_in_the_parser_gives_what_parsing_here_gives(
     async with Fetcher.for_source(source.config) as client:
         here = await poll_all(source, PollContext(client, SeenStore()))
         there = await poll_all(source, PollContext(client, SeenStore(), parser=parser))
-    assert here == there and [i.content for i in there] == [b"text of c", b"text of b", b"text of a"]
+    assert here == there and [i.content for i in there] == [b"text of a", b"text of b", b"text of c"]
 
 
 async def test_a_parse_error_in_the_child_is_raised_here(parser: PageParser) -> None:
@@ -238,7 +238,7 @@ async def test_links_nested_deep_are_found(site: HostileSite, depth: int) -> Non
         started = time.monotonic()
         ctx = PollContext(client, SeenStore())
         items = await poll_all(source, ctx)
-    assert [i.item_id for i in items] == [f"p{n}" for n in range(5)] and ctx.warnings == []
+    assert [i.item_id for i in items] == [f"p{n}" for n in reversed(range(5))] and ctx.warnings == []
     assert time.monotonic() - started < 5
     links = page_links("a.late", "http://h/", site.pages["/archive"][0])
     assert links == [("http://h/view/late", "late")]          # after the deep part too
@@ -253,7 +253,7 @@ async def test_posts_and_threads_nested_deep_are_found(site: HostileSite) -> Non
     config = source_config("deep-forum", "forum", url=site.url("/board"), thread_links="a.thread", post="div.post")
     async with Fetcher.for_source(config) as client:
         items = await poll_all(build_source(config), PollContext(client, SeenStore()))
-    assert [i.item_id for i in items] == ["0#t0p0", "0#t0p1", "0#t0p2", "0#3", "1#t1p0", "1#t1p1", "1#t1p2", "1#3"]
+    assert [i.item_id for i in items] == ["1#t1p0", "1#t1p1", "1#t1p2", "1#3", "0#t0p0", "0#t0p1", "0#t0p2", "0#3"]
 
 
 def test_deep_nesting_stays_linear() -> None:
@@ -295,8 +295,8 @@ async def test_billion_laughs_loses_no_entry(site: HostileSite, parser: PagePars
             started = time.monotonic()
             items = await poll_all(build_source(config), ctx)
             assert time.monotonic() - started < 5
-            assert [i.item_id for i in items] == ["e1", "e2", "e3"] and ctx.links == 3 and ctx.warnings == []
-            assert nirs[0] in items[1].content.decode() and nirs[1] in items[2].content.decode()
+            assert [i.item_id for i in items] == ["e3", "e2", "e1"] and ctx.links == 3 and ctx.warnings == []
+            assert nirs[0] in items[1].content.decode() and nirs[1] in items[0].content.decode()
             assert b"lollol" not in items[0].content
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 50 * 1024   # KiB
     assert not any(nir in caplog.text for nir in nirs)

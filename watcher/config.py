@@ -202,6 +202,9 @@ class SourceConfig:
                                    doc="severity of an insurer named here (a victim feed: high)")
     max_items: int = option("integer", DEFAULT_MAX_ITEMS, doc="new items one poll takes; the rest at the next polls")
     follow_links: tuple[str, ...] = option("hosts", (), doc="hosts whose links in an item are fetched as documents")
+    backfill: float | None = option("seconds", None,
+                                    doc="how far back the first polls go: an item posted longer than this "
+                                        "before the source was added is recorded, not analysed (default: all)")
     options: Any = None                # the kind's own options (a dataclass its module declares)
     origin: tuple[Path, int] | None = field(default=None, compare=False)   # (file, index) of an included source
 

@@ -30,6 +30,7 @@ from typing import Awaitable, Callable, Generic, TypeVar
 
 from .alerts import AlertSender, AlertSettings, alert_settings
 from .config import DB_NAME, SECRET_NAME, Config, ConfigError, SourceConfig, load_config
+from .dates import normalise as normalise_date
 from .fetch import Fetcher, FetchError, RetryLater, tor_preflight
 from .logs import log_event
 from .metrics import Metrics
@@ -46,7 +47,7 @@ from .sources.base import Item, PollContext, Source, SourceError
 from .sources.pages import PageParser
 from .sources.pastes import followed_documents, linked_pastes
 from .store import ItemFailure, ItemRecord, ItemResult, PollHealth, StateDB, Store
-from .timestamps import parse_time
+from .timestamps import format_time, parse_time
 from .worker import AnalysisFailed, AnalysisPool, AnalysisUnavailable, Init, Job
 
 log = logging.getLogger(__name__)
@@ -461,9 +462,14 @@ class Daemon:
         ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.source_validators(name),
                           previous_links=await store.call(StateDB.source_links, name), parser=self.parser)
         cap = source.config.max_items
+        too_old = await self._backfill_cutoff(source.config)
         try:
             polled = source.poll(ctx)
             async for item in polled:
+                if too_old and item.posted_at and (normalise_date(item.posted_at) or too_old) < too_old:
+                    await self._record_unanalysed(item)     # older than backfill: seen, never fetched again
+                    tally.old += 1
+                    continue
                 tally.add(item, await self._process(item))
                 async for child in linked_pastes(ctx, item, source.config.max_bytes):
                     tally.add(child, await self._process(child))
@@ -492,6 +498,22 @@ class Daemon:
         self._count_poll(name, error, tally, health, time.monotonic() - started)
         return error is None, delay
 
+    async def _backfill_cutoff(self, source: SourceConfig) -> str | None:
+        """With `backfill`: the post date (normalised, `watcher.dates`) before which an item
+        is not analysed: `backfill` before the source was first declared in this database, so
+        the polls that take a first poll's backlog (`max_items`) keep the same limit."""
+        if source.backfill is None:
+            return None
+        added = await self.store.call(_source_added, source.name)  # type: ignore[union-attr]
+        since = parse_time(added) if added else datetime.now(timezone.utc)
+        return format_time(since - timedelta(seconds=source.backfill))
+
+    async def _record_unanalysed(self, item: Item) -> None:
+        """Record `item` as seen with no analysis (no sha256, no finding)."""
+        record = ItemRecord(item.source, self._key(item.item_id), self._key(item.version), item.url, item.title,
+                            None, item.posted_at, item.author)
+        await self.store.record_items([record])  # type: ignore[union-attr]
+
     def _fetcher(self, source: SourceConfig) -> _NullFetcher | Fetcher:
         """The source's HTTP client; the directory source fetches nothing."""
         if not SOURCE_CLASSES[source.kind].uses_network:
@@ -514,7 +536,7 @@ class Daemon:
         counters.failing.discard(name)
         if health.warning:
             log_event(log, "warning", "source degraded", source=name, reason=health.warning)
-        log_event(log, "info", "poll done", source=name, items=tally.items, findings=tally.findings,
+        log_event(log, "info", "poll done", source=name, items=tally.items, findings=tally.findings, old=tally.old,
                   failed=tally.retried + tally.parked, refused=tally.refused, skipped=health.skipped,
                   seconds=round(took, 2))
 
@@ -624,6 +646,7 @@ class _Tally:
     retried: int = 0
     parked: int = 0
     refused: int = 0
+    old: int = 0            # older than the source's backfill: recorded, not analysed
     notice: str | None = None
 
     def add(self, item: Item, outcome: Outcome) -> None:
@@ -647,6 +670,11 @@ class _Tally:
             notice = f"item {url} skipped (retried next poll): {reason}"
         return PollHealth(warning="; ".join(ctx.warnings) or None, links=ctx.links, skipped=len(ctx.skipped),
                           refused=self.refused, notice=notice)
+
+
+def _source_added(state: StateDB, name: str) -> str | None:
+    row = state.db.execute("SELECT created_at FROM sources WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
 
 
 def _holds_fingerprints(state: StateDB) -> bool:

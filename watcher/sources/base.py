@@ -18,13 +18,14 @@ import asyncio
 import hashlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from watcher.config import SourceConfig
+from watcher.dates import normalise as normalise_date
 from watcher.extract.html import looks_like_html
 from watcher.fetch import Fetcher, FetchError, Response, RetryLater
 from watcher.sources.errors import SourceError
@@ -226,6 +227,18 @@ def capped(body: bytes) -> bytes:
         log.info("parsing only the first %d of %d bytes", PARSE_MAX_BYTES, len(body))
         return body[:PARSE_MAX_BYTES]
     return body
+
+
+def oldest_first(entries: Sequence[T], date: Callable[[T], str | None] | None = None) -> list[T]:
+    """`entries` in the order a backlog is taken: by post date when every entry has a readable
+    one (`watcher.dates`), else the page's order reversed (listings, boards and feeds put the
+    newest first). With `max_items`, a first poll starts at the oldest and later polls go on
+    from there: an incident's documents arrive in the order they were posted."""
+    if date is not None and entries:
+        dated = [(normalise_date(date(entry)), index) for index, entry in enumerate(entries)]
+        if all(when for when, _ in dated):
+            return [entries[index] for _, index in sorted(dated)]  # type: ignore[type-var]
+    return list(reversed(entries))
 
 
 def link_id(url: str) -> str:

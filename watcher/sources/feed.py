@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from watcher.options import option
 
-from watcher.sources.base import TEXT_TYPE, Item, PollContext, Source, parse_page
+from watcher.sources.base import TEXT_TYPE, Item, PollContext, Source, oldest_first, parse_page
 from watcher.sources.feedparse import FeedPage, parse_feed
 
 
@@ -44,7 +44,7 @@ class FeedSource(Source):
         feed = await parse_page(ctx, response.body, partial(parse_feed, response.url, expect=self.config.expect))
         self.check_feed(ctx, response.url, feed)
         failures = 0
-        for entry in feed.entries:
+        for entry in oldest_first(feed.entries, lambda e: e.published):
             if not await ctx.is_seen(entry.entry_id):
                 yield self.item(entry.entry_id, entry.link or response.url, title=entry.title,
                                 posted_at=entry.published, author=entry.author,

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from watcher.fetch import Response
 from watcher.options import option
-from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, SourceError, link_id, parse_page,
+from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, SourceError, link_id, oldest_first, parse_page,
                                   sha256_hex)
 from watcher.sources.links import parse_index
 from watcher.sources.threads import ThreadPage, parse_thread_page
@@ -60,7 +60,7 @@ class ForumSource(Source):
             parse_index, self.config.options.thread_links, self.config.expect, board.url))
         self.check_index(ctx, "thread_links", board, index)
         complete = True
-        for thread_url, title in index.links:
+        for thread_url, title in oldest_first(index.links):
             walk = self.thread_posts(ctx, thread_url, title)
             async for item in walk:
                 if item is None:

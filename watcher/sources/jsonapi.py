@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 from watcher.extract.html import looks_like_html
 from watcher.fetch import Response
 from watcher.options import option
-from watcher.sources.base import TEXT_TYPE, Item, PollContext, Source, SourceError, off_loop, parse_page, sha256_hex
+from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, SourceError, off_loop, oldest_first,
+                                  parse_page, sha256_hex)
 from watcher.sources.walls import page_wall
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class JsonSource(Source):
             self.warn(ctx, f"{endpoint} listed no record; the last poll found {ctx.previous_links}")
         failures = 0
         options = self.config.options
-        for record in records:
+        for record in oldest_first(records, self.record_date if options.date_field else None):
             fields = self.record_fields(record)
             if fields is None:
                 continue

@@ -15,7 +15,7 @@ from typing import ClassVar
 from watcher.options import option
 
 from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, SourceError, last_segment, link_id,
-                                  parse_page)
+                                  oldest_first, parse_page)
 from watcher.sources.links import page_links, parse_index
 from watcher.sources.markup import parse_content
 
@@ -57,7 +57,7 @@ class ListingSource(Source):
             parse_index, self.config.options.item_links, self.config.expect, page.url))
         self.check_index(ctx, "item_links", page, index)
         failures = 0
-        for link, title in index.links:
+        for link, title in oldest_first(index.links):
             item_id = link_id(link)
             if await ctx.is_seen(item_id):
                 continue

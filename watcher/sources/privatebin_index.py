@@ -86,7 +86,8 @@ class PrivateBinSource(Source):
     Options = PrivateBinOptions
 
     async def poll(self, ctx: PollContext) -> AsyncIterator[Item]:
-        """Yield the new pastes the page links to, in page order."""
+        """Yield the new pastes the page links to, in page order (a page of PrivateBin links, a
+        thread or a curated index, has no dates and no newest-first habit to reverse)."""
         url = self.config.url
         assert url
         response = await self.fetch_page(ctx, url)
