@@ -376,6 +376,18 @@ def test_parse_duration(number: int, unit: tuple[str, int]) -> None:
     assert parse_duration(number) == number
 
 
+@pytest.mark.parametrize(("since", "hours"), [("24h", 24), ("7d", 168), ("1d12h", 36), ("90m", 1.5)])
+def test_findings_since_reads_the_configurations_durations(since: str, hours: float) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from watcher.cli.daemon import parse_since
+
+    moment = parse_since(since)
+    assert moment is not None
+    assert abs((datetime.now(UTC) - timedelta(hours=hours) - moment).total_seconds()) < 5
+    assert parse_since("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
+
+
 @given(st.from_regex(r"[a-z][a-z_]{0,15}", fullmatch=True))
 def test_any_unknown_key_is_reported_on_its_line(key: str) -> None:
     if key in ("name", "kind", "enabled", "interval", "max_bytes", "headers", "user_agent",

@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 from watcher.detect.rules import Rule, rule_error
 from watcher.options import option, option_keys, read_options, read_values
 from watcher.score import SEVERITIES, Policy
+from watcher.timestamps import parse_duration
 
 DB_NAME = "watcher.db"        # in state_dir: the state database
 SECRET_NAME = "secret.key"    # in state_dir: the installation's fingerprint key
@@ -70,8 +71,6 @@ _TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retenti
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252}[A-Za-z0-9_])?|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _TOML_POS_RE = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
 
 
@@ -274,31 +273,6 @@ def located_error(config: Config, table: str, index: int | None, label: str, key
     return Validator(path, text, {}).fail(Where(table, index, label), key, message)
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string like "90", "30s", "5m", "1h30m", "1d".
-
-    Raises ValueError on anything else, on zero and on negative values.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError("not a number or a duration string")
-    if isinstance(value, str):
-        text = value.strip().lower()
-        pos, total = 0, 0.0
-        for match in _DURATION_RE.finditer(text):
-            if match.start() != pos or not match.group(0):
-                break
-            total += float(match.group(1)) * _UNITS[match.group(2)]
-            pos = match.end()
-            while pos < len(text) and text[pos] == " ":
-                pos += 1
-        if not text or pos != len(text):
-            raise ValueError("not a duration")
-        seconds = total
-    else:
-        seconds = float(value)
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError("must be positive")
-    return seconds
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:

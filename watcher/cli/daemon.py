@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from ..config import Config, ConfigError, find_config, load_config
 from ..logs import setup_logging
 from ..score import SEVERITIES
+from ..timestamps import parse_duration
 from . import CliError, print_json_lines
 
 if TYPE_CHECKING:
@@ -178,16 +179,17 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 
 def parse_since(value: str | None) -> datetime | None:
-    """`2026-11-01`, `2026-11-01T12:00:00Z`, or `24h`/`7d`/`30m` back from now."""
+    """`2026-11-01`, `2026-11-01T12:00:00Z`, or a duration back from now (`24h`, `7d`, `1d12h`:
+    the configuration's durations, `watcher.timestamps.parse_duration`)."""
     if not value:
         return None
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise CliError(f"--since {value!r}: expected an ISO date/time or a duration like 24h or 7d") from None
+        try:
+            return datetime.now(timezone.utc) - timedelta(seconds=parse_duration(value))
+        except ValueError:
+            raise CliError(f"--since {value!r}: expected an ISO date/time or a duration like 24h or 7d") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
