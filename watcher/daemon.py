@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 # A poll that took `max_items` new items comes back this soon for the rest (seconds, at most
 # the source's interval).
 CAPPED_POLL_DELAY = 60.0
+# A reload or a stop lets a poll under way finish its current item and record its outcome for
+# this long (seconds; systemd's TimeoutStopSec is 30 s), then cancels it.
+DRAIN_GRACE = 10.0
 
 MAX_BACKOFF = 3600.0          # seconds: a failing source is retried at least hourly
 MAX_PLANNED_WAIT = 86400.0    # a stored next poll further away than a day is not trusted
@@ -198,6 +201,8 @@ class Daemon:
         self._reload = asyncio.Event()
         self._serving = False             # past start-up, in the polling loop of `run` (not --once)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._polling: set[str] = set()             # sources whose poll is under way
+        self._draining = False                      # stopping sources: polls end after their current item
         self.store: Store | None = None
         self.alerts: AlertSender | None = None
         self.pool: AnalysisPool | None = None
@@ -405,11 +410,23 @@ class Daemon:
             self._tasks[source.name] = asyncio.create_task(self._source_loop(source), name=source.name)
 
     async def _stop_sources(self) -> None:
-        tasks = list(self._tasks.values())
+        """Stop every source loop. A loop between polls is cancelled; a poll under way ends
+        after its current item and records its outcome (a Retry-After just received, a
+        backoff) before its loop returns, so a reload or a stop loses no plan; one that takes
+        longer than DRAIN_GRACE is cancelled."""
+        tasks = dict(self._tasks)
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._draining = True
+        try:
+            for name, task in tasks.items():
+                if name not in self._polling:
+                    task.cancel()
+            _, late = await asyncio.wait(tasks.values(), timeout=DRAIN_GRACE) if tasks else (set(), set())
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        finally:
+            self._draining = False
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 while the loop turns, with STATUS= and live counts in the same datagram.
@@ -426,9 +443,15 @@ class Daemon:
         failures = 0
         await asyncio.sleep(self._wait_planned(source.name))
         async with self._fetcher(source.config) as fetcher:
-            while True:
-                ok, delay = await self._poll(source, fetcher, failures)
+            while not self._draining:
+                self._polling.add(source.name)
+                try:
+                    ok, delay = await self._poll(source, fetcher, failures)
+                finally:
+                    self._polling.discard(source.name)
                 failures = 0 if ok else failures + 1
+                if self._draining:
+                    return
                 await asyncio.sleep(delay)
 
     def _wait_planned(self, name: str) -> float:
@@ -475,9 +498,12 @@ class Daemon:
                     tally.add(child, await self._process(child))
                 async for child in followed_documents(ctx, item, source.config.follow_links):
                     tally.add(child, await self._process(child))
-                if tally.items >= cap:
+                if tally.items >= cap or self._draining:
                     break
-            if tally.items >= cap:          # the rest at the next polls, soon: nothing is dropped
+            if self._draining:              # a reload or a stop: the rest at the next poll
+                await polled.aclose()
+                delay = min(delay, jittered(min(interval, CAPPED_POLL_DELAY), self._rng))
+            elif tally.items >= cap:        # the rest at the next polls, soon: nothing is dropped
                 await polled.aclose()       # (and the pages are read again: no validators kept)
                 tally.notice = f"{cap} new items taken (max_items); the rest at the next polls"
                 delay = min(delay, jittered(min(interval, CAPPED_POLL_DELAY), self._rng))
