@@ -60,8 +60,8 @@ from pathlib import Path
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import nir_forms, random_nir  # noqa: E402  (the tests' valid-NIR generators)
+sys.path.insert(0, str(ROOT))
+from tests.support.nirs import nir_forms, random_nir  # noqa: E402  (the tests' valid-NIR generators)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024

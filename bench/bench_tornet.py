@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Start-up time and memory of the private Tor network of the end-to-end tests (tests/tornet.py).
+"""Start-up time and memory of the private Tor network of the end-to-end tests (tests/support/tornet.py).
 
     python bench/bench_tornet.py [--rounds 3] [--fetches 20] [--json FILE]
 
@@ -28,8 +28,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp_socks import ProxyConnector
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tornet import TorNetwork, generate_authorities  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.tornet import TorNetwork, generate_authorities  # noqa: E402
 
 MIB = 1 << 20
 

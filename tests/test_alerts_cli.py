@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from receivers import JsonReceiver, SmtpReceiver, json_receiver, leak, smtp_receiver  # noqa: F401
+from tests.support.receivers import JsonReceiver, SmtpReceiver, leak
 from test_alerts_delivery import settings
 from test_daemon_process import (READY_TIMEOUT, DaemonProcess, assert_no_cleartext, db_rows, drop_csv,
                                  make_nirs, start_daemon)  # noqa: F401 (start_daemon: a fixture)

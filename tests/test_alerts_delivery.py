@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from receivers import Clock, JsonReceiver, SmtpReceiver, json_receiver, leak, nir, smtp_receiver  # noqa: F401
+from tests.support.receivers import Clock, JsonReceiver, SmtpReceiver, leak, nir
 
 import watcher
 import watcher.timestamps
@@ -331,7 +331,7 @@ async def test_the_sender_task_delivers_when_woken(tmp_path: Path, store: Store,
 
 CHILD = """
 import os, signal, sys
-from receivers import leak
+from tests.support.receivers import leak
 from watcher.alerts import AlertSettings, IncidentPolicy
 from watcher.store import StateDB
 
@@ -348,7 +348,7 @@ async def test_an_alert_committed_before_a_crash_is_sent_after_restart(
     tmp_path: Path, json_receiver: JsonReceiver
 ) -> None:
     path = tmp_path / "state" / "watcher.db"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, str(path), env=env,
                                                  stderr=subprocess.PIPE)
     _, stderr = await child.communicate()

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import nir_forms, random_nir
-from receivers import Clock, leak, nir
+from tests.support.nirs import nir_forms, random_nir
+from tests.support.receivers import Clock, leak, nir
 
 import watcher.store
 from watcher.alerts import AlertSettings, IncidentPolicy, jsonl_record, render

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from receivers import nir
+from tests.support.receivers import nir
 
 from watcher.alerts import digest_message, jsonl_record, render
 from watcher.alerts.message import finding_title

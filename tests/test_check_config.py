@@ -22,10 +22,7 @@ import pytest
 
 from watcher.alerts import AlertSettings, TargetError, load_targets
 
-try:
-    from test_daemon_process import child_env
-except ImportError:  # tests/ imported as a package
-    from tests.test_daemon_process import child_env
+from test_daemon_process import child_env
 
 REFUSING = (("check-config",), ("run", "--once"), ("run",))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import nir_forms, random_nir
+from tests.support.nirs import nir_forms, random_nir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = {"path", "severity", "reasons", "counts", "insurers", "records", "samples", "sha256", "size", "errors"}

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from conftest import random_body, random_nir, with_key
+from tests.support.nirs import random_body, random_nir, with_key
 from watcher.detect.shape import Shape, scientific_nir
 
 

@@ -1,8 +1,8 @@
 """End to end: `watcher run` against the fake paste site and forum on 127.0.0.1.
 
 Real parts only, all on loopback: the CLI in a subprocess (`python -m watcher ...`) or the
-`Daemon` class in-process, the aiohttp fake sites of tests/fakesites.py, the SOCKS5 proxy of
-tests/socksproxy.py standing in for Tor (it alone resolves `examplepaste.onion`), a spawned
+`Daemon` class in-process, the aiohttp fake sites of tests/support/fakesites.py, the SOCKS5 proxy of
+tests/support/socksproxy.py standing in for Tor (it alone resolves `examplepaste.onion`), a spawned
 worker pool (`workers=1` to keep spawn cost down) and the SQLite state in tmp_path.
 
 The fake sites run in the test's event loop, so subprocesses are started with
@@ -29,20 +29,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from conftest import nir_forms, random_nir
+from tests.support.nirs import nir_forms, random_nir
 from watcher.cli import main as cli_main
 from watcher.config import load_config
 from watcher.daemon import Daemon
 from watcher.timestamps import parse_time
 
-try:
-    from conftest_sources import api_site, forum_site, paste_site, socks_proxy  # noqa: F401 (fixtures)
-    from fakesites import ApiSite, ForumSite, PasteSite, serve
-    from socksproxy import SocksProxy
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_sources import api_site, forum_site, paste_site, socks_proxy  # noqa: F401
-    from tests.fakesites import ApiSite, ForumSite, PasteSite, serve
-    from tests.socksproxy import SocksProxy
+from tests.support.fakesites import ApiSite, ForumSite, PasteSite, serve
+from tests.support.socksproxy import SocksProxy
 
 ONION = "examplepaste.onion"
 RETRY_AFTER = 60

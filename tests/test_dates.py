@@ -12,10 +12,10 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from conftest import random_nir
+from tests.support.nirs import random_nir
 from hypothesis import given
 from hypothesis import strategies as st
-from receivers import Clock, leak
+from tests.support.receivers import Clock, leak
 
 from watcher.dates import EARLIEST, ISO_UTC, is_normalised, normalise
 from watcher.store import ItemRecord, StateDB

@@ -33,12 +33,8 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from test_check_config import BASE, REFUSING, Done, error_line, watcher
-    from test_daemon_process import child_env, drop_csv, make_nirs
-except ImportError:  # tests/ imported as a package
-    from tests.test_check_config import BASE, REFUSING, Done, error_line, watcher
-    from tests.test_daemon_process import child_env, drop_csv, make_nirs
+from test_check_config import BASE, REFUSING, Done, error_line, watcher
+from test_daemon_process import child_env, drop_csv, make_nirs
 
 WRITERS = (("check-config",), ("run", "--once"))   # `run` refuses as `run --once` does (one code path):
 READERS = (("sources",), ("findings",))            # it runs in two cases here, and in test_check_config

@@ -16,7 +16,7 @@ import zlib
 
 import pytest
 
-from conftest import nir_forms, random_nir
+from tests.support.nirs import nir_forms, random_nir
 from watcher.extract import bytes_chunks
 
 MiB = 1024 * 1024

@@ -13,18 +13,10 @@ import pytest
 from watcher.fetch import (TOR_BROWSER_UA, Fetcher, FetchError, RetryLater, parse_rate_limit_reset, parse_retry_after,
                            tor_preflight)
 
-try:
-    from conftest_sources import (api_site, fetcher, paste_site, socks_proxy,
-                                  source_config, tor_settings)
-    from fakesites import ApiSite, PasteSite, serve
-    from hostile import HostileSite
-    from socksproxy import SocksProxy
-except ImportError:
-    from tests.conftest_sources import (api_site, fetcher, paste_site, socks_proxy,  # noqa: F401
-                                        source_config, tor_settings)
-    from tests.fakesites import ApiSite, PasteSite, serve
-    from tests.hostile import HostileSite
-    from tests.socksproxy import SocksProxy
+from tests.support.sources import fetcher, source_config, tor_settings
+from tests.support.fakesites import ApiSite, PasteSite, serve
+from tests.support.hostile import HostileSite
+from tests.support.socksproxy import SocksProxy
 
 MiB = 1 << 20
 

@@ -19,15 +19,9 @@ from watcher.config import ConfigError, SourceConfig, load_config
 from watcher.fetch import Fetcher, FetchError, FetchSettings, address_problem, literal_address
 from watcher.sources import PollContext, build_source
 
-try:
-    from conftest_sources import SeenStore, fetcher, paste_site, poll_all, socks_proxy, source_config, tor_settings
-    from fakesites import PasteSite, serve
-    from socksproxy import SocksProxy
-except ImportError:
-    from tests.conftest_sources import (SeenStore, fetcher, paste_site, poll_all,  # noqa: F401
-                                        socks_proxy, source_config, tor_settings)
-    from tests.fakesites import PasteSite, serve
-    from tests.socksproxy import SocksProxy
+from tests.support.sources import SeenStore, fetcher, poll_all, source_config, tor_settings
+from tests.support.fakesites import PasteSite, serve
+from tests.support.socksproxy import SocksProxy
 
 SECRETS = {"Cookie": "session=forum-secret", "Authorization": "Bearer api-token-secret"}
 

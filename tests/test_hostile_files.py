@@ -28,7 +28,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import nir_forms, random_nir
+from tests.support.nirs import nir_forms, random_nir
 from test_extract import _gzip_bomb_chunks, _members, _xlsx, _zip
 from watcher.extract.blobs import declared_members
 

@@ -16,7 +16,7 @@ poll failed with a one-line `last_error` saying why; the hostile item's reason i
 one line (its source's `last_error`, a log line of its source, or its finding's `errors`); an
 item cut short by a network failure is not stored (so it is fetched again next poll); the
 client stopped downloading an endless body or a bomb; no cleartext NIR reaches the log or the
-state files. The onion case goes through the SOCKS5 proxy of tests/socksproxy.py, which must
+state files. The onion case goes through the SOCKS5 proxy of tests/support/socksproxy.py, which must
 never be asked for the clearnet host.
 """
 
@@ -32,20 +32,12 @@ from typing import Any
 
 import pytest
 
-try:
-    from fakesites import PasteSite, serve
-    from hostile import CLEARNET, MiB, ONION, HostileSite, Measured, run_measured
-    from socksproxy import SocksProxy
-    from test_daemon_e2e import (Leaks, assert_no_clear_nir, findings_of, listing_block, sources_of, state_files,
+from tests.support.fakesites import PasteSite, serve
+from tests.support.hostile import CLEARNET, MiB, ONION, HostileSite, Measured, run_measured
+from tests.support.socksproxy import SocksProxy
+from test_daemon_e2e import (Leaks, assert_no_clear_nir, findings_of, listing_block, sources_of, state_files,
                                  write_config)
-    from test_daemon_process import child_env, db_rows
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import PasteSite, serve
-    from tests.hostile import CLEARNET, MiB, ONION, HostileSite, Measured, run_measured
-    from tests.socksproxy import SocksProxy
-    from tests.test_daemon_e2e import (Leaks, assert_no_clear_nir, findings_of, listing_block, sources_of,
-                                       state_files, write_config)
-    from tests.test_daemon_process import child_env, db_rows
+from test_daemon_process import child_env, db_rows
 
 RUN_TIMEOUT = 60.0          # the run is killed (and the test fails) past this
 BOUNDED_SECONDS = 30.0      # a pass with 2 s source timeouts must end well within this

@@ -12,12 +12,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-try:
-    from test_check_config import REFUSING, error_line, watcher
-    from test_disk_faults import WRITERS, by_command, seeded, site, state, works  # noqa: F401 (fixtures)
-except ImportError:  # tests/ imported as a package
-    from tests.test_check_config import REFUSING, error_line, watcher
-    from tests.test_disk_faults import WRITERS, by_command, seeded, site, state, works  # noqa: F401
+from test_check_config import REFUSING, error_line, watcher
+from test_disk_faults import WRITERS, by_command, seeded, site, state, works
 
 
 def rows(config: Path, table: str) -> int:

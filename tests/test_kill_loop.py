@@ -34,18 +34,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-try:
-    from fakesites import PasteSite, serve
-    from hostile import Leftover, processes_with
-    from receivers import JsonReceiver
-    from test_daemon_e2e import Leaks, listing_block, wait_until, write_config
-    from test_daemon_process import child_env, db_rows
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import PasteSite, serve
-    from tests.hostile import Leftover, processes_with
-    from tests.receivers import JsonReceiver
-    from tests.test_daemon_e2e import Leaks, listing_block, wait_until, write_config
-    from tests.test_daemon_process import child_env, db_rows
+from tests.support.fakesites import PasteSite, serve
+from tests.support.hostile import Leftover, processes_with
+from tests.support.receivers import JsonReceiver
+from test_daemon_e2e import Leaks, listing_block, wait_until, write_config
+from test_daemon_process import child_env, db_rows
 
 PASTES = 300
 CRITICAL_EVERY = 10             # one paste in ten is a critical CSV

@@ -12,17 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import random_nir
+from tests.support.nirs import random_nir
 from watcher.config import load_config
 from watcher.daemon import Daemon
 from watcher.store import StateDB
 
-try:
-    from fakesites import PasteSite, serve
-    from privatebin_site import PrivateBinSite
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import PasteSite, serve
-    from tests.privatebin_site import PrivateBinSite
+from tests.support.fakesites import PasteSite, serve
+from tests.support.privatebin_site import PrivateBinSite
 
 
 @pytest.fixture

@@ -12,12 +12,8 @@ from watcher.config import ConfigError, load_config
 from watcher.daemon import CAPPED_POLL_DELAY, Daemon
 from watcher.store import StateDB
 
-try:
-    from conftest_sources import paste_site, sources_toml  # noqa: F401 (fixture)
-    from fakesites import PasteSite
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_sources import paste_site, sources_toml  # noqa: F401
-    from tests.fakesites import PasteSite
+from tests.support.sources import sources_toml
+from tests.support.fakesites import PasteSite
 
 
 def config_for(tmp_path: Path, site: PasteSite, extra: str) -> Path:
@@ -78,10 +74,7 @@ async def test_backfill_skips_what_was_posted_before_it_oldest_first(tmp_path: P
 
     from aiohttp import web
 
-    try:
-        from fakesites import FakeSite, serve
-    except ImportError:
-        from tests.fakesites import FakeSite, serve
+    from tests.support.fakesites import FakeSite, serve
 
     now = datetime.now(UTC)
     records = [{"id": f"v{days}", "victim": f"Mutuelle numero {days}", "description": "MGEN adherents",

@@ -7,7 +7,7 @@ import random
 import pytest
 from stdnum.fr import nir as stdnum_nir
 
-from conftest import nir_forms, random_body, random_nir, with_key
+from tests.support.nirs import nir_forms, random_body, random_nir, with_key
 from watcher.detect import nir as nir_rules
 
 BODY = "1841275123456"

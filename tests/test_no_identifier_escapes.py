@@ -32,15 +32,11 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import nir_forms, random_nir
+from tests.support.nirs import nir_forms, random_nir
 from watcher.redact import Redactor, redact
 
-try:
-    from fakesites import FakeSite, serve
-    from receivers import JsonReceiver, json_receiver  # noqa: F401 (fixture)
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import FakeSite, serve
-    from tests.receivers import JsonReceiver, json_receiver  # noqa: F401
+from tests.support.fakesites import FakeSite, serve
+from tests.support.receivers import JsonReceiver
 
 
 # --------------------------------------------------------------------------- identifiers

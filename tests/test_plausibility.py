@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from conftest import random_nir
+from tests.support.nirs import random_nir
 from watcher.analyze import Analyzer
 from watcher.detect import Scanner
 from watcher.report import Report
@@ -162,7 +162,7 @@ def test_french_typography_is_read(analyzers: dict[str, Analyzer], path: str, fo
 @pytest.mark.parametrize("month", ["21", "25", "29", "43", "49"])
 def test_the_months_the_assurance_maladie_accepts_count_in_health_context(analyzers: dict[str, Analyzer],
                                                                         month: str) -> None:
-    from conftest import with_key
+    from tests.support.nirs import with_key
 
     nir = with_key(f"184{month}75123456")
     assert analyze(analyzers["compiled"], f"Mutuelle : {nir}").counts["nir"] == 1

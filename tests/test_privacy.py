@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from conftest import nir_forms, random_nir
+from tests.support.nirs import nir_forms, random_nir
 from watcher.analyze import Analyzer
 from watcher.privacy import (
     BULLET, Fingerprinter, load_or_create_secret, mask_digits, mask_email, mask_iban, mask_nir,

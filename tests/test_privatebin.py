@@ -19,14 +19,9 @@ from watcher.privacy import Fingerprinter
 from watcher.privatebin import (MAX_ITERATIONS, Paste, PasteError, PasteLink, b58decode, b58encode, decode_key,
                                 decrypt, fetch_paste, find_links)
 
-try:
-    from conftest_sources import fetcher
-    from fakesites import PasteSite, serve
-    from privatebin_site import PrivateBinSite, base58, data_uri, encrypt, seal
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_sources import fetcher
-    from tests.fakesites import PasteSite, serve
-    from tests.privatebin_site import PrivateBinSite, base58, data_uri, encrypt, seal
+from tests.support.sources import fetcher
+from tests.support.fakesites import PasteSite, serve
+from tests.support.privatebin_site import PrivateBinSite, base58, data_uri, encrypt, seal
 
 MAX = 1 << 20
 

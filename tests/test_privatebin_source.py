@@ -1,5 +1,5 @@
 """The `privatebin` source kind (issue 12, part 5) and a Fetcher request's own headers, against
-the loopback PrivateBin replica (tests/privatebin_site.py) over real HTTP: an index page of
+the loopback PrivateBin replica (tests/support/privatebin_site.py) over real HTTP: an index page of
 paste links becomes one decrypted document per new paste (attachments apart), burn links and
 password-protected pastes are skipped, the key is nowhere, the JSON API's headers reach the
 paste server and the source's configured headers still stay on their own hosts; through the
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import random_nir
+from tests.support.nirs import random_nir
 from watcher.config import ConfigError, load_config
 from watcher.daemon import Daemon
 from watcher.fetch import Fetcher
@@ -22,16 +22,10 @@ from watcher.sources import PollContext, build_source
 from watcher.sources.privatebin_index import PrivateBinOptions, PrivateBinSource
 from watcher.store import StateDB
 
-try:
-    from conftest_sources import SeenStore, fetcher, poll_all, source_config, sources_toml, tor_settings
-    from fakesites import PasteSite, serve
-    from privatebin_site import PrivateBinSite
-    from socksproxy import ATYP_DOMAIN, SocksProxy
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_sources import SeenStore, fetcher, poll_all, source_config, sources_toml, tor_settings
-    from tests.fakesites import PasteSite, serve
-    from tests.privatebin_site import PrivateBinSite
-    from tests.socksproxy import ATYP_DOMAIN, SocksProxy
+from tests.support.sources import SeenStore, fetcher, poll_all, source_config, sources_toml, tor_settings
+from tests.support.fakesites import PasteSite, serve
+from tests.support.privatebin_site import PrivateBinSite
+from tests.support.socksproxy import ATYP_DOMAIN, SocksProxy
 
 
 def parts(link: str) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stdnum.fr import nir as stdnum_nir
 
-from conftest import MONTHS, nir_forms, values_of, with_key
+from tests.support.nirs import MONTHS, nir_forms, values_of, with_key
 from watcher.detect import nir as nir_rules
 from watcher.detect.shape import ShapeReader
 from watcher.extract.html import html_to_text

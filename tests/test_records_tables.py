@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from conftest import random_nir
+from tests.support.nirs import random_nir
 
 HEADER = "nom;prenom;nir;mutuelle"
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import random_nir
+from tests.support.nirs import random_nir
 from watcher.analyze import Analyzer
 from watcher.detect import Rule, Scanner
 from watcher.detect.rules import rule_error

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conftest import random_nir
+from tests.support.nirs import random_nir
 from watcher.analyze import Analyzer
 from watcher.score import SEVERITIES, Evidence, Policy, score, severity_rank
 

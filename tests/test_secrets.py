@@ -18,16 +18,9 @@ from watcher.alerts.settings import TargetURL
 from watcher.config import ConfigError, load_config
 from watcher.credentials import MAX_SECRET_BYTES
 
-try:
-    from conftest_sources import forum_site  # noqa: F401 (fixture)
-    from fakesites import ForumSite
-    from test_check_config import BASE, refused, watcher
-    from test_config import HEAD, LISTING, assert_error, line_of, write
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_sources import forum_site  # noqa: F401
-    from tests.fakesites import ForumSite
-    from tests.test_check_config import BASE, refused, watcher
-    from tests.test_config import HEAD, LISTING, assert_error, line_of, write
+from tests.support.fakesites import ForumSite
+from test_check_config import BASE, refused, watcher
+from test_config import HEAD, LISTING, assert_error, line_of, write
 
 SECRET = "sid=s3cr3t-9f2a"
 HOOK = "json://user:hunter2@127.0.0.1:9/hook"

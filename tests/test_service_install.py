@@ -40,7 +40,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from receivers import JsonReceiver, json_receiver  # noqa: F401 (fixture)
+from tests.support.receivers import JsonReceiver
 from test_systemd_unit import ANALYZE, _analyze, _directives
 
 import watcher

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import random_nir
+from tests.support.nirs import random_nir
 from watcher.detect.shape import header_role
 
 ROWS = [
@@ -141,7 +141,7 @@ def test_sql_insert_with_create_table(scanner):
 
 def test_sql_nir_and_key_in_separate_columns_are_recombined(scanner):
     """`nir` and `cle` apart in an SQL dump (a value between them): the rows are parsed."""
-    from conftest import random_body, with_key
+    from tests.support.nirs import random_body, with_key
     import random
     rng = random.Random(8)
     bodies = [random_body(rng, strict=True) for _ in range(30)]

@@ -24,12 +24,8 @@ from watcher.daemon import Daemon
 from watcher.sources.jsonapi import dig_every
 from watcher.store import StateDB
 
-try:
-    from conftest import nir_forms, random_nir
-    from fakesites import FakeSite, serve
-except ImportError:  # tests/ imported as a package
-    from tests.conftest import nir_forms, random_nir
-    from tests.fakesites import FakeSite, serve
+from tests.support.nirs import nir_forms, random_nir
+from tests.support.fakesites import FakeSite, serve
 
 REPO = Path(__file__).resolve().parent.parent
 INCLUDE_LINE = '# include = ["sources.d/*.toml"]'

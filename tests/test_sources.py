@@ -18,16 +18,9 @@ from watcher.sources.jsonapi import dig
 from watcher.sources.links import compile_selector, page_links
 from watcher.sources.markup import select_links, soup
 
-try:
-    from conftest_sources import (SeenStore, api_site, feed_site, forum_site,
-                                  paste_site, poll_all, socks_proxy, source_config, tor_settings)
-    from fakesites import ApiSite, FeedSite, ForumSite, PasteSite
-    from socksproxy import SocksProxy
-except ImportError:
-    from tests.conftest_sources import (SeenStore, api_site, feed_site, forum_site,  # noqa: F401
-                                        paste_site, poll_all, socks_proxy, source_config, tor_settings)
-    from tests.fakesites import ApiSite, FeedSite, ForumSite, PasteSite
-    from tests.socksproxy import SocksProxy
+from tests.support.sources import SeenStore, poll_all, source_config, tor_settings
+from tests.support.fakesites import ApiSite, FeedSite, ForumSite, PasteSite
+from tests.support.socksproxy import SocksProxy
 
 
 def test_every_kind_declares_its_options() -> None:

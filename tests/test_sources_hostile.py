@@ -31,14 +31,9 @@ from watcher.sources.pages import PageParser
 from watcher.sources.threads import parse_thread_page
 from watcher.sources.walls import wall_reason
 
-try:
-    from conftest import random_nir
-    from conftest_sources import SeenStore, paste_site, poll_all, source_config  # noqa: F401 (fixture)
-    from fakesites import FakeSite, PasteSite, serve
-except ImportError:  # tests/ imported as a package
-    from tests.conftest import random_nir
-    from tests.conftest_sources import SeenStore, paste_site, poll_all, source_config  # noqa: F401
-    from tests.fakesites import FakeSite, PasteSite, serve
+from tests.support.nirs import random_nir
+from tests.support.sources import SeenStore, poll_all, source_config
+from tests.support.fakesites import FakeSite, PasteSite, serve
 
 BUDGET = 2.0        # the page parser's budget in these tests (the daemon's: 20 s)
 SPARE = 0.3         # seconds on a busy child before a second one starts (the daemon's: 1 s)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import nir_forms, random_nir
+from tests.support.nirs import nir_forms, random_nir
 from watcher.analyze import Analyzer
 from watcher.extract.spool import SealedFile, spool
 

@@ -1,4 +1,4 @@
-"""The telegram source kind against a loopback replica of t.me/s (tests/telegram_site.py):
+"""The telegram source kind against a loopback replica of t.me/s (tests/support/telegram_site.py):
 the page parser on the replica's markup, polls over HTTP (first poll `depth` pages deep, then
 only new messages, edits as new versions), a channel without preview, Tor, hostile pages."""
 
@@ -19,16 +19,10 @@ from watcher.sources.pages import PageParser
 from watcher.sources.telegram import TelegramOptions, TelegramSource, message_title, with_before
 from watcher.sources.telegram_page import MAX_MESSAGES, LinkedFile, parse_channel_page
 
-try:
-    from conftest_sources import SeenStore, fetcher, poll_all, tor_settings
-    from fakesites import serve
-    from socksproxy import SocksProxy
-    from telegram_site import START, TelegramSite
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_sources import SeenStore, fetcher, poll_all, tor_settings
-    from tests.fakesites import serve
-    from tests.socksproxy import SocksProxy
-    from tests.telegram_site import START, TelegramSite
+from tests.support.sources import SeenStore, fetcher, poll_all, tor_settings
+from tests.support.fakesites import serve
+from tests.support.socksproxy import SocksProxy
+from tests.support.telegram_site import START, TelegramSite
 
 
 @pytest.fixture
@@ -303,7 +297,7 @@ async def test_a_telegram_source_in_sources_toml_raises_a_finding(site: Telegram
     NIRs is a critical finding whose title is the message's first line, its URL the post."""
     import random
 
-    from conftest import random_nir
+    from tests.support.nirs import random_nir
     from watcher.config import load_config
     from watcher.daemon import Daemon
     from watcher.store import StateDB

@@ -1,9 +1,9 @@
 """End to end through a REAL Tor network: an onion forum sells a sample of NIRs, `watcher run
 --once` finds it.
 
-Everything is real and on 127.0.0.1 (see tests/tornet.py): five tor directory authorities
+Everything is real and on 127.0.0.1 (see tests/support/tornet.py): five tor directory authorities
 (also the relays and HSDirs), a tor v3 onion service in front of the fake forum of
-tests/fakesites.py (an aiohttp server in this process), a tor client whose SocksPort is the
+tests/support/fakesites.py (an aiohttp server in this process), a tor client whose SocksPort is the
 daemon's `[tor] socks`, and the daemon as a subprocess with its worker pool and SQLite state.
 
 What is checked: the forum (board, then thread) was fetched through the onion service, with the
@@ -24,17 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import nir_forms, random_nir
+from tests.support.nirs import nir_forms, random_nir
 
-try:
-    from fakesites import ForumSite
-    from test_daemon_e2e import SERVICE_VARIABLES, assert_no_clear_nir, findings_of, sources_of, state_files, watcher
-    from tornet import TorNetwork, serve_onion, tor_authorities, tor_network  # noqa: F401 (fixtures)
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import ForumSite
-    from tests.test_daemon_e2e import (SERVICE_VARIABLES, assert_no_clear_nir, findings_of, sources_of,
-                                       state_files, watcher)
-    from tests.tornet import TorNetwork, serve_onion, tor_authorities, tor_network  # noqa: F401
+from tests.support.fakesites import ForumSite
+from test_daemon_e2e import SERVICE_VARIABLES, assert_no_clear_nir, findings_of, sources_of, state_files, watcher
+from tests.support.tornet import TorNetwork, serve_onion
 
 pytestmark = pytest.mark.slow
 

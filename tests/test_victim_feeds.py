@@ -14,12 +14,8 @@ from watcher.config import ConfigError, load_config
 from watcher.daemon import Daemon
 from watcher.store import StateDB
 
-try:
-    from conftest_sources import sources_toml
-    from fakesites import FakeSite, serve
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_sources import sources_toml
-    from tests.fakesites import FakeSite, serve
+from tests.support.sources import sources_toml
+from tests.support.fakesites import FakeSite, serve
 
 
 class VictimApi(FakeSite):

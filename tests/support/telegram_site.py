@@ -33,10 +33,7 @@ from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
-try:
-    from fakesites import FakeSite, conditional
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import FakeSite, conditional
+from tests.support.fakesites import FakeSite, conditional
 
 START = datetime(2026, 3, 2, 8, 0, 0, tzinfo=timezone.utc)
 

@@ -34,10 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-try:
-    from fakesites import FakeSite, conditional
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import FakeSite, conditional
+from tests.support.fakesites import FakeSite, conditional
 
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 GENERIC_ERROR = "Document does not exist, has expired or has been deleted."

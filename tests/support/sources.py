@@ -1,6 +1,8 @@
-"""Fixtures and helpers for the config/fetch/sources tests (import them in the test module).
+"""Fixtures and helpers for the config/fetch/sources tests.
 
-Kept out of tests/conftest.py, which other test suites share.
+The helpers are imported (`from tests.support.sources import fetcher`); the fixtures (`paste_site`,
+`forum_site`, `feed_site`, `api_site`, `socks_proxy`) reach every test: tests/conftest.py
+registers this module as a plugin.
 """
 
 from __future__ import annotations
@@ -16,12 +18,8 @@ from watcher.config import Address, SourceConfig, TorSettings
 from watcher.fetch import Fetcher, FetchSettings
 from watcher.sources import Item, PollContext, Source
 
-try:
-    from fakesites import ApiSite, FeedSite, ForumSite, PasteSite, serve
-    from socksproxy import SocksProxy
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import ApiSite, FeedSite, ForumSite, PasteSite, serve
-    from tests.socksproxy import SocksProxy
+from tests.support.fakesites import ApiSite, FeedSite, ForumSite, PasteSite, serve
+from tests.support.socksproxy import SocksProxy
 
 
 class SeenStore:

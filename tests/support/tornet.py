@@ -21,8 +21,8 @@ test run dies, even killed) and is stopped by its PID; `MALLOC_ARENA_MAX=1` and 
 keep each one small. Every node has its own DataDirectory and ports below the ephemeral range,
 so a system tor (Debian's tor.service on 9050) does not interfere.
 
-The pytest fixtures at the bottom start one network per test run; import them into the test
-module (`from tornet import tor_authorities, tor_network`).
+The pytest fixtures at the bottom start one network per test run; tests/conftest.py registers
+this module as a plugin, so a test asks for `tor_network` by name.
 """
 
 from __future__ import annotations
@@ -46,10 +46,7 @@ from typing import TypeVar
 import pytest
 from aiohttp.test_utils import TestServer
 
-try:
-    from fakesites import FakeSite
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import FakeSite
+from tests.support.fakesites import FakeSite
 
 Site = TypeVar("Site", bound=FakeSite)
 
@@ -407,7 +404,7 @@ def hsdirs_in_consensus(dir_port: int) -> set[str]:
 
 @asynccontextmanager
 async def serve_onion(site: Site, network: TorNetwork) -> AsyncIterator[Site]:
-    """Serve a fake site (tests/fakesites.py) as the onion service's backend, on
+    """Serve a fake site (tests/support/fakesites.py) as the onion service's backend, on
     127.0.0.1:`network.http_port`, for the block; its `url()` is then the onion's."""
     server = TestServer(site.app, host="127.0.0.1", port=network.http_port)
     await server.start_server()

@@ -11,7 +11,8 @@
   thread, so a server in the loop does not deadlock. (aiosmtpd's `Controller(port=0)` does
   not work: it probes the port it was given.)
 
-Import the fixtures into a test module: `from receivers import json_receiver, smtp_receiver`.
+The fixtures `json_receiver` and `smtp_receiver` reach every test: tests/conftest.py registers
+this module as a plugin.
 The end of the file holds the synthetic leaks the alert tests record (`nir`, `leak`, `Clock`).
 """
 

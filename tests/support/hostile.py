@@ -36,10 +36,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-try:
-    from fakesites import FakeSite, gzip_bomb_blocks
-except ImportError:  # tests/ imported as a package
-    from tests.fakesites import FakeSite, gzip_bomb_blocks
+from tests.support.fakesites import FakeSite, gzip_bomb_blocks
 
 MiB = 1 << 20
 GZIP_HEADER = 10                 # zlib's gzip header: magic, method, flags, mtime, xfl, os
