@@ -19,36 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stdnum.fr import nir as stdnum_nir
 
-from tests.support.nirs import MONTHS, nir_forms, values_of, with_key
+from tests.support.nirs import nir_forms, values_of, with_key
+from tests.support.strategies import bodies
 from watcher.detect import nir as nir_rules
 from watcher.detect.shape import ShapeReader
 from watcher.extract.html import html_to_text
 from watcher.extract.office import _text_pieces
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@st.composite
-def bodies(draw) -> str:
-    """A structure-valid 13-character body, every kind of place."""
-    sex = draw(st.sampled_from("1234"))
-    year = draw(st.integers(0, 99))
-    month = draw(st.sampled_from(MONTHS))
-    order = draw(st.integers(1, 999))
-    commune = draw(st.integers(1, 990))
-    kind = draw(st.sampled_from(["mainland", "corsica", "corsica20", "overseas", "abroad"]))
-    if kind == "mainland":
-        place = f"{draw(st.integers(1, 95).filter(lambda d: d != 20)):02d}{commune:03d}"
-    elif kind == "corsica":
-        place = f"{draw(st.sampled_from(['2A', '2B']))}{commune:03d}"
-    elif kind == "corsica20":
-        year = draw(st.integers(0, 75))
-        place = f"20{commune:03d}"
-    elif kind == "overseas":
-        place = f"{draw(st.integers(971, 989))}{draw(st.integers(1, 99)):02d}"
-    else:
-        place = f"99{draw(st.integers(1, 999)):03d}"
-    return f"{sex}{year:02d}{month}{place}{order:03d}"
 
 
 # Surrounding text: anything printable but digits (a digit next to a NIR makes it part of a
