@@ -16,6 +16,7 @@ import zlib
 
 import pytest
 
+from tests.support.archives import gzip_bomb_chunks, xlsx_bytes, zip_bytes, zip_members
 from tests.support.nirs import nir_forms, random_nir
 from watcher.extract import bytes_chunks
 
@@ -217,17 +218,10 @@ def test_random_base64_is_harmless(analyzer):
 
 # -- compressed files ------------------------------------------------------------------------------
 
-def _zip(members: dict[str, bytes | str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
 
 @pytest.mark.parametrize("kind, pack", [
     ("gzip", gzip.compress), ("bzip2", bz2.compress), ("xz", lzma.compress), ("zlib", zlib.compress),
-    ("zip", lambda data: _zip({"export/assures.csv": data})),
+    ("zip", lambda data: zip_bytes({"export/assures.csv": data})),
 ])
 def test_compressed(analyzer, kind, pack):
     report = analyzer.analyze_bytes(pack(CSV_BYTES), f"dump.{kind}")
@@ -266,13 +260,13 @@ def test_thousands_of_tiny_gzip_members_cost_linear_time(analyzer):
 
 
 def test_nested_gzip_in_zip(analyzer):
-    data = _zip({"a.csv.gz": gzip.compress(CSV_BYTES), "readme.txt": b"hello"})
+    data = zip_bytes({"a.csv.gz": gzip.compress(CSV_BYTES), "readme.txt": b"hello"})
     assert analyzer.analyze_bytes(data, "nested.zip").counts["nir"] == len(PEOPLE)
 
 
 def test_zip_file_on_disk(analyzer, tmp_path):
     path = tmp_path / "dump.zip"
-    path.write_bytes(_zip({"assures.csv": CSV_BYTES}))
+    path.write_bytes(zip_bytes({"assures.csv": CSV_BYTES}))
     _assert_extract(analyzer.analyze_path(path))
 
 
@@ -330,34 +324,16 @@ def test_text_starting_like_a_zlib_header(analyzer, start):
 
 # -- bombs -----------------------------------------------------------------------------------------
 
-GIB_ZEROS_CRC32 = 0x5B64C2B0          # crc32 of 2**30 zero bytes
-
-
-def _gzip_bomb_chunks(total_mib: int = 1024):
-    """A valid gzip of `total_mib` MiB of zeros (~1 MB), built and yielded without ever holding it.
-
-    Each MiB is deflated after a full flush, so its compressed form is the same block every time.
-    """
-    zeros = bytes(MiB)
-    engine = zlib.compressobj(9, zlib.DEFLATED, -15)
-    first = engine.compress(zeros) + engine.flush(zlib.Z_FULL_FLUSH)
-    block = engine.compress(zeros) + engine.flush(zlib.Z_FULL_FLUSH)
-    last = engine.compress(zeros) + engine.flush()
-    yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + first
-    for _ in range(total_mib - 2):
-        yield block
-    yield last + struct.pack("<II", GIB_ZEROS_CRC32, (total_mib * MiB) & 0xFFFFFFFF)
-
 
 def test_bomb_helper_is_a_real_gzip_stream():
-    data = b"".join(_gzip_bomb_chunks(4))
+    data = b"".join(gzip_bomb_chunks(4))
     assert gzip.decompress(data[:-8] + struct.pack("<II", zlib.crc32(bytes(4 * MiB)), 4 * MiB)) == bytes(4 * MiB)
 
 
 def test_gzip_bomb_refused_quickly_with_bounded_memory(analyzer):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
-    report = analyzer.analyze_chunks(_gzip_bomb_chunks(), "bomb.csv.gz")
+    report = analyzer.analyze_chunks(gzip_bomb_chunks(), "bomb.csv.gz")
     elapsed = time.monotonic() - started
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert report.size < 2 * MiB
@@ -368,7 +344,7 @@ def test_gzip_bomb_refused_quickly_with_bounded_memory(analyzer):
 
 
 def test_high_ratio_stream_refused_before_the_total_cap(analyzer):
-    data = b"".join(_gzip_bomb_chunks(64))                # 64 MiB of zeros, ratio ~1000x
+    data = b"".join(gzip_bomb_chunks(64))                # 64 MiB of zeros, ratio ~1000x
     report = analyzer.analyze_bytes(data, "ratio.gz")
     assert any("200x" in e for e in report.errors), report.errors
 
@@ -401,8 +377,8 @@ def test_archive_members_are_bounded_per_document():
     archive over what the document may still hold is refused whole, the rest is read."""
     from watcher.extract import Budget
 
-    inner = _zip({f"m{index}.txt": b"" for index in range(150)})
-    outer = _zip({"a.csv": CSV_BYTES, "inner.zip": inner, "z.csv": CSV_BYTES.replace(b"NOM", b"AUTRE")})
+    inner = zip_bytes({f"m{index}.txt": b"" for index in range(150)})
+    outer = zip_bytes({"a.csv": CSV_BYTES, "inner.zip": inner, "z.csv": CSV_BYTES.replace(b"NOM", b"AUTRE")})
     text, notes = _texts(outer, Budget(max_members=100))
     assert text.count(PEOPLE[0].encode()) == 2 and b"AUTRE0" in text
     assert notes == ["doc:inner.zip refused: declares 150 members, over the 100 a document may hold (3 already read)"]
@@ -412,7 +388,7 @@ def test_declared_members_of_bytes_a_path_or_a_file(tmp_path):
     """(A zip64 end record: test_hostile_files, with 70,000 entries.)"""
     from watcher.extract.blobs import declared_members
 
-    data = _zip({"a.csv": CSV_BYTES, "b.csv": CSV_BYTES})
+    data = zip_bytes({"a.csv": CSV_BYTES, "b.csv": CSV_BYTES})
     (tmp_path / "a.zip").write_bytes(data)
     with open(tmp_path / "a.zip", "rb") as handle:
         assert declared_members(data) == declared_members(str(tmp_path / "a.zip")) == declared_members(handle) == 2
@@ -424,8 +400,8 @@ def test_an_archive_in_an_archive_is_spooled_to_disk_past_a_size(analyzer, monke
     import watcher.extract as extract_module
 
     monkeypatch.setattr(extract_module, "SPOOL_IN_MEMORY", 64)
-    inner = _zip({"assures.csv": CSV_BYTES})
-    _assert_extract(analyzer.analyze_bytes(_zip({"inner.zip": inner, "readme.txt": b"hello"}), "leak.zip"))
+    inner = zip_bytes({"assures.csv": CSV_BYTES})
+    _assert_extract(analyzer.analyze_bytes(zip_bytes({"inner.zip": inner, "readme.txt": b"hello"}), "leak.zip"))
 
 
 def test_base64_blocks_count_against_the_budget_as_they_are_found():
@@ -446,7 +422,7 @@ def test_an_unexpected_error_costs_one_part(analyzer, monkeypatch):
         raise RecursionError("maximum recursion depth exceeded: " + PEOPLE[0])
 
     monkeypatch.setattr(extract_module, "html_to_text", broken)
-    data = _zip({"page.html": b"<html><body><p>x</p></body></html>", "assures.csv": CSV_BYTES})
+    data = zip_bytes({"page.html": b"<html><body><p>x</p></body></html>", "assures.csv": CSV_BYTES})
     report = analyzer.analyze_bytes(data, "leak.zip")
     _assert_extract(report)
     assert report.errors == ["leak.zip:page.html: not fully read (RecursionError)"]
@@ -500,44 +476,6 @@ def test_json_unicode_escapes_are_decoded(analyzer):
 
 # -- spreadsheets -----------------------------------------------------------------------------
 
-_NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
-
-
-def _xlsx(rows: list[list[object]], extra_sheet: list[list[object]] | None = None) -> bytes:
-    """A minimal workbook as Excel writes it: strings shared, numbers inline, empty cells absent
-    (None), and one inline string."""
-    strings: list[str] = []
-
-    def sheet(table: list[list[object]]) -> str:
-        xml_rows = []
-        for r, row in enumerate(table, 1):
-            cells = []
-            for c, value in enumerate(row):
-                ref = f"{chr(65 + c)}{r}"
-                if value is None:
-                    continue
-                if isinstance(value, str) and value.startswith("inline:"):
-                    cells.append(f'<c r="{ref}" t="inlineStr"><is><t>{value[7:]}</t></is></c>')
-                elif isinstance(value, str):
-                    strings.append(value)
-                    cells.append(f'<c r="{ref}" t="s"><v>{len(strings) - 1}</v></c>')
-                else:
-                    cells.append(f'<c r="{ref}"><v>{value}</v></c>')
-            xml_rows.append(f'<row r="{r}">{"".join(cells)}</row>')
-        return f'<?xml version="1.0" encoding="UTF-8"?><worksheet {_NS}><sheetData>{"".join(xml_rows)}</sheetData></worksheet>'
-
-    sheets = [sheet(rows)] + ([sheet(extra_sheet)] if extra_sheet else [])
-    shared = "".join(f"<si><t>{s}</t></si>" if i % 2 else f"<si><r><t>{s[:3]}</t></r><r><t>{s[3:]}</t></r></si>"
-                     for i, s in enumerate(strings))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("xl/workbook.xml", f"<workbook {_NS}><sheets/></workbook>")
-        for number, xml in enumerate(sheets, 1):
-            archive.writestr(f"xl/worksheets/sheet{number}.xml", xml)
-        archive.writestr("xl/sharedStrings.xml", f'<sst {_NS} count="{len(strings)}">{shared}</sst>')
-    return buffer.getvalue()
-
 
 def test_xlsx_rows_pair_a_nir_column_with_a_key_column_apart(analyzer, rng):
     """A workbook dropped in the inbox: `nir` (13 characters) and `cle` three columns apart,
@@ -548,7 +486,7 @@ def test_xlsx_rows_pair_a_nir_column_with_a_key_column_apart(analyzer, rng):
         rows.append([f"NOM{index}", nir[:13], None if index == 3 else 30000 + index,
                      "inline:Viamedis" if index % 2 else "Almerys", int(nir[13:])])
     numeric = random_nir(rng)
-    report = analyzer.analyze_bytes(_xlsx(rows, [["numéro"], [int(numeric)]]), "extract.xlsx", reveal=True)
+    report = analyzer.analyze_bytes(xlsx_bytes(rows, [["numéro"], [int(numeric)]]), "extract.xlsx", reveal=True)
     assert set(report.revealed["nir"]) == set(people) | {numeric}
     assert report.records == 12 and report.severity == "critical"
     assert set(report.insurers) >= {"Viamedis", "Almerys"}
@@ -591,20 +529,15 @@ def test_xlsx_written_by_openpyxl(analyzer, rng, tmp_path):
     assert report.insurers == ["La Mutuelle Générale"]
 
 
-def _members(archive_bytes: bytes) -> dict[str, bytes]:
-    with zipfile.ZipFile(io.BytesIO(archive_bytes)) as archive:
-        return {name: archive.read(name) for name in archive.namelist()}
-
-
 def test_a_damaged_or_inflated_workbook_costs_only_itself(analyzer, rng):
     nir = random_nir(rng)
-    members = _members(_xlsx([["nir"], [nir]]))
+    members = zip_members(xlsx_bytes([["nir"], [nir]]))
     broken = dict(members)
     broken["xl/worksheets/sheet1.xml"] = members["xl/worksheets/sheet1.xml"][:-40] + b"<row><c"
     bomb = dict(members)
     bomb["xl/sharedStrings.xml"] = b"<sst>" + b" " * (40 * 1024 * 1024) + b"</sst>"   # 1000x: refused past 8 MiB
     for variant, expected in ((broken, "unreadable"), (bomb, "refused")):
-        report = analyzer.analyze_bytes(_zip(variant), "x.xlsx", reveal=True)
+        report = analyzer.analyze_bytes(zip_bytes(variant), "x.xlsx", reveal=True)
         assert any(expected in note for note in report.errors), report.errors
 
 
@@ -615,11 +548,11 @@ def test_a_shared_string_cell_that_is_not_an_index_is_its_text(analyzer, rng):
     """`<v>123²</v>` in a `t="s"` cell: str.isdigit() said yes, int() raised and the whole
     sheet was lost. Such a value is the cell's text; every other row is read."""
     people = [random_nir(rng, strict=True) for _ in range(10)]
-    members = _members(_xlsx([["nom", "nir", "note"]] + [[f"N{i}", nir, "ok"] for i, nir in enumerate(people)]))
+    members = zip_members(xlsx_bytes([["nom", "nir", "note"]] + [[f"N{i}", nir, "ok"] for i, nir in enumerate(people)]))
     sheet = members["xl/worksheets/sheet1.xml"].decode()
     odd = "".join(f'<c r="C{row}" t="s"><v>{value}</v></c>' for row, value in enumerate(ODD_INDEXES, 2))
     members["xl/worksheets/sheet1.xml"] = sheet.replace('<c r="C2" t="s"><v>', odd + '<c r="C99" t="s"><v>', 1).encode()
-    report = analyzer.analyze_bytes(_zip(members), "export.xlsx", reveal=True)
+    report = analyzer.analyze_bytes(zip_bytes(members), "export.xlsx", reveal=True)
     assert set(report.revealed["nir"]) == set(people) and report.severity == "critical"
     assert report.errors == [] and report.records == 10
 
@@ -643,14 +576,14 @@ def test_a_sheet_of_elements_that_are_not_rows_is_read_in_flat_memory(analyzer, 
     workbook took 769 MB); the parser target keeps only the row being read (the memory is
     measured in test_hostile_files)."""
     nir = random_nir(rng, strict=True)
-    members = _members(_xlsx([["nir"], [nir]]))
+    members = zip_members(xlsx_bytes([["nir"], [nir]]))
     names = [f"<x{rng.randrange(1 << 16):04x}/>".encode() for _ in range(4096)]
     junk = b"".join(rng.choices(names, k=1_000_000))          # varied: under the 200x ratio
     sheet = members["xl/worksheets/sheet1.xml"]
     members["xl/worksheets/sheet1.xml"] = sheet.replace(b"<sheetData>", b"<sheetData>" + junk)
     members["xl/sharedStrings.xml"] = members["xl/sharedStrings.xml"].replace(b"<si>", junk + b"<si>", 1)
     started = time.perf_counter()
-    report = analyzer.analyze_bytes(_zip(members), "x.xlsx", reveal=True)
+    report = analyzer.analyze_bytes(zip_bytes(members), "x.xlsx", reveal=True)
     assert report.revealed["nir"] == [nir] and report.errors == []
     assert time.perf_counter() - started < 10
 
@@ -670,9 +603,9 @@ def test_shared_strings_are_packed_and_read_back_across_blocks(rng):
 def test_a_sheet_name_of_thousands_of_digits_is_not_a_sheet(analyzer, rng):
     """`sheet<5,000 digits>.xml` made int() raise out of the workbook reader: the document failed."""
     nir = random_nir(rng, strict=True)
-    members = _members(_xlsx([["nir"], [nir]]))
+    members = zip_members(xlsx_bytes([["nir"], [nir]]))
     members["xl/worksheets/sheet" + "1" * 5000 + ".xml"] = members["xl/worksheets/sheet1.xml"]
-    report = analyzer.analyze_bytes(_zip(members), "x.xlsx", reveal=True)
+    report = analyzer.analyze_bytes(zip_bytes(members), "x.xlsx", reveal=True)
     assert report.revealed["nir"] == [nir]
 
 
@@ -794,7 +727,7 @@ def test_docx_runs_are_joined_and_tables_become_rows(analyzer, rng):
              f"<w:tr><w:tc><w:p><w:r><w:t>{other[:13]}</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>{other[13:]}</w:t></w:r></w:p></w:tc></w:tr></w:tbl>")
     document = (f'<?xml version="1.0"?><w:document {w}><w:body><w:p><w:r><w:t>Assur&#233; : Viam&#233;dis, NIR </w:t></w:r>{runs}</w:p>'
                 f"{table}</w:body></w:document>")
-    report = analyzer.analyze_bytes(_zip({"[Content_Types].xml": "<Types/>", "word/document.xml": document}), "lettre.docx", reveal=True)
+    report = analyzer.analyze_bytes(zip_bytes({"[Content_Types].xml": "<Types/>", "word/document.xml": document}), "lettre.docx", reveal=True)
     assert set(report.revealed["nir"]) == {nir, other}
     assert "Viamedis" in report.insurers
 
@@ -805,6 +738,6 @@ def test_opendocument_spreadsheet_cells_are_separated(analyzer, rng):
                    f"<table:table-cell><text:p>{p[13:]}</text:p></table:table-cell></table:table-row>" for p in people)
     content = ('<?xml version="1.0"?><office:document-content><office:body><office:spreadsheet><table:table>'
                f"{rows}</table:table></office:spreadsheet></office:body></office:document-content>")
-    data = _zip({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": content})
+    data = zip_bytes({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": content})
     report = analyzer.analyze_bytes(data, "export.ods", reveal=True)
     assert set(report.revealed["nir"]) == set(people)

@@ -28,8 +28,8 @@ from typing import Callable
 
 import pytest
 
+from tests.support.archives import gzip_bomb_chunks, xlsx_bytes, zip_bytes, zip_members
 from tests.support.nirs import nir_forms, random_nir
-from test_extract import _gzip_bomb_chunks, _members, _xlsx, _zip
 from watcher.extract.blobs import declared_members
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def _zeros(mib: int) -> Member:
     crc, zeros = 0, bytes(MiB)
     for _ in range(mib):
         crc = zlib.crc32(zeros, crc)
-    return b"".join(_gzip_bomb_chunks(mib))[10:-8], crc, mib * MiB
+    return b"".join(gzip_bomb_chunks(mib))[10:-8], crc, mib * MiB
 
 
 def _zip_of(members: dict[str, Member]) -> bytes:
@@ -114,10 +114,10 @@ def nested_divs() -> bytes:
 
 
 def superscript_cell() -> bytes:
-    members = _members(_xlsx([["nom", "nir", "note"]] + [[f"N{i}", nir, "ok"] for i, nir in enumerate(PEOPLE)]))
+    members = zip_members(xlsx_bytes([["nom", "nir", "note"]] + [[f"N{i}", nir, "ok"] for i, nir in enumerate(PEOPLE)]))
     sheet = members["xl/worksheets/sheet1.xml"].decode()
     members["xl/worksheets/sheet1.xml"] = sheet.replace('<c r="C2" t="s"><v>', '<c r="D2" t="s"><v>123\u00b2</v></c><c r="C2" t="s"><v>', 1).encode()
-    return _zip(members)
+    return zip_bytes(members)
 
 
 def zip_bomb() -> bytes:
@@ -155,7 +155,7 @@ def many_members() -> bytes:
 
 
 def gzip_bomb() -> bytes:
-    return b"".join(_gzip_bomb_chunks(1024))
+    return b"".join(gzip_bomb_chunks(1024))
 
 
 def _compressed_zeros(engine, mib: int) -> bytes:
@@ -183,10 +183,10 @@ def elements_not_rows() -> bytes:
     stay under the 200x ratio) before its rows: a tree of them took gigabytes."""
     rng = random.Random(RNG_SEED)
     names = [f"<x{rng.randrange(1 << 16):04x}/>".encode() for _ in range(4096)]
-    members = _members(_xlsx([["nom", "nir"]] + [[f"N{i}", nir] for i, nir in enumerate(PEOPLE)]))
+    members = zip_members(xlsx_bytes([["nom", "nir"]] + [[f"N{i}", nir] for i, nir in enumerate(PEOPLE)]))
     sheet = members["xl/worksheets/sheet1.xml"]
     members["xl/worksheets/sheet1.xml"] = sheet.replace(b"<sheetData>", b"<sheetData>" + b"".join(rng.choices(names, k=2_500_000)))
-    return _zip(members)
+    return zip_bytes(members)
 
 
 def deep_json() -> bytes:
