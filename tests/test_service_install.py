@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.receivers import JsonReceiver
-from test_systemd_unit import ANALYZE, _analyze, _directives
+from tests.support.systemd import ANALYZE, systemd_analyze, unit_directives
 
 import watcher
 import watcher.cli
@@ -205,7 +205,7 @@ def start_like_systemd(install: Install) -> Service:
     """Directories, credentials and environment as `systemctl start` would make them."""
     root = install.root
     assert install.unit is not None
-    service = _directives(root(install.unit.read_text(encoding="utf-8")))["Service"]
+    service = unit_directives(root(install.unit.read_text(encoding="utf-8")))["Service"]
     env = {key: value for key, value in shell_env().items() if key != "WATCHER_CACHE_DIR"}
     env.update(entry.split("=", 1) for entry in service.get("Environment", []))
     folders = {"StateDirectory": ("STATE_DIRECTORY", "/var/lib/"), "CacheDirectory": ("CACHE_DIRECTORY", "/var/cache/"),
@@ -277,7 +277,7 @@ async def test_a_by_the_docs_install_alerts(tmp_path: Path, json_receiver: JsonR
     checked = tmp_path / "verify" / SERVICE
     checked.parent.mkdir()
     checked.write_text(root(install.unit.read_text(encoding="utf-8")), encoding="utf-8")
-    result = _analyze("verify", str(checked))
+    result = systemd_analyze("verify", str(checked))
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
     # The service's view: state, cache and credentials from systemd, apprise.yml only as a credential.

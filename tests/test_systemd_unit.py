@@ -22,51 +22,24 @@ from __future__ import annotations
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.systemd import ANALYZE, systemd_analyze, unit_directives
+
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "watcher.service"
 DOCS = UNIT.parents[1] / "docs" / "service.md"
 PROGRAM = "/opt/leak-watcher/venv/bin/watcher"
 MAX_EXPOSURE = 1.5
-ANALYZE = shutil.which("systemd-analyze") or (
-    "/usr/bin/systemd-analyze" if os.access("/usr/bin/systemd-analyze", os.X_OK) else None
-)
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed")
-
-
-def _directives(text: str) -> dict[str, dict[str, list[str]]]:
-    """Parse a unit file: section -> key -> values in order (keys may repeat)."""
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1], {})
-            continue
-        key, _, value = line.partition("=")
-        current.setdefault(key.strip(), []).append(value.strip())
-    return sections
-
-
-def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run systemd-analyze without pager, colours or emoji-dependent locale surprises."""
-    assert ANALYZE is not None
-    env = {**os.environ, "SYSTEMD_PAGER": "cat", "SYSTEMD_COLORS": "0", "LC_ALL": "C.UTF-8"}
-    return subprocess.run(
-        [ANALYZE, *args], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
 
 
 @pytest.fixture(scope="module")
 def unit() -> dict[str, dict[str, list[str]]]:
-    return _directives(UNIT.read_text(encoding="utf-8"))
+    return unit_directives(UNIT.read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- directives
@@ -192,13 +165,13 @@ def test_verify_prints_nothing(tmp_path: Path) -> None:
     copy = tmp_path / UNIT.name  # verify derives the unit name from the file name
     copy.write_text(text.replace(f"ExecStart={PROGRAM} ", f"ExecStart={stub} "), encoding="utf-8")
 
-    result = _analyze("verify", str(copy))
+    result = systemd_analyze("verify", str(copy))
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 @needs_analyze
 def test_verify_pristine_unit_only_misses_the_installed_program() -> None:
-    result = _analyze("verify", str(UNIT))
+    result = systemd_analyze("verify", str(UNIT))
     if os.access(PROGRAM, os.X_OK):  # an installed server: nothing may be printed
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
         return
@@ -211,7 +184,7 @@ def test_verify_pristine_unit_only_misses_the_installed_program() -> None:
 @needs_analyze
 def test_security_exposure_is_at_most_the_target() -> None:
     threshold = str(round(MAX_EXPOSURE * 10))  # tenths, see the module docstring
-    result = _analyze("security", "--offline=true", f"--threshold={threshold}", str(UNIT))
+    result = systemd_analyze("security", "--offline=true", f"--threshold={threshold}", str(UNIT))
     match = re.search(r"Overall exposure level for watcher\.service: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     exposure = float(match.group(1))
@@ -223,5 +196,5 @@ def test_security_exposure_is_at_most_the_target() -> None:
 @needs_analyze
 def test_security_threshold_is_enforced_by_systemd_analyze() -> None:
     """Guard the tenths interpretation: a 0.0 threshold must make the same unit fail."""
-    result = _analyze("security", "--offline=true", "--threshold=0", str(UNIT))
+    result = systemd_analyze("security", "--offline=true", "--threshold=0", str(UNIT))
     assert result.returncode != 0
