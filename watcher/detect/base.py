@@ -18,10 +18,12 @@ count, masked samples and keyed fingerprints (see `watcher.privacy`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from enum import IntEnum
+from typing import Iterator, Mapping, Protocol, TypeVar
 
 # What the engine found for one detector: (tag, positions) per pattern that matched, tag the
-# index of the pattern in the detector's own `patterns` list, positions the match ends (or
+# index of the pattern in the detector's own `patterns` list (named by an IntEnum where the
+# detector reads its patterns differently, see `tagged`), positions the match ends (or
 # (start, end) pairs for `som` patterns).
 Hits = list[tuple[int, list]]
 # The accepted window of a buffer: a detector accepts matches whose end lies in (lo, hi].
@@ -62,6 +64,19 @@ CHECKED = ("nir", "siret", "rpps")
 
 NOT_AFTER_DIGIT = rb"(?:^|[^0-9])"      # a number never starts inside a longer run of digits
 NOT_BEFORE_DIGIT = rb"(?:[^0-9]|$)"     # ... nor ends inside one (the end then includes that byte)
+
+
+Tag = TypeVar("Tag", bound=IntEnum)
+
+
+def tagged(patterns: Mapping[Tag, Pattern]) -> list[Pattern]:
+    """A detector's `patterns` list from its patterns by tag: each at the index its tag names,
+    the tag the engine reports with its matches. A detector that leaves patterns out (to the
+    compiled number pass) leaves the last tags out, so the others keep their place."""
+    tags = sorted(patterns)
+    if tags != list(range(len(tags))):
+        raise ValueError(f"pattern tags {[str(t) for t in tags]} are not 0, 1, ... without a gap")
+    return [patterns[tag] for tag in tags]
 
 
 def number_end(buf: bytes, end: int) -> int:

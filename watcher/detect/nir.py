@@ -12,10 +12,11 @@ the tabular detector handles `nir;cle` columns through `complete()`.
 from __future__ import annotations
 
 import re
+from enum import IntEnum
 from typing import Iterator
 
 from ..privacy import mask_nir
-from .base import FAILED, NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
+from .base import FAILED, NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end, tagged
 from .compiled import speedups
 
 # The months the Assurance Maladie's own validator accepts: 01-12, 20 (unknown) and 21-99
@@ -130,6 +131,13 @@ def resolve_loose(values: set[str], context: bool) -> set[str]:
     return strict | {v[1:] for v in loose} if context else strict
 
 
+class NirTag(IntEnum):
+    """The NIR detector's patterns, by the tag the engine reports with their matches."""
+
+    LABELLED = 0    # a 13-character body after a label (`NIR :`, `n° SS`...), key optional
+    FULL = 1        # a full NIR in every written form (left to `_speedups` when built)
+
+
 class NirDetector:
     """13-character NIRs after a label through Hyperscan; full NIRs through the compiled
     number pass (`_speedups.scan_numbers`, see `Scanner`) when built, else through a
@@ -144,14 +152,14 @@ class NirDetector:
 
     def patterns(self) -> list[Pattern]:
         body = _body(_SEPARATOR)
-        labelled = Pattern(_LABEL + _LABEL_GAP + body + NOT_BEFORE_DIGIT)
-        if self.compiled:
-            return [labelled]
-        return [labelled, Pattern(NOT_AFTER_DIGIT + body + _KEY_SEPARATOR + rb"[0-9]{2}" + NOT_BEFORE_DIGIT)]
+        patterns = {NirTag.LABELLED: Pattern(_LABEL + _LABEL_GAP + body + NOT_BEFORE_DIGIT)}
+        if not self.compiled:
+            patterns[NirTag.FULL] = Pattern(NOT_AFTER_DIGIT + body + _KEY_SEPARATOR + rb"[0-9]{2}" + NOT_BEFORE_DIGIT)
+        return tagged(patterns)
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         for tag, ends in hits:
-            if tag == 1:
+            if tag == NirTag.FULL:
                 yield from self._full(buf, ends)
             else:
                 for end in ends:

@@ -8,10 +8,11 @@ counts when grouped `123 456 789` or after a `SIREN` label.
 from __future__ import annotations
 
 import re
+from enum import IntEnum
 from typing import Iterator
 
 from ..privacy import mask_digits
-from .base import FAILED, NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end
+from .base import FAILED, NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end, tagged
 from .compiled import speedups
 from .luhn import luhn_ok
 
@@ -37,6 +38,14 @@ def _last_digits(buf: bytes, end: int, count: int) -> str:
     return re.sub(rb"[^0-9]", b"", buf[max(0, end - count - 8):end])[-count:].decode()
 
 
+class SiretTag(IntEnum):
+    """The SIRET detector's patterns, by the tag the engine reports with their matches."""
+
+    SIREN_LABELLED = 0  # `SIREN` and 9 digits
+    SIRET = 1           # 14 digits, grouped 3-3-3-5 or not (left to `_speedups` when built)
+    SIREN_GROUPED = 2   # `NNN NNN NNN` (left to `_speedups` when built)
+
+
 class SiretDetector:
     """Counts SIRETs; SIRENs are reported as `siren:` values and counted with them.
 
@@ -51,18 +60,22 @@ class SiretDetector:
         self.compiled = bool(compiled and speedups)
 
     def patterns(self) -> list[Pattern]:
-        labelled = Pattern(_SIREN_LABELLED)
-        return [labelled] if self.compiled else [labelled, Pattern(_SIRET), Pattern(_SIREN_GROUPED)]
+        patterns = {SiretTag.SIREN_LABELLED: Pattern(_SIREN_LABELLED)}
+        if not self.compiled:
+            patterns |= {SiretTag.SIRET: Pattern(_SIRET), SiretTag.SIREN_GROUPED: Pattern(_SIREN_GROUPED)}
+        return tagged(patterns)
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         for tag, ends in hits:
+            if tag == SiretTag.SIRET:
+                for end in ends:
+                    number = _last_digits(buf, number_end(buf, end), 14)
+                    yield number if siret_ok(number) else FAILED
+                continue
+            grouped = tag == SiretTag.SIREN_GROUPED
             for end in ends:
                 end = number_end(buf, end)
-                if tag == 1:
-                    number = _last_digits(buf, end, 14)
-                    yield number if siret_ok(number) else FAILED
-                    continue
-                if tag == 2 and _GROUP_CONTINUES.match(buf, end):
+                if grouped and _GROUP_CONTINUES.match(buf, end):
                     continue  # the first groups of a grouped SIRET
                 number = _last_digits(buf, end, 9)
                 yield "siren:" + number if luhn_ok(number) else FAILED
