@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,62 +14,9 @@ from watcher.config import ConfigError, find_config, load_config, parse_duration
 from watcher.detect.rules import Rule
 from watcher.score import Policy
 
+from tests.support.configs import HEAD, LISTING, assert_error, line_of, load_error, write
+
 REPO = Path(__file__).resolve().parent.parent
-
-HEAD = """\
-[watcher]
-state_dir = "./state"
-
-[tor]
-socks = "127.0.0.1:9050"
-
-[[sources]]
-name = "inbox"
-kind = "directory"
-path = "./inbox"
-interval = 10
-"""
-
-LISTING = """
-[[sources]]
-name = "some-paste"
-kind = "listing"
-url = "http://examplepaste.onion/archive"
-tor = true
-interval = "5m"
-item_links = "table.archive a"
-item_url = "http://examplepaste.onion/raw/{id}"
-content = "pre"
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "sources.toml"
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
-def line_of(text: str, needle: str, occurrence: int = 1) -> int:
-    """1-based line number of the `occurrence`-th line containing `needle`."""
-    hits = [n for n, line in enumerate(textwrap.dedent(text).splitlines(), 1) if needle in line]
-    return hits[occurrence - 1]
-
-
-def load_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
-    with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, text), environ=env or {})
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
-
-
-def assert_error(tmp_path: Path, text: str, line: int, *fragments: str,
-                 env: dict[str, str] | None = None) -> str:
-    message = load_error(tmp_path, text, env)
-    assert message.startswith(f"{tmp_path / 'sources.toml'}:{line}: "), message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 # -- the shipped file ------------------------------------------------------------------------------
@@ -406,7 +352,7 @@ def test_any_unknown_key_is_reported_on_its_line(key: str) -> None:
 def test_expect_is_refused_where_there_is_no_html_page(tmp_path, kind: str, keys: str) -> None:
     path = tmp_path / "sources.toml"
     path.write_text(f'[[sources]]\nname = "s"\nkind = "{kind}"\n{keys}\nexpect = "div.board"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf'sources.toml:\d+: source "s": key "expect" applies to HTML pages'):
+    with pytest.raises(ConfigError, match=rf'sources.toml:\d+: source "s": key "expect" applies to the pages of listing, forum, feed and privatebin'):
         load_config(path)
 
 

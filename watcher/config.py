@@ -97,7 +97,7 @@ class WatcherSettings:
     state_dir: Path = option("state_dir", always=True,
                              doc="the state database and fingerprint key; relative to the configuration's "
                                  "folder (default ./state); systemd's $STATE_DIRECTORY wins")
-    concurrency: int = option("integer", DEFAULT_CONCURRENCY, doc="documents analysed at once (worker processes)")
+    concurrency: int = option("integer", DEFAULT_CONCURRENCY, doc="simultaneous fetches, all sources together")
     document_timeout: float = option("seconds", DEFAULT_DOCUMENT_TIMEOUT, minimum=MIN_DOCUMENT_TIMEOUT,
                                      why=" (a worker is killed past it)",
                                      doc="one document's analysis; past it the worker is killed")
@@ -668,8 +668,9 @@ class Validator:
             for key in ("header_hosts", "allow_private", "follow_links"):
                 if common.get(key):
                     raise self.fail(where, key, "applies to network sources, not to a directory source")
-        if common.get("expect") is not None and kind in ("directory", "json"):
-            raise self.fail(where, "expect", f"applies to HTML pages (listing, forum, feed), not to a {kind} source")
+        if common.get("expect") is not None and kind in ("directory", "json", "telegram"):
+            raise self.fail(where, "expect", f"applies to the pages of listing, forum, feed and privatebin "
+                                             f"sources, not to a {kind} source")
         url = self.url(where, data, url_key) if url_key else None
         options = read_options(options_class, self, where, data)
         url = url or getattr(options, "page_url", None)      # a page the options derive (telegram)

@@ -58,8 +58,8 @@ class FeedSource(Source):
             if page is None:
                 failures += 1
                 continue
-            yield self.item(page_id, page.url, title=entry.title, content=page.body,
-                            content_type=page.content_type, truncated=page.truncated)
+            yield self.item(page_id, page.url, title=entry.title, content=page.body, posted_at=entry.published,
+                            content_type=page.content_type, truncated=page.truncated)   # the entry's date: backfill
         if not failures:
             self.remember(ctx, url, response)
 
