@@ -26,6 +26,8 @@ pytest_plugins = [
     "tests.support.sources",       # paste_site, forum_site, feed_site, api_site, socks_proxy
     "tests.support.receivers",     # json_receiver, smtp_receiver
     "tests.support.tornet",        # tor_authorities, tor_network
+    "tests.support.daemon",        # start_daemon
+    "tests.support.state",         # seeded, site
 ]
 
 

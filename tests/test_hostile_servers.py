@@ -33,11 +33,11 @@ from typing import Any
 import pytest
 
 from tests.support.fakesites import PasteSite, serve
-from tests.support.hostile import CLEARNET, MiB, ONION, HostileSite, Measured, run_measured
+from tests.support.hostile import CLEARNET, ONION, HostileSite, Measured, MiB, run_measured
 from tests.support.socksproxy import SocksProxy
-from test_daemon_e2e import (Leaks, assert_no_clear_nir, findings_of, listing_block, sources_of, state_files,
-                                 write_config)
-from test_daemon_process import child_env, db_rows
+from tests.support.e2e import (Leaks, assert_no_clear_nir, findings_of, listing_block, sources_of, state_files,
+                               write_config)
+from tests.support.daemon import child_env, db_rows
 
 RUN_TIMEOUT = 60.0          # the run is killed (and the test fails) past this
 BOUNDED_SECONDS = 30.0      # a pass with 2 s source timeouts must end well within this

@@ -1,7 +1,7 @@
 """Key hygiene: the secret key and the state directory stay private, and a lost key is never
 quietly replaced while the database holds fingerprints made with it.
 
-Real `watcher` subprocesses on a real state (the `seeded` run of tests/test_disk_faults.py: a
+Real `watcher` subprocesses on a real state (the `seeded` run of tests/support/state.py: a
 database with the fingerprints of 12 synthetic NIRs, its key, its alerts log). Before: any mode
 passed, and a deleted key was regenerated at the next start, so the same NIRs reposted opened
 a second incident.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from test_check_config import REFUSING, error_line, watcher
-from test_disk_faults import WRITERS, by_command, seeded, site, state, works
+from tests.support.commands import REFUSING, error_line, watcher
+from tests.support.state import WRITERS, by_command, state, works
 
 
 def rows(config: Path, table: str) -> int:

@@ -37,8 +37,8 @@ from aiohttp import web
 from tests.support.fakesites import PasteSite, serve
 from tests.support.hostile import Leftover, processes_with
 from tests.support.receivers import JsonReceiver
-from test_daemon_e2e import Leaks, listing_block, wait_until, write_config
-from test_daemon_process import child_env, db_rows
+from tests.support.e2e import Leaks, listing_block, wait_until, write_config
+from tests.support.daemon import child_env, db_rows
 
 PASTES = 300
 CRITICAL_EVERY = 10             # one paste in ten is a critical CSV

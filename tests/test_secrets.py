@@ -19,8 +19,8 @@ from watcher.config import ConfigError, load_config
 from watcher.credentials import MAX_SECRET_BYTES
 
 from tests.support.fakesites import ForumSite
-from test_check_config import BASE, refused, watcher
-from test_config import HEAD, LISTING, assert_error, line_of, write
+from tests.support.commands import BASE, refused, watcher
+from tests.support.configs import HEAD, LISTING, assert_error, line_of, write
 
 SECRET = "sid=s3cr3t-9f2a"
 HOOK = "json://user:hunter2@127.0.0.1:9/hook"

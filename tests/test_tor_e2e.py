@@ -27,7 +27,8 @@ import pytest
 from tests.support.nirs import nir_forms, random_nir
 
 from tests.support.fakesites import ForumSite
-from test_daemon_e2e import SERVICE_VARIABLES, assert_no_clear_nir, findings_of, sources_of, state_files, watcher
+from tests.support.daemon import SERVICE_VARIABLES
+from tests.support.e2e import assert_no_clear_nir, findings_of, sources_of, state_files, watcher
 from tests.support.tornet import TorNetwork, serve_onion
 
 pytestmark = pytest.mark.slow

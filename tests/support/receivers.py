@@ -13,7 +13,8 @@
 
 The fixtures `json_receiver` and `smtp_receiver` reach every test: tests/conftest.py registers
 this module as a plugin.
-The end of the file holds the synthetic leaks the alert tests record (`nir`, `leak`, `Clock`).
+The end of the file holds the synthetic leaks the alert tests record (`nir`, `leak`, `Clock`)
+and the alert settings they send with (`settings`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ import email
 import email.policy
 import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from watcher.alerts import AlertSettings
+from watcher.alerts.settings import TargetURL
 from watcher.privacy import Fingerprinter, mask_nir
 from watcher.report import Report
 
@@ -203,3 +207,14 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+def settings(tmp_path: Path, *urls: str, config: Path | None = None, **values: object) -> AlertSettings:
+    """Settings with `tags=url` entries parsed as in sources.toml."""
+    entries = []
+    for entry in urls:
+        tags, _, url = entry.partition("=") if "=" in entry.split("://")[0] else ("", "", entry)
+        entries.append(TargetURL(url, tuple(t for t in tags.split(",") if t)))
+    base = AlertSettings(urls=tuple(entries), config=config, jsonl=tmp_path / "state" / "alerts.jsonl",
+                         retry_after=30.0, timeout=5.0)
+    return replace(base, **values)  # type: ignore[arg-type]
