@@ -23,7 +23,7 @@ from watcher.detect import Scanner
 from tests.support.nirs import values_of
 
 pytest_plugins = [
-    "tests.support.sources",       # paste_site, forum_site, feed_site, api_site, socks_proxy
+    "tests.support.sources",       # paste_site, foreign_site, forum_site, feed_site, api_site, socks_proxy
     "tests.support.receivers",     # json_receiver, smtp_receiver
     "tests.support.tornet",        # tor_authorities, tor_network
     "tests.support.daemon",        # start_daemon

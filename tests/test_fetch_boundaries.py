@@ -8,34 +8,21 @@ foreign one records every header it receives.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from yarl import URL
 
-from watcher.config import ConfigError, SourceConfig, load_config
+from watcher.config import ConfigError
 from watcher.fetch import Fetcher, FetchError, FetchSettings, address_problem, literal_address
 from watcher.sources import PollContext, build_source
 
-from tests.support.sources import SeenStore, fetcher, poll_all, source_config, tor_settings
-from tests.support.fakesites import PasteSite, serve
+from tests.support.sources import SeenStore, fetcher, load_source, poll_all, source_config, tor_settings
+from tests.support.fakesites import PasteSite
 from tests.support.socksproxy import SocksProxy
 
 SECRETS = {"Cookie": "session=forum-secret", "Authorization": "Bearer api-token-secret"}
-
-
-@pytest.fixture
-async def home() -> AsyncIterator[PasteSite]:
-    async with serve(PasteSite()) as site:
-        yield site
-
-
-@pytest.fixture
-async def foreign() -> AsyncIterator[PasteSite]:
-    async with serve(PasteSite()) as site:
-        yield site
 
 
 def on_localhost(site: PasteSite, path: str) -> str:
@@ -43,9 +30,9 @@ def on_localhost(site: PasteSite, path: str) -> str:
     return site.url(path).replace("//127.0.0.1:", "//localhost:", 1)
 
 
-def home_fetcher(home: PasteSite, **fields: object) -> Fetcher:
+def home_fetcher(paste_site: PasteSite, **fields: object) -> Fetcher:
     """The fetcher of a source whose configured URL is on `home`, with secret headers."""
-    config = source_config(url=home.url("/archive"), headers=SECRETS, allow_private=True, **fields)
+    config = source_config(url=paste_site.url("/archive"), headers=SECRETS, allow_private=True, **fields)
     return Fetcher.for_source(config)
 
 
@@ -56,57 +43,57 @@ def leaked(site: PasteSite) -> set[str]:
 
 # -- part 1: headers stay home ---------------------------------------------------------------------
 
-async def test_headers_go_to_the_configured_host(home: PasteSite) -> None:
-    async with home_fetcher(home) as client:
-        await client.get(home.url("/echo"))
-    assert home.requests[-1].headers["Cookie"] == SECRETS["Cookie"]
-    assert home.requests[-1].headers["Authorization"] == SECRETS["Authorization"]
+async def test_headers_go_to_the_configured_host(paste_site: PasteSite) -> None:
+    async with home_fetcher(paste_site) as client:
+        await client.get(paste_site.url("/echo"))
+    assert paste_site.requests[-1].headers["Cookie"] == SECRETS["Cookie"]
+    assert paste_site.requests[-1].headers["Authorization"] == SECRETS["Authorization"]
 
 
-async def test_a_redirect_to_another_host_carries_no_header(home: PasteSite, foreign: PasteSite) -> None:
-    home.redirect_to = on_localhost(foreign, "/echo")
-    async with home_fetcher(home) as client:
-        response = await client.get(home.url("/away"))
-    assert response.status == 200 and foreign.paths() == ["/echo"]
-    assert leaked(home) == set(SECRETS), "the source's own host lost its headers"
-    assert leaked(foreign) == set()
+async def test_a_redirect_to_another_host_carries_no_header(paste_site: PasteSite, foreign_site: PasteSite) -> None:
+    paste_site.redirect_to = on_localhost(foreign_site, "/echo")
+    async with home_fetcher(paste_site) as client:
+        response = await client.get(paste_site.url("/away"))
+    assert response.status == 200 and foreign_site.paths() == ["/echo"]
+    assert leaked(paste_site) == set(SECRETS), "the source's own host lost its headers"
+    assert leaked(foreign_site) == set()
 
 
-async def test_a_link_to_another_host_carries_no_header(home: PasteSite, foreign: PasteSite) -> None:
-    async with home_fetcher(home) as client:
-        await client.get(home.url("/archive"))
-        await client.get(on_localhost(foreign, "/echo"))      # a link or API field naming it
-        await client.get(home.url("/echo"))                  # and back home: headers again
-    assert foreign.paths() == ["/echo"] and leaked(foreign) == set()
-    assert [set(SECRETS) <= set(r.headers) for r in home.requests] == [True, True]
+async def test_a_link_to_another_host_carries_no_header(paste_site: PasteSite, foreign_site: PasteSite) -> None:
+    async with home_fetcher(paste_site) as client:
+        await client.get(paste_site.url("/archive"))
+        await client.get(on_localhost(foreign_site, "/echo"))      # a link or API field naming it
+        await client.get(paste_site.url("/echo"))                  # and back home: headers again
+    assert foreign_site.paths() == ["/echo"] and leaked(foreign_site) == set()
+    assert [set(SECRETS) <= set(r.headers) for r in paste_site.requests] == [True, True]
 
 
 async def test_a_listing_whose_items_live_on_another_host_sends_them_nothing(
-        home: PasteSite, foreign: PasteSite) -> None:
+        paste_site: PasteSite, foreign_site: PasteSite) -> None:
     """A real source: the listing page is home, the item links it yields name the foreign host."""
-    for site in (home, foreign):
+    for site in (paste_site, foreign_site):
         site.add_paste("a", "text of a")
-    config = source_config("paste", "listing", url=home.url("/archive"), item_links="table.archive a",
-                           item_url=on_localhost(foreign, "/raw/{id}"), headers=SECRETS)
+    config = source_config("paste", "listing", url=paste_site.url("/archive"), item_links="table.archive a",
+                           item_url=on_localhost(foreign_site, "/raw/{id}"), headers=SECRETS)
     async with Fetcher.for_source(config) as client:
         items = await poll_all(build_source(config), PollContext(client, SeenStore()))
     assert [item.content for item in items] == [b"text of a"]
-    assert home.paths() == ["/archive"] and leaked(home) == set(SECRETS)
-    assert foreign.paths() == ["/raw/a"] and leaked(foreign) == set()
+    assert paste_site.paths() == ["/archive"] and leaked(paste_site) == set(SECRETS)
+    assert foreign_site.paths() == ["/raw/a"] and leaked(foreign_site) == set()
 
 
-async def test_a_redirect_back_home_gets_the_headers_again(home: PasteSite, foreign: PasteSite) -> None:
-    foreign.redirect_to = home.url("/echo")
-    async with home_fetcher(home) as client:
-        await client.get(on_localhost(foreign, "/away"))
-    assert leaked(foreign) == set() and home.paths() == ["/echo"] and leaked(home) == set(SECRETS)
+async def test_a_redirect_back_home_gets_the_headers_again(paste_site: PasteSite, foreign_site: PasteSite) -> None:
+    foreign_site.redirect_to = paste_site.url("/echo")
+    async with home_fetcher(paste_site) as client:
+        await client.get(on_localhost(foreign_site, "/away"))
+    assert leaked(foreign_site) == set() and paste_site.paths() == ["/echo"] and leaked(paste_site) == set(SECRETS)
 
 
-async def test_header_hosts_lists_the_other_hosts_that_get_them(home: PasteSite, foreign: PasteSite) -> None:
-    home.redirect_to = on_localhost(foreign, "/echo")
-    async with home_fetcher(home, header_hosts=("LOCALHOST",)) as client:
-        await client.get(home.url("/away"))
-    assert leaked(foreign) == set(SECRETS)
+async def test_header_hosts_lists_the_other_hosts_that_get_them(paste_site: PasteSite, foreign_site: PasteSite) -> None:
+    paste_site.redirect_to = on_localhost(foreign_site, "/echo")
+    async with home_fetcher(paste_site, header_hosts=("LOCALHOST",)) as client:
+        await client.get(paste_site.url("/away"))
+    assert leaked(foreign_site) == set(SECRETS)
 
 
 
@@ -223,21 +210,14 @@ post = "div.post"
 """
 
 
-def load_source(tmp_path: Path, extra: str) -> SourceConfig:
-    """The one source of a config file with `extra` lines added to it."""
-    path = tmp_path / "sources.toml"
-    path.write_text(SOURCE + extra, encoding="utf-8")
-    return load_config(path, environ={}).sources[0]
-
-
 def test_config_keys_default_to_home_only_and_public_only(tmp_path: Path) -> None:
-    source = load_source(tmp_path, "")
+    source = load_source(tmp_path, SOURCE + "")
     assert source.header_hosts == () and source.allow_private is False
     assert FetchSettings.from_source(source, None).header_hosts == {"forum.example"}
 
 
 def test_config_reads_header_hosts_and_allow_private(tmp_path: Path) -> None:
-    source = load_source(tmp_path, 'header_hosts = ["CDN.Forum.example", "10.0.0.7"]\nallow_private = true\n')
+    source = load_source(tmp_path, SOURCE + 'header_hosts = ["CDN.Forum.example", "10.0.0.7"]\nallow_private = true\n')
     assert source.header_hosts == ("cdn.forum.example", "10.0.0.7") and source.allow_private
     settings = FetchSettings.from_source(source, None)
     assert settings.header_hosts == {"forum.example", "cdn.forum.example", "10.0.0.7"}
@@ -252,4 +232,4 @@ def test_config_reads_header_hosts_and_allow_private(tmp_path: Path) -> None:
 ])
 def test_config_rejects_bad_values(tmp_path: Path, extra: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_source(tmp_path, extra + "\n")
+        load_source(tmp_path, SOURCE + extra + "\n")

@@ -1,7 +1,7 @@
 """Fixtures and helpers for the config/fetch/sources tests.
 
 The helpers are imported (`from tests.support.sources import fetcher`); the fixtures (`paste_site`,
-`forum_site`, `feed_site`, `api_site`, `socks_proxy`) reach every test: tests/conftest.py
+`foreign_site`, `forum_site`, `feed_site`, `api_site`, `socks_proxy`) reach every test: tests/conftest.py
 registers this module as a plugin.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from watcher.config import Address, SourceConfig, TorSettings
+from watcher.config import Address, SourceConfig, TorSettings, load_config
 from watcher.fetch import Fetcher, FetchSettings
 from watcher.sources import Item, PollContext, Source
 
@@ -66,6 +66,11 @@ def sources_toml(tmp_path: Path, sources: str) -> Path:
     return path
 
 
+def load_source(tmp_path: Path, sources: str) -> SourceConfig:
+    """The first source of `sources_toml(tmp_path, sources)`, as load_config reads it."""
+    return load_config(sources_toml(tmp_path, sources), environ={}).sources[0]
+
+
 def tor_settings(proxy: SocksProxy) -> TorSettings:
     """TorSettings pointing at the test SOCKS proxy."""
     return TorSettings(Address("127.0.0.1", proxy.port))
@@ -106,6 +111,14 @@ async def feed_site() -> AsyncIterator[FeedSite]:
 @pytest.fixture
 async def api_site() -> AsyncIterator[ApiSite]:
     async with serve(ApiSite()) as site:
+        yield site
+
+
+@pytest.fixture
+async def foreign_site() -> AsyncIterator[PasteSite]:
+    """A second paste site: the foreign host a page of `paste_site` names (reach it as
+    `localhost`, another host name for the same loopback interface)."""
+    async with serve(PasteSite()) as site:
         yield site
 
 
