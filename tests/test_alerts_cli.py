@@ -204,10 +204,10 @@ async def test_retry_sends_only_to_the_targets_that_missed_the_alert(
     config = write_config(tmp_path)
     store = await Store.open(tmp_path / "state" / "watcher.db")
     try:
-        await store.upsert_source("paste", "listing")
+        await store.call(StateDB.upsert_source, "paste", "listing")
         sender = AlertSender(store, settings(tmp_path, smtp_receiver.url(), json_receiver.url("soc"), max_tries=1))
         json_receiver.failing = True
-        await store.record_item("paste", "p1", "1", "https://paste.example/p1", "dump", leak(range(25)),
+        await store.call(StateDB.record_item, "paste", "p1", "1", "https://paste.example/p1", "dump", leak(range(25)),
                                 alert=sender.policy)
         await sender.run_once()
         [alert] = await store.call(list_alerts)
@@ -274,6 +274,6 @@ def test_an_alert_id_prefix_of_digits_only_is_found(config: Path, capsys: pytest
 
     with StateDB(config.parent / "state" / "watcher.db") as state:
         state.db.execute("UPDATE alerts SET alert_id = '12345678' || substr(alert_id, 9) WHERE id = 2")
-        state.db.conn.commit()
+        state.db.commit()
     status, out, _ = run(capsys, "alerts", "ack", "12345678", "--config", str(config))
     assert status == 0 and out.startswith("alert 2 acknowledged at ")

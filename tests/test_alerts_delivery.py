@@ -30,7 +30,7 @@ from watcher.alerts.records import list_alerts
 from watcher.alerts.settings import TargetURL
 from watcher.alerts.sink import JsonlSink
 from watcher.report import Report
-from watcher.store import Store
+from watcher.store import StateDB, Store
 
 REPO = Path(watcher.__file__).resolve().parents[1]
 # 13 digits in a row, not inside the random hex of an Alert ID (which starts with 13 digits
@@ -47,7 +47,7 @@ def clock() -> Clock:
 async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "state" / "watcher.db", clock=clock)
     for name in ("paste", "forum"):
-        await opened.upsert_source(name, "listing")
+        await opened.call(StateDB.upsert_source, name, "listing")
     yield opened
     await opened.close()
 
@@ -77,7 +77,7 @@ def sender_for(store: Store, config: AlertSettings, **options: object) -> AlertS
 
 
 async def found(store: Store, sender: AlertSender, source: str, item: str, report: Report) -> int:
-    result = await store.record_item(source, item, "1", f"https://{source}.example/{item}", f"dump {item}",
+    result = await store.call(StateDB.record_item, source, item, "1", f"https://{source}.example/{item}", f"dump {item}",
                                      report, alert=sender.policy)
     assert result.alert is not None
     return result.alert
@@ -292,12 +292,12 @@ async def test_source_health_one_notice_per_streak_and_one_on_recovery(
                          clock=clock)
     notices = []
     for _ in range(8):                                  # a poll every hour, all failing
-        await store.record_poll("forum", False, "connection refused", clock.now + timedelta(hours=1))
+        await store.call(StateDB.record_poll, "forum", False, "connection refused", clock.now + timedelta(hours=1))
         notices.append(await sender.check_health())
         await sender.run_once()
         clock.advance(hours=1)
     assert notices == [0, 0, 0, 0, 0, 0, 1, 0]         # after 6 h, once
-    await store.record_poll("forum", True, None, clock.now + timedelta(hours=1))
+    await store.call(StateDB.record_poll, "forum", True, None, clock.now + timedelta(hours=1))
     assert [await sender.check_health(), await sender.check_health()] == [1, 0]
     await sender.run_once()
     titles = [p.title for p in json_receiver.at("ops")]

@@ -26,13 +26,13 @@ POLICY = IncidentPolicy(AlertSettings())
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "watcher.db", clock=Clock())
     for name in ("paste", "forum", "mirror"):
-        await opened.upsert_source(name, "listing")
+        await opened.call(StateDB.upsert_source, name, "listing")
     yield opened
     await opened.close()
 
 
 async def record(store: Store, source: str, item: str, report: Report) -> int | None:
-    result = await store.record_item(source, item, "1", f"https://{source}.example/{item}", item, report, alert=POLICY)
+    result = await store.call(StateDB.record_item, source, item, "1", f"https://{source}.example/{item}", item, report, alert=POLICY)
     return result.alert
 
 
@@ -57,7 +57,7 @@ async def test_the_alert_commits_with_the_finding_or_not_at_all(store: Store) ->
         raise RuntimeError("crash after the alert row was written")
 
     with pytest.raises(RuntimeError):
-        await store.record_item("paste", "1", "1", None, None, leak(range(25)), alert=failing_hook)
+        await store.call(StateDB.record_item, "paste", "1", "1", None, None, leak(range(25)), alert=failing_hook)
     for table in ("items", "findings", "fingerprints", "incidents", "alerts"):
         assert rows(store, f"SELECT count(*) FROM {table}") == [(0,)], table
 
@@ -68,7 +68,7 @@ async def test_the_alert_commits_with_the_finding_or_not_at_all(store: Store) ->
 
 
 async def test_without_a_hook_nothing_is_alerted(store: Store) -> None:
-    result = await store.record_item("paste", "1", "1", None, None, leak(range(25)))
+    result = await store.call(StateDB.record_item, "paste", "1", "1", None, None, leak(range(25)))
     assert result.new_finding and result.alert is None
     assert rows(store, "SELECT count(*) FROM alerts") == [(0,)]
 
@@ -165,8 +165,8 @@ async def test_migration_makes_each_old_finding_an_incident_without_alerting(
     path = tmp_path / "v2.db"
     old = leak(range(40))
     with monkeypatch.context() as v2:  # the code before migration 3
-        v2.setattr(watcher.store, "MIGRATIONS", MIGRATIONS[:2])
-        v2.setattr(watcher.store, "SCHEMA_VERSION", 2)
+        v2.setattr(watcher.store.schema, "MIGRATIONS", MIGRATIONS[:2])
+        v2.setattr(watcher.store.schema, "SCHEMA_VERSION", 2)
         async with await Store.open(path, clock=Clock()) as store:
             # Today's record_item clears an item's failure (schema 4): a stand-in table for it.
             # And the post's date and author columns (schema 6): stand-ins too, dropped after.
@@ -175,17 +175,17 @@ async def test_migration_makes_each_old_finding_an_incident_without_alerting(
             await store.call(lambda state: state.db.execute("CREATE TABLE failed_items (source, item_id)"))
             for change in stand_ins:
                 await store.call(lambda state, change=change: state.db.execute(f"ALTER TABLE {change}"))
-            await store.upsert_source("paste", "listing")
-            await store.upsert_source("forum", "listing")
-            await store.record_item("paste", "p1", "1", None, None, old)
+            await store.call(StateDB.upsert_source, "paste", "listing")
+            await store.call(StateDB.upsert_source, "forum", "listing")
+            await store.call(StateDB.record_item, "paste", "p1", "1", None, None, old)
             await store.call(lambda state: state.db.execute("DROP TABLE failed_items"))
             for change in stand_ins:
                 dropped = change.replace("ADD COLUMN", "DROP COLUMN").removesuffix(" TEXT")
                 await store.call(lambda state, dropped=dropped: state.db.execute(f"ALTER TABLE {dropped}"))
-            assert await store.schema_version() == 2
+            assert await store.call(StateDB.schema_version) == 2
 
     async with await Store.open(path, clock=Clock()) as store:
-        assert await store.schema_version() == watcher.store.SCHEMA_VERSION
+        assert await store.call(StateDB.schema_version) == watcher.store.SCHEMA_VERSION
         assert rows(store, "SELECT id, severity, nirs, sources, alerted_severity FROM incidents") == [
             (1, "critical", 40, '["paste"]', "critical")]
         assert rows(store, "SELECT count(*) FROM alerts") == [(0,)]
@@ -198,7 +198,7 @@ async def test_no_cleartext_identifier_in_the_alert_row(store: Store) -> None:
     """A NIR written with no-break spaces in an item title (a form the store does not blank)."""
     clear = nir(777)
     spaced = "\u00a0".join([clear[0], clear[1:3], clear[3:5], clear[5:7], clear[7:10], clear[10:13], clear[13:]])
-    await store.record_item("paste", "1", "1", "https://paste.example/1", f"dump {spaced}", leak(range(25)),
+    await store.call(StateDB.record_item, "paste", "1", "1", "https://paste.example/1", f"dump {spaced}", leak(range(25)),
                             alert=POLICY)
     [(title, payload)] = rows(store, "SELECT title, payload FROM alerts")
     for text in (title, payload, json.loads(payload)["item_title"]):
@@ -211,7 +211,7 @@ async def test_no_cleartext_identifier_in_the_alert_row(store: Store) -> None:
 async def post(store: Store, source: str, item: str, report: Report, posted_at: str | None) -> int | None:
     """Record an item whose source gave `posted_at` as its post's date; the alert row, if any."""
     record = ItemRecord(source, item, "1", f"https://{source}.example/{item}", item, report, posted_at=posted_at)
-    [result] = await store.record_items([record], alert=POLICY)
+    [result] = await store.call(StateDB.record_items, [record], alert=POLICY)
     return result.alert
 
 
@@ -262,7 +262,7 @@ async def test_first_posted_is_a_normalised_date_or_nothing(store: Store) -> Non
     assert rows(store, "SELECT DISTINCT posted_at FROM items UNION SELECT DISTINCT posted_at FROM item_findings "
                        "UNION SELECT DISTINCT first_posted FROM incidents") == [(None,)]
     report = leak(range(500, 530))
-    await store.record_item("forum", "t1", "1", None, None, report)
+    await store.call(StateDB.record_item, "forum", "t1", "1", None, None, report)
     event = FindingEvent("forum", "t1", None, None, 4, True, False, report, "2026-11-28T16:40:00Z",
                          posted_at=f"2026-11-20 {clears[0]}")
     await store.call(POLICY, event)
@@ -279,14 +279,14 @@ async def test_migration_7_normalises_post_dates_and_fills_first_posted(
     row was written), and fills each incident's first_posted from its documents."""
     path = tmp_path / "v6.db"
     with monkeypatch.context() as v6:  # the code before migration 7
-        v6.setattr(watcher.store, "MIGRATIONS", MIGRATIONS[:6])
-        v6.setattr(watcher.store, "SCHEMA_VERSION", 6)
+        v6.setattr(watcher.store.schema, "MIGRATIONS", MIGRATIONS[:6])
+        v6.setattr(watcher.store.schema, "SCHEMA_VERSION", 6)
         async with await Store.open(path, clock=Clock()) as store:
             for source in ("paste", "forum"):
-                await store.upsert_source(source, "listing")
-            await store.record_item("paste", "p1", "1", None, None, leak(range(40)))
-            await store.record_item("forum", "t1", "1", None, None, leak(range(40), tag="repost"))
-            await store.record_item("paste", "p2", "1", None, None, leak(range(500, 520)))
+                await store.call(StateDB.upsert_source, source, "listing")
+            await store.call(StateDB.record_item, "paste", "p1", "1", None, None, leak(range(40)))
+            await store.call(StateDB.record_item, "forum", "t1", "1", None, None, leak(range(40), tag="repost"))
+            await store.call(StateDB.record_item, "paste", "p2", "1", None, None, leak(range(500, 520)))
             raw = """CASE item_id WHEN 'p1' THEN 'Mon, 23 Nov 2026 10:00:00 +0100'
                 WHEN 't1' THEN 'il y a 3 heures' ELSE 'garbage' END"""
             statements = [
@@ -298,10 +298,10 @@ async def test_migration_7_normalises_post_dates_and_fills_first_posted(
             ]
             for statement in statements:
                 await store.call(lambda state, statement=statement: state.db.execute(statement))
-            await store.call(lambda state: state.db.conn.commit())
+            await store.call(lambda state: state.db.commit())
 
     async with await Store.open(path, clock=Clock()) as store:
-        assert await store.schema_version() == watcher.store.SCHEMA_VERSION == 7
+        assert await store.call(StateDB.schema_version) == watcher.store.SCHEMA_VERSION == 7
         expected = [("p1", "2026-11-23T09:00:00Z"), ("p2", None), ("t1", "2026-11-28T13:40:00Z")]
         assert rows(store, "SELECT item_id, posted_at FROM items ORDER BY item_id") == expected
         assert rows(store, "SELECT item_id, posted_at FROM item_findings ORDER BY item_id") == expected

@@ -230,7 +230,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     daemon.store = await Store.open(config.watcher.state_dir / DB_NAME)
     daemon.alerts = AlertSender(daemon.store, alert_settings(config))
     daemon.pool = daemon._new_pool(b"k" * 32)
-    await daemon.store.upsert_source("inbox", "directory")
+    await daemon.store.call(StateDB.upsert_source, "inbox", "directory")
     yield daemon
     await daemon.pool.close()
     await daemon.store.close()
@@ -268,13 +268,13 @@ async def test_an_item_that_fails_analysis_is_recorded_retried_then_parked(daemo
     (row,) = await store.call(StateDB.failed_items)
     assert (row["item_id"], row["tries"], row["parked"]) == ("stuck.csv", 1, 0)
     assert "time budget" in row["error"]
-    (health,) = await store.sources_health()
+    (health,) = await store.call(StateDB.sources_health)
     assert (health["state"], health["failed_items"], health["parked_items"]) == ("ok", 1, 0)
     assert "stuck.csv failed (try 1)" in health["last_notice"]
 
     ok, _ = await daemon._poll(source, None, 0)          # the second try parks it (item_tries = 2)
     assert ok and await store.is_seen("inbox", "stuck.csv", "v1")
-    (health,) = await store.sources_health()
+    (health,) = await store.call(StateDB.sources_health)
     assert (health["failed_items"], health["parked_items"]) == (0, 1)
     assert daemon.counters.failed_items == 2 and daemon.counters.items == 3
 

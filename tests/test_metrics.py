@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +30,7 @@ from watcher.metrics import (
 )
 from watcher.report import Report
 from watcher.retention import store_runner
-from watcher.store import StateDB, Store
+from watcher.store import StateDB, Store, table_names
 
 T0 = datetime(2026, 11, 28, 16, 40, tzinfo=UTC)
 # One exposition line: name, optional {labels}, a value (Prometheus text format 0.0.4).
@@ -139,7 +141,7 @@ def test_database_samples(db: StateDB) -> None:
 
 
 def test_alert_counts(db: StateDB) -> None:
-    if "alerts" not in db.db.table_names():
+    if "alerts" not in table_names(db.db):
         assert alert_counts(db.db) is None
         return
     for n, (state, acked) in enumerate([("pending", None), ("failed", None), ("failed", "2026-11-28T17:00:00Z"),
@@ -153,9 +155,8 @@ def test_alert_counts(db: StateDB) -> None:
 
 
 def test_no_alerts_table_no_alert_gauges(tmp_path: Path) -> None:
-    from sqlite_utils import Database
-
-    assert alert_counts(Database(tmp_path / "other.db")) is None
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as other:
+        assert alert_counts(other) is None
 
 
 # -- the HTTP endpoint ----------------------------------------------------------------------------

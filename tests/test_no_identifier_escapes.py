@@ -20,6 +20,7 @@ import io
 import json
 import os
 import random
+import sqlite3
 import sys
 import zipfile
 from collections.abc import AsyncIterator
@@ -340,13 +341,11 @@ def test_a_url_holding_an_identifier_gets_no_validators(tmp_path: Path) -> None:
 def test_version_4_databases_are_scrubbed_and_vacuumed(tmp_path: Path) -> None:
     """A database written before the redaction held identifiers in item ids, URLs, titles,
     errors and alert payloads: opening it masks them all and rewrites the file."""
-    from sqlite_utils import Database
-
     from watcher.store import MIGRATIONS, StateDB, is_seen_query
 
     nir, iban, email = IDENTIFIERS[0].value, IDENTIFIERS[1].value, IDENTIFIERS[2].value
     path = tmp_path / "watcher.db"
-    db = Database(path)
+    db = sqlite3.connect(path)
     db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
     for migration in MIGRATIONS[:4]:
         migration.apply(db)
@@ -365,14 +364,14 @@ def test_version_4_databases_are_scrubbed_and_vacuumed(tmp_path: Path) -> None:
     db.execute("INSERT INTO validators VALUES ('api', ?, '\"e\"', NULL, ?)", (url, t))
     db.execute("INSERT INTO alerts (alert_id, kind, severity, title, payload, next_try, created_at) "
                "VALUES ('a1', 'new', 'high', ?, ?, ?, ?)", (f"[HIGH] api: {nir}", json.dumps({"url": url}), t, t))
-    db.conn.commit()
+    db.commit()
     db.close()
     assert leaked(IDENTIFIERS, {"before": path.read_bytes()})
 
     with StateDB(path) as state:
         ids = sorted(row[0] for row in state.db.execute("SELECT item_id FROM items"))
         assert ids == ["[NIR] #m1", "[NIR]-bis #m2", "plain"]
-        assert is_seen_query(state.db.conn, "api", "plain", iban)
+        assert is_seen_query(state.db, "api", "plain", iban)
         assert state.db.execute("SELECT count(*) FROM item_findings").fetchone()[0] == 3
         assert state.db.execute("SELECT count(*) FROM validators").fetchone()[0] == 0
         assert json.loads(state.db.execute("SELECT payload FROM alerts").fetchone()[0]) == \

@@ -17,7 +17,7 @@ from watcher import retention
 from watcher.config import RetentionSettings
 from watcher.report import Report
 from watcher.retention import purge, retention_task, run_retention, store_runner, vacuum, vacuum_due
-from watcher.store import StateDB, Store
+from watcher.store import StateDB, Store, table_names
 from watcher.timestamps import format_time
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -175,7 +175,7 @@ def incident_for(state: StateDB, finding_id: int, seen: datetime) -> None:
 
 
 def test_old_alerts_and_orphan_incidents_go_pending_alerts_stay(db: StateDB, clock: Clock) -> None:
-    if "alerts" not in db.db.table_names():
+    if "alerts" not in table_names(db.db):
         pytest.skip("schema without the alerts tables")
     item(db, 1, finding=True)
     finding_id = db.findings()[0]["id"]
@@ -250,7 +250,7 @@ def test_vacuum_refuses_to_run_inside_a_transaction(db: StateDB, clock: Clock) -
 async def test_run_retention_goes_through_the_store_in_batches(tmp_path: Path, clock: Clock) -> None:
     store = await Store.open(tmp_path / "watcher.db", clock=clock)
     try:
-        await store.upsert_source("paste", "listing")
+        await store.call(StateDB.upsert_source, "paste", "listing")
         base = store_runner(store)
         calls: list[Callable[[StateDB], Any]] = []
 
@@ -283,8 +283,8 @@ async def test_run_retention_goes_through_the_store_in_batches(tmp_path: Path, c
 async def test_the_task_runs_passes_survives_a_failure_and_ends_with_the_store(
         tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     store = await Store.open(tmp_path / "watcher.db", clock=clock)
-    await store.upsert_source("paste", "listing")
-    await store.record_item("paste", "old", "v", None, None, None)
+    await store.call(StateDB.upsert_source, "paste", "listing")
+    await store.call(StateDB.record_item, "paste", "old", "v", None, None, None)
     clock.advance(100)
     base = store_runner(store)
     passes: list[str] = []

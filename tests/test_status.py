@@ -11,7 +11,7 @@ import pytest
 
 from watcher.cli import COMMANDS, service
 from watcher.config import Config, load_config
-from watcher.store import StateDB
+from watcher.store import StateDB, table_names
 
 NOW = datetime(2026, 11, 28, 16, 40, tzinfo=UTC)
 CONFIG = """\
@@ -164,7 +164,7 @@ def test_failed_alerts_degrade_until_acknowledged(config: Config) -> None:
     poll(config, "inbox", timedelta(seconds=20))
     poll(config, "paste", timedelta(minutes=5))
     with state(config, NOW) as db:
-        if "alerts" not in db.db.table_names():
+        if "alerts" not in table_names(db.db):
             pytest.skip("schema without the alerts table")
         for n, alert_state in enumerate(["pending", "failed", "sent"]):
             db.db.execute("""INSERT INTO alerts (alert_id, kind, severity, title, state, next_try, created_at)

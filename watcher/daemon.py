@@ -382,16 +382,16 @@ class Daemon:
         ones marked disabled (so they are not reported failing forever)."""
         store = self.store
         assert store is not None
-        health = await store.sources_health()
+        health = await store.call(StateDB.sources_health)
         known = {row["name"]: row["state"] for row in health}
         self._next_poll = {row["name"]: row["next_poll"] for row in health if row.get("next_poll")}
         enabled = {s.name for s in self.config.enabled_sources}
         for source in self.config.sources:
             if source.enabled or source.name not in known:
-                await store.upsert_source(source.name, source.kind)
+                await store.call(StateDB.upsert_source, source.name, source.kind)
         for name in (set(known) | {s.name for s in self.config.sources}) - enabled:
             if known.get(name) != "disabled":
-                await store.disable_source(name)
+                await store.call(StateDB.disable_source, name)
 
     def _start_background(self) -> list[asyncio.Task[None]]:
         """The alert sender, hourly retention passes, and the metrics endpoint if configured."""
@@ -482,7 +482,7 @@ class Daemon:
         async def seen(item_id: str, version: str) -> bool:
             return await store.is_seen(name, self._key(item_id), self._key(version))
 
-        ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.source_validators(name),
+        ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.call(StateDB.source_validators, name),
                           previous_links=await store.call(StateDB.source_links, name), parser=self.parser)
         cap = source.config.max_items
         too_old = await self._backfill_cutoff(source.config)
@@ -508,7 +508,7 @@ class Daemon:
                 tally.notice = f"{cap} new items taken (max_items); the rest at the next polls"
                 delay = min(delay, jittered(min(interval, CAPPED_POLL_DELAY), self._rng))
             else:
-                await store.save_validators(name, ctx.validators)
+                await store.call(StateDB.save_validators, name, dict(ctx.validators))
         except RetryLater as exc:
             error, delay = f"rate limited, asked to wait {exc.seconds:.0f} s: {exc}", max(exc.seconds, interval)
         except (FetchError, SourceError, OSError) as exc:
@@ -519,8 +519,8 @@ class Daemon:
             log.exception("source %s: poll crashed", name)
             error, delay = f"{type(exc).__name__}: {exc}", backoff(interval, failures + 1, self._rng)
         health = tally.health(ctx)
-        await store.record_poll(name, error is None, error, datetime.now(timezone.utc) + timedelta(seconds=delay),
-                                health)
+        await store.call(StateDB.record_poll, name, error is None, error,
+                         datetime.now(timezone.utc) + timedelta(seconds=delay), health)
         self._count_poll(name, error, tally, health, time.monotonic() - started)
         return error is None, delay
 
@@ -538,7 +538,7 @@ class Daemon:
         """Record `item` as seen with no analysis (no sha256, no finding)."""
         record = ItemRecord(item.source, self._key(item.item_id), self._key(item.version), item.url, item.title,
                             None, item.posted_at, item.author)
-        await self.store.record_items([record])  # type: ignore[union-attr]
+        await self.store.call(StateDB.record_items, [record])  # type: ignore[union-attr]
 
     def _fetcher(self, source: SourceConfig) -> _NullFetcher | Fetcher:
         """The source's HTTP client; the directory source fetches nothing."""
@@ -640,7 +640,7 @@ class Daemon:
                               i.posted_at, i.author) for i, report in analysed]
         results: list[ItemResult | Exception]
         try:
-            results = list(await store.record_items(records, alert=alerts.policy)) if records else []
+            results = list(await store.call(StateDB.record_items, records, alerts.policy)) if records else []
         except Exception as exc:
             results = [exc] if len(records) == 1 else [await self._record_alone(record) for record in records]
         for (item, report), result in zip(analysed, results, strict=True):
@@ -657,7 +657,7 @@ class Daemon:
         store, alerts = self.store, self.alerts
         assert store is not None and alerts is not None
         try:
-            (result,) = await store.record_items([record], alert=alerts.policy)
+            (result,) = await store.call(StateDB.record_items, [record], alerts.policy)
         except Exception as exc:
             return exc
         return result

@@ -33,7 +33,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
-from sqlite_utils import Database
 
 from .config import MetricsSettings
 from .logs import log_event
@@ -145,15 +144,13 @@ class Metrics:
 # --------------------------------------------------------------------------- database gauges
 
 
-def alert_counts(db: Database, unacknowledged: bool = False) -> dict[str, int] | None:
+def alert_counts(db: sqlite3.Connection, unacknowledged: bool = False) -> dict[str, int] | None:
     """Alerts per state (pending, sent, logged, failed), or None without an alerts table.
 
     The table comes with schema version 3 (watcher.alerts); an older database has none.
     `unacknowledged`: leave out alerts an operator acknowledged (`watcher alerts ack`).
     """
-    if "alerts" not in db.table_names():
-        return None
-    columns = db["alerts"].columns_dict
+    columns = {row[1] for row in db.execute("PRAGMA table_info(alerts)")}    # empty: no such table
     if "state" not in columns:
         return None
     where = " WHERE acked_at IS NULL" if unacknowledged and "acked_at" in columns else ""
@@ -163,8 +160,7 @@ def alert_counts(db: Database, unacknowledged: bool = False) -> dict[str, int] |
 
 def database_samples(state: StateDB) -> list[Sample]:
     """Gauges read from the state database (run on the store's thread)."""
-    db = state.db
-    conn = db.conn
+    conn = state.db
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     found = [_sample("watcher_state_db_bytes", int(pages) * int(page_size))]
@@ -173,7 +169,7 @@ def database_samples(state: StateDB) -> list[Sample]:
     for source, count in conn.execute("SELECT source, count(*) FROM items GROUP BY source"):
         found.append(_sample("watcher_items", count, source=source))
     found.extend(_source_samples(conn))
-    for status, count in sorted((alert_counts(db) or {}).items()):
+    for status, count in sorted((alert_counts(conn) or {}).items()):
         found.append(_sample("watcher_alerts", count, state=status))
     return found
 

@@ -48,7 +48,7 @@ from typing import Protocol, TypeVar
 
 from .config import RetentionSettings
 from .logs import log_event
-from .store import StateDB, Store, StoreClosedError
+from .store import StateDB, Store, StoreClosedError, table_names
 from .timestamps import format_time, parse_time
 
 __all__ = [
@@ -157,14 +157,14 @@ def _cutoffs(settings: RetentionSettings, now: datetime) -> dict[str, str]:
 
 def _steps(state: StateDB) -> list[_Step]:
     """The steps that apply to this database (those whose table exists)."""
-    tables = set(state.db.table_names())
+    tables = set(table_names(state.db))
     return [step for step in _STEPS if step.table is None or step.table in tables]
 
 
 def _run_batch(state: StateDB, step: _Step, cutoff: str, limit: int) -> int:
     """One batch of `step` in one transaction: the number of rows it changed."""
     with state.transaction():
-        cursor = state.db.conn.execute(step.sql, {"cutoff": cutoff, "limit": limit})
+        cursor = state.db.execute(step.sql, {"cutoff": cutoff, "limit": limit})
         return max(cursor.rowcount, 0)
 
 
@@ -275,7 +275,7 @@ def vacuum(state: StateDB, now: datetime) -> VacuumResult:
     The checkpoint is "busy" when a reader (`watcher status`, a scrape) holds an old snapshot:
     the WAL is then truncated at a later pass.
     """
-    conn = state.db.conn
+    conn = state.db
     if conn.in_transaction:
         raise RuntimeError("vacuum: a transaction is open on the store's connection")
     before = _file_bytes(conn)

@@ -1,7 +1,8 @@
 """The alert tables as values and queries: `Alert` rows, the outbox's reads and writes.
 
 Every function takes the `StateDB` first, so the daemon runs it on its store thread with
-`Store.call(function, ...)` and the CLI calls it directly on its own `StateDB`. Functions
+`Store.call(function, ...)` and the CLI calls it directly on its own `StateDB` (read-only for
+`watcher alerts` and `watcher incidents`, the writer for `alerts ack|retry`). Functions
 that write open their own transaction, except `insert_alert`, which runs inside the caller's
 (the recording transaction of the finding that raised the alert).
 """
@@ -13,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..store import StateDB
+from ..store import StateDB, dict_rows
 
 __all__ = [
     "Alert",
@@ -122,7 +123,7 @@ def insert_alert(
 def mark_emitted(state: StateDB, ids: list[int], now: str) -> None:
     """Record that these alerts were logged and appended to the JSONL sink."""
     with state.transaction():
-        state.db.conn.executemany(
+        state.db.executemany(
             "UPDATE alerts SET emitted_at = ? WHERE id = ? AND emitted_at IS NULL",
             [(now, alert_id) for alert_id in ids],
         )
@@ -227,8 +228,7 @@ def list_alerts(state: StateDB, limit: int = 100, states: tuple[str, ...] = ()) 
 
 def incidents(state: StateDB, limit: int = 100) -> list[dict[str, Any]]:
     """The `limit` most recently seen incidents, oldest first, from the incident_overview view."""
-    rows = list(state.db.query(
-        "SELECT * FROM incident_overview ORDER BY last_seen DESC, id DESC LIMIT ?", [limit]))
+    rows = dict_rows(state.db, "SELECT * FROM incident_overview ORDER BY last_seen DESC, id DESC LIMIT ?", [limit])
     for row in rows:
         row["sources"] = json.loads(row["sources"])
     return list(reversed(rows))

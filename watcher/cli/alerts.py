@@ -78,7 +78,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.id and not args.failed:
         more = " or --failed" if args.action == "retry" else ""
         raise CliError(f"alerts {args.action}: give an alert ID ({ID_HELP}){more}")
-    with _state(config) as db:
+    with _state(config, write=args.action in ("ack", "retry")) as db:
         if args.action == "retry":
             return _retry(db, args)
         if args.action == "list":

@@ -138,22 +138,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _state(config: Config) -> Iterator[StateDB]:
-    """The state database, open for the block; a state problem (unreadable, not SQLite, not
-    ours, a full disk) is one CliError line naming the database, here and inside the block."""
+def _state(config: Config, *, write: bool = False) -> Iterator[StateDB]:
+    """The state database, open for the block: read-only (`StateDB.read_only`: never created,
+    migrated or locked for writing), or the writer for the commands that change it (`write`).
+
+    A state problem (unreadable, not SQLite, not ours, a schema of another version, a full
+    disk) is one CliError line naming the database, here and inside the block."""
     from ..config import DB_NAME
     from ..preflight import state_problem
-    from ..store import NotAStateDatabaseError, SchemaTooNewError, StateDB
+    from ..store import NotAStateDatabaseError, SchemaTooNewError, SchemaTooOldError, StateDB
 
     path = config.watcher.state_dir / DB_NAME
     if not path.exists():
         raise CliError(f"no state database at {path}: the daemon has not run yet (watcher run --once)")
     try:
-        with StateDB(path) as db:
+        with StateDB(path) if write else StateDB.read_only(path) as db:
             yield db
     except BrokenPipeError:
         raise                               # the reader went away: `main` ends quietly
-    except (OSError, sqlite3.Error, NotAStateDatabaseError, SchemaTooNewError) as exc:
+    except (OSError, sqlite3.Error, NotAStateDatabaseError, SchemaTooNewError, SchemaTooOldError) as exc:
         raise CliError(state_problem(config.watcher.state_dir, path, exc)) from None
 
 
@@ -230,8 +233,8 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     state_dir = config.watcher.state_dir
     forgotten = 0
     if (state_dir / DB_NAME).exists():
-        with _state(config) as db, db.transaction():
-            forgotten = db.db.conn.execute("DELETE FROM fingerprints").rowcount
+        with _state(config, write=True) as db, db.transaction():
+            forgotten = db.db.execute("DELETE FROM fingerprints").rowcount
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         replace_secret(state_dir / SECRET_NAME)

@@ -108,6 +108,8 @@ def _stamp(moment: datetime) -> str:
 
 def evaluate(config: Config, db_path: Path, now: datetime | None = None) -> Health:
     """The health of the service whose configuration is `config` and database `db_path`."""
+    from ..store import NotAStateDatabaseError      # imported here: `watcher scan` starts without it
+
     now = now or datetime.now(UTC)
     health = Health(status="ok", checked_at=_stamp(now), database=str(db_path))
     if not db_path.is_file():
@@ -115,7 +117,7 @@ def evaluate(config: Config, db_path: Path, now: datetime | None = None) -> Heal
                              "service keeps it in /var/lib/watcher: set state_dir, or $STATE_DIRECTORY)")
     try:
         rows, alerts = _read(db_path)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, NotAStateDatabaseError) as exc:
         return _down(health, f"state database unreadable: {exc}")
     health.alerts = alerts
     health.sources = _sources(config, rows, now)
@@ -131,29 +133,18 @@ def _down(health: Health, reason: str) -> Health:
 
 
 def _read(db_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int] | None]:
-    """Source rows by name and alert counts, from a read-only connection.
+    """Source rows by name and alert counts, from a read-only connection (`StateDB.read_only`:
+    no -wal/-shm files left behind, any schema version: the columns are checked here)."""
+    from ..metrics import alert_counts     # aiohttp: imported only when status runs
+    from ..store import StateDB
 
-    Without a -wal file no writer has the database open, and `immutable=1` keeps SQLite from
-    creating -wal/-shm files: made by root while the service is stopped, they would belong to
-    root and lock the service's dynamic user out of its own database.
-    """
-    wal = db_path.with_name(db_path.name + "-wal")
-    options = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-    conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?{options}", uri=True, timeout=5)
-    from sqlite_utils import Database      # imported here: `watcher scan` starts without it
-
-    try:
-        db = Database(conn, execute_plugins=False)
-        if "sources" not in db.table_names():
-            raise sqlite3.DatabaseError("no sources table: not a leak-watcher state database")
-        columns = _SOURCE_COLUMNS + (("warning",) if "warning" in db["sources"].columns_dict else ())
+    with StateDB.read_only(db_path, any_version=True) as state:
+        conn = state.db
+        present = {row[1] for row in conn.execute("PRAGMA table_info(sources)")}
+        columns = _SOURCE_COLUMNS + (("warning",) if "warning" in present else ())
         cursor = conn.execute(f"SELECT {', '.join(columns)} FROM sources")
         rows = {row[0]: dict(zip(columns, row, strict=True)) for row in cursor}
-        from ..metrics import alert_counts     # aiohttp: imported only when status runs
-
-        return rows, alert_counts(db, unacknowledged=True)
-    finally:
-        conn.close()
+        return rows, alert_counts(conn, unacknowledged=True)
 
 
 def _sources(config: Config, rows: dict[str, dict[str, Any]], now: datetime) -> list[SourceHealth]:
