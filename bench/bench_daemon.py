@@ -669,7 +669,7 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
     async def store_calls() -> tuple[float, float]:
         store = await store_module.Store.open(work / "stage.db")
         try:
-            await store.upsert_source("s", "listing")
+            await store.call(store_module.StateDB.upsert_source, "s", "listing")
             thread_cpu = await store._run(time.thread_time)
             records = [store_module.ItemRecord("s", paste_id, "", site.url(f"/raw/{paste_id}"), f"Paste {n}",
                                                reports[n]) for n, (paste_id, _) in enumerate(docs)]
@@ -677,7 +677,7 @@ def profile(args: argparse.Namespace, corpus: Corpus, work: Path) -> None:
             for n in range(0, len(records), PROFILE_BATCH):
                 for record in records[n:n + PROFILE_BATCH]:
                     await store.is_seen("s", record.item_id, "")
-                await store.record_items(records[n:n + PROFILE_BATCH])
+                await store.call(store_module.StateDB.record_items, records[n:n + PROFILE_BATCH])
             main = (time.thread_time() - t0) / len(docs)
             return main, (await store._run(time.thread_time) - thread_cpu) / len(docs)
         finally:

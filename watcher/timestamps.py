@@ -2,7 +2,7 @@
 durations as written in the configuration and on the command line ("30s", "5m", "1h30m", "7d").
 
 A module of its own so light commands (`watcher status`, `watcher alerts test`) need not
-import the store and sqlite-utils to read or write one.
+import the store to read or write one.
 """
 
 from __future__ import annotations
