@@ -1,29 +1,33 @@
-"""The compiled helpers (`watcher/detect/_speedups.c`) against their Python equivalents.
+"""The compiled helpers (`watcher/detect/_speedups.c`) against their Python equivalents, and
+the order of its results, checked when watcher.detect is imported.
 
-`make test` builds the extension (gcc is part of the set-up), so its absence is a failure
-here, not a silent fall back to the slower path.
+Skipped when the extension is not built; that the build did not go missing where a compiler
+and Python's headers are is tests/test_build.py's check, not this module's.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_properties import bodies
-from watcher.detect import NUMBER_KINDS, Scanner
+from tests.support.strategies import bodies
+from watcher.detect import NUMBER_DETECTORS, NUMBER_KINDS, Scanner, check_order
 from watcher.detect.compiled import speedups
 from watcher.detect.iban import IbanDetector
 from watcher.detect.phone import PhoneDetector
 from watcher.detect.rpps import RppsDetector
-from watcher.detect.siret import SiretDetector
+from watcher.detect.siret import SiretDetector, SiretTag
 from watcher.detect.engine import Engine
 from watcher.detect.iban import valid_length_py
 from watcher.detect.luhn import luhn_ok_py
-from watcher.detect.base import FAILED
-from watcher.detect.nir import NirDetector, nir_key
+from watcher.detect.base import CHECKED, FAILED, Pattern, tagged
+from watcher.detect.nir import NirDetector, NirTag, nir_key
 from watcher.detect.shape import count_lines_py
 from watcher.extract.blobs import triggered_py
 from watcher.extract.decode import _decodes
@@ -50,20 +54,62 @@ def found(kind: str, compiled: bool, buf: bytes, lo: int, hi: int) -> set[str]:
     if hits:
         values |= set(detector.find(buf, hits, (lo, hi), set())) - {FAILED}
     if compiled:
-        values |= {v for name, found in zip(NUMBER_KINDS, speedups.scan_numbers(buf, lo, hi)) if name == kind for v in found}
+        values |= {v for name, found in zip(NUMBER_DETECTORS, speedups.scan_numbers(buf, lo, hi)) if name == kind for v in found}
     return values
 
 
 def assert_same(buf: bytes, lo: int = 0, hi: int | None = None) -> None:
     hi = len(buf) if hi is None else hi
-    for kind in NUMBER_KINDS:
+    for kind in CLASSES:
         assert found(kind, True, buf, lo, hi) == found(kind, False, buf, lo, hi), kind
 
 
 def test_each_detector_leaves_the_compiled_patterns_out():
     assert all(compiled.compiled and not python.compiled for compiled, python in DETECTORS.values())
-    assert len(COMPILED.patterns()) == 1 and len(PYTHON.patterns()) == 2
+    assert len(COMPILED.patterns()) == 1 and len(PYTHON.patterns()) == len(NirTag)
+    siret_compiled, siret_python = DETECTORS["siret"]
+    assert len(siret_compiled.patterns()) == 1 and len(siret_python.patterns()) == len(SiretTag)
     assert Scanner().numbers and not Scanner(compiled=False).numbers
+
+
+def test_pattern_tags_leave_no_gap():
+    """A tag is the pattern's index in `patterns()`: only the last ones may be left out."""
+    pattern = Pattern(b"x")
+    assert tagged({SiretTag.SIRET: pattern, SiretTag.SIREN_LABELLED: Pattern(b"y")}) == [Pattern(b"y"), pattern]
+    with pytest.raises(ValueError, match="without a gap"):
+        tagged({SiretTag.SIREN_LABELLED: pattern, SiretTag.SIREN_GROUPED: pattern})
+
+
+def test_the_compiled_module_gives_the_order_watcher_reads():
+    assert speedups.NUMBER_KINDS == NUMBER_KINDS and speedups.FAILED_KINDS == CHECKED
+    check_order("NUMBER_KINDS", speedups.NUMBER_KINDS, NUMBER_KINDS)
+
+
+def test_another_order_is_refused():
+    swapped = (NUMBER_KINDS[1], NUMBER_KINDS[0]) + NUMBER_KINDS[2:]
+    with pytest.raises(ImportError) as refused:
+        check_order("NUMBER_KINDS", swapped, NUMBER_KINDS)
+    assert str(swapped) in str(refused.value) and str(NUMBER_KINDS) in str(refused.value)
+    with pytest.raises(ImportError, match="older than this check"):
+        check_order("FAILED_KINDS", None, CHECKED)
+
+
+def test_importing_with_a_module_of_another_order_fails():
+    """The check does run at import: a `_speedups` whose FAILED_KINDS are swapped (its other
+    functions unused before the check) stops `import watcher.detect`."""
+    code = (
+        "import sys, types\n"
+        "fake = types.ModuleType('watcher.detect._speedups')\n"
+        "fake.__getattr__ = lambda name: (lambda *args: 0)\n"
+        f"fake.NUMBER_KINDS = {NUMBER_KINDS!r}\n"
+        f"fake.FAILED_KINDS = {tuple(reversed(CHECKED))!r}\n"
+        "sys.modules[fake.__name__] = fake\n"
+        "import watcher.detect\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WATCHER_PURE_PYTHON"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    assert "ImportError: watcher.detect._speedups gives FAILED_KINDS in the order ('rpps', 'siret', 'nir')" in result.stderr
 
 
 @st.composite
@@ -243,7 +289,7 @@ def test_whole_scanners_agree_on_a_mixed_document():
         detection.scan_text(data)
         results.append(detection.values)
     assert results[0] == results[1]
-    assert all(results[0][kind] for kind in NUMBER_KINDS)
+    assert all(results[0][kind] for kind in NUMBER_DETECTORS)
 
 
 @settings(max_examples=500, deadline=None)

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .base import CHECKED, FAILED, Detector
+from .base import CHECKED, FAILED, Detector, Window
 from .compiled import DISABLED, speedups
 from .email import EmailDetector
 from .health import HealthTermsDetector
@@ -36,9 +36,31 @@ SAMPLES_PER_DETECTOR = 3
 log = logging.getLogger(__name__)
 
 
-# What `_speedups.scan_numbers` finds in one pass, in the order it returns them (NIRs of the
-# rarer forms, marked `~`, come in a list of their own).
-NUMBER_KINDS = ("nir", "nir", "siret", "rpps", "phone", "iban")
+# What `_speedups.scan_numbers` finds in one pass: a list per kind, in the order it returns
+# them (NIRs of the rarer forms, marked `~`, come in a list of their own), then the failed
+# checks per CHECKED kind. The C module exports both orders, checked below at import.
+NUMBER_KINDS = ("nir", "loose_nir", "siret", "rpps", "phone", "iban")
+# The detector whose values each list holds.
+NUMBER_DETECTORS = tuple("nir" if kind == "loose_nir" else kind for kind in NUMBER_KINDS)
+_LOOSE = NUMBER_KINDS.index("loose_nir")
+
+
+def check_order(what: str, compiled: Sequence[str] | None, expected: Sequence[str]) -> None:
+    """Refuse a `_speedups` that returns its results in another order than this package reads
+    them (its enum changed alone, or a build older than the Python code): every value would be
+    counted under the wrong detector."""
+    if compiled is None or tuple(compiled) != tuple(expected):
+        given = "no order (a build older than this check)" if compiled is None else f"the order {tuple(compiled)}"
+        raise ImportError(
+            f"watcher.detect._speedups gives {what} in {given}, watcher.detect reads them in the order "
+            f"{tuple(expected)}: the enum in _speedups.c and the tuple in watcher/detect must agree "
+            "(after changing _speedups.c, rebuild it: make setup, or pip install -e .)"
+        )
+
+
+if speedups:
+    check_order("NUMBER_KINDS", getattr(speedups, "NUMBER_KINDS", None), NUMBER_KINDS)
+    check_order("FAILED_KINDS", getattr(speedups, "FAILED_KINDS", None), CHECKED)
 
 
 def builtin_detectors(insurers: list[Name] | None = None, compiled: bool = True) -> list[Detector]:
@@ -165,22 +187,27 @@ class PartScan:
         window = (accept_from, accept_to)
         hits = scanner.engine.hits(buf, accept_from, accept_to)
         if scanner.numbers:
-            found = speedups.scan_numbers(buf, accept_from, accept_to)
-            detection.loose_nirs = detection.loose_nirs or bool(found[1])
-            tallies = self._tallies
-            for kind, failed in zip(CHECKED, found[-1]):
-                tallies[kind].failed += failed
-            for name, values in zip(NUMBER_KINDS, found):
-                if values:
-                    if name in tallies:
-                        tallies[name].passed += len(values)
-                    self._accept(name, values)
+            self._numbers(buf, window)
         for detector, found in zip(scanner.detectors, hits):
             if found:
-                accepted = detector.find(buf, found, window, detection.values[detector.name])
+                accepted: Iterable[str] = detector.find(buf, found, window, detection.values[detector.name])
                 if detector.name in self._tallies:
                     accepted = self._tallied(detector.name, accepted)
                 self._accept(detector.name, accepted)
+
+    def _numbers(self, buf: bytes, window: Window) -> None:
+        """The dense numbers of `buf` (NUMBER_KINDS) in one compiled pass, and their tallies."""
+        *numbers, failed = speedups.scan_numbers(buf, *window)
+        detection = self._detection
+        detection.loose_nirs = detection.loose_nirs or bool(numbers[_LOOSE])
+        tallies = self._tallies
+        for kind, count in zip(CHECKED, failed):
+            tallies[kind].failed += count
+        for name, values in zip(NUMBER_DETECTORS, numbers):
+            if values:
+                if name in tallies:
+                    tallies[name].passed += len(values)
+                self._accept(name, values)
 
     def _tallied(self, name: str, accepted: Iterable[str]) -> list[str]:
         """The values a checked-number detector accepted, its FAILED marks counted apart."""

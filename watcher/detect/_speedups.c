@@ -1,12 +1,13 @@
 /* Compiled hot paths of the detectors (optional: each has a pure-Python equivalent).
  *
  * scan_numbers(buf, lo, hi) -> (nirs, rarer-form nirs, sirets, rpps, phones, ibans, failed)
- *     Every full NIR (13 characters + key, every written form), SIRET and grouped SIREN,
+ *     (the lists in the order of NUMBER_KINDS, `failed` in that of FAILED_KINDS, both exported
+ *     for watcher.detect to check at import). Every full NIR (13 characters + key, every written form), SIRET and grouped SIREN,
  *     RPPS number, French phone number and IBAN whose match ends in (lo, hi], checked and
  *     normalized as the Python detectors do (NIRs of the rarer forms marked "~", in a list
  *     of their own so Python need not look for the mark among a million values). It is
- *     exactly the Hyperscan patterns each detector leaves out when compiled (nir.py tag 1,
- *     siret.py tags 1-2, rpps.py, phone.py, iban.py) followed by their `find`, in one pass
+ *     exactly the Hyperscan patterns each detector leaves out when compiled (nir.py NirTag.FULL,
+ *     siret.py SiretTag.SIRET and SIREN_GROUPED, rpps.py, phone.py, iban.py) followed by their `find`, in one pass
  *     without a Python call per match: a dense member extract holds ~9,000 NIRs a megabyte,
  *     and the Python path spent 2-3 us on each. `failed` is (nirs, sirets, rpps): how many
  *     numbers had the shape and structure of one but failed its key or Luhn check, for the
@@ -206,8 +207,8 @@ static int check_nir(const char *v)
     return strict ? 1 : 2;
 }
 
-/* SIRET `NNN[ .]?NNN[ .]?NNN[ .]?NNNNN` (siret.py, tag 0), else SIREN grouped `NNN NNN NNN`
- * not followed by another group (tag 1): a 14-digit value or "siren:" + 9 digits. */
+/* SIRET `NNN[ .]?NNN[ .]?NNN[ .]?NNNNN` (siret.py, SiretTag.SIRET), else SIREN grouped
+ * `NNN NNN NNN` not followed by another group (SiretTag.SIREN_GROUPED): a 14-digit value or "siren:" + 9 digits. */
 static inline Py_ssize_t siret_at(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, char *value, Py_ssize_t *len)
 {
     if (!is_digit(s[p]) || (p > 0 && is_digit(s[p - 1])))
@@ -369,7 +370,18 @@ static inline Py_ssize_t iban_at(const unsigned char *s, Py_ssize_t p, Py_ssize_
 static const unsigned NIR_RUNS = BIT(1) | BIT(3) | BIT(5) | BIT(6) | BIT(7) | BIT(10) | BIT(13) | BIT(15);
 static const unsigned SIRET_RUNS = BIT(3) | BIT(6) | BIT(9) | BIT(14);
 
+/* The lists of scan_numbers, in the order it returns them; their names are the module's
+ * NUMBER_KINDS, which watcher.detect checks against its own at import. */
 enum { NIR, LOOSE_NIR, SIRET, RPPS, PHONE, IBAN, KINDS };
+static const char *const KIND_NAMES[KINDS] = {
+    [NIR] = "nir", [LOOSE_NIR] = "loose_nir", [SIRET] = "siret", [RPPS] = "rpps", [PHONE] = "phone", [IBAN] = "iban",
+};
+/* The numbers whose failed checks scan_numbers counts, in the order of its last item
+ * (FAILED_KINDS, checked against watcher.detect.base.CHECKED). */
+enum { FAILED_NIR, FAILED_SIRET, FAILED_RPPS, FAILED_KINDS };
+static const char *const FAILED_NAMES[FAILED_KINDS] = {
+    [FAILED_NIR] = "nir", [FAILED_SIRET] = "siret", [FAILED_RPPS] = "rpps",
+};
 
 static unsigned char NUMBER_START[256];  /* 1 for digits and '+', filled at import */
 
@@ -394,11 +406,11 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         return NULL;
     const unsigned char *s = view.buf;
     Py_ssize_t n = view.len;
-    PyObject *lists[KINDS] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
+    PyObject *lists[KINDS] = {NULL};
     PyObject *result = NULL;
-    Py_ssize_t failed_nir = 0, failed_siret = 0, failed_rpps = 0;    /* shaped, check failed */
+    Py_ssize_t failed[FAILED_KINDS] = {0};                             /* shaped, check failed */
     for (int k = 0; k < KINDS; k++)
-        if (!lists[k]) goto done;
+        if (!(lists[k] = PyList_New(0))) goto done;
     char value[48];
     Py_ssize_t len, end;
     /* Every match ends at most 32 bytes after its start. */
@@ -429,7 +441,7 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
             end = match_nir(s, p, n, value + 1);
             int tier = end < 0 ? -1 : check_nir(value + 1);
             if (tier == 0 && in_window(s, n, end, lo, hi))
-                failed_nir++;
+                failed[FAILED_NIR]++;
             if (tier == 2)
                 value[0] = '~';
             if (tier == 1 && keep(lists, NIR, s, n, end, lo, hi, value + 1, 15) < 0) goto done;
@@ -439,14 +451,14 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
             len = 0;
             end = siret_at(s, p, n, value, &len);
             if (end >= 0 && len == 0 && in_window(s, n, end, lo, hi))
-                failed_siret++;
+                failed[FAILED_SIRET]++;
             if (keep(lists, SIRET, s, n, end, lo, hi, value, len) < 0) goto done;
         }
         if (L == 11 && c == '1' && s[p + 1] == '0') {
             len = 0;
             end = rpps_at(s, p, n, value, &len);
             if (end >= 0 && len == 0 && in_window(s, n, end, lo, hi))
-                failed_rpps++;
+                failed[FAILED_RPPS]++;
             if (keep(lists, RPPS, s, n, end, lo, hi, value, len) < 0) goto done;
         }
         /* 06 12 34 56 78 (the same separator after the first two pairs: not a date such as
@@ -458,8 +470,9 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         }
         p = run;
     }
-    result = Py_BuildValue("(OOOOOO(nnn))", lists[0], lists[1], lists[2], lists[3], lists[4], lists[5],
-                           failed_nir, failed_siret, failed_rpps);
+    _Static_assert(KINDS == 6 && FAILED_KINDS == 3, "the format below holds one list per kind, one count per check");
+    result = Py_BuildValue("(OOOOOO(nnn))", lists[NIR], lists[LOOSE_NIR], lists[SIRET], lists[RPPS], lists[PHONE],
+                           lists[IBAN], failed[FAILED_NIR], failed[FAILED_SIRET], failed[FAILED_RPPS]);
 done:
     for (int k = 0; k < KINDS; k++)
         Py_XDECREF(lists[k]);
@@ -653,11 +666,31 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
 
+/* module.<attribute> = tuple of the names; -1 on error. */
+static int add_names(PyObject *m, const char *attribute, const char *const *names, int count)
+{
+    PyObject *tuple = PyTuple_New(count);
+    for (int k = 0; tuple && k < count; k++) {
+        PyObject *name = PyUnicode_FromString(names[k]);
+        if (!name)
+            Py_CLEAR(tuple);
+        else
+            PyTuple_SET_ITEM(tuple, k, name);
+    }
+    int status = tuple ? PyModule_AddObjectRef(m, attribute, tuple) : -1;
+    Py_XDECREF(tuple);
+    return status;
+}
+
 PyMODINIT_FUNC PyInit__speedups(void)
 {
     for (int c = 0; c < 256; c++)
         NUMBER_START[c] = is_digit((unsigned char)c) || c == '+';
     for (int c = 0; c < 256; c++)
         BASE64[c] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && (add_names(m, "NUMBER_KINDS", KIND_NAMES, KINDS) < 0
+              || add_names(m, "FAILED_KINDS", FAILED_NAMES, FAILED_KINDS) < 0))
+        Py_CLEAR(m);
+    return m;
 }

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 
 DISABLED = os.environ.get("WATCHER_PURE_PYTHON") == "1"
-speedups = None
+# Imported first, so a type checker reads `speedups` as the module (its stub, _speedups.pyi)
+# and checks every call; the Nones are what the callers' `if speedups` tests for.
 if not DISABLED:
     try:
         from . import _speedups as speedups
     except ImportError:      # installed without a C compiler: the Python paths, about 3x slower
-        pass
+        speedups = None  # type: ignore[assignment]
+else:
+    speedups = None  # type: ignore[assignment]
 
 __all__ = ["DISABLED", "speedups"]
