@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from tests.support.receivers import JsonReceiver, SmtpReceiver, leak
-from test_alerts_delivery import settings
-from test_daemon_process import (READY_TIMEOUT, DaemonProcess, assert_no_cleartext, db_rows, drop_csv,
-                                 make_nirs, start_daemon)  # noqa: F401 (start_daemon: a fixture)
-from test_daemon_process import write_config as write_daemon_config
+from tests.support.daemon import READY_TIMEOUT, DaemonProcess, assert_no_cleartext, db_rows, drop_csv, make_nirs
+from tests.support.daemon import write_config as write_daemon_config
+from tests.support.receivers import JsonReceiver, SmtpReceiver, leak, settings
 
 import watcher
 from watcher.alerts import AlertSender, AlertSettings, IncidentPolicy

@@ -16,18 +16,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.support.receivers import Clock, JsonReceiver, SmtpReceiver, leak, nir
+from tests.support.receivers import Clock, JsonReceiver, SmtpReceiver, leak, nir, settings
 
 import watcher
 import watcher.timestamps
 from watcher.alerts import AlertSender, AlertSettings, load_targets
 from watcher.alerts.records import list_alerts
-from watcher.alerts.settings import TargetURL
 from watcher.alerts.sink import JsonlSink
 from watcher.report import Report
 from watcher.store import StateDB, Store
@@ -50,17 +48,6 @@ async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
         await opened.call(StateDB.upsert_source, name, "listing")
     yield opened
     await opened.close()
-
-
-def settings(tmp_path: Path, *urls: str, config: Path | None = None, **values: object) -> AlertSettings:
-    """Settings with `tags=url` entries parsed as in sources.toml."""
-    entries = []
-    for entry in urls:
-        tags, _, url = entry.partition("=") if "=" in entry.split("://")[0] else ("", "", entry)
-        entries.append(TargetURL(url, tuple(t for t in tags.split(",") if t)))
-    base = AlertSettings(urls=tuple(entries), config=config, jsonl=tmp_path / "state" / "alerts.jsonl",
-                         retry_after=30.0, timeout=5.0)
-    return replace(base, **values)  # type: ignore[arg-type]
 
 
 def sender_for(store: Store, config: AlertSettings, **options: object) -> AlertSender:
