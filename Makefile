@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= sources.toml
 
-.PHONY: run test test-fast test-tools setup bench benign clean
+.PHONY: run test test-fast test-tools setup lint bench benign clean
 
 $(VENV)/.installed: pyproject.toml setup.py watcher/detect/_speedups.c
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ run: setup
 	cp -n -p examples/demo-extract.csv inbox/ 2>/dev/null || true   # -p: an old mtime, so the first poll takes it (files younger than 2 s may still be being written)
 	$(VENV)/bin/watcher run --config $(CONFIG)
 
-test: setup test-tools
+# ruff and mypy with the configuration in pyproject.toml: both clean, or the tests do not run.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup test-tools lint
 	$(PY) -m pytest -q
 
 # The suite without the tests marked slow (a real Tor network, kill -9 loops): a quick check.
@@ -44,4 +49,4 @@ benign: setup
 	$(PY) bench/benign_corpus.py
 
 clean:
-	rm -rf $(VENV) state inbox .pytest_cache
+	rm -rf $(VENV) state inbox .pytest_cache .mypy_cache .ruff_cache

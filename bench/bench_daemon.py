@@ -62,6 +62,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.support.nirs import nir_forms, random_nir  # noqa: E402  (the tests' valid-NIR generators)
+import contextlib
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -71,16 +72,9 @@ TARGET_RSS_MB = 250
 TARGET_IDLE_CPU = 1.0
 PROFILE_BATCH = 16    # --profile: items per pool task and per transaction (~ the daemon's batches here)
 
-WORDS = ("le la les un une des et ou mais donc avec sans pour dans sur sous entre vers chez depuis "
-         "service client rapport réunion projet équipe semaine mois année budget livraison commande "
-         "facture produit serveur réseau sauvegarde version correctif incident ticket utilisateur "
-         "compte accès journal erreur document archive export import fichier dossier nouveau ancien "
-         "the of and to in is for on with as by at from this that be are was were have has will "
-         "update deploy release build test merge branch cache queue token session password login "
-         "Paris Lyon Marseille Toulouse Nantes Lille Bordeaux Rennes Strasbourg lundi mardi").split()
-LAST = ("MARTIN BERNARD THOMAS PETIT ROBERT RICHARD DURAND DUBOIS MOREAU LAURENT SIMON MICHEL "
-        "LEFEBVRE LEROY ROUX DAVID BERTRAND MOREL FOURNIER GIRARD BONNET DUPONT LAMBERT").split()
-FIRST = "Jean Marie Pierre Sophie Michel Nathalie Philippe Isabelle Alain Catherine Léa Hugo Chloé".split()
+WORDS = ["le", "la", "les", "un", "une", "des", "et", "ou", "mais", "donc", "avec", "sans", "pour", "dans", "sur", "sous", "entre", "vers", "chez", "depuis", "service", "client", "rapport", "réunion", "projet", "équipe", "semaine", "mois", "année", "budget", "livraison", "commande", "facture", "produit", "serveur", "réseau", "sauvegarde", "version", "correctif", "incident", "ticket", "utilisateur", "compte", "accès", "journal", "erreur", "document", "archive", "export", "import", "fichier", "dossier", "nouveau", "ancien", "the", "of", "and", "to", "in", "is", "for", "on", "with", "as", "by", "at", "from", "this", "that", "be", "are", "was", "were", "have", "has", "will", "update", "deploy", "release", "build", "test", "merge", "branch", "cache", "queue", "token", "session", "password", "login", "Paris", "Lyon", "Marseille", "Toulouse", "Nantes", "Lille", "Bordeaux", "Rennes", "Strasbourg", "lundi", "mardi"]
+LAST = ["MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS", "MOREAU", "LAURENT", "SIMON", "MICHEL", "LEFEBVRE", "LEROY", "ROUX", "DAVID", "BERTRAND", "MOREL", "FOURNIER", "GIRARD", "BONNET", "DUPONT", "LAMBERT"]
+FIRST = ["Jean", "Marie", "Pierre", "Sophie", "Michel", "Nathalie", "Philippe", "Isabelle", "Alain", "Catherine", "Léa", "Hugo", "Chloé"]
 INSURERS = ("Harmonie Mutuelle", "MGEN", "Malakoff Humanis", "Aésio", "Almerys", "Viamedis", "Apréva")
 SERVICES = ("api", "worker-1", "worker-2", "auth", "billing", "sync", "cron", "gateway")
 
@@ -403,10 +397,8 @@ async def sample_memory(root: int, peak: Peak, stop: asyncio.Event) -> None:
                         peak.roles[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
                     except OSError:
                         peak.roles[pid] = ""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SAMPLE_EVERY)
-        except TimeoutError:
-            pass
 
 
 # --------------------------------------------------------------------------- runs

@@ -45,26 +45,10 @@ FORMS = ("compact", "spaced", "dotted", "dashed", "nbsp", "key_apart", "body13_c
 CSV_HEADER = ("nom;prenom;date_naissance;rang_naissance;nir;cle;mutuelle;num_adherent;num_contrat;garanties;"
               "date_debut_droits\n")
 
-LAST = ("MARTIN BERNARD THOMAS PETIT ROBERT RICHARD DURAND DUBOIS MOREAU LAURENT SIMON MICHEL LEFEBVRE LEROY "
-        "ROUX DAVID BERTRAND MOREL FOURNIER GIRARD BONNET DUPONT LAMBERT FONTAINE ROUSSEAU VINCENT MULLER LEFEVRE "
-        "FAURE ANDRE MERCIER BLANC GUERIN BOYER GARNIER CHEVALIER FRANCOIS LEGRAND GAUTHIER GARCIA PERRIN ROBIN "
-        "CLEMENT MORIN NICOLAS HENRY ROUSSEL MATHIEU GAUTIER MASSON MARCHAND DUVAL DENIS DUMONT MARIE LEMAIRE NOEL "
-        "MEYER DUFOUR MEUNIER BRUN BLANCHARD GIRAUD JOLY RIVIERE LUCAS BRUNET GAILLARD BARBIER ARNAUD MARTINEZ "
-        "GÉRARD ROCHE RENARD SCHMITT ROY LEROUX COLIN VIDAL CARON PICARD ROGER FABRE AUBERT LEMOINE RENAUD DUMAS "
-        "LACROIX OLIVIER PHILIPPE BOURGEOIS PIERRE BENOIT REY LECLERC PAYET ROLLAND LECLERCQ GUILLAUME LECOMTE "
-        "LOPEZ JEAN DUPUY GUILLOT HUBERT BERGER CARPENTIER SANCHEZ DUPUIS MOULIN LOUIS DESCHAMPS HUET VASSEUR "
-        "PEREZ BOUCHER FLEURY ROYER KLEIN JACQUET ADAM PARIS POIRIER MARTY AUBRY GUYOT CARRÉ CHARLES RENAULT").split()
-FIRST = ("Jean Marie Pierre Sophie Michel Nathalie Philippe Isabelle Alain Catherine Nicolas Sylvie Christophe "
-         "Françoise Patrick Monique Daniel Martine Laurent Christine Thomas Valérie Julien Sandrine Stéphane "
-         "Céline Frédéric Véronique David Chantal Éric Hélène Olivier Émilie Sébastien Léa Jérôme Chloé Hugo "
-         "Manon Lucas Camille Louis Inès Gabriel Zoé Raphaël Jade Arthur Louise Théo Anaïs").split()
+LAST = ["MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS", "MOREAU", "LAURENT", "SIMON", "MICHEL", "LEFEBVRE", "LEROY", "ROUX", "DAVID", "BERTRAND", "MOREL", "FOURNIER", "GIRARD", "BONNET", "DUPONT", "LAMBERT", "FONTAINE", "ROUSSEAU", "VINCENT", "MULLER", "LEFEVRE", "FAURE", "ANDRE", "MERCIER", "BLANC", "GUERIN", "BOYER", "GARNIER", "CHEVALIER", "FRANCOIS", "LEGRAND", "GAUTHIER", "GARCIA", "PERRIN", "ROBIN", "CLEMENT", "MORIN", "NICOLAS", "HENRY", "ROUSSEL", "MATHIEU", "GAUTIER", "MASSON", "MARCHAND", "DUVAL", "DENIS", "DUMONT", "MARIE", "LEMAIRE", "NOEL", "MEYER", "DUFOUR", "MEUNIER", "BRUN", "BLANCHARD", "GIRAUD", "JOLY", "RIVIERE", "LUCAS", "BRUNET", "GAILLARD", "BARBIER", "ARNAUD", "MARTINEZ", "GÉRARD", "ROCHE", "RENARD", "SCHMITT", "ROY", "LEROUX", "COLIN", "VIDAL", "CARON", "PICARD", "ROGER", "FABRE", "AUBERT", "LEMOINE", "RENAUD", "DUMAS", "LACROIX", "OLIVIER", "PHILIPPE", "BOURGEOIS", "PIERRE", "BENOIT", "REY", "LECLERC", "PAYET", "ROLLAND", "LECLERCQ", "GUILLAUME", "LECOMTE", "LOPEZ", "JEAN", "DUPUY", "GUILLOT", "HUBERT", "BERGER", "CARPENTIER", "SANCHEZ", "DUPUIS", "MOULIN", "LOUIS", "DESCHAMPS", "HUET", "VASSEUR", "PEREZ", "BOUCHER", "FLEURY", "ROYER", "KLEIN", "JACQUET", "ADAM", "PARIS", "POIRIER", "MARTY", "AUBRY", "GUYOT", "CARRÉ", "CHARLES", "RENAULT"]
+FIRST = ["Jean", "Marie", "Pierre", "Sophie", "Michel", "Nathalie", "Philippe", "Isabelle", "Alain", "Catherine", "Nicolas", "Sylvie", "Christophe", "Françoise", "Patrick", "Monique", "Daniel", "Martine", "Laurent", "Christine", "Thomas", "Valérie", "Julien", "Sandrine", "Stéphane", "Céline", "Frédéric", "Véronique", "David", "Chantal", "Éric", "Hélène", "Olivier", "Émilie", "Sébastien", "Léa", "Jérôme", "Chloé", "Hugo", "Manon", "Lucas", "Camille", "Louis", "Inès", "Gabriel", "Zoé", "Raphaël", "Jade", "Arthur", "Louise", "Théo", "Anaïs"]
 GARANTIES = ("ESSENTIEL", "CONFORT", "CONFORT+", "PREMIUM", "SENIOR", "JEUNE", "FAMILLE", "RESPONSABLE N2", "ECO")
-WORDS = ("le la les un une des et ou mais donc avec sans pour dans sur sous entre vers chez depuis pendant "
-         "service client rapport réunion projet équipe semaine mois année budget livraison commande facture "
-         "produit serveur réseau sauvegarde mise à jour version correctif incident ticket utilisateur compte "
-         "accès journal erreur avertissement délai planning document archive export import fichier dossier "
-         "nouveau ancien premier dernier grand petit rapide lent simple complexe urgent normal prévu réalisé "
-         "Paris Lyon Marseille Toulouse Nantes Lille Bordeaux Rennes Strasbourg Nice vendredi lundi mardi").split()
+WORDS = ["le", "la", "les", "un", "une", "des", "et", "ou", "mais", "donc", "avec", "sans", "pour", "dans", "sur", "sous", "entre", "vers", "chez", "depuis", "pendant", "service", "client", "rapport", "réunion", "projet", "équipe", "semaine", "mois", "année", "budget", "livraison", "commande", "facture", "produit", "serveur", "réseau", "sauvegarde", "mise", "à", "jour", "version", "correctif", "incident", "ticket", "utilisateur", "compte", "accès", "journal", "erreur", "avertissement", "délai", "planning", "document", "archive", "export", "import", "fichier", "dossier", "nouveau", "ancien", "premier", "dernier", "grand", "petit", "rapide", "lent", "simple", "complexe", "urgent", "normal", "prévu", "réalisé", "Paris", "Lyon", "Marseille", "Toulouse", "Nantes", "Lille", "Bordeaux", "Rennes", "Strasbourg", "Nice", "vendredi", "lundi", "mardi"]
 SERVICES = ("api", "worker-1", "worker-2", "auth", "billing", "sync", "cron", "gateway")
 LABELS = ("N° de sécurité sociale : ", "NIR : ", "n° SS ", "Numéro de sécurité sociale ", "matricule ")
 

@@ -37,9 +37,10 @@ MIB = 1 << 20
 async def fetch(network: TorNetwork, circuit: str) -> str:
     """GET / of the onion through the client's SocksPort; `circuit` is the SOCKS username."""
     connector = ProxyConnector.from_url(f"socks5://{circuit}:x@127.0.0.1:{network.socks_port}", rdns=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(f"http://{network.onion}/", timeout=aiohttp.ClientTimeout(total=60)) as resp:
-            return await resp.text()
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector) as session, \
+            session.get(f"http://{network.onion}/", timeout=timeout) as resp:
+        return await resp.text()
 
 
 async def measure(network: TorNetwork, fetches: int) -> dict[str, float]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import textwrap
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -86,7 +86,7 @@ def test_json_contract_and_directory_walk(runs, tree):
     docs = tree / "docs"
     assert [r["path"] for r in reports] == [str(docs / "b.csv.gz"), str(docs / "notes.txt"), str(docs / "sub" / "extract.csv")]
     for report in reports:
-        assert CONTRACT <= set(report), set(report)
+        assert set(report) >= CONTRACT, set(report)
         assert "nir" in report["counts"]
         path = Path(report["path"])
         assert report["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -42,7 +42,7 @@ def test_keys_stored_as_numbers_in_a_bigger_extract(analyzer, rng):
     bodies = [random_body(rng, strict=True) for _ in range(200)] + _low_key_bodies(rng, 3)
     keys = [str(int(with_key(b)[13:])) for b in bodies]
     keys[-1] = str((int(keys[-1]) % 9) + 1)                    # a wrong one-digit key
-    data = ("nom;nir;cle;mutuelle\n" + "".join(f"N{i};{b};{k};MGEN\n" for i, (b, k) in enumerate(zip(bodies, keys)))).encode()
+    data = ("nom;nir;cle;mutuelle\n" + "".join(f"N{i};{b};{k};MGEN\n" for i, (b, k) in enumerate(zip(bodies, keys, strict=False)))).encode()
     report = analyzer.analyze_bytes(data, "export.csv", reveal=True)
     assert set(report.revealed["nir"]) == {with_key(b) for b in bodies[:-1]}
     assert report.records == 203

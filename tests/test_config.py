@@ -352,7 +352,7 @@ def test_any_unknown_key_is_reported_on_its_line(key: str) -> None:
 def test_expect_is_refused_where_there_is_no_html_page(tmp_path, kind: str, keys: str) -> None:
     path = tmp_path / "sources.toml"
     path.write_text(f'[[sources]]\nname = "s"\nkind = "{kind}"\n{keys}\nexpect = "div.board"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf'sources.toml:\d+: source "s": key "expect" applies to the pages of listing, forum, feed and privatebin'):
+    with pytest.raises(ConfigError, match=r'sources.toml:\d+: source "s": key "expect" applies to the pages of listing, forum, feed and privatebin'):
         load_config(path)
 
 

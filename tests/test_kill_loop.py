@@ -119,10 +119,8 @@ async def leftovers_after(marker: str, *needles: str) -> list[Leftover]:
     await asyncio.sleep(ORPHAN_GRACE)
     left = processes_with(marker, *needles)
     for process in left:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return left
 
 

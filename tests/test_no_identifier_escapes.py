@@ -403,3 +403,13 @@ def test_our_digests_and_alert_ids_are_never_masked() -> None:
     for token in tokens:
         line = f"Alert ID {token}, sha256 {token}."
         assert redact(line) == line, line
+
+
+@pytest.mark.parametrize("shape", ["#a{}", "f{}" + "e" * 24, "ab{}" + "c" * 47])
+def test_a_nir_dressed_as_one_of_our_digests_is_masked(shape: str) -> None:
+    """`#` + 16 hex digits is a keyed id's suffix and 40/64 hex digits a digest: left whole,
+    unless the run holds a valid NIR (a title `#a1841275...` would otherwise pass in clear)."""
+    rng = random.Random(5)
+    nir = next(n for n in iter(lambda: random_nir(rng, strict=True), None) if n.isdigit())
+    text = f"dump {shape.format(nir)} here"
+    assert nir not in redact(text).replace(" ", "")

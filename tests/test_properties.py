@@ -12,7 +12,7 @@ import lzma
 import time
 import zipfile
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings

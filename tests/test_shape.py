@@ -147,7 +147,7 @@ def test_sql_nir_and_key_in_separate_columns_are_recombined(scanner):
     bodies = [random_body(rng, strict=True) for _ in range(30)]
 
     def dump(keys: list[str]) -> bytes:
-        rows = ",\n".join(f"({i}, 'O''Neil (fils)', '{b}', '1984-12-01', '{k}')" for i, (b, k) in enumerate(zip(bodies, keys)))
+        rows = ",\n".join(f"({i}, 'O''Neil (fils)', '{b}', '1984-12-01', '{k}')" for i, (b, k) in enumerate(zip(bodies, keys, strict=False)))
         return f"INSERT INTO `assures` (`id`, `nom`, `nir`, `date_naissance`, `cle`) VALUES\n{rows};\n".encode()
 
     keys = [with_key(b)[13:] for b in bodies]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from watcher import config as config_module
 from watcher.fetch import Fetcher, FetchError, RetryLater
 from watcher.sources import SOURCE_CLASSES, PollContext, SourceError, build_source
 from watcher.sources.base import PARSE_MAX_BYTES, link_id, off_loop

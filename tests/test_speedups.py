@@ -54,7 +54,7 @@ def found(kind: str, compiled: bool, buf: bytes, lo: int, hi: int) -> set[str]:
     if hits:
         values |= set(detector.find(buf, hits, (lo, hi), set())) - {FAILED}
     if compiled:
-        values |= {v for name, found in zip(NUMBER_DETECTORS, speedups.scan_numbers(buf, lo, hi)) if name == kind for v in found}
+        values |= {v for name, found in zip(NUMBER_DETECTORS, speedups.scan_numbers(buf, lo, hi), strict=False) if name == kind for v in found}
     return values
 
 
@@ -229,7 +229,7 @@ def _seeded_number(rng: random.Random) -> str:
     sep = rng.choice(["", " ", ".", "-"])
     seps = [sep] * 4 if rng.random() < 0.8 else rng.choices(["", " ", ".", "-"], k=4)
     lead = rng.choice(["", "", " ", "-"]) if prefix != "0" else ""
-    return prefix + lead + digits[0] + "".join(s + p for s, p in zip(seps, pairs))
+    return prefix + lead + digits[0] + "".join(s + p for s, p in zip(seps, pairs, strict=False))
 
 
 def test_compiled_numbers_equal_python_on_many_seeded_candidates():

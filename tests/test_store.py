@@ -594,9 +594,8 @@ def test_state_db_is_bound_to_its_thread(tmp_path: Path) -> None:
     import concurrent.futures
 
     state = StateDB(tmp_path / "watcher.db")
-    with concurrent.futures.ThreadPoolExecutor(1) as other:
-        with pytest.raises(sqlite3.ProgrammingError):
-            other.submit(state.is_seen, "s", "1", "1").result()
+    with concurrent.futures.ThreadPoolExecutor(1) as other, pytest.raises(sqlite3.ProgrammingError):
+        other.submit(state.is_seen, "s", "1", "1").result()
     state.close()
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from .detect import Detection, Scanner, Shape
 from .detect.nir import LOOSE, resolve_loose
 from .extract import Budget, bytes_chunks, extract, file_chunks
 from .privacy import Fingerprinter
 from .report import Report
-from .score import MIN_SHAPED, Chance, Evidence, Policy, by_chance, score
+from .score import DEFAULT_POLICY, MIN_SHAPED, Chance, Evidence, Policy, by_chance, score
 
 SAMPLES_SHOWN = 6
 SAMPLES_PER_KIND = 3
@@ -26,7 +26,7 @@ SAMPLES_PER_KIND = 3
 class _Hashing:
     """Hashes and counts raw bytes as they stream past."""
 
-    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     size: int = 0
 
     def wrap(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -42,7 +42,7 @@ class Analyzer:
     def __init__(
         self,
         scanner: Scanner | None = None,
-        policy: Policy = Policy(),
+        policy: Policy = DEFAULT_POLICY,
         fingerprinter: Fingerprinter | None = None,
     ) -> None:
         self.scanner = scanner or Scanner()
@@ -89,7 +89,8 @@ class Analyzer:
         if detection.loose_nirs:
             rarer = sum(v.startswith(LOOSE) for v in values["nir"]) if context else 0
             values["nir"] = resolve_loose(values["nir"], context)
-        detection.samples["nir"] = [v.lstrip(LOOSE) for v in detection.samples["nir"] if v.lstrip(LOOSE) in values["nir"]]
+        detection.samples["nir"] = [v.lstrip(LOOSE) for v in detection.samples["nir"]
+                                    if v.lstrip(LOOSE) in values["nir"]]
         report.counts = {d.name: len(values[d.name]) for d in scanner.detectors}
         report.insurers = sorted(values["insurer"])
         report.records = tabular.records if tabular else None
@@ -108,7 +109,8 @@ class Analyzer:
                 for d in scanner.detectors if d.sensitive and values[d.name]
             }
         if reveal:
-            report.revealed = {d.name: sorted(values[d.name]) for d in scanner.detectors if d.sensitive and values[d.name]}
+            report.revealed = {d.name: sorted(values[d.name]) for d in scanner.detectors
+                               if d.sensitive and values[d.name]}
 
 
 def _chance(detection: Detection, tabular: Shape | None) -> tuple[Chance, ...]:

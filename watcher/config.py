@@ -558,7 +558,7 @@ class Validator:
 
     def watcher(self, data: dict[str, Any]) -> WatcherSettings:
         """`[watcher]`: state_dir (relative to the config's folder; $STATE_DIRECTORY wins)..."""
-        return self.section(WatcherSettings, Where("watcher", None, "[watcher]"), data)  # type: ignore[no-any-return]
+        return self.section(WatcherSettings, Where("watcher", None, "[watcher]"), data)
 
     def tor(self, value: object) -> TorSettings | None:
         """`[tor]`: socks = "host:port"; None without it."""
@@ -569,24 +569,24 @@ class Validator:
         if "socks" not in data:
             self.check_keys(where, data, option_keys(TorSettings)[0])
             return None
-        return self.section(TorSettings, where, data)  # type: ignore[no-any-return]
+        return self.section(TorSettings, where, data)
 
     def retention(self, value: object) -> RetentionSettings:
         """`[retention]`: days to keep items and findings (fingerprints at least as long), vacuum period."""
         where = Where("retention", None, "[retention]")
-        return self.section(RetentionSettings, where, self.table(where, value))  # type: ignore[no-any-return]
+        return self.section(RetentionSettings, where, self.table(where, value))
 
     def metrics(self, value: object) -> MetricsSettings | None:
         """`[metrics]`: listen = "127.0.0.1:9464" (the default); loopback addresses only."""
         if value is None:
             return None
         where = Where("metrics", None, "[metrics]")
-        return self.section(MetricsSettings, where, self.table(where, value))  # type: ignore[no-any-return]
+        return self.section(MetricsSettings, where, self.table(where, value))
 
     def policy(self, value: object) -> Policy:
         """`[scoring]` thresholds -> score.Policy."""
         where = Where("scoring", None, "[scoring]")
-        return self.section(Policy, where, self.table(where, value))  # type: ignore[no-any-return]
+        return self.section(Policy, where, self.table(where, value))
 
     def rules(self, value: object) -> tuple[Rule, ...]:
         """`[[rules]]` -> detect.rules.Rule, each compiled by Hyperscan as the scanner will."""
@@ -645,6 +645,7 @@ class Validator:
             raise self.fail(where, "name", "must be 1-64 letters, digits, '.', '_' or '-', "
                                            f"starting with a letter or digit, not {name!r}")
         kind = self.string(where, data, "kind", required=True)
+        assert kind is not None
         from .sources.registry import SOURCE_CLASSES     # here: the source modules import this one
 
         if kind not in SOURCE_CLASSES:
@@ -652,7 +653,7 @@ class Validator:
         source_class = SOURCE_CLASSES[kind]
         options_class = source_class.Options
         required, optional = option_keys(options_class)
-        url_key = options_class.url_key
+        url_key: str | None = getattr(options_class, "url_key", None)
         common_keys = tuple(k for k in option_keys(SourceConfig)[1] if k != "tor" or source_class.uses_network)
         self.check_keys(where, data, ("name", "kind") + common_keys + ((url_key,) if url_key else ())
                         + required + optional)

@@ -24,9 +24,10 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
-from typing import Awaitable, Callable, Generic, TypeVar
+from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
 
 from .alerts import AlertSender, AlertSettings, alert_settings
 from .config import DB_NAME, SECRET_NAME, Config, ConfigError, SourceConfig, load_config
@@ -81,6 +82,7 @@ class ItemFailed:
 
 
 Outcome = tuple[Report, ItemResult] | ItemFailed
+Analysed = Report | AnalysisFailed | Exception     # what the pool gives for one item
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -125,7 +127,7 @@ class Batcher(Generic[T, R]):
     dropped; a batch that left runs to its end.
     """
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[list[R | BaseException]]], *, window: float,
+    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]], *, window: float,
                  max_items: int, max_size: int = 0, size: Callable[[T], int] = lambda value: 0) -> None:
         self._run = run
         self.window, self.max_items, self.max_size, self._size = window, max_items, max_size, size
@@ -173,7 +175,7 @@ class Batcher(Generic[T, R]):
             raise
         except Exception as exc:
             results = [exc] * len(batch)
-        for (_, future), result in zip(batch, results):
+        for (_, future), result in zip(batch, results, strict=False):
             if future.done():           # its caller was cancelled meanwhile
                 continue
             if isinstance(result, BaseException):
@@ -234,15 +236,15 @@ class Daemon:
         if stopped is not None and stopped.is_set():
             self._stop.set()
         work = asyncio.create_task(self._main(alerts))
-        stopped = asyncio.create_task(self._stop.wait())
+        stop_asked = asyncio.create_task(self._stop.wait())
         try:
-            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done() and not self._serving:
                 log_event(log, "info", "stop requested: stopping now")
                 work.cancel()
             (outcome,) = await asyncio.gather(work, return_exceptions=True)
         finally:
-            stopped.cancel()
+            stop_asked.cancel()
             for number in signals:
                 loop.remove_signal_handler(number)
         if isinstance(outcome, asyncio.CancelledError):
@@ -282,7 +284,7 @@ class Daemon:
             raise SecretKeyError(lost_key(path, self.config.watcher.state_dir / DB_NAME, self.config.path))
         return load_or_create_secret(path)
 
-    def _mentioned(self, item: Item, outcome: Report | AnalysisFailed) -> Report | AnalysisFailed:
+    def _mentioned(self, item: Item, outcome: Analysed) -> Analysed:
         """A watched name on a source whose `mention_severity` says what a mention there means
         (a ransomware victim feed naming a mutuelle: high) raises the report to it."""
         source = next((s for s in self.config.sources if s.name == item.source), None)
@@ -460,7 +462,7 @@ class Daemon:
         planned = self._next_poll.get(name)
         if not planned:
             return 0.0
-        wait = (parse_time(planned) - datetime.now(timezone.utc)).total_seconds()
+        wait = (parse_time(planned) - datetime.now(UTC)).total_seconds()
         return min(max(wait, 0.0), MAX_PLANNED_WAIT)
 
     async def _poll(self, source: Source, fetcher: Fetcher | None, failures: int) -> tuple[bool, float]:
@@ -485,30 +487,13 @@ class Daemon:
         ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.call(StateDB.source_validators, name),
                           previous_links=await store.call(StateDB.source_links, name), parser=self.parser)
         cap = source.config.max_items
-        too_old = await self._backfill_cutoff(source.config)
         try:
-            polled = source.poll(ctx)
-            async for item in polled:
-                if too_old and item.posted_at and (normalise_date(item.posted_at) or too_old) < too_old:
-                    await self._record_unanalysed(item)     # older than backfill: seen, never fetched again
-                    tally.old += 1
-                    continue
-                tally.add(item, await self._process(item))
-                async for child in linked_pastes(ctx, item, source.config.max_bytes):
-                    tally.add(child, await self._process(child))
-                async for child in followed_documents(ctx, item, source.config.follow_links):
-                    tally.add(child, await self._process(child))
-                if tally.items >= cap or self._draining:
-                    break
-            if self._draining:              # a reload or a stop: the rest at the next poll
-                await polled.aclose()
-                delay = min(delay, jittered(min(interval, CAPPED_POLL_DELAY), self._rng))
-            elif tally.items >= cap:        # the rest at the next polls, soon: nothing is dropped
-                await polled.aclose()       # (and the pages are read again: no validators kept)
-                tally.notice = f"{cap} new items taken (max_items); the rest at the next polls"
-                delay = min(delay, jittered(min(interval, CAPPED_POLL_DELAY), self._rng))
-            else:
+            if await self._take(source, ctx, tally):
                 await store.call(StateDB.save_validators, name, dict(ctx.validators))
+            else:                           # capped, or a reload or a stop: the rest at the next
+                delay = min(delay, jittered(min(interval, CAPPED_POLL_DELAY), self._rng))   # polls, soon
+                if not self._draining:      # (the pages are read again: no validators kept)
+                    tally.notice = f"{cap} new items taken (max_items); the rest at the next polls"
         except RetryLater as exc:
             error, delay = f"rate limited, asked to wait {exc.seconds:.0f} s: {exc}", max(exc.seconds, interval)
         except (FetchError, SourceError, OSError) as exc:
@@ -520,9 +505,32 @@ class Daemon:
             error, delay = f"{type(exc).__name__}: {exc}", backoff(interval, failures + 1, self._rng)
         health = tally.health(ctx)
         await store.call(StateDB.record_poll, name, error is None, error,
-                         datetime.now(timezone.utc) + timedelta(seconds=delay), health)
+                         datetime.now(UTC) + timedelta(seconds=delay), health)
         self._count_poll(name, error, tally, health, time.monotonic() - started)
         return error is None, delay
+
+    async def _take(self, source: Source, ctx: PollContext, tally: _Tally) -> bool:
+        """Analyse the new items of one poll, oldest first, each with the pastes it links to:
+        True when the poll saw them all, False when it stopped at `max_items` or because the
+        sources are being stopped (nothing is dropped: the rest comes at the next polls). An
+        item posted before the source's `backfill` is recorded as seen, not analysed."""
+        config = source.config
+        too_old = await self._backfill_cutoff(config)
+        polled = source.poll(ctx)
+        async for item in polled:
+            if too_old and item.posted_at and (normalise_date(item.posted_at) or too_old) < too_old:
+                await self._record_unanalysed(item)
+                tally.old += 1
+                continue
+            tally.add(item, await self._process(item))
+            async for child in linked_pastes(ctx, item, config.max_bytes):
+                tally.add(child, await self._process(child))
+            async for child in followed_documents(ctx, item, config.follow_links):
+                tally.add(child, await self._process(child))
+            if tally.items >= config.max_items or self._draining:
+                await polled.aclose()  # type: ignore[attr-defined]
+                return False
+        return True
 
     async def _backfill_cutoff(self, source: SourceConfig) -> str | None:
         """With `backfill`: the post date (normalised, `watcher.dates`) before which an item
@@ -531,7 +539,7 @@ class Daemon:
         if source.backfill is None:
             return None
         added = await self.store.call(_source_added, source.name)  # type: ignore[union-attr]
-        since = parse_time(added) if added else datetime.now(timezone.utc)
+        since = parse_time(added) if added else datetime.now(UTC)
         return format_time(since - timedelta(seconds=source.backfill))
 
     async def _record_unanalysed(self, item: Item) -> None:

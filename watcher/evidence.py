@@ -185,7 +185,7 @@ def evidence_settings(validator: Validator, value: object) -> EvidenceSettings:
     reader = validator if hasattr(validator, "read_age_recipients") else _WithEvidenceReaders(validator)
     required, optional = option_keys(EvidenceSettings)
     validator.check_keys(where, data, required + optional)
-    return read_options(EvidenceSettings, reader, where, data)  # type: ignore[no-any-return]
+    return read_options(EvidenceSettings, reader, where, data)
 
 
 def parse_recipients(values: Iterable[object]) -> tuple[str, ...]:

@@ -386,15 +386,8 @@ class Fetcher:
     def _describe(self, exc: BaseException) -> str:
         """A one-line reason for a transport failure."""
         settings = self.settings
-        socks = f"Tor SOCKS proxy {settings.tor.socks}" if settings.tor else ""
-        if isinstance(exc, ProxyConnectionError):
-            if _refused(exc):
-                return f"{socks} refused the connection: is tor running?"
-            return f"cannot connect to {socks}: {_first_line(exc)}"
-        if isinstance(exc, ProxyTimeoutError):
-            return f"{socks}: no connection within {settings.connect_timeout:g} s (onion unreachable or Tor not ready)"
-        if isinstance(exc, ProxyError):
-            return f"{socks}: {_tor_reason(exc)}"
+        if isinstance(exc, ProxyError | ProxyConnectionError | ProxyTimeoutError):
+            return self._describe_proxy(exc)
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return f"no connection within {settings.connect_timeout:g} s"
         if isinstance(exc, aiohttp.SocketTimeoutError):
@@ -415,6 +408,18 @@ class Fetcher:
                 return f"malformed HTTP response: {parse_error}"
             return f"invalid HTTP response: {exc.status} {_first_line(exc.message)}"
         return f"{type(exc).__name__}: {_first_line(exc)}"
+
+    def _describe_proxy(self, exc: BaseException) -> str:
+        """A one-line reason for a failure of the Tor SOCKS proxy."""
+        socks = f"Tor SOCKS proxy {self.settings.tor.socks}" if self.settings.tor else ""
+        if isinstance(exc, ProxyConnectionError):
+            if _refused(exc):
+                return f"{socks} refused the connection: is tor running?"
+            return f"cannot connect to {socks}: {_first_line(exc)}"
+        if isinstance(exc, ProxyTimeoutError):
+            return (f"{socks}: no connection within {self.settings.connect_timeout:g} s "
+                    "(onion unreachable or Tor not ready)")
+        return f"{socks}: {_tor_reason(exc) if isinstance(exc, ProxyError) else _first_line(exc)}"
 
 
 class PublicOnlyResolver(AbstractResolver):

@@ -126,10 +126,7 @@ def _kv_value(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (list, tuple, dict)):
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    else:
-        text = str(value)
+    text = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (list, tuple, dict)) else str(value)
     if text and text.isprintable() and not any(c in text for c in ' ="\\'):
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')

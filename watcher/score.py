@@ -105,41 +105,21 @@ def _plural(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else (plural or noun + 's')}"
 
 
-def score(evidence: Evidence, policy: Policy = Policy()) -> tuple[str, list[str]]:
+DEFAULT_POLICY = Policy()
+
+
+def score(evidence: Evidence, policy: Policy = DEFAULT_POLICY) -> tuple[str, list[str]]:
     """(severity, reasons) under `policy`; the reasons read as a short sentence each."""
     chance = {c.kind for c in evidence.chance}
     counts = {k: 0 if k in chance else v for k, v in evidence.counts.items()}
     nirs = counts.get("nir", 0)
     records = evidence.records or 0
-    reasons: list[str] = [c.reason() for c in evidence.chance]
     context = bool(evidence.insurers or evidence.health_headers or counts.get("health_terms", 0))
     professional = evidence.professional and records >= policy.professional_records or (
         counts.get("siret", 0) + counts.get("rpps", 0) >= policy.professional_records
         and counts.get("email", 0) + counts.get("phone", 0) >= policy.professional_records
     )
-
-    if nirs:
-        where = f" in a {evidence.tabular}" if evidence.tabular else ""
-        reasons.append(f"{_plural(nirs, 'valid NIR')}{where}")
-    elif evidence.tabular and (evidence.nir_column or evidence.health_headers):
-        reasons.append(evidence.tabular)
-    if evidence.nir_column and records >= policy.critical_records and not nirs:
-        reasons.append("a NIR column")
-    if evidence.insurers:
-        reasons.append(("insurer " if len(evidence.insurers) == 1 else "insurers ") + ", ".join(evidence.insurers) + " named")
-    if evidence.health_headers:
-        reasons.append("health-data columns: " + ", ".join(evidence.health_headers[:8]))
-    if professional:
-        reasons.append("professionals' extract (SIRET/RPPS with e-mail/phone)")
-    others = [
-        _plural(counts[k], label) for k, label in
-        (("iban", "IBAN"), ("siret", "SIRET"), ("rpps", "RPPS number"), ("email", "e-mail address", ),
-         ("phone", "phone number"))
-        if counts.get(k)
-    ]
-    if others:
-        reasons.append(", ".join(others))
-
+    reasons = [c.reason() for c in evidence.chance] + _found(evidence, counts, policy, professional)
     strict_nirs = nirs - evidence.rarer_nirs if not evidence.nir_column else nirs
     if evidence.rarer_nirs and nirs >= policy.critical_nirs > strict_nirs:
         reasons.append(f"{_plural(evidence.rarer_nirs, 'NIR')} of the rarer forms (sex 3/4, unusual months): "
@@ -160,3 +140,32 @@ def score(evidence: Evidence, policy: Policy = Policy()) -> tuple[str, list[str]
         if severity_rank(rule_severity) > severity_rank(severity):
             severity = rule_severity
     return severity, reasons
+
+
+def _found(evidence: Evidence, counts: dict[str, int], policy: Policy, professional: bool) -> list[str]:
+    """The reasons that say what the document holds (NIRs, columns, insurers, others)."""
+    nirs, records = counts.get("nir", 0), evidence.records or 0
+    reasons: list[str] = []
+    if nirs:
+        where = f" in a {evidence.tabular}" if evidence.tabular else ""
+        reasons.append(f"{_plural(nirs, 'valid NIR')}{where}")
+    elif evidence.tabular and (evidence.nir_column or evidence.health_headers):
+        reasons.append(evidence.tabular)
+    if evidence.nir_column and records >= policy.critical_records and not nirs:
+        reasons.append("a NIR column")
+    if evidence.insurers:
+        noun = "insurer " if len(evidence.insurers) == 1 else "insurers "
+        reasons.append(noun + ", ".join(evidence.insurers) + " named")
+    if evidence.health_headers:
+        reasons.append("health-data columns: " + ", ".join(evidence.health_headers[:8]))
+    if professional:
+        reasons.append("professionals' extract (SIRET/RPPS with e-mail/phone)")
+    others = [
+        _plural(counts[k], label) for k, label in
+        (("iban", "IBAN"), ("siret", "SIRET"), ("rpps", "RPPS number"), ("email", "e-mail address", ),
+         ("phone", "phone number"))
+        if counts.get(k)
+    ]
+    if others:
+        reasons.append(", ".join(others))
+    return reasons

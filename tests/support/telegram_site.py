@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from aiohttp import web
 
 from tests.support.fakesites import FakeSite, conditional
 
-START = datetime(2026, 3, 2, 8, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
 
 
 @dataclass

@@ -216,7 +216,7 @@ def generate_authorities(root: Path, count: int = AUTHORITIES, rng: random.Rando
                       v3ident=_certificate_fingerprint(folder / "keys" / "authority_certificate"),
                       fingerprint=(folder / "fingerprint").read_text().split()[1],
                       keys_dir=folder / "keys")
-            for n, (name, folder) in enumerate(zip(names, folders))]
+            for n, (name, folder) in enumerate(zip(names, folders, strict=False))]
 
 
 def _certificate_fingerprint(certificate: Path) -> str:

@@ -39,6 +39,7 @@ from .records import Alert, due_alerts, mark_emitted, record_attempt, unemitted_
 from .settings import AlertSettings
 from .sink import JsonlSink
 from .targets import SendResult, Target, TargetError, load_targets, send
+import contextlib
 
 __all__ = ["AlertSender"]
 
@@ -126,10 +127,8 @@ class AlertSender:
                 raise
             except Exception:
                 log.exception("alert sender round failed; retrying")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_every)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def run_once(self) -> None:
@@ -220,7 +219,7 @@ class AlertSender:
             return await self._record(alerts, targets=[], results=[], error=error)
         plans = self._plan(alerts, targets, digest)
         results = await asyncio.gather(*(send(t, message, self.settings.timeout) for t, message, _ in plans))
-        accepted = {result.target.id: ids for result, (_, _, ids) in zip(results, plans) if result.ok}
+        accepted = {result.target.id: ids for result, (_, _, ids) in zip(results, plans, strict=False) if result.ok}
         return await self._record(alerts, targets=targets, results=list(results), accepted=accepted)
 
     @staticmethod

@@ -79,7 +79,7 @@ class Alert:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Alert:
-        values = dict(zip(_COLUMNS, row))
+        values = dict(zip(_COLUMNS, row, strict=False))
         values["tags"] = tuple(json.loads(values["tags"]))
         values["payload"] = json.loads(values["payload"])
         values["delivered_to"] = frozenset(json.loads(values["delivered_to"]))

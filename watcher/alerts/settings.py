@@ -115,7 +115,7 @@ def alert_settings(config: Config, environ: Mapping[str, str] | None = None) -> 
     """Validate `config.alerts` (the raw `[alerts]` table); ConfigError on the first problem."""
     env = os.environ if environ is None else environ
     validator = _AlertsValidator(config, env)
-    return validator.section(AlertSettings, _WHERE, config.alerts)  # type: ignore[no-any-return]
+    return validator.section(AlertSettings, _WHERE, config.alerts)
 
 
 def alerts_error(config: Config, key: str | None, message: str) -> ConfigError:

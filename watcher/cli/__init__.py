@@ -18,7 +18,9 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
+from collections.abc import Iterable
+import contextlib
 
 COMMANDS = ("scan", "daemon", "items", "alerts", "service")
 
@@ -119,10 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(BrokenPipeError, ValueError):
                 stream.flush()
-            except (BrokenPipeError, ValueError):
-                pass
         sys.stdout, sys.stderr = stdout, stderr
 
 

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import TYPE_CHECKING
 
 from ..config import Config, ConfigError, find_config, load_config
@@ -190,10 +190,10 @@ def parse_since(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         try:
-            return datetime.now(timezone.utc) - timedelta(seconds=parse_duration(value))
+            return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
         except ValueError:
             raise CliError(f"--since {value!r}: expected an ISO date/time or a duration like 24h or 7d") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def cmd_findings(args: argparse.Namespace) -> int:

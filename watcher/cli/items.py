@@ -35,6 +35,7 @@ def cmd_items(args: argparse.Namespace) -> int:
     print(f"{'SOURCE':<20} {'STATE':<7} {'TRIES':>5} {'LAST FAILED':<20} ITEM / REASON")
     for row in rows:
         state = "parked" if row["parked"] else "retried"
-        print(f"{row['source']:<20} {state:<7} {row['tries']:>5} {row['last_failed']:<20} {row['url'] or row['item_id']}")
+        where = row["url"] or row["item_id"]
+        print(f"{row['source']:<20} {state:<7} {row['tries']:>5} {row['last_failed']:<20} {where}")
         print(f"{'':<20} {row['error']}")
     return 0

@@ -13,12 +13,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..analyze import Analyzer
 from ..detect import Scanner
 from ..report import Report
-from ..score import SEVERITIES, Policy, severity_rank
+from ..score import DEFAULT_POLICY, SEVERITIES, severity_rank
 from . import CliError
 
 
@@ -44,7 +44,7 @@ def _analyzer(config_path: str | None) -> Analyzer:
         config = load_config(Path(config_path))
     except (ConfigError, OSError) as exc:
         raise CliError(str(exc)) from None
-    return Analyzer(Scanner(config.rules), policy=config.policy or Policy())
+    return Analyzer(Scanner(config.rules), policy=config.policy or DEFAULT_POLICY)
 
 
 def _documents(paths: list[str], errors: list[str]) -> Iterator[Path | str]:
@@ -76,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
     for document in _documents(args.paths, errors):
         try:
             if document == "-":
-                report = analyzer.analyze_chunks(iter(lambda: sys.stdin.buffer.read(1 << 20), b""), "-", reveal=args.reveal)
+                chunks = iter(lambda: sys.stdin.buffer.read(1 << 20), b"")
+                report = analyzer.analyze_chunks(chunks, "-", reveal=args.reveal)
             else:
-                report = analyzer.analyze_path(document, reveal=args.reveal)
+                report = analyzer.analyze_path(Path(document), reveal=args.reveal)
         except OSError as exc:
             errors.append(_failed(document, exc.strerror or str(exc), args.format))
             continue

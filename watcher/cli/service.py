@@ -7,7 +7,8 @@ Exit status (Nagios/Icinga style, usable as is by a check command):
 - 0 ok: every enabled source polled successfully within its window, no failed alert;
 - 1 degraded: some enabled sources failing, or late (no success within their window) while
   others are fresh, or degraded (their last poll succeeded with a warning: a login wall,
-  links gone, an `expect` selector unmatched; schema 4 and later); failed alerts not acknowledged yet (schema 3 and later); no enabled source;
+  links gone, an `expect` selector unmatched; schema 4 and later); failed alerts not
+  acknowledged yet (schema 3 and later); no enabled source;
 - 2 down: no database; or not one enabled source had a successful poll within its window.
   (A broken configuration is also 2, with one line on stderr, like every CLI error.)
 

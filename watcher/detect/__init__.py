@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .base import CHECKED, FAILED, Detector, Window
 from .compiled import DISABLED, speedups
@@ -82,7 +82,8 @@ class Scanner:
         self.numbers = bool(compiled and speedups)
         if compiled and not speedups and not DISABLED:
             log.warning("compiled detector helpers not built (no C compiler at install?): scanning about 3x slower")
-        self.detectors: list[Detector] = builtin_detectors(insurers, self.numbers) + [RuleDetector(r) for r in self.rules]
+        operator_rules: list[Detector] = [RuleDetector(r) for r in self.rules]
+        self.detectors: list[Detector] = builtin_detectors(insurers, self.numbers) + operator_rules
         self.by_name = {d.name: d for d in self.detectors}
         self.engine = Engine(self.detectors, cache=default_cache_dir())
 
@@ -188,7 +189,7 @@ class PartScan:
         hits = scanner.engine.hits(buf, accept_from, accept_to)
         if scanner.numbers:
             self._numbers(buf, window)
-        for detector, found in zip(scanner.detectors, hits):
+        for detector, found in zip(scanner.detectors, hits, strict=False):
             if found:
                 accepted: Iterable[str] = detector.find(buf, found, window, detection.values[detector.name])
                 if detector.name in self._tallies:
@@ -201,9 +202,9 @@ class PartScan:
         detection = self._detection
         detection.loose_nirs = detection.loose_nirs or bool(numbers[_LOOSE])
         tallies = self._tallies
-        for kind, count in zip(CHECKED, failed):
+        for kind, count in zip(CHECKED, failed, strict=False):
             tallies[kind].failed += count
-        for name, values in zip(NUMBER_DETECTORS, numbers):
+        for name, values in zip(NUMBER_DETECTORS, numbers, strict=False):
             if values:
                 if name in tallies:
                     tallies[name].passed += len(values)

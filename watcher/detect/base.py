@@ -11,15 +11,17 @@ is reported at most once per buffer: it says "this name occurs here", and the de
 the occurrences itself inside the accepted window (names and keywords: only the first valid
 occurrence in a document matters). NIRs, SIRETs, RPPS, phone numbers and IBANs, the dense
 identifiers of extracts, are found by one compiled pass instead when `_speedups` is built
-(see `Scanner`): their detectors then leave those patterns out. Values stay inside the detection state: what leaves it is a
-count, masked samples and keyed fingerprints (see `watcher.privacy`).
+(see `Scanner`): their detectors then leave those patterns out. Values stay inside the
+detection state: what leaves it is a count, masked samples and keyed fingerprints (see
+`watcher.privacy`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterator, Mapping, Protocol, TypeVar
+from typing import Protocol, TypeVar
+from collections.abc import Iterator, Mapping
 
 # What the engine found for one detector: (tag, positions) per pattern that matched, tag the
 # index of the pattern in the detector's own `patterns` list (named by an IntEnum where the
@@ -37,6 +39,12 @@ class Pattern:
     single: bool = False        # report once per buffer, the detector locates occurrences
     som: bool = False           # report the start of the match (slower)
     group: str = ""             # patterns of another group go to a database of their own
+
+
+class PatternSource(Protocol):
+    """What the engine compiles: anything with patterns (every Detector is one)."""
+
+    def patterns(self) -> list[Pattern]: ...
 
 
 class Detector(Protocol):

@@ -7,7 +7,7 @@ would be slow); the local part is recovered from the bytes before the `@`.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..privacy import mask_email
 from .base import Hits, Pattern, Window

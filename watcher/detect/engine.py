@@ -8,17 +8,19 @@ exactly once: in the scan where its end first falls inside the accepted window.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import hyperscan
 
-from .base import Detector, Hits, Pattern
+from .base import Hits, Pattern, PatternSource
 
 OVERLAP = 4096      # bytes carried to the next chunk; longer matches across a boundary are lost
 GUARD = 512         # look-ahead a detector may need after a match
@@ -65,8 +67,9 @@ def default_cache_dir() -> Path | None:
 
 
 def _fingerprint(patterns: Sequence[Pattern], flags: list[int]) -> str:
-    digest = hashlib.sha256(f"hyperscan {hyperscan.__version__} block".encode())
-    for pattern, flag in zip(patterns, flags):
+    version = getattr(hyperscan, "__version__", "")       # the stubs do not declare it
+    digest = hashlib.sha256(f"hyperscan {version} block".encode())
+    for pattern, flag in zip(patterns, flags, strict=False):
         digest.update(b"%d:%d:" % (flag, len(pattern.expr)) + pattern.expr)
     return digest.hexdigest()[:32]
 
@@ -85,10 +88,8 @@ def _load(path: Path) -> hyperscan.Database | None:
     except (OSError, hyperscan.error) as exc:
         log.warning("pattern cache %s unusable (%s): compiling again", path, exc)
         return None
-    try:
+    with contextlib.suppress(OSError):
         os.utime(path)                       # recently used: kept by _save's clean-up
-    except OSError:
-        pass
     return database
 
 
@@ -132,7 +133,7 @@ class Engine:
     second pass).
     """
 
-    def __init__(self, detectors: Sequence[Detector], cache: Path | None = None) -> None:
+    def __init__(self, detectors: Sequence[PatternSource], cache: Path | None = None) -> None:
         self.detectors = list(detectors)
         groups: dict[tuple[bool, str], list[Pattern]] = {}
         self._owners: dict[tuple[bool, str], list[tuple[int, int, bool]]] = {}
@@ -144,7 +145,8 @@ class Engine:
         self._databases = {key: compile_database(p, cache) for key, p in sorted(groups.items())}
         # One bucket per pattern, allocated once: a scan fills a few and they are emptied
         # after it (allocating ~400 lists per scan cost more than scanning a small paste).
-        self._buckets = {key: [[] for _ in owners] for key, owners in self._owners.items()}
+        self._buckets: dict[tuple[bool, str], list[list[Any]]] = {   # ends, or (start, end) with som
+            key: [[] for _ in owners] for key, owners in self._owners.items()}
         self._handlers = {key: self._handler(key) for key in self._databases}
 
     def _handler(self, key: tuple[bool, str]):

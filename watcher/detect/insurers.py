@@ -2,9 +2,10 @@
 
 `data/insurers.txt`: one insurer a line, `canonical|variant|...`; a `~` marks a name that is
 ambiguous alone (a first name, a common word, a short acronym) and counts only near French
-health-insurance words or health-data column names (`text.HEALTH_CONTEXT`). Matching is case- and accent-insensitive on Unicode word boundaries;
-a name inside a longer name of another insurer at the same place (`Mutuelle Générale` inside
-`Mutuelle Générale de la Police`) counts only as the longer one.
+health-insurance words or health-data column names (`text.HEALTH_CONTEXT`). Matching is case-
+and accent-insensitive on Unicode word boundaries; a name inside a longer name of another
+insurer at the same place (`Mutuelle Générale` inside `Mutuelle Générale de la Police`) counts
+only as the longer one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from .base import Hits, Pattern, Window
 from .text import HealthContext, Vocabulary, fold_key

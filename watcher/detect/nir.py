@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..privacy import mask_nir
 from .base import FAILED, NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end, tagged
@@ -35,7 +35,8 @@ _SPECIAL_PLACES_B = frozenset([b"20", b"97", b"98", b"99"])
 _E = rb"(?:e|\xc3\xa9|\xc3\x89)"
 _LABEL = (
     rb"(?:\bnir|\bn(?:o|\xc2\xb0|\xc2\xba|um(?:" + _E + rb"ro)?)?[._\-]?\s?(?:de[\s_\-])?(?:s\.?s\b\.?|s" + _E + rb"cu)"
-    rb"|\bnss\b|s" + _E + rb"curit" + _E + rb"\ssociale|\binsee|\bmatricule|\bimmatriculation|assur" + _E + rb"s?\ssocial)"
+    rb"|\bnss\b|s" + _E + rb"curit" + _E + rb"\ssociale|\binsee|\bmatricule|\bimmatriculation"
+    rb"|assur" + _E + rb"s?\ssocial)"
 )
 _LABEL_GAP = rb"[^0-9\n]{0,30}?"
 _KEY_AFTER = re.compile(r"^\s{0,3}[./:\-]?\s{0,3}(?:cl[eé]\s{0,3}[:=]?\s{0,3})?(\d{2})(?!\d)", re.IGNORECASE)

@@ -30,7 +30,7 @@ import csv
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from . import nir as nir_rules
 from .compiled import speedups
@@ -265,8 +265,8 @@ class ShapeReader:
         self._set_headers([str(k) for k in first])
         markers = [json.dumps(str(k), ensure_ascii=False).encode() for k in list(first)[:32]]
         counts = [_marker_count(text, m) for m in markers]
-        exact = [m for m, c in zip(markers, counts) if c == objects]
-        marker = exact[0] if exact else min(zip(markers, counts), key=lambda mc: abs(mc[1] - objects))[0]
+        exact = [m for m, c in zip(markers, counts, strict=False) if c == objects]
+        marker = exact[0] if exact else min(zip(markers, counts, strict=False), key=lambda mc: abs(mc[1] - objects))[0]
         self._counter = _MarkerCount(marker)
         return True
 
@@ -336,23 +336,22 @@ class ShapeReader:
 
     def _plan_nir_rows(self, rows: list[list[str]]) -> _RowPlan:
         """Parse rows (CSV lines or SQL tuples; `rows` are the first ones) when the NIR column
-        may hold 13-character bodies the NIR detector cannot pair with their key: a key column that is not the next one, a key column a spreadsheet
-        stored as a number (`1841275123456;7`), or a NIR column without a key column whose
-        first rows show 13-character values. (A 2-digit key in the next column is matched by
-        the NIR detector itself, `1841275123456;40` or `'1841275123456','40'`, much faster
-        than parsing rows.)"""
+        may hold 13-character bodies the NIR detector cannot pair with their key: a key column
+        that is not the next one, a key column a spreadsheet stored as a number
+        (`1841275123456;7`), or a NIR column without a key column whose first rows show
+        13-character values. (A 2-digit key in the next column is matched by the NIR detector
+        itself, `1841275123456;40` or `'1841275123456','40'`, much faster than parsing rows.)"""
         headers = self.shape.headers
         nir_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "nir"), None)
         if nir_index is None:
             return _RowPlan()
         key_index = next((i for i, h in enumerate(headers) if self.shape.roles.get(h) == "cle"), None)
         bodies = any(len(nir_rules.normalize(r[nir_index])) == 13 for r in rows if len(r) > nir_index)
-        if key_index == nir_index + 1:
-            # A key below 10 stored as a number is one digit: 9 keys in 97, so the first 100
-            # rows of such a column show one but for 1 time in 17,000 ((88/97) ** 100).
-            if not (bodies and any(len(r) > key_index and len(k := r[key_index].strip()) == 1 and k.isdigit()
-                                   for r in rows)):
-                return _RowPlan()
+        # A key below 10 stored as a number is one digit: 9 keys in 97, so the first 100 rows of
+        # such a column show one but for 1 time in 17,000 ((88/97) ** 100).
+        if key_index == nir_index + 1 and not (bodies and any(
+                len(r) > key_index and len(k := r[key_index].strip()) == 1 and k.isdigit() for r in rows)):
+            return _RowPlan()
         if key_index is not None or bodies:
             return _RowPlan(nir_index, key_index)
         return _RowPlan()
@@ -391,7 +390,8 @@ class ShapeReader:
                 lines = [line.removesuffix("\r") for line in lines]
             if skip_header:
                 lines = [line for line in lines if line.strip()][self._skip_lines:]
-            rows = _parse_rows(lines, self._delimiter) if '"' in text else (line.split(self._delimiter) for line in lines)
+            rows = (_parse_rows(lines, self._delimiter) if '"' in text
+                    else (line.split(self._delimiter) for line in lines))
         nir_index, key_index, sci = self._plan.nir, self._plan.key, self._plan.sci
         add, complete_nir, normalize = self._add_nir, nir_rules.complete, nir_rules.normalize
         for row in rows:
@@ -534,7 +534,8 @@ def scientific_nir(cell: str) -> str | None:
     return digits if nir_rules.is_valid(digits) else None
 
 
-def _scientific_columns(rows: list[list[str]], headers: list[str], roles: dict[str, str]) -> tuple[tuple[int, ...], list[str]]:
+def _scientific_columns(rows: list[list[str]], headers: list[str],
+                        roles: dict[str, str]) -> tuple[tuple[int, ...], list[str]]:
     """(columns holding NIRs in scientific notation, names of NIR columns whose digits are
     lost) among the sampled rows. A column counts when at least half of its cells (and two)
     are 15-digit numbers in scientific notation (E+14), so a stray value in prose or in a
@@ -557,7 +558,8 @@ def _scientific_columns(rows: list[list[str]], headers: list[str], roles: dict[s
         if lost:
             name = headers[index] if index < len(headers) else f"column {index + 1}"
             role = roles.get(name)
-            if role == "nir" or (role is None and all(_common_nir_start(m.group(1) + (m.group(2) or "")) for m in lost)):
+            common = role is None and all(_common_nir_start(m.group(1) + (m.group(2) or "")) for m in lost)
+            if role == "nir" or common:
                 lost_names.append(name)
     return tuple(found), lost_names
 
@@ -572,7 +574,9 @@ def _unnamed_header(header: list[str], rows: list[list[str]]) -> bool:
     column whose cells are values under its name (numbers, dates, e-mails), or all of one
     length that is not the name's. A first row of data holds values where the rows do."""
     names = [h.strip() for h in header]
-    if not all(names) or len(set(names)) < len(names) or any(_looks_like_value(n) or len(n) > MAX_HEADER for n in names):
+    if not all(names) or len(set(names)) < len(names):
+        return False
+    if any(_looks_like_value(n) or len(n) > MAX_HEADER for n in names):
         return False
     rows = [r for r in rows if len(r) == len(names)][:20]
     if len(rows) < 2:

@@ -1,15 +1,15 @@
 """SIRET (14 digits) and SIREN (9 digits): company identifiers, Luhn-checked.
 
 La Poste is the exception: SIREN 356000000, whose SIRETs pass on a digit sum multiple of 5
-(the rule of python-stdnum's `fr.siret`, used as the test oracle). A bare 9-digit number is too common to be a SIREN on its own: SIREN
-counts when grouped `123 456 789` or after a `SIREN` label.
+(the rule of python-stdnum's `fr.siret`, used as the test oracle). A bare 9-digit number is too
+common to be a SIREN on its own: SIREN counts when grouped `123 456 789` or after a `SIREN` label.
 """
 
 from __future__ import annotations
 
 import re
 from enum import IntEnum
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..privacy import mask_digits
 from .base import FAILED, NOT_AFTER_DIGIT, NOT_BEFORE_DIGIT, Hits, Pattern, Window, number_end, tagged
@@ -17,7 +17,8 @@ from .compiled import speedups
 from .luhn import luhn_ok
 
 _SEP = rb"[ .]?"
-_SIRET = NOT_AFTER_DIGIT + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{5}" + NOT_BEFORE_DIGIT
+_SIRET = (NOT_AFTER_DIGIT + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{3}" + _SEP + rb"[0-9]{5}"
+          + NOT_BEFORE_DIGIT)
 _SIREN_GROUPED = NOT_AFTER_DIGIT + rb"[0-9]{3} [0-9]{3} [0-9]{3}" + NOT_BEFORE_DIGIT
 _SIREN_LABELLED = rb"\bsiren\b[^0-9\n]{0,10}[0-9]{9}" + NOT_BEFORE_DIGIT
 _GROUP_CONTINUES = re.compile(rb"[ .][0-9]")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Iterator
+from collections.abc import Iterator
 
 from .base import Pattern
 from .engine import Engine, default_cache_dir
@@ -159,10 +159,10 @@ class HealthContext:
     """Where HEALTH_CONTEXT occurs in one buffer, found block by block as occurrences ask.
 
     `near(start, end)`: a context match overlaps the `radius` bytes around buf[start:end]
-    (`garanties santé` counts whole when the window cuts it). Each block of the buffer is searched at most once, whatever the number of
-    names and occurrences asking: prose naming `Mae` or `maaf` every line costs one pass of the
-    regex, not one per occurrence (a 600-byte search each, 3 s a MiB in dense prose).
-    """
+    (`garanties santé` counts whole when the window cuts it). Each block of the buffer is
+    searched at most once, whatever the number of names and occurrences asking: prose naming
+    `Mae` or `maaf` every line costs one pass of the regex, not one per occurrence (a 600-byte
+    search each, 3 s a MiB in dense prose)."""
 
     BLOCK = 1024
     HEAD = 8          # characters before a block for the lookbehinds and \b
@@ -175,7 +175,8 @@ class HealthContext:
 
     def near(self, start: int, end: int) -> bool:
         lo, hi = max(0, start - self.radius), min(len(self.buf), end + self.radius)
-        for block in range(max(0, lo - self.TAIL) // self.BLOCK, (hi - 1) // self.BLOCK + 1):   # a match may start before lo
+        first = max(0, lo - self.TAIL) // self.BLOCK       # a match may start before lo
+        for block in range(first, (hi - 1) // self.BLOCK + 1):
             if any(s < hi and e > lo for s, e in self._block(block)):
                 return True
         return False

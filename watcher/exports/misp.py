@@ -135,9 +135,11 @@ def _document_objects(event: MISPEvent, export: IncidentExport, document: Docume
     doc.comment = _comment(document)
     if document.first_seen:
         doc.first_seen = parse_time(document.first_seen)
-    name = document.title or (f"document {document.sha256[:16]}" if document.sha256 else f"document on {document.source}")
+    fallback = f"document {document.sha256[:16]}" if document.sha256 else f"document on {document.source}"
+    name = document.title or fallback
     doc.add_attribute("document-name", value=name, to_ids=False, uuid=export.uuid("misp", "attribute", key, "name"))
-    doc.add_attribute("origin", value=document.source, to_ids=False, uuid=export.uuid("misp", "attribute", key, "origin"))
+    doc.add_attribute("origin", value=document.source, to_ids=False,
+                      uuid=export.uuid("misp", "attribute", key, "origin"))
     if document.url:
         doc.add_attribute("url", value=document.url, to_ids=False, uuid=export.uuid("misp", "attribute", key, "url"))
     if document.first_seen:

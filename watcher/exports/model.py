@@ -268,7 +268,7 @@ def incident_payload(state: StateDB, incident_id: int,
     if row is None:
         return None
     names = [column[0] for column in state.db.execute("SELECT * FROM incidents LIMIT 0").description]
-    incident = dict(zip(names, row))
+    incident = dict(zip(names, row, strict=False))
     findings = state.db.execute(
         """SELECT f.id, f.sha256, f.size, f.severity, f.reasons, f.counts, f.insurers, f.samples, f.first_seen
         FROM incident_findings AS m JOIN findings AS f ON f.id = m.finding_id

@@ -23,9 +23,9 @@ ids STIX 2.1 defines from their content (the library computes them).
 One property of our own on the report, `leak_watcher_incident`: the incident's id, severity,
 triage state, counts per identifier kind and first post date, which STIX has no property for.
 It is declared the STIX 2.1 way, by an `extension-definition` (a toplevel-property-extension
-whose schema is the plain text `EXTENSION_SCHEMA`; STIX requires its creator, so each installation has its own), rather than as an `x_` property, which the
-2.1 validator flags as deprecated; the description says the same in words for tools that
-ignore extensions.
+whose schema is the plain text `EXTENSION_SCHEMA`; STIX requires its creator, so each
+installation has its own), rather than as an `x_` property, which the 2.1 validator flags as
+deprecated; the description says the same in words for tools that ignore extensions.
 
 The validator's one remark (a warning, not an error): the SDO ids are UUIDv5, where STIX 2.1
 recommends UUIDv4. That is the price of deterministic ids, chosen on purpose (`model.py`). The NIR
@@ -43,7 +43,7 @@ from urllib.parse import quote, urlsplit
 from .model import Document, IncidentExport, clean_text
 
 if TYPE_CHECKING:
-    from stix2 import Bundle  # type: ignore[import-untyped]
+    from stix2 import Bundle
 
 __all__ = ["DEFAULT_TLP", "IDENTITY_DATE", "stix_bundle", "stix_json"]
 
@@ -59,7 +59,7 @@ _TLP = {"tlp:white": "TLP_WHITE", "tlp:clear": "TLP_WHITE", "tlp:green": "TLP_GR
 
 def stix_bundle(export: IncidentExport, *, tlp: str = DEFAULT_TLP) -> Bundle:
     """The STIX 2.1 bundle of `export`."""
-    import stix2  # type: ignore[import-untyped]
+    import stix2
 
     if tlp not in _TLP:
         raise ValueError(f"{tlp!r}: STIX 2.1 marks {', '.join(sorted(_TLP))}")

@@ -20,7 +20,8 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
+from collections.abc import Iterable, Iterator
 
 from .blobs import (
     CORRUPT, MiB, BlobFinder, Budget, Refused, ZipSource, compression_of, declared_members, decompress, zip_members,
@@ -131,7 +132,8 @@ def _parts(
             yield from _zip_parts(spool, label, depth, budget)
         return
     if kind:
-        yield from _guarded(decompress(chunks, kind, budget, f"{label} ({kind})"), f"{label} ({kind})", depth + 1, budget)
+        inner = f"{label} ({kind})"
+        yield from _guarded(decompress(chunks, kind, budget, inner), inner, depth + 1, budget)
         return
     if looks_like_pdf(head):
         document = _read_capped(chunks, MAX_PDF + 1, label, budget)

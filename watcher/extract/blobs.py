@@ -19,13 +19,15 @@ import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator
+from typing import IO
+from collections.abc import Iterable, Iterator
 
 import hyperscan
 
 from ..detect.compiled import speedups
 from ..detect.engine import compile_database
 from ..detect.base import Pattern
+import contextlib
 
 MiB = 1024 * 1024
 _B64_RUN = re.compile(rb"(?:[A-Za-z0-9+/]{4}|\r?\n|[ \t]){40,}[A-Za-z0-9+/=]{0,4}")
@@ -239,7 +241,8 @@ def zip_members(source: ZipSource, budget: Budget, what: str) -> Iterator[tuple[
                 budget.note(f"{what}: member {info.filename!r} is password-protected, not scanned")
                 continue
             if info.file_size > budget.max_expanded - budget.expanded:
-                budget.note(f"{what}: member {info.filename!r} refused: declares {info.file_size // MiB} MiB (over budget)")
+                budget.note(f"{what}: member {info.filename!r} refused: "
+                            f"declares {info.file_size // MiB} MiB (over budget)")
                 continue
             yield info.filename, read_member(archive, info, budget, what)
 
@@ -270,10 +273,8 @@ def triggered_py(data: bytes) -> bool:
         hit.append(1)
         return True          # stop scanning at the first match
 
-    try:
+    with contextlib.suppress(hyperscan.ScanTerminated):
         _trigger_database().scan(data, match_event_handler=on_match)
-    except hyperscan.ScanTerminated:
-        pass
     return bool(hit)
 
 

@@ -21,7 +21,7 @@ import functools
 import re
 import sys
 import unicodedata
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from ..detect.compiled import speedups
 

@@ -23,7 +23,7 @@ import io
 import re
 import zipfile
 from array import array
-from typing import Iterator
+from collections.abc import Iterator
 
 from lxml import etree
 
@@ -39,7 +39,8 @@ TEXT_MEMBERS = ("word/document.xml", "content.xml")
 MAX_TEXT_MEMBER = 64 * MiB
 # A tag holds no `<`: `[^<>]` with possessive bounds, so a run of `<` costs a step each.
 _LINE_END = re.compile(rb"</(?:w:p|w:tr|text:p|text:h|table:table-row)>|<(?:w:br|w:cr|text:line-break)\b[^<>]{0,200}+>")
-_CELL_END = re.compile(rb"(?:</(?:w:p|text:p)>\s*)?</(?:w:tc|table:table-cell)>")   # a cell's last paragraph ends with it
+# A cell's last paragraph ends with it.
+_CELL_END = re.compile(rb"(?:</(?:w:p|text:p)>\s*)?</(?:w:tc|table:table-cell)>")
 _TAB = re.compile(rb"<(?:w:tab|text:tab)\b[^<>]{0,200}+/>")
 _SPACES = re.compile(rb"<text:s\b[^<>]{0,200}+/>")
 _TAG = re.compile(rb"<[^<>]{0,4000}+>")
@@ -66,7 +67,8 @@ def office_parts(source: ZipSource, budget: Budget, label: str) -> Iterator[tupl
     return None
 
 
-def _document(archive: zipfile.ZipFile, member: str, budget: Budget, label: str) -> Iterator[tuple[str, Iterator[bytes]]]:
+def _document(archive: zipfile.ZipFile, member: str, budget: Budget,
+              label: str) -> Iterator[tuple[str, Iterator[bytes]]]:
     with archive:
         info = archive.getinfo(member)
         if info.file_size > MAX_TEXT_MEMBER:
@@ -174,7 +176,8 @@ def _shared_strings(archive: zipfile.ZipFile, budget: Budget, label: str) -> Sha
     return strings
 
 
-def _sheet_rows(archive: zipfile.ZipFile, name: str, strings: SharedStrings, budget: Budget, label: str) -> Iterator[bytes]:
+def _sheet_rows(archive: zipfile.ZipFile, name: str, strings: SharedStrings, budget: Budget,
+                label: str) -> Iterator[bytes]:
     """The sheet's rows as `;`-separated UTF-8 lines, about a MiB at a time."""
     chunks = _member(archive, name, budget, label)
     if chunks is None:
@@ -259,7 +262,7 @@ class _SheetTarget:
             if self._values is not None:
                 self._column = _column(attrib.get("r"), len(self._values))
                 self._kind, self._texts, self._capture = attrib.get("t"), [], 0
-        elif tag == _V or tag == _T:
+        elif tag in (_V, _T):
             if self._texts is not None:
                 self._capture += 1
         elif tag == _ROW:
@@ -270,7 +273,7 @@ class _SheetTarget:
             self._texts.append(text)    # type: ignore[union-attr]
 
     def end(self, tag: str) -> None:
-        if tag == _V or tag == _T:
+        if tag in (_V, _T):
             if self._capture:
                 self._capture -= 1
         elif tag == _C:

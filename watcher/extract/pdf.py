@@ -20,7 +20,8 @@ import io
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from .blobs import MiB, Budget
 

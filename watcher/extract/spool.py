@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from typing import IO
+from typing import IO, cast
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -40,7 +40,7 @@ class SealedFile(_Scratch):
 
     def __init__(self) -> None:
         super().__init__()
-        self._file = tempfile.TemporaryFile(buffering=0)    # unlinked at once: no name on disk
+        self._file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 (closed by close(): no name on disk)
         self._key = os.urandom(32)
         self._nonce = os.urandom(8)
         self._size = 0
@@ -90,7 +90,7 @@ class SealedFile(_Scratch):
 def spool(in_memory: int) -> IO[bytes]:
     """A file to write content into and then read with seeks: in memory up to `in_memory`
     bytes, sealed on disk beyond (see the module docstring)."""
-    return _Spool(in_memory)
+    return cast(IO[bytes], _Spool(in_memory))     # a RawIOBase: what IO[bytes] users call
 
 
 class _Spool(_Scratch):
@@ -105,7 +105,7 @@ class _Spool(_Scratch):
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
         if not self._sealed and self._target.tell() + len(data) > self._limit:
-            sealed = SealedFile()
+            sealed = cast(IO[bytes], SealedFile())
             sealed.write(self._target.getvalue())  # type: ignore[attr-defined]
             self._target, self._sealed = sealed, True
         self._target.seek(0, io.SEEK_END)

@@ -237,7 +237,7 @@ def oldest_first(entries: Sequence[T], date: Callable[[T], str | None] | None = 
     if date is not None and entries:
         dated = [(normalise_date(date(entry)), index) for index, entry in enumerate(entries)]
         if all(when for when, _ in dated):
-            return [entries[index] for _, index in sorted(dated)]  # type: ignore[type-var]
+            return [entries[index] for _, index in sorted(dated)]
     return list(reversed(entries))
 
 

@@ -33,6 +33,7 @@ from watcher.options import option
 from watcher.sources.base import (TEXT_TYPE, Item, PollContext, Source, SourceError, off_loop, oldest_first,
                                   parse_page, sha256_hex)
 from watcher.sources.walls import page_wall
+import contextlib
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,8 @@ def dig_every(value: Any, path: str) -> list[tuple[str, Any]]:
                 pairs = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
                 step.extend((f"{key}/{name}" if key else str(name), child) for name, child in pairs)
                 continue
-            try:
+            with contextlib.suppress(LookupError):
                 step.append((key, dig(node, segment)))
-            except LookupError:
-                pass
         if not step:
             raise LookupError(segment)
         found = step
@@ -132,9 +131,9 @@ class JsonOptions:
         if not self.url_field and not self.fields:
             raise ValueError("url or fields: a json source needs one (the document each record points to, "
                              "or the record's own fields)")
-        paths = {"id_field": self.id_field, "items": self.items, "title_field": self.title_field,
-                 "date_field": self.date_field, **{"fields": path for path in self.fields}}
-        for name, path in paths.items():
+        paths = [("id_field", self.id_field), ("items", self.items), ("title_field", self.title_field),
+                 ("date_field", self.date_field)] + [("fields", path) for path in self.fields]
+        for name, path in paths:
             if path and EVERY in path.split("."):
                 raise ValueError(f'{name} cannot take "[]" (every value: only `url` can, e.g. '
                                  f'"files.[].raw_url"); "*" takes the first value')

@@ -1,10 +1,10 @@
 """The page-parser child process: `python -m watcher.sources.pagechild PARENT_PID`.
 
 Started by watcher.sources.pages.PageParser. It reads requests on stdin and writes replies on
-stdout until stdin closes, in watcher.childproc's frames (a length, then a pickle). An empty frame first says the child is ready (the parsing
-modules imported: the first parse is not slowed by them). A request is `(fn, body)`; the reply
-is `("ok", fn(body))` or `("error", exception)`. The child imports nothing else (no HTTP
-client, no pipeline), to stay small.
+stdout until stdin closes, in watcher.childproc's frames (a length, then a pickle). An empty
+frame first says the child is ready (the parsing modules imported: the first parse is not
+slowed by them). A request is `(fn, body)`; the reply is `("ok", fn(body))` or `("error",
+exception)`. The child imports nothing else (no HTTP client, no pipeline), to stay small.
 
 It dies with its parent and ignores SIGINT and SIGTERM (watcher.childproc.serve_stdio).
 """
