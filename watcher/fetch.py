@@ -1,6 +1,7 @@
 """HTTP fetching policy: one aiohttp session per source, Tor through aiohttp-socks.
 
-What this module guarantees, and why (see /work/shared/notes/ecosystem.md):
+What this module guarantees, and why (the aiohttp and aiohttp-socks behaviours it relies on are
+pinned by tests/test_fetch.py and tests/test_fetch_boundaries.py):
 
 - Tor sources go through the local Tor client's SOCKS5 port with remote DNS (`rdns=True`), so
   no .onion name (nor any clearnet name) is resolved locally. Each source gets its own SOCKS
