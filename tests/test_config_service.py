@@ -7,17 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.commands import BASE
 from watcher.config import Address, ConfigError, MetricsSettings, RetentionSettings, load_config
 
-HEAD = """\
-[watcher]
-state_dir = "./state"
-
-[[sources]]
-name = "inbox"
-kind = "directory"
-path = "./inbox"
-"""
+HEAD = BASE
 
 
 def load(tmp_path: Path, extra: str):

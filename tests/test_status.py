@@ -9,21 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.commands import BASE
 from watcher.cli import COMMANDS, service
 from watcher.config import Config, load_config
 from watcher.store import StateDB, table_names
 
 NOW = datetime(2026, 11, 28, 16, 40, tzinfo=UTC)
-CONFIG = """\
-[watcher]
-state_dir = "./state"
-
-[[sources]]
-name = "inbox"
-kind = "directory"
-path = "./inbox"
-interval = 10
-
+CONFIG = BASE + """
 [[sources]]
 name = "paste"
 kind = "listing"

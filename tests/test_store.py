@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.receivers import Clock
 from watcher.privacy import Fingerprinter, mask_nir
 from watcher.report import Report
 from watcher.store import (
@@ -34,18 +35,6 @@ from watcher.timestamps import format_time, parse_time
 T0 = datetime(2026, 11, 28, 16, 40, tzinfo=UTC)
 FINGERPRINT = Fingerprinter(b"k" * 32)
 
-
-class Clock:
-    """A settable clock, so tests can place events in time."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 def nir(serial: int) -> str:
