@@ -1,6 +1,6 @@
 """The state database's schema: its tables and views, built by ordered migrations.
 
-Schema (version 7). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+Schema (version 8). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
 compare as text; so are the posts' own dates (`posted_at`, `first_posted`), read on the way in
 by `watcher.dates.normalise` (NULL when the source's text cannot be read unambiguously).
 JSON columns hold JSON text (datasette renders it).
@@ -34,6 +34,12 @@ JSON columns hold JSON text (datasette renders it).
                    One leak: findings grouped by content hash or NIR overlap (watcher.alerts).
                    alerted_* is the state the last alert described (NULL: never alerted).
                    first_posted: the earliest post date of its documents (NULL: none known).
+                   state open|acked|closed|false-positive (triage), closed_severity (its
+                   severity when closed: it alerts again only above it).
+    triage         (id PK, incident_id -> incidents, action, who, note (masked), severity, at)
+                   The log of triage actions on an incident, oldest first.
+    suppressions   (kind sha256|incident, value) PK, who, note (masked), at
+                   A document's content hash or an incident that never alerts again.
     incident_findings (finding_id PK -> findings, incident_id -> incidents, overlap, joined_at)
     alerts         (id PK, alert_id UNIQUE, kind new|update|health, severity info..critical,
                     incident_id, finding_id, source, title, tags JSON, payload JSON,
@@ -414,6 +420,52 @@ def _m007_post_dates(db: sqlite3.Connection) -> None:
     )
 
 
+def _m008_triage(db: sqlite3.Connection) -> None:
+    """Incident triage: each incident's state, the log of who changed it and why, suppressions.
+
+    `incidents.state` is open (every existing incident), acked, closed or false-positive;
+    `closed_severity` the severity it had when an analyst closed it (a closed incident alerts
+    again only when it grows more severe than that, see `watcher.alerts.incidents`). `triage`
+    is the append-only log of analysts' actions (ack, close, false-positive, reopen, suppress,
+    unsuppress, and the daemon's own reopen), its note masked by `watcher.redact` before it is
+    written. `suppressions` holds a content hash (`sha256`) or an incident id (`incident`)
+    that never alerts again. The incident_overview view gains the state.
+    """
+    _execute_all(
+        db,
+        [
+            """ALTER TABLE incidents ADD COLUMN state TEXT NOT NULL DEFAULT 'open'
+                CHECK (state IN ('open', 'acked', 'closed', 'false-positive'))""",
+            "ALTER TABLE incidents ADD COLUMN closed_severity TEXT",
+            """CREATE TABLE triage (
+                id INTEGER PRIMARY KEY,
+                incident_id INTEGER NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+                action TEXT NOT NULL,
+                who TEXT NOT NULL,
+                note TEXT,
+                severity TEXT,
+                at TEXT NOT NULL
+            )""",
+            "CREATE INDEX triage_incident ON triage (incident_id, id)",
+            """CREATE TABLE suppressions (
+                kind TEXT NOT NULL CHECK (kind IN ('sha256', 'incident')),
+                value TEXT NOT NULL,
+                who TEXT NOT NULL,
+                note TEXT,
+                at TEXT NOT NULL,
+                PRIMARY KEY (kind, value)
+            )""",
+            "DROP VIEW incident_overview",
+            """CREATE VIEW incident_overview AS
+            SELECT i.id, i.severity, i.nirs, i.sources, i.first_seen, i.last_seen,
+                (SELECT count(*) FROM incident_findings AS m WHERE m.incident_id = i.id) AS findings,
+                (SELECT count(*) FROM alerts AS a WHERE a.incident_id = i.id) AS alerts,
+                i.alerted_severity, i.alerted_nirs, i.alerted_at, i.first_posted, i.state
+            FROM incidents AS i""",
+        ],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
@@ -422,6 +474,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "identifiers masked in item ids, URLs, titles, errors and alerts", _m005_redact, vacuum=True),
     Migration(6, "posts' own date and author", _m006_posts),
     Migration(7, "post dates normalised, incidents' first post date", _m007_post_dates),
+    Migration(8, "incident triage: state, triage log, suppressions", _m008_triage),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
