@@ -23,12 +23,15 @@ from apprise import NotifyType
 from ..redact import redact, redact_tree
 from .records import ALERT_LEVELS, Alert
 
-__all__ = ["Message", "digest_message", "finding_title", "health_title", "jsonl_record",
+__all__ = ["ALERT_SCHEMA", "Message", "digest_message", "finding_title", "health_title", "jsonl_record",
            "probe_message", "render"]
 
 TITLE_ITEM_CHARS = 80
 INSURERS_SHOWN = 3
 SAMPLES_SHOWN = 5
+#: The version of the JSONL/webhook record (README "Webhook and MISP"): a new key keeps it,
+#: a key removed or changing meaning makes it "leak-watcher/alert/2".
+ALERT_SCHEMA = "leak-watcher/alert/1"
 _NOTIFY_TYPES = {"critical": NotifyType.FAILURE, "high": NotifyType.FAILURE,
                  "medium": NotifyType.WARNING, "low": NotifyType.INFO}
 
@@ -214,6 +217,7 @@ def jsonl_record(alert: Alert) -> dict[str, Any]:
     payload = alert.payload
     health = alert.kind == "health"
     record = {
+        "schema": ALERT_SCHEMA,
         "alert_id": alert.alert_id,
         "id": alert.id,
         "incident_id": alert.incident_id,
