@@ -1,6 +1,6 @@
 """The state database's schema: its tables and views, built by ordered migrations.
 
-Schema (version 8). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+Schema (version 9). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
 compare as text; so are the posts' own dates (`posted_at`, `first_posted`), read on the way in
 by `watcher.dates.normalise` (NULL when the source's text cannot be read unambiguously).
 JSON columns hold JSON text (datasette renders it).
@@ -41,6 +41,12 @@ JSON columns hold JSON text (datasette renders it).
     suppressions   (kind sha256|incident, value) PK, who, note (masked), at
                    A document's content hash or an incident that never alerts again.
     incident_findings (finding_id PK -> findings, incident_id -> incidents, overlap, joined_at)
+    evidence       (id PK, piece_id UNIQUE, status sealed|reused|refused, file_name, sha256,
+                    size, kept_sha256, kept_bytes, truncated, sealed_size, file_sha256,
+                    source, url (masked), title (masked), tor, fetched_at, sealed_at,
+                    finding_id, incident_id, recipients JSON, note, expired_at)
+                   Custody records of the sealed vault (watcher.evidence, queries in
+                   watcher.store.evidence); no foreign key: a record outlives its finding.
     alerts         (id PK, alert_id UNIQUE, kind new|update|health, severity info..critical,
                     incident_id, finding_id, source, title, tags JSON, payload JSON,
                     state pending|sent|logged|failed, tries, next_try, last_error,
@@ -466,6 +472,44 @@ def _m008_triage(db: sqlite3.Connection) -> None:
     )
 
 
+def _m009_evidence(db: sqlite3.Connection) -> None:
+    """Custody records of the sealed evidence vault (`watcher.evidence`): one row per document
+    sealed (or reused, or refused by a full vault). finding_id and incident_id are plain
+    numbers, not foreign keys: what supports a CNIL notification outlives the finding's
+    retention; `expired_at` is set when retention deletes the piece's file."""
+    _execute_all(
+        db,
+        [
+            """CREATE TABLE evidence (
+                id INTEGER PRIMARY KEY,
+                piece_id TEXT NOT NULL UNIQUE,
+                status TEXT NOT NULL CHECK (status IN ('sealed', 'reused', 'refused')),
+                file_name TEXT,
+                sha256 TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                kept_sha256 TEXT NOT NULL,
+                kept_bytes INTEGER NOT NULL,
+                truncated INTEGER NOT NULL DEFAULT 0,
+                sealed_size INTEGER,
+                file_sha256 TEXT,
+                source TEXT NOT NULL,
+                url TEXT,
+                title TEXT,
+                tor INTEGER NOT NULL DEFAULT 0,
+                fetched_at TEXT NOT NULL,
+                sealed_at TEXT NOT NULL,
+                finding_id INTEGER,
+                incident_id INTEGER,
+                recipients TEXT NOT NULL DEFAULT '[]',
+                note TEXT NOT NULL DEFAULT '',
+                expired_at TEXT
+            )""",
+            "CREATE INDEX evidence_sealed ON evidence (sealed_at)",
+            "CREATE INDEX evidence_file ON evidence (file_name) WHERE file_name IS NOT NULL",
+        ],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
@@ -475,6 +519,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "posts' own date and author", _m006_posts),
     Migration(7, "post dates normalised, incidents' first post date", _m007_post_dates),
     Migration(8, "incident triage: state, triage log, suppressions", _m008_triage),
+    Migration(9, "sealed evidence custody records", _m009_evidence),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
