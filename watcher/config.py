@@ -23,7 +23,8 @@ are kept as one-line `Config.warnings` in the same `file:line: where: what` form
 Every table is a dataclass whose fields say how their key is read (`watcher.options.option`):
 `[watcher]`, `[tor]`, `[retention]`, `[metrics]` and what every source shares are declared
 here, `[scoring]` by `watcher.score.Policy`, `[[rules]]` by `watcher.detect.rules.Rule`,
-`[alerts]` by `watcher.alerts.settings.AlertSettings`, and a kind's own options by its module
+`[alerts]` by `watcher.alerts.settings.AlertSettings`, `[evidence]` by
+`watcher.evidence.EvidenceSettings`, and a kind's own options by its module
 (`watcher.sources.listing.ListingOptions`...). One validator (`Validator`) reads them all
 through its readers, so every error has the same form. Adding a kind: one module with its
 `Options` and `poll()`, and one line in `watcher.sources.registry`.
@@ -44,6 +45,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from watcher.detect.rules import Rule, rule_error
+from watcher.evidence import EvidenceSettings, evidence_settings
 from watcher.options import option, option_keys, read_options, read_values
 from watcher.score import SEVERITIES, Policy
 from watcher.timestamps import parse_duration
@@ -67,7 +69,8 @@ DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 SYSTEM_CONFIG = Path("/etc/watcher/sources.toml")
 RULE_SEVERITIES = tuple(s for s in SEVERITIES if s != "none")
 
-_TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retention", "metrics", "include")
+_TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retention", "metrics", "evidence",
+             "include")
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252}[A-Za-z0-9_])?|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -226,6 +229,7 @@ class Config:
     sources: tuple[SourceConfig, ...]
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     metrics: MetricsSettings | None = None   # None: no metrics endpoint
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)   # default: dry mode, evidence off
     warnings: tuple[str, ...] = ()           # one line each, `file:line: where: what`
 
     @property
@@ -504,9 +508,10 @@ class Validator:
         sources += self.included(data.get("include", []), tor, {s.name for s in sources})
         retention = self.retention(data.get("retention", {}))
         metrics = self.metrics(data.get("metrics"))
+        evidence = evidence_settings(self, data.get("evidence"))     # watcher.evidence: the sealed vault
         return Config(path=self.path, watcher=watcher, tor=tor, alerts=dict(alerts), policy=policy,
                       rules=rules, sources=sources, retention=retention, metrics=metrics,
-                      warnings=tuple(self.warnings))
+                      evidence=evidence, warnings=tuple(self.warnings))
 
     def included(self, value: object, tor: TorSettings | None, names: set[str]) -> tuple[SourceConfig, ...]:
         """The `[[sources]]` of the files `include` lists (glob patterns relative to this
