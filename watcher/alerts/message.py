@@ -129,10 +129,11 @@ def _finding_body(alert: Alert) -> list[str]:
         f"Source: {one_line(payload.get('source'))}",
         f"URL: {one_line(payload.get('url') or '-')}",
         f"Item: {one_line(payload.get('item_title') or payload.get('item_id') or '-', 200)}",
-        f"First seen: {payload.get('first_seen')}",
+        _first_seen(alert),
     ]
     if payload.get("first_posted"):
-        lines.append(f"First posted: {one_line(payload['first_posted'], 40)} (the post's own date)")
+        whose = "the incident's earliest post date" if alert.kind == "update" else "the post's own date"
+        lines.append(f"First posted: {one_line(payload['first_posted'], 40)} ({whose})")
     if payload.get("posted_at") or payload.get("author"):
         posted = one_line(payload.get("posted_at") or "date unknown")
         lines.append(f"Posted: {posted}" + (f" by {one_line(payload['author'], 80)}" if payload.get("author") else ""))
@@ -142,16 +143,41 @@ def _finding_body(alert: Alert) -> list[str]:
     lines.append(f"Counts: {_counts(payload.get('counts', {})) or '-'}")
     lines.append(f"Insurers: {', '.join(payload.get('insurers', [])) or '-'}")
     lines.append(f"Records: {payload.get('records') if payload.get('records') is not None else '-'}")
+    if payload.get("sha256"):
+        lines.append(f"SHA-256: {one_line(payload['sha256'], 64)}")
     samples = payload.get("samples", [])[:SAMPLES_SHOWN]
     if samples:
         lines.append("Samples (masked):")
         lines.extend(f"  {one_line(sample, 120)}" for sample in samples)
     lines.append(
-        f"Incident: #{alert.incident_id}, ~{incident.get('nirs', 0):,} distinct NIRs, "
+        f"Incident: #{alert.incident_id}{_state(incident)}, ~{incident.get('nirs', 0):,} distinct NIRs, "
         f"{_plural(len(incident.get('sources', [])), 'source')} ({', '.join(incident.get('sources', []))}), "
-        f"{_plural(int(incident.get('findings', 1)), 'document')}"
+        f"{_plural(_documents(incident), 'document')}"
     )
     return lines
+
+
+def _first_seen(alert: Alert) -> str:
+    """`First seen: T`; on an update, T is the new document's own, beside the incident's."""
+    payload = alert.payload
+    incident_seen = (payload.get("incident") or {}).get("first_seen")
+    if alert.kind == "update" and incident_seen and incident_seen != payload.get("first_seen"):
+        return f"First seen: {payload.get('first_seen')} (this document; the incident {incident_seen})"
+    return f"First seen: {payload.get('first_seen')}"
+
+
+def _state(incident: dict[str, Any]) -> str:
+    """` (acked)` when the incident is triaged; nothing for an open one (or an older payload)."""
+    state = incident.get("state")
+    return f" ({one_line(state, 20)})" if state and state != "open" else ""
+
+
+def _documents(incident: dict[str, Any]) -> int:
+    """The incident's documents: per source when the payload counts them, else its findings."""
+    per_source = incident.get("documents")
+    if isinstance(per_source, dict) and per_source:
+        return sum(int(count) for count in per_source.values())
+    return int(incident.get("findings", 1))
 
 
 def _health_body(alert: Alert) -> list[str]:
@@ -169,7 +195,10 @@ def _health_body(alert: Alert) -> list[str]:
 
 
 def _footer(alert: Alert) -> list[str]:
-    return ["", f"Alert ID: {alert.alert_id}", f"More: watcher alerts show {alert.id}"]
+    footer = ["", f"Alert ID: {alert.alert_id}", f"More: watcher alerts show {alert.id}"]
+    if alert.incident_id is not None:
+        footer.append(f"Incident: watcher incidents show {alert.incident_id}")
+    return footer
 
 
 def render(alert: Alert) -> Message:
@@ -239,6 +268,8 @@ def jsonl_record(alert: Alert) -> dict[str, Any]:
         "created_at": alert.created_at,
         "tags": list(alert.tags),
         "changes": payload.get("changes", []),
+        "sha256": None if health else payload.get("sha256"),
+        "incident_state": None if health else (payload.get("incident") or {}).get("state", "open"),
         "incident": payload.get("incident"),
         "health": {key: payload.get(key) for key in ("state", "failing_since", "failures", "last_error")}
         if health else None,
