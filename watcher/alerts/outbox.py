@@ -1,4 +1,4 @@
-"""The sender task: emits new alerts (log + JSONL) and delivers pending ones through apprise.
+"""The sender task: emits new alerts (log + JSONL) and delivers pending ones to their targets.
 
 Alerts are rows of the `alerts` table (the outbox), written in the transaction of the finding
 that raised them. `AlertSender.run()` loops, every round:
@@ -7,7 +7,8 @@ that raised them. `AlertSender.run()` loops, every round:
    into `health` alerts (`watcher.alerts.health`);
 2. emit: log each alert not yet emitted and append it to the JSONL sink, then mark it (once
    per alert, across restarts: see `watcher.alerts.sink`);
-3. deliver: send each due pending alert to the targets its tags route to. A target that
+3. deliver: send each due pending alert to the targets it routes to (apprise targets and
+   webhooks by tags, MISP by its own rule: `watcher.alerts.targets`). A target that
    accepts it is recorded and never sent it again; the alert is `sent` once every routed
    target accepted it, `logged` when no target is routed (nothing configured, or no tag
    matches). Otherwise it is retried with exponential backoff (retry_after doubling up to
@@ -15,14 +16,16 @@ that raised them. `AlertSender.run()` loops, every round:
    Alerts below `digest_below` wait until the oldest of them is `digest_every` old, then go
    out as one digest per target.
 
-Crash safety: an alert is marked delivered only after apprise reported success, so a crash
-loses nothing; the only duplicate possible is an alert in flight during the crash, and every
-payload carries its stable `Alert ID` for receivers to drop it.
+Crash safety: an alert is marked delivered to a target only after the target reported success,
+so a crash loses nothing; the only duplicate possible is an alert in flight during the crash,
+and every payload carries its stable `Alert ID` for receivers to drop it (a webhook gets it as
+its `Idempotency-Key` header too; MISP turns a second add of an event into an edit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -34,12 +37,11 @@ from ..store import Store
 from ..timestamps import format_time, parse_time
 from .health import check_sources
 from .incidents import IncidentPolicy
-from .message import Message, digest_message, jsonl_record, render
+from .message import jsonl_record
 from .records import Alert, due_alerts, mark_emitted, record_attempt, unemitted_alerts
 from .settings import AlertSettings
 from .sink import JsonlSink
-from .targets import SendResult, Target, TargetError, load_targets, send
-import contextlib
+from .targets import AlertTarget, SendResult, TargetError, load_targets
 
 __all__ = ["AlertSender"]
 
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 
 JITTER = 0.1
 POLL_EVERY = 1.0
-_Plan = tuple[Target, Message, set[int]]   # a target, the message for it, the alert row ids it carries
+_Plan = tuple[AlertTarget, list[Alert]]   # a target and the alerts one request to it carries
 
 
 def _utc_now() -> datetime:
@@ -72,7 +74,7 @@ class AlertSender:
         clock: Callable[[], datetime] = _utc_now,
         poll_every: float = POLL_EVERY,
         rng: random.Random | None = None,
-        targets: Sequence[Target] | None = None,
+        targets: Sequence[AlertTarget] | None = None,
         on_outcome: Callable[[bool], None] | None = None,
     ) -> None:
         self.store = store
@@ -93,10 +95,10 @@ class AlertSender:
         self.settings = settings
         self.policy = IncidentPolicy(settings)
         self._sink = JsonlSink(settings.jsonl) if settings.jsonl is not None else None
-        self._targets: list[Target] | None = self._fixed_targets
+        self._targets: list[AlertTarget] | None = self._fixed_targets
         self._target_error: str | None = None
 
-    async def _load_targets(self) -> list[Target] | None:
+    async def _load_targets(self) -> list[AlertTarget] | None:
         """The targets, loaded once per configuration; None (and an ERROR line) if they fail.
 
         In a thread: apprise loads its ~190 plugins on first use (0.5 s measured) and may read
@@ -218,23 +220,25 @@ class AlertSender:
             error = f"no usable target: {self._target_error}"
             return await self._record(alerts, targets=[], results=[], error=error)
         plans = self._plan(alerts, targets, digest)
-        results = await asyncio.gather(*(send(t, message, self.settings.timeout) for t, message, _ in plans))
-        accepted = {result.target.id: ids for result, (_, _, ids) in zip(results, plans, strict=False) if result.ok}
+        results = await asyncio.gather(*(target.deliver(batch, digest, self.store, self.settings.timeout)
+                                         for target, batch in plans))
+        accepted: dict[str, set[int]] = {}
+        for result, (target, batch) in zip(results, plans, strict=True):
+            if result.ok:
+                accepted.setdefault(target.id, set()).update(alert.id for alert in batch)
         return await self._record(alerts, targets=targets, results=list(results), accepted=accepted)
 
     @staticmethod
-    def _plan(alerts: Sequence[Alert], targets: Sequence[Target], digest: bool) -> list[_Plan]:
-        """(target, message, alert row ids it carries) for every target with something to send."""
-        plans = []
+    def _plan(alerts: Sequence[Alert], targets: Sequence[AlertTarget], digest: bool) -> list[_Plan]:
+        """(target, the alerts of one request) for every request to make: each target is sent
+        what it wants and has not accepted yet, batched its way (a digest, or one by one)."""
+        plans: list[_Plan] = []
         for target in targets:
-            todo = [a for a in alerts if target.accepts(a.tags) and target.id not in a.delivered_to]
-            if not todo:
-                continue
-            message = digest_message(todo) if digest else render(todo[0])
-            plans.append((target, message, {a.id for a in todo}))
+            todo = [a for a in alerts if target.wants(a) and target.id not in a.delivered_to]
+            plans.extend((target, batch) for batch in target.batches(todo, digest))
         return plans
 
-    async def _record(self, alerts: Sequence[Alert], *, targets: Sequence[Target], results: list[SendResult],
+    async def _record(self, alerts: Sequence[Alert], *, targets: Sequence[AlertTarget], results: list[SendResult],
                       accepted: dict[str, set[int]] | None = None, error: str | None = None) -> int:
         """Store each alert's new state after an attempt; returns how many are now complete."""
         accepted = accepted or {}
@@ -242,7 +246,7 @@ class AlertSender:
         now = self._clock()
         done = 0
         for alert in alerts:
-            routed = {t.id for t in targets if t.accepts(alert.tags)}
+            routed = {t.id for t in targets if t.wants(alert)}
             delivered = alert.delivered_to | {tid for tid, ids in accepted.items() if alert.id in ids}
             if error is None and routed <= delivered:
                 new_state, next_try, last_error = ("sent" if routed else "logged"), now, None

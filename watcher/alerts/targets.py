@@ -18,6 +18,13 @@ that alert again, while the others are retried.
 
 A target's id is a short SHA-256 of its full URL (stable across restarts, no secret stored);
 its name is apprise's privacy URL (passwords and tokens starred), safe to print and log.
+
+Other kinds of target. `load_targets` also returns the JSON webhooks (`watcher.alerts.webhook`)
+and the MISP instance (`watcher.alerts.misp_push`) the settings declare. Every kind is an
+`AlertTarget`: the outbox asks it which alerts it `wants`, how it `batches` them (apprise: one
+message, or one digest; a webhook or MISP: one request per alert) and to `deliver` them; `send`
+(a `watcher test-alert` probe) asks it to `probe`. The outbox keeps one delivery state for all:
+the target ids in an alert's `delivered_to`.
 """
 
 from __future__ import annotations
@@ -28,15 +35,20 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import apprise
 from apprise import Apprise, AppriseAsset, AppriseConfig, NotifyFormat
 
 from ..redact import redact
-from .message import Message
+from .message import Message, digest_message, render
+from .records import Alert
 from .settings import AlertSettings
 
-__all__ = ["SendResult", "Target", "TargetError", "load_targets", "route", "send"]
+if TYPE_CHECKING:
+    from ..store import Store
+
+__all__ = ["AlertTarget", "SendResult", "Target", "TargetError", "load_targets", "one_line_error", "route", "send"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,28 @@ class TargetError(Exception):
         self.detail = detail
 
 
+class AlertTarget(Protocol):
+    """What the outbox needs of a target, whatever its kind (see the module doc)."""
+
+    @property
+    def id(self) -> str: ...                    # stable, secret-free: kept in `delivered_to`
+    @property
+    def name(self) -> str: ...                  # printable, secret-free
+    @property
+    def tags(self) -> frozenset[str]: ...
+
+    def accepts(self, tags: Iterable[str]) -> bool: ...
+    def wants(self, alert: Alert) -> bool: ...
+    def batches(self, alerts: Sequence[Alert], digest: bool) -> list[list[Alert]]: ...
+    async def deliver(self, alerts: Sequence[Alert], digest: bool, store: Store, timeout: float) -> SendResult: ...
+    async def probe(self, message: Message, timeout: float) -> SendResult: ...
+
+
+def accepts_tags(own: frozenset[str], tags: Iterable[str]) -> bool:
+    """The routing rule of the module doc: untagged or `always` takes all, else a common tag."""
+    return not own or ALWAYS_TAG in own or not own.isdisjoint(tags)
+
+
 @dataclass(frozen=True)
 class Target:
     """One apprise service: `id` stable and secret-free, `name` printable, `tags` lowercase."""
@@ -69,14 +103,45 @@ class Target:
 
     def accepts(self, tags: Iterable[str]) -> bool:
         """Whether an alert with `tags` goes to this target (see the module doc)."""
-        return not self.tags or ALWAYS_TAG in self.tags or not self.tags.isdisjoint(tags)
+        return accepts_tags(self.tags, tags)
+
+    def wants(self, alert: Alert) -> bool:
+        return self.accepts(alert.tags)
+
+    def batches(self, alerts: Sequence[Alert], digest: bool) -> list[list[Alert]]:
+        """One digest of them all, or one message each."""
+        if not alerts:
+            return []
+        return [list(alerts)] if digest else [[alert] for alert in alerts]
+
+    async def deliver(self, alerts: Sequence[Alert], digest: bool, store: Store, timeout: float) -> SendResult:
+        """One message: the digest of the alerts, or the alert itself."""
+        message = digest_message(alerts) if digest else render(alerts[0])
+        return await self.probe(message, timeout)
+
+    async def probe(self, message: Message, timeout: float) -> SendResult:
+        """Send `message` through `Apprise.async_notify`; never raises."""
+        notifier = Apprise(asset=self.service.asset)
+        notifier.add(self.service)
+        try:
+            result = await notifier.async_notify(
+                body=message.body, title=message.title, notify_type=message.notify_type,
+                body_format=NotifyFormat.TEXT, timeout=timeout,
+            )
+        except Exception as exc:  # a plugin bug must cost one attempt, never the sender
+            return SendResult(self, False, one_line_error(f"{type(exc).__name__}: {exc}"))
+        with result:
+            if result:
+                return SendResult(self, True)
+            problems = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
+            return SendResult(self, False, one_line_error("; ".join([result.status.name, *problems[-2:]])))
 
 
 @dataclass(frozen=True)
 class SendResult:
     """The outcome of one message to one target."""
 
-    target: Target
+    target: AlertTarget
     ok: bool
     error: str | None = None
 
@@ -98,8 +163,9 @@ def _target(service: apprise.plugins.NotifyBase) -> Target:
     )
 
 
-def load_targets(settings: AlertSettings, strict: bool = False) -> list[Target]:
-    """Every apprise service the settings declare, deduplicated by URL.
+def load_targets(settings: AlertSettings, strict: bool = False) -> list[AlertTarget]:
+    """Every target the settings declare: apprise services deduplicated by URL, then the
+    webhooks and MISP.
 
     Raises TargetError when a URL does not parse, or when the apprise config file loads no
     service (unreadable, invalid YAML): a declared target that silently vanished would turn
@@ -121,11 +187,21 @@ def load_targets(settings: AlertSettings, strict: bool = False) -> list[Target]:
         services.append(service)
     if settings.config is not None:
         services.extend(_from_config(settings, asset, strict))
-    targets: dict[str, Target] = {}
-    for service in services:
-        target = _target(service)
+    targets: dict[str, AlertTarget] = {}
+    for target in [*map(_target, services), *_http_targets(settings)]:
         targets.setdefault(target.id, target)
     return list(targets.values())
+
+
+def _http_targets(settings: AlertSettings) -> list[AlertTarget]:
+    """The webhooks and the MISP instance (their settings were validated with the file)."""
+    from .misp_push import MispTarget
+    from .webhook import WebhookTarget
+
+    targets: list[AlertTarget] = [WebhookTarget.from_settings(hook) for hook in settings.webhooks]
+    if settings.misp is not None:
+        targets.append(MispTarget.from_settings(settings.misp))
+    return targets
 
 
 def _from_config(settings: AlertSettings, asset: AppriseAsset, strict: bool) -> list[apprise.plugins.NotifyBase]:
@@ -158,7 +234,7 @@ def _apprise_problems() -> Iterator[list[str]]:
 
     def keep(record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:
-            problems.append(_URL.sub(r"\1://...", _one_line(record.getMessage()).rstrip(".")))
+            problems.append(_URL.sub(r"\1://...", one_line_error(record.getMessage()).rstrip(".")))
             return False
         return True
 
@@ -170,30 +246,18 @@ def _apprise_problems() -> Iterator[list[str]]:
         logger.removeFilter(keep)
 
 
-def route(targets: Sequence[Target], tags: Iterable[str]) -> list[Target]:
+def route(targets: Sequence[AlertTarget], tags: Iterable[str]) -> list[AlertTarget]:
     """The targets an alert with `tags` goes to."""
     wanted = frozenset(tag.lower() for tag in tags)
     return [target for target in targets if target.accepts(wanted)]
 
 
-async def send(target: Target, message: Message, timeout: float) -> SendResult:
-    """Send `message` to `target` alone, through `Apprise.async_notify`; never raises."""
-    notifier = Apprise(asset=target.service.asset)
-    notifier.add(target.service)
-    try:
-        result = await notifier.async_notify(
-            body=message.body, title=message.title, notify_type=message.notify_type,
-            body_format=NotifyFormat.TEXT, timeout=timeout,
-        )
-    except Exception as exc:  # a plugin bug must cost one attempt, never the sender
-        return SendResult(target, False, _one_line(f"{type(exc).__name__}: {exc}"))
-    with result:
-        if result:
-            return SendResult(target, True)
-        problems = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
-        return SendResult(target, False, _one_line("; ".join([result.status.name, *problems[-2:]])))
+async def send(target: AlertTarget, message: Message, timeout: float) -> SendResult:
+    """Send `message` to `target` alone (`watcher test-alert`); never raises."""
+    return await target.probe(message, timeout)
 
 
-def _one_line(text: str) -> str:
+def one_line_error(text: str) -> str:
+    """An error as one redacted line of at most ERROR_CHARS characters (it may quote a page)."""
     flat = " ".join(text.split())
     return redact(flat if len(flat) <= ERROR_CHARS else flat[: ERROR_CHARS - 1] + "\u2026")
