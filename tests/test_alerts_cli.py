@@ -79,7 +79,7 @@ def test_alerts_list_text_and_json(config: Path, capsys: pytest.CaptureFixture[s
 def test_alerts_show_and_ack(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "alerts", "show", "2", "--config", str(config))
     assert status == 0
-    assert "State: pending after 0 attempt(s)" in out and "What changed: new source: forum" in out
+    assert "State: pending after 0 attempts" in out and "What changed: +1 document on forum" in out
     assert "watcher alerts show 2" in out
     alert_id = out.split("Alert ID ")[1].split()[0]
     status, out, _ = run(capsys, "alerts", "ack", alert_id[:8], "--config", str(config))
@@ -98,7 +98,8 @@ def test_incidents(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "incidents", "--config", str(config))
     header, line = out.splitlines()
     assert status == 0 and "paste, forum" in line
-    assert header.split()[5:8] == ["FIRST", "POSTED", "FIRST"] and line.split()[5] == "-"   # no post date known
+    assert header.split()[6:9] == ["FIRST", "POSTED", "FIRST"] and line.split()[6] == "-"   # no post date known
+    assert header.split()[2] == "STATE" and line.split()[2] == "open"
     _, out, _ = run(capsys, "incidents", "--format", "json", "--config", str(config))
     [row] = [json.loads(line) for line in out.splitlines()]
     assert (row["id"], row["severity"], row["nirs"], row["sources"], row["findings"], row["alerts"]) == (
@@ -113,7 +114,7 @@ def test_incidents_show_when_the_leak_was_first_posted(config: Path, capsys: pyt
                                        posted_at="Tue, 03 Nov 2026 10:00:00 +0100")],
                            alert=IncidentPolicy(AlertSettings()))
     _, out, _ = run(capsys, "incidents", "--config", str(config))
-    assert out.splitlines()[1].split()[5] == "2026-11-03T09:00:00Z"
+    assert out.splitlines()[1].split()[6] == "2026-11-03T09:00:00Z"
     _, out, _ = run(capsys, "incidents", "--format", "json", "--config", str(config))
     assert json.loads(out)["first_posted"] == "2026-11-03T09:00:00Z"
 
@@ -144,14 +145,14 @@ async def test_test_alert_reports_each_target(
     config = write_config(tmp_path, "urls = " + json.dumps(urls))
     status, out = await cli("test-alert", "--tag", "critical", "--config", str(config))
     assert status == 0, out
-    assert "2 of 2 target(s) accepted" in out
+    assert "2 of 2 targets accepted" in out
     assert [p.path for p in json_receiver.posts] == ["soc"] and len(smtp_receiver.mails) == 1
     assert json_receiver.posts[0].title == "[TEST] leak-watcher test alert"
 
     await json_receiver.stop()
     status, out = await cli("test-alert", "--config", str(config))
     assert status == 1
-    assert out.count("FAILED json://127.0.0.1:") == 2 and "1 of 3 target(s) accepted" in out
+    assert out.count("FAILED json://127.0.0.1:") == 2 and "1 of 3 targets accepted" in out
     assert out.count("A Connection error occurred sending JSON notification") == 2
 
 
@@ -177,7 +178,7 @@ def test_retry_requeues_failed_alerts_only(config: Path, capsys: pytest.CaptureF
     assert status == 2 and "alert 2 is pending, not failed" in err and "queued already" in err
 
     status, out, _ = run(capsys, "alerts", "retry", "--failed", "--config", str(config))
-    assert status == 0 and out.startswith("1 failed alert(s) re-queued: 1;")
+    assert status == 0 and out.startswith("1 failed alert re-queued: 1;")
     alert = shown(capsys, config, "1")
     assert (alert["state"], alert["tries"]) == ("pending", 0)
     assert alert["next_try"] >= alert["created_at"]
@@ -214,7 +215,7 @@ async def test_retry_sends_only_to_the_targets_that_missed_the_alert(
 
         json_receiver.failing = False
         status, out, _ = run(capsys, "alerts", "retry", alert.alert_id[:8], "--config", str(config))
-        assert status == 0 and out.startswith("1 failed alert(s) re-queued: 1;"), (status, out)
+        assert status == 0 and out.startswith("1 failed alert re-queued: 1;"), (status, out)
         await sender.run_once()
         [alert] = await store.call(list_alerts)
     finally:
@@ -258,7 +259,7 @@ async def test_retry_while_the_daemon_runs_delivers_a_failed_alert(
 
     json_receiver.failing = False
     status, out = await cli("alerts", "retry", "--failed", "--config", str(config))
-    assert status == 0 and out.startswith("1 failed alert(s) re-queued: 1;"), out
+    assert status == 0 and out.startswith("1 failed alert re-queued: 1;"), out
     await eventually(lambda: alerts() == [("sent", 1)], 10, "the re-queued alert to be sent")
     [post] = json_receiver.posts
     assert post.path == "soc" and post.title.startswith("[CRITICAL] 12 NIRs")

@@ -182,7 +182,7 @@ class Install:
         if argv[1] == "--version":
             assert out == f"watcher {metadata.version('leak-watcher')}\n"
         elif argv[1] == "test-alert":
-            assert "1 of 1 target(s) accepted" in out and out.startswith("ok ")
+            assert "1 of 1 target accepted" in out and out.startswith("ok ")
             assert [post.title for post in self.receiver.posts[sent:]] == [TEST_TITLE]
 
 

@@ -13,7 +13,25 @@ item, so the incident, its alert and the finding commit together.
 An incident alerts once (`kind = "new"`) when it first reaches `min_severity`, and again
 (`kind = "update"`) only when it grows materially since its last alert: a new source, many more
 distinct NIRs (at least +50% and +10), or a higher severity. Below `min_severity` it is grouped
-but silent.
+but silent. An update says what changed since the last alert (`+1 document on forum-x`,
+`NIRs ~12 -> ~40`, `severity high -> critical`) and carries the new document's own first-seen.
+
+Triage and suppression (`watcher incidents ack|close|false-positive|reopen`, `watcher
+suppress`) silence an incident; documents keep joining it (grouping never stops, the timeline
+stays whole) and every alert withheld is logged with the reason:
+
+- `acked`: alerts as an open incident does (someone is on it; growth is still news).
+- `closed`: silent while its severity stays at or below the severity it had when it was
+  closed (an analyst closing a known old leak wants silence unless it gets worse). A
+  document that makes it more severe reopens it (the triage log says so, by `watcher`) and
+  alerts, as an update when it had alerted before.
+- `false-positive`: silent, whatever joins it: the analyst judged what it holds not a leak.
+- suppressed (`watcher suppress sha256 HEX`, `watcher suppress incident ID`): a document with
+  that content hash, on any source, never alerts; a suppressed incident never alerts, whatever
+  its state or growth. Suppression is checked before the state.
+
+A withheld alert leaves the incident's alerted_* state as it was: an incident reopened by
+hand alerts at its next material growth, described against its last alert.
 
 An incident's `first_posted` is the earliest post date (the post's own, as the source dates it)
 among its documents, lowered as documents join; NULL while none is known. Beside `first_seen`
@@ -66,7 +84,7 @@ from ..redact import redact_tree
 from ..score import severity_rank
 from ..store import FindingEvent, StateDB
 from .message import finding_title
-from .records import insert_alert
+from .records import insert_alert, log_triage, suppressed
 from .settings import AlertSettings
 
 __all__ = ["IncidentPolicy", "Match", "bottom_k", "find_overlapping_incident"]
@@ -153,16 +171,19 @@ class _Incident:
     alerted_nirs: int | None
     alerted_sources: list[str] | None
     first_posted: str | None
+    state: str = "open"
+    closed_severity: str | None = None
 
     @classmethod
     def load(cls, state: StateDB, incident_id: int) -> _Incident:
         row = state.db.execute(
             """SELECT id, severity, nirs, sources, first_seen, alerted_severity, alerted_nirs,
-                alerted_sources, first_posted FROM incidents WHERE id = ?""",
+                alerted_sources, first_posted, state, closed_severity FROM incidents WHERE id = ?""",
             (incident_id,),
         ).fetchone()
         alerted_sources = json.loads(row[7]) if row[7] is not None else None
-        return cls(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], alerted_sources, row[8])
+        return cls(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], alerted_sources, row[8],
+                   row[9], row[10])
 
     def save(self, state: StateDB, now: str) -> None:
         state.db.execute(
@@ -177,7 +198,8 @@ class _Incident:
             self.first_posted = posted_at
 
     def changes(self) -> list[str]:
-        """What grew materially since the last alert (empty: nothing worth an update)."""
+        """What grew materially since the last alert (empty: nothing worth an update); the
+        alert itself describes the change with `_what_changed`."""
         changes = []
         new_sources = [s for s in self.sources if s not in (self.alerted_sources or [])]
         if new_sources:
@@ -255,8 +277,14 @@ class IncidentPolicy:
             changes = incident.changes()
             if not changes:
                 return None
+        reason = self._withheld(state, event, incident, finding)
+        if reason is not None:
+            log.info("incident %d: no alert for finding %d on %s: %s", incident.id, event.finding_id,
+                     event.source, reason)
+            return None
         kind = "update" if alerted_before else "new"
-        payload = _payload(state, event, incident, finding, changes if kind == "update" else [])
+        described = _what_changed(state, event, incident) if kind == "update" else []
+        payload = _payload(state, event, incident, finding, described, kind)
         alert = insert_alert(
             state, kind=kind, severity=incident.severity, title=finding_title(incident.severity, kind, payload),
             tags=[incident.severity, "leak"], payload=payload, now=event.now, incident_id=incident.id,
@@ -269,16 +297,74 @@ class IncidentPolicy:
         )
         return alert
 
+    def _withheld(self, state: StateDB, event: FindingEvent, incident: _Incident,
+                  finding: dict[str, Any]) -> str | None:
+        """Why the incident's triage or a suppression silences this alert (see the module
+        doc), or None. A closed incident grown more severe is reopened here."""
+        why = suppressed(state, finding["sha256"], incident.id)
+        if why is not None:
+            return why
+        if incident.state == "false-positive":
+            return "incident marked false-positive"
+        if incident.state != "closed":
+            return None
+        closed_at = incident.closed_severity or incident.severity
+        if severity_rank(incident.severity) <= severity_rank(closed_at):
+            return f"incident closed (at severity {closed_at}; it alerts again only above it)"
+        incident.state = "open"
+        state.db.execute("UPDATE incidents SET state = 'open', closed_severity = NULL WHERE id = ?", (incident.id,))
+        log_triage(state, incident.id, "reopen", "watcher",
+                   f"closed at severity {closed_at}, now {incident.severity} (finding {event.finding_id} on "
+                   f"{event.source})", incident.severity, event.now)
+        log.warning("incident %d reopened: closed at severity %s, now %s", incident.id, closed_at, incident.severity)
+        return None
+
+
+def _documents_by_source(state: StateDB, incident_id: int) -> dict[str, int]:
+    """How many documents (item versions) of the incident each source holds."""
+    rows = state.db.execute(
+        """SELECT l.source, count(*) FROM incident_findings AS m
+        JOIN item_findings AS l ON l.finding_id = m.finding_id
+        WHERE m.incident_id = ? GROUP BY l.source ORDER BY l.source""",
+        (incident_id,),
+    ).fetchall()
+    return {str(source): int(count) for source, count in rows}
+
+
+def _what_changed(state: StateDB, event: FindingEvent, incident: _Incident) -> list[str]:
+    """What an update reports: the documents added per source since the last alert, the
+    NIR estimate and the severity before and after (`+1 document on forum-x`,
+    `NIRs ~12 -> ~40`, `severity high -> critical`)."""
+    row = state.db.execute(
+        """SELECT json_extract(payload, '$.incident.documents') FROM alerts
+        WHERE incident_id = ? AND kind != 'health' ORDER BY id DESC LIMIT 1""",
+        (incident.id,),
+    ).fetchone()
+    before = json.loads(row[0]) if row and row[0] else None
+    changes = []
+    if isinstance(before, dict):
+        for source, count in _documents_by_source(state, incident.id).items():
+            added = count - int(before.get(source, 0))
+            if added > 0:
+                changes.append(f"+{added} document{'' if added == 1 else 's'} on {source}")
+    else:                               # the last alert predates the per-source counts
+        changes.append(f"+1 document on {event.source}")
+    if incident.alerted_nirs is not None and incident.nirs != incident.alerted_nirs:
+        changes.append(f"NIRs ~{incident.alerted_nirs:,} -> ~{incident.nirs:,}")
+    if incident.alerted_severity and incident.severity != incident.alerted_severity:
+        changes.append(f"severity {incident.alerted_severity} -> {incident.severity}")
+    return changes
+
 
 def _load_finding(state: StateDB, finding_id: int) -> dict[str, Any]:
     """The stored analysis of a finding (samples already re-redacted by the store)."""
     row = state.db.execute(
-        "SELECT severity, reasons, counts, insurers, records, samples, first_seen FROM findings WHERE id = ?",
+        "SELECT severity, reasons, counts, insurers, records, samples, first_seen, sha256 FROM findings WHERE id = ?",
         (finding_id,),
     ).fetchone()
     return {"severity": row[0], "reasons": json.loads(row[1]), "counts": json.loads(row[2]),
             "insurers": json.loads(row[3]), "records": row[4], "samples": json.loads(row[5]),
-            "first_seen": row[6]}
+            "first_seen": row[6], "sha256": row[7]}
 
 
 def _create_incident(state: StateDB, finding: dict[str, Any], nirs: int, now: str) -> int:
@@ -298,8 +384,13 @@ def _link(state: StateDB, finding_id: int, incident_id: int, overlap: float | No
 
 
 def _payload(state: StateDB, event: FindingEvent, incident: _Incident, finding: dict[str, Any],
-             changes: list[str]) -> dict[str, Any]:
-    """Everything the alert's title, body and JSONL record are rendered from (no identifier)."""
+             changes: list[str], kind: str) -> dict[str, Any]:
+    """Everything the alert's title, body and JSONL record are rendered from (no identifier).
+
+    `first_seen` is when this alert's document was first seen: the incident's first sighting
+    for a new incident, the document's own (this recording) for an update; the incident's
+    stays in `incident.first_seen`. `incident.documents` counts documents per source, so the
+    next update can say what was added since."""
     documents = state.db.execute(
         "SELECT count(*) FROM incident_findings WHERE incident_id = ?", (incident.id,)
     ).fetchone()[0]
@@ -311,7 +402,8 @@ def _payload(state: StateDB, event: FindingEvent, incident: _Incident, finding: 
         "posted_at": event.posted_at,
         "author": event.author,
         "finding_id": event.finding_id,
-        "first_seen": incident.first_seen,
+        "sha256": finding["sha256"],
+        "first_seen": event.now if kind == "update" else incident.first_seen,
         "first_posted": incident.first_posted,
         "reasons": finding["reasons"],
         "counts": finding["counts"],
@@ -321,5 +413,6 @@ def _payload(state: StateDB, event: FindingEvent, incident: _Incident, finding: 
         "changes": changes,
         "incident": {"id": incident.id, "nirs": incident.nirs, "sources": list(incident.sources),
                      "findings": int(documents), "first_seen": incident.first_seen,
-                     "first_posted": incident.first_posted},
+                     "first_posted": incident.first_posted, "state": incident.state,
+                     "documents": _documents_by_source(state, incident.id)},
     })

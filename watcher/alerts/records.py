@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..redact import redact
 from ..store import StateDB, dict_rows
 
 __all__ = [
@@ -24,14 +25,29 @@ __all__ = [
     "ack_alert",
     "alert_by_ref",
     "due_alerts",
+    "INCIDENT_STATES",
+    "SUPPRESSION_KINDS",
+    "TRIAGE_ACTIONS",
+    "TriageError",
+    "alert_incident_states",
+    "finding_incidents",
+    "incident_row",
+    "incident_timeline",
     "incidents",
     "insert_alert",
+    "log_triage",
     "list_alerts",
     "mark_emitted",
     "pending_alerts",
     "record_attempt",
     "requeue_failed",
+    "suppress",
+    "suppressed",
+    "suppressions",
+    "triage_incident",
+    "triage_log",
     "unemitted_alerts",
+    "unsuppress",
 ]
 
 ALERT_KINDS = ("new", "update", "health")
@@ -42,6 +58,12 @@ _COLUMNS = ("id", "alert_id", "kind", "severity", "incident_id", "finding_id", "
             "tags", "payload", "state", "tries", "next_try", "last_error", "delivered_to",
             "created_at", "emitted_at", "sent_at", "acked_at")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM alerts"
+#: An incident's triage state, and the state each analyst action puts it in.
+INCIDENT_STATES = ("open", "acked", "closed", "false-positive")
+TRIAGE_ACTIONS = {"ack": "acked", "close": "closed", "false-positive": "false-positive", "reopen": "open"}
+SUPPRESSION_KINDS = ("sha256", "incident")
+NOTE_CHARS = 2000           # a triage note longer than this is cut
+_HEX = frozenset("0123456789abcdef")
 
 
 def _json(value: Any) -> str:
@@ -219,16 +241,217 @@ def alert_by_ref(state: StateDB, ref: str) -> Alert | None:
     return Alert.from_row(rows[0]) if len(rows) == 1 else None
 
 
-def list_alerts(state: StateDB, limit: int = 100, states: tuple[str, ...] = ()) -> list[Alert]:
-    """The `limit` most recent alerts (optionally in some states), oldest first."""
-    where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
-    rows = state.db.execute(f"{_SELECT} {where} ORDER BY id DESC LIMIT ?", (*states, limit)).fetchall()
+def list_alerts(state: StateDB, limit: int = 100, states: tuple[str, ...] = (),
+                since: str | None = None) -> list[Alert]:
+    """The `limit` most recent alerts (optionally in some states, created at or after `since`),
+    oldest first."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if states:
+        clauses.append(f"state IN ({', '.join('?' * len(states))})")
+        params.extend(states)
+    if since is not None:
+        clauses.append("created_at >= ?")
+        params.append(since)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = state.db.execute(f"{_SELECT} {where} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
     return [Alert.from_row(row) for row in reversed(rows)]
 
 
-def incidents(state: StateDB, limit: int = 100) -> list[dict[str, Any]]:
-    """The `limit` most recently seen incidents, oldest first, from the incident_overview view."""
-    rows = dict_rows(state.db, "SELECT * FROM incident_overview ORDER BY last_seen DESC, id DESC LIMIT ?", [limit])
+def incidents(state: StateDB, limit: int = 100, since: str | None = None) -> list[dict[str, Any]]:
+    """The `limit` most recently seen incidents (seen at or after `since`), oldest first, from
+    the incident_overview view."""
+    rows = dict_rows(state.db, "SELECT * FROM incident_overview WHERE (? IS NULL OR last_seen >= ?) "
+                     "ORDER BY last_seen DESC, id DESC LIMIT ?", [since, since, limit])
     for row in rows:
         row["sources"] = json.loads(row["sources"])
     return list(reversed(rows))
+
+
+def incident_row(state: StateDB, incident_id: int) -> dict[str, Any] | None:
+    """One incident from incident_overview (sources decoded), with its closed_severity and the
+    number of its alerts that reached a target or the log (`sent`); None if unknown."""
+    rows = dict_rows(
+        state.db,
+        """SELECT o.*, i.closed_severity,
+            (SELECT count(*) FROM alerts AS a WHERE a.incident_id = o.id AND a.state IN ('sent', 'logged')) AS sent
+        FROM incident_overview AS o JOIN incidents AS i ON i.id = o.id WHERE o.id = ?""",
+        [incident_id],
+    )
+    if not rows:
+        return None
+    rows[0]["sources"] = json.loads(rows[0]["sources"])
+    return rows[0]
+
+
+def incident_timeline(state: StateDB, incident_id: int) -> list[dict[str, Any]]:
+    """Every document of an incident, in the order leak-watcher saw them: one per item version
+    a finding of the incident was seen in (source, item_id, masked url and title, post date,
+    first seen), with its finding's severity, counts and sha256, and the alert it raised, if
+    any (`alert`: id, kind, state; matched on finding, source and item)."""
+    rows = dict_rows(
+        state.db,
+        """SELECT l.finding_id, l.source, l.item_id, l.version, l.url, l.title, l.posted_at, l.author,
+            l.linked_at AS first_seen, f.severity, f.counts, f.sha256, f.records, m.overlap
+        FROM incident_findings AS m
+        JOIN findings AS f ON f.id = m.finding_id
+        JOIN item_findings AS l ON l.finding_id = m.finding_id
+        WHERE m.incident_id = ? ORDER BY l.linked_at, l.rowid""",
+        [incident_id],
+    )
+    alerts = state.db.execute(
+        """SELECT id, kind, state, finding_id, source, json_extract(payload, '$.item_id') FROM alerts
+        WHERE incident_id = ? ORDER BY id""",
+        (incident_id,),
+    ).fetchall()
+    raised: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for alert_id, kind, alert_state, finding_id, source, item_id in alerts:
+        raised.setdefault((finding_id, source, item_id), {"id": alert_id, "kind": kind, "state": alert_state})
+    for row in rows:
+        row["counts"] = json.loads(row["counts"])
+        row["alert"] = raised.get((row["finding_id"], row["source"], row["item_id"]))
+    return rows
+
+
+def finding_incidents(state: StateDB, finding_ids: list[int]) -> dict[int, tuple[int, str]]:
+    """finding id -> (its incident's id, the incident's triage state)."""
+    rows = state.db.execute(
+        """SELECT m.finding_id, i.id, i.state FROM incident_findings AS m JOIN incidents AS i
+        ON i.id = m.incident_id WHERE m.finding_id IN (SELECT value FROM json_each(?))""",
+        (_json(finding_ids),),
+    ).fetchall()
+    return {int(finding): (int(incident), str(triaged)) for finding, incident, triaged in rows}
+
+
+def alert_incident_states(state: StateDB, incident_ids: list[int]) -> dict[int, str]:
+    """incident id -> its current triage state (`suppressed` added when it is suppressed)."""
+    rows = state.db.execute(
+        """SELECT i.id, i.state, s.value IS NOT NULL FROM incidents AS i
+        LEFT JOIN suppressions AS s ON s.kind = 'incident' AND s.value = CAST(i.id AS TEXT)
+        WHERE i.id IN (SELECT value FROM json_each(?))""",
+        (_json(incident_ids),),
+    ).fetchall()
+    return {int(i): str(st) + (", suppressed" if sup else "") for i, st, sup in rows}
+
+
+# --------------------------------------------------------------------------- triage
+
+
+class TriageError(ValueError):
+    """A triage command that cannot apply (unknown incident, bad hash): its message says why."""
+
+
+def clean_note(text: str | None, limit: int = NOTE_CHARS) -> str | None:
+    """An analyst's note or name as stored: one line, at most `limit` characters, masked by
+    `watcher.redact` (a NIR pasted into a note is never stored in clear)."""
+    if text is None:
+        return None
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return redact(flat[:limit]) or None
+
+
+def log_triage(state: StateDB, incident_id: int, action: str, who: str, note: str | None,
+               severity: str | None, now: str) -> None:
+    """Append one entry to an incident's triage log, inside the caller's transaction."""
+    state.db.execute(
+        "INSERT INTO triage (incident_id, action, who, note, severity, at) VALUES (?, ?, ?, ?, ?, ?)",
+        (incident_id, action, clean_note(who, 120) or "?", clean_note(note), severity, now),
+    )
+
+
+def triage_incident(state: StateDB, incident_id: int, action: str, who: str, note: str | None) -> dict[str, Any]:
+    """Apply an analyst's action (a key of TRIAGE_ACTIONS) to an incident, logged with who,
+    when and the (masked) note; returns the new log entry. Closing or marking false-positive
+    records the severity it had then (`closed_severity`): see `watcher.alerts.incidents`."""
+    new_state = TRIAGE_ACTIONS[action]
+    now = state.now()
+    with state.transaction():
+        row = state.db.execute("SELECT severity FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        if row is None:
+            raise TriageError(f"no incident {incident_id} (see `watcher incidents`)")
+        closed = row[0] if new_state in ("closed", "false-positive") else None
+        state.db.execute("UPDATE incidents SET state = ?, closed_severity = ? WHERE id = ?",
+                         (new_state, closed, incident_id))
+        log_triage(state, incident_id, action, who, note, row[0], now)
+    return triage_log(state, incident_id)[-1]
+
+
+def triage_log(state: StateDB, incident_id: int) -> list[dict[str, Any]]:
+    """An incident's triage log, oldest first."""
+    return dict_rows(state.db, "SELECT action, who, note, severity, at FROM triage WHERE incident_id = ? "
+                     "ORDER BY id", [incident_id])
+
+
+def _suppression_value(kind: str, value: str) -> str:
+    if kind == "sha256":
+        digest = value.strip().lower()
+        if len(digest) != 64 or not set(digest) <= _HEX:
+            raise TriageError(f"{value!r} is not a sha256 (64 hexadecimal digits)")
+        return digest
+    if not value.strip().isdigit():
+        raise TriageError(f"{value!r} is not an incident number")
+    return str(int(value))
+
+
+def suppress(state: StateDB, kind: str, value: str, who: str, note: str | None) -> dict[str, Any]:
+    """Suppress a content hash or an incident (see SUPPRESSION_KINDS): it never alerts again.
+    Logged in the triage log of the incident concerned (the one holding the hash, if any)."""
+    value = _suppression_value(kind, value)
+    now = state.now()
+    with state.transaction():
+        incident_id = _incident_of(state, kind, value)
+        if kind == "incident" and incident_id is None:
+            raise TriageError(f"no incident {value} (see `watcher incidents`)")
+        state.db.execute(
+            """INSERT INTO suppressions (kind, value, who, note, at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (kind, value) DO UPDATE SET who = excluded.who, note = excluded.note, at = excluded.at""",
+            (kind, value, clean_note(who, 120) or "?", clean_note(note), now),
+        )
+        if incident_id is not None:
+            what = "incident" if kind == "incident" else f"document sha256 {value[:12]}"
+            log_triage(state, incident_id, "suppress", who, f"{what} suppressed" + (f": {note}" if note else ""),
+                       None, now)
+    return {"kind": kind, "value": value, "incident_id": incident_id, "at": now}
+
+
+def unsuppress(state: StateDB, kind: str, value: str, who: str) -> bool:
+    """Remove a suppression; False if there was none. Logged like `suppress`."""
+    value = _suppression_value(kind, value)
+    now = state.now()
+    with state.transaction():
+        removed = state.db.execute("DELETE FROM suppressions WHERE kind = ? AND value = ?", (kind, value)).rowcount
+        incident_id = _incident_of(state, kind, value)
+        if removed and incident_id is not None:
+            what = "incident" if kind == "incident" else f"document sha256 {value[:12]}"
+            log_triage(state, incident_id, "unsuppress", who, f"{what} no longer suppressed", None, now)
+    return bool(removed)
+
+
+def _incident_of(state: StateDB, kind: str, value: str) -> int | None:
+    if kind == "incident":
+        row = state.db.execute("SELECT id FROM incidents WHERE id = ?", (int(value),)).fetchone()
+    else:
+        row = state.db.execute(
+            """SELECT m.incident_id FROM findings AS f JOIN incident_findings AS m ON m.finding_id = f.id
+            WHERE f.sha256 = ?""", (value,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def suppressions(state: StateDB) -> list[dict[str, Any]]:
+    """Every suppression, oldest first, with the incident it concerns (None: a hash not seen yet)."""
+    rows = dict_rows(state.db, "SELECT kind, value, who, note, at FROM suppressions ORDER BY at, kind, value")
+    for row in rows:
+        row["incident_id"] = _incident_of(state, row["kind"], row["value"])
+    return rows
+
+
+def suppressed(state: StateDB, sha256: str | None, incident_id: int) -> str | None:
+    """Why an alert for this document in this incident is suppressed, or None if it is not."""
+    row = state.db.execute(
+        """SELECT kind FROM suppressions WHERE (kind = 'sha256' AND value = ?)
+        OR (kind = 'incident' AND value = ?) ORDER BY kind DESC LIMIT 1""",
+        (sha256 or "", str(incident_id)),
+    ).fetchone()
+    if row is None:
+        return None
+    return f"document sha256 {(sha256 or '')[:12]} suppressed" if row[0] == "sha256" else "incident suppressed"

@@ -1,7 +1,7 @@
-"""Alert commands: `alerts [list|show ID|ack ID|retry ID|retry --failed]`, `incidents`,
-`test-alert`. Each takes --config.
+"""Alert commands: `alerts [list|show ID|ack ID|retry ID|retry --failed]`, `test-alert`.
+Each takes --config. (`incidents` and `suppress` are in `watcher.cli.incidents`.)
 
-`alerts` and `incidents` read the daemon's state database (they may run while it runs: SQLite
+`alerts` reads the daemon's state database (they may run while it runs: SQLite
 in WAL mode lets readers in, and `ack` and `retry` are one short write transaction each).
 `retry` puts failed alerts back in the outbox (see `records.requeue_failed`); the running
 daemon's sender picks them up within seconds, so the command never talks to the daemon.
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from ..config import Config, ConfigError
 from ..timestamps import format_time
 from . import CliError, print_json_lines
-from .daemon import _common, _state, load
+from .daemon import _common, _state, load, parse_since
+from .incidents import plural
 
 if TYPE_CHECKING:
     from ..store import StateDB
@@ -43,13 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     alerts.add_argument("--limit", type=int, default=50, help="list: how many of the latest alerts (default 50)")
     alerts.add_argument("--state", action="append", choices=("pending", "sent", "logged", "failed"),
                         help="list: only alerts in this state (repeatable)")
+    alerts.add_argument("--since", help="list: alerts created at or after this ISO date/time, or this long "
+                                        "ago (30m, 24h, 7d)")
     alerts.set_defaults(func=cmd_alerts)
-
-    incidents = sub.add_parser("incidents", help="incidents: findings grouped into one leak each")
-    _common(incidents)
-    incidents.add_argument("--format", choices=("text", "json"), default="text")
-    incidents.add_argument("--limit", type=int, default=50, help="how many of the latest incidents (default 50)")
-    incidents.set_defaults(func=cmd_incidents)
 
     test = sub.add_parser("test-alert", help="send a harmless test alert through the configured targets")
     _common(test)
@@ -82,7 +79,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         if args.action == "retry":
             return _retry(db, args)
         if args.action == "list":
-            _print_list(records.list_alerts(db, args.limit, tuple(args.state or ())), args.format)
+            since = parse_since(args.since)
+            alerts = records.list_alerts(db, args.limit, tuple(args.state or ()),
+                                         format_time(since) if since else None)
+            states = records.alert_incident_states(db, sorted({a.incident_id for a in alerts if a.incident_id}))
+            _print_list(alerts, states, args.format)
             return 0
         alert = records.ack_alert(db, args.id) if args.action == "ack" else records.alert_by_ref(db, args.id)
     if alert is None:
@@ -114,20 +115,23 @@ def _retry(db: StateDB, args: argparse.Namespace) -> int:
         print_json_lines([{"requeued": requeued}])
     else:
         ids = f": {', '.join(map(str, requeued))}" if requeued else ""
-        print(f"{len(requeued)} failed alert(s) re-queued{ids}; the daemon sends them within seconds, "
+        print(f"{plural(len(requeued), 'failed alert')} re-queued{ids}; the daemon sends them within seconds, "
               "or when it next starts (`watcher alerts` shows their state)")
     return 0
 
 
-def _print_list(alerts: list, fmt: str) -> None:
+def _print_list(alerts: list, incident_states: dict[int, str], fmt: str) -> None:
+    """The alerts, each with its incident's current triage state (`incident_state`)."""
     if fmt == "json":
-        print_json_lines(alert.to_json() for alert in alerts)
+        print_json_lines({**alert.to_json(), "incident_state": incident_states.get(alert.incident_id)}
+                         for alert in alerts)
         return
-    print(f"{'ID':>5} {'STATE':<8} {'KIND':<7} {'SEVERITY':<8} {'INCIDENT':>8} {'TRIES':>5} "
+    print(f"{'ID':>5} {'STATE':<8} {'KIND':<7} {'SEVERITY':<8} {'INCIDENT':>8} {'TRIAGE':<14} {'TRIES':>5} "
           f"{'CREATED':<20} {'ACK':<3} TITLE")
     for alert in alerts:
         incident = alert.incident_id if alert.incident_id is not None else "-"
-        print(f"{alert.id:>5} {alert.state:<8} {alert.kind:<7} {alert.severity:<8} {incident:>8} "
+        triage = incident_states.get(alert.incident_id, "-") if alert.incident_id is not None else "-"
+        print(f"{alert.id:>5} {alert.state:<8} {alert.kind:<7} {alert.severity:<8} {incident:>8} {triage:<14} "
               f"{alert.tries:>5} {alert.created_at:<20} {'yes' if alert.acked_at else '':<3} {alert.title}")
 
 
@@ -136,8 +140,8 @@ def _print_one(alert) -> None:
 
     message = render(alert)
     print(f"Alert {alert.id} ({alert.kind}, {alert.severity}), Alert ID {alert.alert_id}")
-    print(f"State: {alert.state} after {alert.tries} attempt(s), accepted by {len(alert.delivered_to)} "
-          f"target(s); created {alert.created_at}, sent {alert.sent_at or '-'}, "
+    print(f"State: {alert.state} after {plural(alert.tries, 'attempt')}, accepted by "
+          f"{plural(len(alert.delivered_to), 'target')}; created {alert.created_at}, sent {alert.sent_at or '-'}, "
           f"acknowledged {alert.acked_at or '-'}")
     if alert.state == "pending":
         print(f"Next attempt: {alert.next_try}")
@@ -147,27 +151,6 @@ def _print_one(alert) -> None:
     print()
     print(message.title)
     print(message.body)
-
-
-# --------------------------------------------------------------------------- incidents
-
-
-def cmd_incidents(args: argparse.Namespace) -> int:
-    from ..alerts import records
-
-    config = load(args)
-    with _state(config) as db:
-        rows = records.incidents(db, args.limit)
-    if args.format == "json":
-        print_json_lines(rows)
-        return 0
-    print(f"{'ID':>5} {'SEVERITY':<8} {'NIRS':>8} {'DOCS':>4} {'ALERTS':>6} {'FIRST POSTED':<20} "
-          f"{'FIRST SEEN':<20} {'LAST SEEN':<20} SOURCES")
-    for row in rows:
-        print(f"{row['id']:>5} {row['severity']:<8} {row['nirs']:>8,} {row['findings']:>4} {row['alerts']:>6} "
-              f"{row.get('first_posted') or '-':<20} {row['first_seen']:<20} {row['last_seen']:<20} "
-              f"{', '.join(row['sources'])}")
-    return 0
 
 
 # --------------------------------------------------------------------------- test-alert
@@ -217,5 +200,5 @@ def cmd_test_alert(args: argparse.Namespace) -> int:
         detail = f": {result.error}" if result.error else ""
         print(f"{status} {result.target.name}{detail}")
     failed = sum(1 for result in results if not result.ok)
-    print(f"{len(results) - failed} of {len(results)} target(s) accepted the test alert")
+    print(f"{len(results) - failed} of {plural(len(results), 'target')} accepted the test alert")
     return 1 if failed else 0

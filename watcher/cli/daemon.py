@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, UTC
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config, ConfigError, find_config, load_config
 from ..logs import setup_logging
@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     findings = sub.add_parser("findings", help="findings recorded by the daemon")
     _common(findings)
     findings.add_argument("--format", choices=("text", "json"), default="text")
-    findings.add_argument("--since", help="ISO date/time, or a duration back from now (30m, 24h, 7d)")
+    findings.add_argument("--since", help="findings first seen at or after this ISO date/time, or this long "
+                                          "ago (30m, 24h, 7d)")
     findings.add_argument("--min-severity", choices=SEVERITIES[1:])
     findings.set_defaults(func=cmd_findings)
 
@@ -197,23 +198,48 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
+    """`watcher findings`: each finding with its id, its incident and the incident's triage
+    state; every other place it was seen (a mirror, a repost of the same bytes) listed."""
+    from ..alerts.records import finding_incidents
+
     config = load(args)
     since = parse_since(args.since)
     with _state(config) as db:
         rows = db.findings(since=since, min_severity=args.min_severity)
+        incidents = finding_incidents(db, [row["id"] for row in rows])
+    for row in rows:
+        incident_id, state = incidents.get(row["id"], (None, None))
+        row["incident_id"], row["incident_state"] = incident_id, state
     if args.format == "json":
         print_json_lines(rows)
         return 0
     for row in rows:
-        nirs = row.get("counts", {}).get("nir", 0)
-        print(f"{row['severity'].upper():<9} {nirs:>6} NIRs  {row.get('first_seen')}  {row.get('source')}  "
-              f"{row.get('url') or row.get('item_id')}")
-        if row.get("posted_at") or row.get("author"):
-            by = f" by {row['author']}" if row.get("author") else ""
-            print(f"{'':<9} posted {row.get('posted_at') or '(date unknown)'}{by}")
-        for reason in row.get("reasons", []):
-            print(f"{'':<9} {reason}")
+        for line in _finding_lines(row):
+            print(line)
     return 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _finding_lines(row: dict[str, Any]) -> list[str]:
+    """One finding as text: a head line with its ids, then post, reasons and mirrors."""
+    nirs = int(row.get("counts", {}).get("nir", 0) or 0)
+    incident = (f"incident #{row['incident_id']} ({row['incident_state']})"
+                if row.get("incident_id") is not None else "no incident")
+    lines = [f"{row['severity'].upper():<9} finding #{row['id']}  {incident}  {_plural(nirs, 'NIR')}  "
+             f"{row.get('first_seen')}  {row.get('source')}  {row.get('url') or row.get('item_id')}"]
+    if row.get("posted_at") or row.get("author"):
+        by = f" by {row['author']}" if row.get("author") else ""
+        lines.append(f"{'':<9} posted {row.get('posted_at') or '(date unknown)'}{by}")
+    lines.extend(f"{'':<9} {reason}" for reason in row.get("reasons", []))
+    mirrors = row.get("items", [])[1:]
+    if mirrors:
+        lines.append(f"{'':<9} also seen at {_plural(len(mirrors), 'other place')}:")
+        lines.extend(f"{'':<11} {link.get('linked_at')}  {link.get('source')}  "
+                     f"{link.get('url') or link.get('item_id')}" for link in mirrors)
+    return lines
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
