@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -243,3 +244,19 @@ def settings_error(tmp_path: Path, text: str, env: dict[str, str]) -> str:
 
 def test_the_ca_fixture_is_a_real_ca(test_ca: LoopbackCA) -> None:
     assert b"BEGIN CERTIFICATE" in test_ca.ca_file.read_bytes()
+
+
+def test_the_readme_verification_snippet_accepts_a_signed_body_and_refuses_a_changed_one() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Webhook and MISP", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)
+    verify = namespace["verify"]
+    body, stamp = b'{"schema":"leak-watcher/alert/1"}', str(int(time.time()))
+    headers = {"X-Leak-Watcher-Timestamp": stamp, "X-Leak-Watcher-Signature": sign(WEBHOOK_SECRET, stamp, body)}
+    assert verify(WEBHOOK_SECRET, headers, body) is True  # type: ignore[operator]
+    assert verify(WEBHOOK_SECRET, headers, body + b" ") is False  # type: ignore[operator]
+    old = str(int(time.time()) - 3600)
+    replayed = {"X-Leak-Watcher-Timestamp": old, "X-Leak-Watcher-Signature": sign(WEBHOOK_SECRET, old, body)}
+    assert verify(WEBHOOK_SECRET, replayed, body) is False  # type: ignore[operator]
