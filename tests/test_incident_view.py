@@ -168,6 +168,8 @@ def test_export_needs_a_format_and_reads_only(config: Path) -> None:
     assert "give --format misp|stix|json" in watcher("incidents", "export", "1", config=config, rc=2)
     assert "no incident 9" in watcher("incidents", "export", "9", "--format", "json", config=config, rc=2)
     assert json.loads(watcher("incidents", "export", "1", "--format", "json", config=config))
+    assert "'tlp:purple'" in watcher("incidents", "export", "1", "--format", "stix", "--tlp", "tlp:purple",
+                                     config=config, rc=2)
     assert db.stat().st_mtime_ns == before
 
 

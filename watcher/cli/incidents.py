@@ -250,7 +250,10 @@ def _export(config: Config, args: argparse.Namespace) -> int:
     if payload is None:
         raise CliError(f"no incident {incident_id} (see `watcher incidents`)")
     payload["state"] = _EXPORT_STATES.get(payload["state"], payload["state"])
-    text = render(export_from_payload(payload, installation=installation_namespace(secret)), fmt, tlp=args.tlp)
+    try:
+        text = render(export_from_payload(payload, installation=installation_namespace(secret)), fmt, tlp=args.tlp)
+    except ValueError as exc:               # a TLP the format does not know, an incident without a date
+        raise CliError(f"incidents export: {exc}") from None
     if args.out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
