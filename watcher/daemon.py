@@ -1,9 +1,11 @@
 """The daemon: schedules the sources and wires the pipeline stages together.
 
-    sources (poll) -> fetch -> [worker pool: extract -> detect -> score] -> store -> alert
+    sources (poll) -> fetch -> [worker pool: extract -> detect -> score] -> [evidence: seal] -> store -> alert
 
 A finding and its alert are written in one transaction; the alert sender (watcher.alerts)
-delivers from that outbox, so an alert is never lost to a crash.
+delivers from that outbox, so an alert is never lost to a crash. A document at or above
+`[evidence] min_severity` is sealed before its item is recorded (watcher.evidence_stage), so
+a crash never leaves a recorded item without its evidence.
 
 Each enabled source runs in its own task: poll, then sleep its interval (with jitter), or back
 off exponentially (with jitter, capped) after a failure, or as long as a 429/503 Retry-After
@@ -32,6 +34,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from .alerts import AlertSender, AlertSettings, alert_settings
 from .config import DB_NAME, SECRET_NAME, Config, ConfigError, SourceConfig, load_config
 from .dates import normalise as normalise_date
+from .evidence import VAULT_DIR
+from .evidence_stage import EvidenceStage
 from .fetch import Fetcher, FetchError, RetryLater, tor_preflight
 from .logs import log_event
 from .metrics import Metrics
@@ -42,7 +46,7 @@ from .privacy import Fingerprinter, SecretKeyError, load_or_create_secret, read_
 from .redact import keyed_id
 from .report import Report
 from .score import severity_rank
-from .retention import retention_pass, retention_task, store_runner
+from .retention import EvidenceRetention, retention_pass, retention_task, store_runner
 from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Item, PollContext, Source, SourceError
 from .sources.pages import PageParser
@@ -207,6 +211,7 @@ class Daemon:
         self._draining = False                      # stopping sources: polls end after their current item
         self.store: Store | None = None
         self.alerts: AlertSender | None = None
+        self.evidence: EvidenceStage | None = None     # seals the documents of findings (watcher.evidence)
         self.pool: AnalysisPool | None = None
         self.parser: PageParser | None = None      # listing/board/feed pages, in child processes
         self._secret = b""
@@ -262,6 +267,8 @@ class Daemon:
             self.pool = self._new_pool(secret)
             self.parser = PageParser()
             self.alerts = AlertSender(self.store, alerts, on_outcome=self.metrics.alert)
+            self.evidence = EvidenceStage(self.config.evidence, state_dir / VAULT_DIR, self.store)
+            await self.evidence.open()
             self.limiter = asyncio.Semaphore(self.config.watcher.concurrency)
             await self._preflight()
             if self.once:
@@ -323,7 +330,8 @@ class Daemon:
 
         await asyncio.gather(*(once(build_source(s)) for s in self.config.enabled_sources))
         await self.alerts.run_once()  # type: ignore[union-attr]
-        await retention_pass(store_runner(self.store), self.config.retention)  # type: ignore[arg-type]
+        await retention_pass(store_runner(self.store), self.config.retention,  # type: ignore[arg-type]
+                             evidence=self._evidence_retention())
         counters = self.counters
         log_event(log, "info", "pass done", polls=counters.polls, items=counters.items,
                   findings=counters.findings, failing=len(counters.failing), failed_items=counters.failed_items)
@@ -368,6 +376,7 @@ class Daemon:
         rules_changed = (config.rules, config.policy) != (self.config.rules, self.config.policy)
         self.config = config
         self.alerts.reconfigure(alerts)  # type: ignore[union-attr]
+        await self.evidence.reconfigure(config.evidence)  # type: ignore[union-attr]
         if rules_changed:
             old, self.pool = self.pool, self._new_pool(self._secret)
             if old is not None:
@@ -400,11 +409,16 @@ class Daemon:
         run = store_runner(self.store)  # type: ignore[arg-type]
         tasks = [
             asyncio.create_task(self.alerts.run(), name="alerts"),  # type: ignore[union-attr]
-            asyncio.create_task(retention_task(run, lambda: self.config.retention), name="retention"),
+            asyncio.create_task(retention_task(run, lambda: self.config.retention,
+                                               evidence=self._evidence_retention), name="retention"),
         ]
         if self.config.metrics is not None:
             tasks.append(asyncio.create_task(serve_metrics(self.config.metrics, self.metrics, run), name="metrics"))
         return tasks
+
+    def _evidence_retention(self) -> EvidenceRetention:
+        """The vault and how long its pieces are kept (read at every pass: a reload applies)."""
+        return EvidenceRetention(self.config.watcher.state_dir / VAULT_DIR, self.config.evidence.evidence_days)
 
     def _start_sources(self) -> None:
         for source_config in self.config.enabled_sources:
@@ -586,13 +600,17 @@ class Daemon:
             await self.on_finding(item, report, result)
         return outcome
 
+    def _tor(self, name: str) -> bool:
+        """Whether the source `name` fetches through Tor (a custody record says so)."""
+        return any(source.tor for source in self.config.sources if source.name == name)
+
     async def _analyze_and_record(self, items: list[Item]) -> list[Outcome | Exception]:
         """A batch of items: analysed in one pool task, recorded in one transaction (failures
         in another)."""
         outcomes = [self._mentioned(item, outcome) for item, outcome in zip(items, await self._analyze(items),
                                                                               strict=True)]
         pairs = list(zip(items, outcomes, strict=True))
-        recorded = iter(await self._record([(i, o) for i, o in pairs if isinstance(o, Report)]))
+        recorded = iter(await self._seal_and_record([(i, o) for i, o in pairs if isinstance(o, Report)]))
         failed = iter(await self._record_failures([(i, o) for i, o in pairs if isinstance(o, AnalysisFailed)]))
         results: list[Outcome | Exception] = []
         for outcome in outcomes:
@@ -637,6 +655,17 @@ class Daemon:
             if failure.traceback:
                 log.debug("analysis of %s raised:\n%s", item.url or item.item_id, failure.traceback)
             results.append(ItemFailed(failure.error, tries, parked))
+        return results
+
+    async def _seal_and_record(self, analysed: list[tuple[Item, Report]]) -> list[ItemResult | Exception]:
+        """Seal the documents `[evidence]` keeps (in a thread), record the items, then write
+        the custody records: sealed first, so a crash never leaves a recorded item unsealed."""
+        evidence = self.evidence
+        if evidence is None or evidence.vault is None or not analysed:
+            return await self._record(analysed)
+        sealed = await evidence.seal(analysed, self._tor)
+        results = await self._record(analysed)
+        await evidence.record(analysed, sealed, results)
         return results
 
     async def _record(self, analysed: list[tuple[Item, Report]]) -> list[ItemResult | Exception]:

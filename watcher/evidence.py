@@ -85,6 +85,7 @@ MAX_MAX_BYTES = 1024 * MIB          # as a source's max_bytes: no document is la
 DEFAULT_EVIDENCE_DAYS = 90          # as [retention] items_days: long past a 72-hour notification
 GZIP_LEVEL = 6                      # zlib's default: most of level 9's ratio at a third of its time
 SUFFIX = ".age"
+VAULT_DIR = "evidence"              # in state_dir: the daemon's vault
 TEMP_PREFIX = ".partial-"           # .partial-<writer pid>-<random>: never a final name
 _PIECE_NAME = re.compile(r"[0-9a-f]{64}-[0-9a-f]{8}\.age")
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[0-9a-f]+")
@@ -397,22 +398,24 @@ class EvidenceVault:
 
     def write(self, piece_id: str, raw: bytes, *, source: str, url: str, fetched_at: str, tor: bool = False,
               finding_id: int | str | None = None, incident_id: int | str | None = None,
-              now: float | None = None) -> CustodyRecord:
+              now: float | None = None, whole: tuple[int, str] | None = None) -> CustodyRecord:
         """Seal `raw` (the document as fetched) and return its custody record: "sealed",
-        "reused" (already there) or "refused" (the vault is full). EvidenceError in dry mode."""
+        "reused" (already there) or "refused" (the vault is full). EvidenceError in dry mode.
+        `whole`: (size, sha256) of the document when `raw` is only its head (a big file read
+        up to max_bytes, hashed whole as it was read), so the record names the document."""
         if not self.recipients:
             raise EvidenceError("evidence is off (dry mode): no recipients to seal to")
         now = time.time() if now is None else now
         kept = raw[:self.max_bytes]
-        truncated = len(kept) < len(raw)
-        sha256 = hashlib.sha256(raw).hexdigest()
+        size, sha256 = whole if whole is not None else (len(raw), hashlib.sha256(raw).hexdigest())
+        truncated = len(kept) < size
         kept_sha256 = hashlib.sha256(kept).hexdigest() if truncated else sha256
         record = CustodyRecord(
-            piece_id=piece_id, status="refused", sha256=sha256, size=len(raw), kept_sha256=kept_sha256,
+            piece_id=piece_id, status="refused", sha256=sha256, size=size, kept_sha256=kept_sha256,
             kept_bytes=len(kept), truncated=truncated, fetched_at=fetched_at,
             sealed_at=format_time(datetime.fromtimestamp(now, UTC)), source=source, url=redact(url), tor=tor,
             finding_id=finding_id, incident_id=incident_id, recipients=self.recipients,
-            note=f"truncated: the first {len(kept)} of {len(raw)} bytes are sealed (max_bytes)" if truncated else "",
+            note=f"truncated: the first {len(kept)} of {size} bytes are sealed (max_bytes)" if truncated else "",
         )
         name = f"{sha256}-{self._tag(len(kept))}{SUFFIX}"
         with self._lock:

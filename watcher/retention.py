@@ -14,7 +14,10 @@ measured from a row's last activity, never from its creation:
   an item that still evidences a finding stays);
 - validators: `updated_at` older than `items_days` (ETags of sources no longer polled);
 - incidents: no finding left and `last_seen` older than `fingerprints_days`;
-- alerts: `created_at` older than `findings_days`, unless still `pending` (outbox history).
+- alerts: `created_at` older than `findings_days`, unless still `pending` (outbox history);
+- sealed evidence (`[evidence] evidence_days`, `watcher.evidence`): the vault's pieces sealed
+  (or last reused) longer ago are deleted, in a thread, and their custody records marked
+  `expired_at` (the records stay: what was kept and when it went is part of the custody).
 
 `incident_findings` rows go with their findings (ON DELETE CASCADE); `sources` and
 `health_notices` rows follow the configuration and `schema_version` has one row per migration:
@@ -47,11 +50,14 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from .config import RetentionSettings
+from .evidence import EvidenceVault
 from .logs import log_event
 from .store import StateDB, Store, StoreClosedError, table_names
+from .store.evidence import mark_expired
 from .timestamps import format_time, parse_time
 
 __all__ = [
+    "EvidenceRetention",
     "FIRST_DELAY",
     "PASS_EVERY",
     "RetentionResult",
@@ -79,6 +85,17 @@ class StoreRunner(Protocol):
 
 #: Settings, or a getter read at every pass (so a SIGHUP reload applies without a restart).
 SettingsSource = RetentionSettings | Callable[[], RetentionSettings]
+
+
+@dataclass(frozen=True)
+class EvidenceRetention:
+    """The sealed vault's folder and how many days its pieces are kept."""
+
+    folder: Path
+    days: int
+
+
+EvidenceSource = EvidenceRetention | Callable[[], EvidenceRetention] | None
 
 FIRST_DELAY = 60.0        # seconds after start: let the first polls go first
 PASS_EVERY = 3600.0       # seconds between passes
@@ -179,6 +196,7 @@ class RetentionResult:
     validators: int = 0
     incidents: int = 0
     alerts: int = 0
+    evidence: int = 0           # sealed pieces deleted (not a row count: their records are marked)
     failed: list[str] = field(default_factory=list)
     vacuum: VacuumResult | None = None
 
@@ -314,10 +332,11 @@ async def run_retention(run: StoreRunner, settings: RetentionSettings, now: date
 def _log_pass(result: RetentionResult) -> None:
     """One log line with the counts (and the vacuum's sizes when one ran)."""
     fields: dict[str, object] = {step.name: getattr(result, step.name) for step in _STEPS}
+    fields["evidence"] = result.evidence
     if result.vacuum is not None:
         fields.update(vacuumed=result.vacuum.vacuumed, bytes_before=result.vacuum.bytes_before,
                       bytes_after=result.vacuum.bytes_after, checkpoint_busy=result.vacuum.checkpoint_busy)
-    level = "info" if result.changed or result.vacuum is not None else "debug"
+    level = "info" if result.changed or result.evidence or result.vacuum is not None else "debug"
     log_event(log, level, "retention pass done", **fields)
 
 
@@ -325,12 +344,35 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+async def expire_evidence(run: StoreRunner, evidence: EvidenceRetention, now: datetime) -> list[str]:
+    """Delete the vault's pieces older than `evidence.days` (in a thread) and mark their
+    custody records expired; the names deleted. No vault folder (never sealed): nothing."""
+    def expire() -> list[str]:
+        if not evidence.folder.is_dir():
+            return []
+        return EvidenceVault(evidence.folder).expire(evidence.days, now.timestamp())
+
+    gone = await asyncio.to_thread(expire)
+    if gone:
+        await run(functools.partial(mark_expired, file_names=gone, now=format_time(now)))
+    return gone
+
+
 async def retention_pass(run: StoreRunner, settings: RetentionSettings, *,
-                         clock: Callable[[], datetime] = _utc_now) -> RetentionResult | None:
-    """One pass now, for `watcher run --once`. A failure is logged and None returned, never
-    raised: retention must not take the daemon down. Only `StoreClosedError` propagates."""
+                         clock: Callable[[], datetime] = _utc_now,
+                         evidence: EvidenceSource = None) -> RetentionResult | None:
+    """One pass now, for `watcher run --once`, and the sealed evidence's expiry when
+    `evidence` is given. A failure is logged and None returned, never raised: retention must
+    not take the daemon down. Only `StoreClosedError` propagates."""
+    now = clock()
     try:
-        return await run_retention(run, settings, clock())
+        result = await run_retention(run, settings, now)
+        if evidence is not None:
+            current = evidence() if callable(evidence) else evidence
+            result.evidence = len(await expire_evidence(run, current, now))
+            if result.evidence:
+                log_event(log, "info", "evidence expired", pieces=result.evidence, days=current.days)
+        return result
     except StoreClosedError:
         raise
     except Exception:  # logged with its traceback, retried at the next pass
@@ -340,7 +382,8 @@ async def retention_pass(run: StoreRunner, settings: RetentionSettings, *,
 
 async def retention_task(run: StoreRunner, settings: SettingsSource, *,
                          clock: Callable[[], datetime] = _utc_now,
-                         first_delay: float = FIRST_DELAY, every: float = PASS_EVERY) -> None:
+                         first_delay: float = FIRST_DELAY, every: float = PASS_EVERY,
+                         evidence: EvidenceSource = None) -> None:
     """Run a retention pass `first_delay` seconds after start, then every `every` seconds.
 
     Until cancelled; returns when the store is closed. A failed pass is logged and retried at
@@ -351,7 +394,7 @@ async def retention_task(run: StoreRunner, settings: SettingsSource, *,
     while True:
         current = settings() if callable(settings) else settings
         try:
-            await retention_pass(run, current, clock=clock)
+            await retention_pass(run, current, clock=clock, evidence=evidence)
         except StoreClosedError:
             return
         await asyncio.sleep(every)
