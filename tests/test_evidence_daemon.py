@@ -152,6 +152,10 @@ async def test_a_critical_paste_is_sealed_with_its_custody_and_exported_exactly(
 
     listed = cli("evidence", "list", "--format", "json", "--config", str(config))
     assert [row["id"] for row in json_lines(listed.out)] == [record["id"]]
+    of_incident = cli("evidence", "list", "--incident", str(record["incident_id"]), "--config", str(config))
+    other = cli("evidence", "list", "--incident", str(record["incident_id"] + 1), "--config", str(config))
+    assert record["sha256"][:8] not in of_incident.out and f"incident {record['incident_id']}" in of_incident.out
+    assert "no evidence kept" in other.out
     shown = cli("evidence", "show", str(record["id"]), "--config", str(config))
     assert shown.rc == 0 and record["sha256"] in shown.out and in_url not in shown.out
     assert cli("evidence", "show", "999", "--config", str(config)).rc == 2

@@ -1,4 +1,4 @@
-"""Sealed evidence commands: `evidence list [--since]`, `evidence show ID`, `evidence export ID
+"""Sealed evidence commands: `evidence list [--since] [--incident ID]`, `evidence show ID`, `evidence export ID
 --identity KEYFILE --out FILE`, `evidence keygen --out FILE`. Each takes --config.
 
 `list` and `show` read the custody records on a read-only connection (they may run while the
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--since", help="ISO date/time, or a duration back from now (30m, 24h, 7d)")
     listing.add_argument("--format", choices=("text", "json"), default="text")
     listing.add_argument("--limit", type=int, default=50, help="how many of the latest records (default 50)")
+    listing.add_argument("--incident", type=int, metavar="ID", help="only the documents of this incident")
     listing.set_defaults(func=cmd_list)
 
     show = actions.add_parser("show", help="one custody record, every field")
@@ -65,7 +66,7 @@ def _records(args: argparse.Namespace) -> list[dict[str, Any]]:
     config = load(args)
     since = parse_since(args.since)
     with _state(config) as db:
-        return custody_records(db, since=since, limit=args.limit)
+        return custody_records(db, since=since, limit=args.limit, incident_id=args.incident)
 
 
 def _record(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:

@@ -83,13 +83,18 @@ def mark_expired(state: StateDB, file_names: Sequence[str], now: str | None = No
     return max(cursor.rowcount, 0)
 
 
-def custody_records(state: StateDB, since: datetime | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Records sealed at or after `since`, the latest first (recipients decoded)."""
-    sql = "SELECT * FROM evidence"
+def custody_records(state: StateDB, since: datetime | None = None, limit: int | None = None,
+                    incident_id: int | None = None) -> list[dict[str, Any]]:
+    """Records sealed at or after `since` (of the incident `incident_id`), the latest first
+    (recipients decoded)."""
+    sql = "SELECT * FROM evidence WHERE 1"
     params: list[Any] = []
     if since is not None:
-        sql += " WHERE sealed_at >= ?"
+        sql += " AND sealed_at >= ?"
         params.append(format_time(since))
+    if incident_id is not None:
+        sql += " AND incident_id = ?"
+        params.append(incident_id)
     sql += " ORDER BY id DESC"
     if limit is not None:
         sql += " LIMIT ?"
