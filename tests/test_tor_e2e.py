@@ -79,7 +79,7 @@ async def test_a_leak_on_an_onion_forum_is_found_through_real_tor(
 
     assert done.rc == 0, done.err
     # the onion service received the daemon's requests, addressed to the onion
-    assert site.paths() == ["/f/databases", "/t/t0", "/t/t1"], done.err
+    assert site.paths() == ["/f/databases", "/t/t1", "/t/t0"], done.err   # oldest (last listed) first
     assert {request.host for request in site.requests} == {onion}
 
     findings = findings_of(config)
