@@ -42,7 +42,7 @@ def test_a_good_configuration_is_ok_and_leaves_nothing_behind(tmp_path: Path) ->
     before = sorted(p.name for p in tmp_path.iterdir())
     [done] = watcher(config, ("check-config",))
     assert (done.rc, done.err) == (0, ""), done.err
-    assert done.out == (f"{config}: ok: 1 enabled source(s) of 1, 0 through Tor, 1 rule(s); "
+    assert done.out == (f"{config}: ok: 1 enabled source of 1, 0 through Tor, 1 rule; "
                         f"state in {tmp_path / 'state'}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == before      # no state, no probe file left
 
@@ -51,7 +51,7 @@ def test_a_fast_network_source_is_a_warning_not_an_error(tmp_path: Path) -> None
     config = write(tmp_path, BASE + '\n[[sources]]\nname = "feed"\nkind = "feed"\n'
                               'url = "http://127.0.0.1:9/feed.xml"\ninterval = "10s"\n')
     [done] = watcher(config, ("check-config",))
-    assert done.rc == 0 and ": ok: 2 enabled source(s)" in done.out, done.err
+    assert done.rc == 0 and ": ok: 2 enabled sources" in done.out, done.err
     line = line_of(config, '"10s"')
     assert done.err.splitlines() == [
         f'watcher: warning: {config}:{line}: source "feed": key "interval" is 10 s: a network source '

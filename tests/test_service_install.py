@@ -284,7 +284,7 @@ async def test_a_by_the_docs_install_alerts(tmp_path: Path, json_receiver: JsonR
     service = start_like_systemd(install)
     assert service.command()[0] == str(install.watcher) and service.exec_start[-1] == str(install.config)
     status, out = await execute(service.command("check-config"), service.env)
-    assert status == 0 and f"state in {service.state_dir}" in out and "0 enabled source(s) of 2" in out, out
+    assert status == 0 and f"state in {service.state_dir}" in out and "0 enabled sources of 2" in out, out
     status, out = await execute(service.command("test-alert"), service.env)
     assert status == 0 and out.startswith("ok "), out
     assert [post.title for post in json_receiver.posts] == [TEST_TITLE, TEST_TITLE]

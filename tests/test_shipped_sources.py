@@ -77,7 +77,7 @@ def test_check_config_loads_every_shipped_definition(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "watcher", "check-config", "--config", str(config_path)],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert run.returncode == 0, run.stderr
-    assert "ok: 9 enabled source(s) of 10, 8 through Tor" in run.stdout   # + inbox, pastebin (off)
+    assert "ok: 9 enabled sources of 10, 8 through Tor" in run.stdout   # + inbox, pastebin (off)
     config = load_config(config_path, environ={})
     included = {s.name: s for s in config.sources if s.origin is not None}
     assert set(included) == set(SHIPPED)

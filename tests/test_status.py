@@ -162,7 +162,7 @@ def test_failed_alerts_degrade_until_acknowledged(config: Config) -> None:
             db.db.execute("""INSERT INTO alerts (alert_id, kind, severity, title, state, next_try, created_at)
                           VALUES (?, 'new', 'critical', 't', ?, 'x', 'x')""", (f"a{n}", alert_state))
     health = evaluate(config)
-    assert health.status == "degraded" and health.reasons == ["1 failed alert(s) not acknowledged"]
+    assert health.status == "degraded" and health.reasons == ["1 failed alert not acknowledged"]
     assert health.alerts == {"pending": 1, "failed": 1, "sent": 1}
     with state(config, NOW) as db:
         db.db.execute("UPDATE alerts SET acked_at = 'x' WHERE state = 'failed'")

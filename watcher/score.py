@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .wording import plural
 from .options import option
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
@@ -101,8 +102,6 @@ class Evidence:
     rarer_nirs: int = 0                   # NIRs of the rarer forms among counts["nir"]
 
 
-def _plural(count: int, noun: str, plural: str | None = None) -> str:
-    return f"{count:,} {noun if count == 1 else (plural or noun + 's')}"
 
 
 DEFAULT_POLICY = Policy()
@@ -122,7 +121,7 @@ def score(evidence: Evidence, policy: Policy = DEFAULT_POLICY) -> tuple[str, lis
     reasons = [c.reason() for c in evidence.chance] + _found(evidence, counts, policy, professional)
     strict_nirs = nirs - evidence.rarer_nirs if not evidence.nir_column else nirs
     if evidence.rarer_nirs and nirs >= policy.critical_nirs > strict_nirs:
-        reasons.append(f"{_plural(evidence.rarer_nirs, 'NIR')} of the rarer forms (sex 3/4, unusual months): "
+        reasons.append(f"{plural(evidence.rarer_nirs, 'NIR')} of the rarer forms (sex 3/4, unusual months): "
                        "not critical without a NIR column or label")
     if strict_nirs >= policy.critical_nirs or (evidence.nir_column and records >= policy.critical_records):
         severity = "critical"
@@ -148,7 +147,7 @@ def _found(evidence: Evidence, counts: dict[str, int], policy: Policy, professio
     reasons: list[str] = []
     if nirs:
         where = f" in a {evidence.tabular}" if evidence.tabular else ""
-        reasons.append(f"{_plural(nirs, 'valid NIR')}{where}")
+        reasons.append(f"{plural(nirs, 'valid NIR')}{where}")
     elif evidence.tabular and (evidence.nir_column or evidence.health_headers):
         reasons.append(evidence.tabular)
     if evidence.nir_column and records >= policy.critical_records and not nirs:
@@ -161,7 +160,7 @@ def _found(evidence: Evidence, counts: dict[str, int], policy: Policy, professio
     if professional:
         reasons.append("professionals' extract (SIRET/RPPS with e-mail/phone)")
     others = [
-        _plural(counts[k], label) for k, label in
+        plural(counts[k], label) for k, label in
         (("iban", "IBAN"), ("siret", "SIRET"), ("rpps", "RPPS number"), ("email", "e-mail address", ),
          ("phone", "phone number"))
         if counts.get(k)

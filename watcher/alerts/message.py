@@ -20,6 +20,7 @@ from typing import Any
 
 from apprise import NotifyType
 
+from ..wording import plural
 from ..redact import redact, redact_tree
 from .records import ALERT_LEVELS, Alert
 
@@ -56,8 +57,6 @@ def one_line(text: object, limit: int | None = None) -> str:
     return redact(flat)
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _insurers(names: Sequence[str]) -> str:
@@ -71,9 +70,9 @@ def _what(payload: dict[str, Any]) -> str:
     """`25 NIRs`, else `120 records`, else the first reason."""
     nirs = int(payload.get("counts", {}).get("nir", 0) or 0)
     if nirs:
-        return _plural(nirs, "NIR")
+        return plural(nirs, "NIR")
     if payload.get("records"):
-        return _plural(int(payload["records"]), "record")
+        return plural(int(payload["records"]), "record")
     reasons = payload.get("reasons") or ["finding"]
     return str(reasons[0])
 
@@ -151,8 +150,8 @@ def _finding_body(alert: Alert) -> list[str]:
         lines.extend(f"  {one_line(sample, 120)}" for sample in samples)
     lines.append(
         f"Incident: #{alert.incident_id}{_state(incident)}, ~{incident.get('nirs', 0):,} distinct NIRs, "
-        f"{_plural(len(incident.get('sources', [])), 'source')} ({', '.join(incident.get('sources', []))}), "
-        f"{_plural(_documents(incident), 'document')}"
+        f"{plural(len(incident.get('sources', [])), 'source')} ({', '.join(incident.get('sources', []))}), "
+        f"{plural(_documents(incident), 'document')}"
     )
     return lines
 
@@ -219,7 +218,7 @@ def digest_message(alerts: Sequence[Alert]) -> Message:
     by_severity = Counter(alert.severity for alert in alerts)
     ordered = sorted(by_severity.items(), key=lambda item: -ALERT_LEVELS.index(item[0]))
     summary = ", ".join(f"{count} {severity.upper()}" for severity, count in ordered)
-    title = f"[DIGEST] {_plural(len(alerts), 'alert')}: {summary}"
+    title = f"[DIGEST] {plural(len(alerts), 'alert')}: {summary}"
     lines = [f"{len(alerts)} alert(s) below the immediate-delivery threshold:", ""]
     for alert in alerts:
         lines.append(f"- {one_line(alert.title, 200)}")

@@ -24,7 +24,7 @@ from ..config import Config, ConfigError
 from ..timestamps import format_time
 from . import CliError, print_json_lines
 from .daemon import _common, _state, load, parse_since
-from .incidents import plural
+from ..wording import plural
 
 if TYPE_CHECKING:
     from ..store import StateDB

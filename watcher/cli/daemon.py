@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, UTC
 from typing import TYPE_CHECKING, Any
 
+from ..wording import plural
 from ..config import Config, ConfigError, find_config, load_config
 from ..logs import setup_logging
 from ..score import SEVERITIES
@@ -133,8 +134,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"watcher: warning: {warning}", file=sys.stderr)
     enabled = config.enabled_sources
     tor = sum(1 for s in enabled if s.tor)
-    print(f"{config.path}: ok: {len(enabled)} enabled source(s) of {len(config.sources)}, "
-          f"{tor} through Tor, {len(config.rules)} rule(s); state in {config.watcher.state_dir}")
+    print(f"{config.path}: ok: {plural(len(enabled), 'enabled source')} of {len(config.sources)}, "
+          f"{tor} through Tor, {plural(len(config.rules), 'rule')}; state in {config.watcher.state_dir}")
     return 0
 
 
@@ -219,8 +220,6 @@ def cmd_findings(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _finding_lines(row: dict[str, Any]) -> list[str]:
@@ -228,7 +227,7 @@ def _finding_lines(row: dict[str, Any]) -> list[str]:
     nirs = int(row.get("counts", {}).get("nir", 0) or 0)
     incident = (f"incident #{row['incident_id']} ({row['incident_state']})"
                 if row.get("incident_id") is not None else "no incident")
-    lines = [f"{row['severity'].upper():<9} finding #{row['id']}  {incident}  {_plural(nirs, 'NIR')}  "
+    lines = [f"{row['severity'].upper():<9} finding #{row['id']}  {incident}  {plural(nirs, 'NIR')}  "
              f"{row.get('first_seen')}  {row.get('source')}  {row.get('url') or row.get('item_id')}"]
     if row.get("posted_at") or row.get("author"):
         by = f" by {row['author']}" if row.get("author") else ""
@@ -236,7 +235,7 @@ def _finding_lines(row: dict[str, Any]) -> list[str]:
     lines.extend(f"{'':<9} {reason}" for reason in row.get("reasons", []))
     mirrors = row.get("items", [])[1:]
     if mirrors:
-        lines.append(f"{'':<9} also seen at {_plural(len(mirrors), 'other place')}:")
+        lines.append(f"{'':<9} also seen at {plural(len(mirrors), 'other place')}:")
         lines.extend(f"{'':<11} {link.get('linked_at')}  {link.get('source')}  "
                      f"{link.get('url') or link.get('item_id')}" for link in mirrors)
     return lines
@@ -266,6 +265,6 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         replace_secret(state_dir / SECRET_NAME)
     except SecretKeyError as exc:
         raise CliError(str(exc)) from None
-    print(f"{state_dir / SECRET_NAME}: new secret key; {forgotten} fingerprint(s) made with the old "
+    print(f"{state_dir / SECRET_NAME}: new secret key; {plural(forgotten, 'fingerprint')} made with the old "
           "one deleted (findings, incidents and alerts kept)")
     return 0

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..wording import plural
 from . import CliError, print_json_lines
 from .daemon import _common, _state, load, parse_since
 
@@ -31,9 +32,6 @@ EXPORT_FORMATS = ("misp", "stix", "json")
 _EXPORT_STATES = {"acked": "acknowledged"}
 
 
-def plural(count: int, noun: str) -> str:
-    """`1 document`, `2 documents`, `1,200 NIRs`."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..config import Config, SourceConfig
 from ..timestamps import parse_time
+from ..wording import plural
 from .daemon import load
 
 __all__ = ["EXIT_CODES", "Health", "SourceHealth", "evaluate", "register"]
@@ -194,7 +195,7 @@ def _judge(health: Health) -> None:
                 health.status = "degraded"
     failed = (health.alerts or {}).get("failed", 0)
     if failed:
-        health.reasons.append(f"{failed} failed alert(s) not acknowledged")
+        health.reasons.append(f"{plural(failed, 'failed alert')} not acknowledged")
         if health.status == "ok":
             health.status = "degraded"
 
