@@ -231,6 +231,8 @@ def test_tlp_and_triage_state(incident: Incident) -> None:
     assert any(o["type"] == "marking-definition" and o.get("name") == "TLP:RED" for o in bundle["objects"])
     with pytest.raises(ValueError):
         render(export, "misp", tlp="amber")
+    with pytest.raises(ValueError, match="not a TLP tag"):
+        render(export, "misp", tlp="tlp:purple")
     with pytest.raises(ValueError):
         render(export, "stix", tlp="tlp:amber+strict")
     with pytest.raises(ValueError, match="unknown export format"):

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TLP", "misp_event", "misp_json"]
 
 DEFAULT_TLP = "tlp:amber"
+# The MISP TLP taxonomy (2.0 and the 1.0 tlp:white still in use).
+TLP_TAGS = ("tlp:clear", "tlp:white", "tlp:green", "tlp:amber", "tlp:amber+strict", "tlp:red")
 THREAT_LEVELS = {"critical": 1, "high": 1, "medium": 2, "low": 3}     # 1 high, 2 medium, 3 low
 ANALYSIS = {"open": 0, "acknowledged": 1, "closed": 2, "false-positive": 2}  # initial, ongoing, completed
 #: infoleak:source values by kind of source (watcher.sources); other kinds: "unknown".
@@ -61,8 +63,8 @@ def misp_event(export: IncidentExport, *, tlp: str = DEFAULT_TLP, distribution: 
     """The MISP event of `export` (pymisp's `MISPEvent`, ids from the export's namespace)."""
     from pymisp import MISPEvent
 
-    if not tlp.startswith("tlp:"):
-        raise ValueError(f"{tlp!r} is not a TLP tag (tlp:clear, tlp:green, tlp:amber, tlp:amber+strict, tlp:red)")
+    if tlp not in TLP_TAGS:
+        raise ValueError(f"{tlp!r} is not a TLP tag ({', '.join(TLP_TAGS)})")
     event = MISPEvent(force_timestamps=True)
     event.uuid = export.uuid("misp", "event")
     event.info = _info(export)
