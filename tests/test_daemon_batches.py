@@ -283,6 +283,8 @@ async def test_an_item_that_fails_analysis_is_recorded_retried_then_parked(daemo
     assert "parked" in listed and "stuck.csv" in listed and "time budget" in listed
     (row,) = [json.loads(line) for line in cli("items", "--failed", "--format", "json", "--config", config).splitlines()]
     assert (row["source"], row["tries"], row["parked"]) == ("inbox", 2, 1)
+    assert "stuck.csv" in cli("items", "--failed", "--since", "1h", "--config", config)
+    assert "stuck.csv" not in cli("items", "--failed", "--since", "2999-01-01", "--config", config)
     table = cli("sources", "--config", config)
     assert "last failed item: analysis exceeded its time budget" in table
 
