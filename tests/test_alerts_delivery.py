@@ -11,16 +11,14 @@ import asyncio
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.support.receivers import Clock, JsonReceiver, SmtpReceiver, leak, nir, settings
+from tests.support.receivers import NIR_RUN, Clock, JsonReceiver, SmtpReceiver, leak, nir, settings
 
 import watcher
 import watcher.timestamps
@@ -31,23 +29,6 @@ from watcher.report import Report
 from watcher.store import StateDB, Store
 
 REPO = Path(watcher.__file__).resolve().parents[1]
-# 13 digits in a row, not inside the random hex of an Alert ID (which starts with 13 digits
-# about 1 time in 450: the lookarounds look at the whole hex token)
-NIR_RUN = re.compile(r"(?<![0-9a-f])\d{13}(?![0-9a-f]*[a-f])")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state" / "watcher.db", clock=clock)
-    for name in ("paste", "forum"):
-        await opened.call(StateDB.upsert_source, name, "listing")
-    yield opened
-    await opened.close()
 
 
 def sender_for(store: Store, config: AlertSettings, **options: object) -> AlertSender:

@@ -4,14 +4,12 @@ which loads every event with pymisp; added once, edited on updates, never duplic
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from tests.support.configs import line_of, write
-from tests.support.receivers import MISP_KEY, Clock, MispReceiver, leak, nir, settings
+from tests.support.receivers import MISP_KEY, NIR_RUN, Clock, MispReceiver, leak, nir, settings
 
 from watcher.alerts import AlertSender, AlertSettings, alert_settings, load_targets, probe_message, send
 from watcher.alerts.records import list_alerts
@@ -21,21 +19,6 @@ from watcher.privacy import load_or_create_secret
 from watcher.report import Report
 from watcher.store import StateDB, Store
 
-NIR_RUN = re.compile(r"(?<![0-9a-f])\d{13}(?![0-9a-f]*[a-f])")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state" / "watcher.db", clock=clock)
-    for name in ("paste", "forum"):
-        await opened.call(StateDB.upsert_source, name, "listing")
-    yield opened
-    await opened.close()
 
 
 def with_misp(tmp_path: Path, receiver: MispReceiver, **values: object) -> AlertSettings:

@@ -8,9 +8,7 @@ receiver to, and refuses (401) a request whose signature does not check out.
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from tests.support.configs import line_of, write
 from tests.support.receivers import (
     WEBHOOK_SECRET,
+    NIR_RUN,
     Clock,
     LoopbackCA,
     WebhookReceiver,
@@ -34,22 +33,7 @@ from watcher.config import ConfigError, load_config
 from watcher.report import Report
 from watcher.store import StateDB, Store
 
-NIR_RUN = re.compile(r"(?<![0-9a-f])\d{13}(?![0-9a-f]*[a-f])")
 HEAD = '[watcher]\nstate_dir = "./state"\n\n[alerts]\nmin_severity = "medium"\n'
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state" / "watcher.db", clock=clock)
-    for name in ("paste", "forum"):
-        await opened.call(StateDB.upsert_source, name, "listing")
-    yield opened
-    await opened.close()
 
 
 def hook(receiver: WebhookReceiver, path: str, *tags: str, secret: bytes | None = WEBHOOK_SECRET,

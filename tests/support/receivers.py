@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import ssl
 import time
@@ -47,6 +48,7 @@ from watcher.alerts import AlertSettings
 from watcher.alerts.settings import TargetURL
 from watcher.privacy import Fingerprinter, mask_nir
 from watcher.report import Report
+from watcher.store import StateDB, Store
 
 HOST = "127.0.0.1"
 
@@ -218,6 +220,26 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+# 13 digits in a row, not inside the random hex of an Alert ID (which starts with 13 digits
+# about 1 time in 450: the lookarounds look at the whole hex token)
+NIR_RUN = re.compile(r"(?<![0-9a-f])\d{13}(?![0-9a-f]*[a-f])")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
+    """The alert tests' store, on `clock`, with the sources "paste" and "forum" declared."""
+    opened = await Store.open(tmp_path / "state" / "watcher.db", clock=clock)
+    for name in ("paste", "forum"):
+        await opened.call(StateDB.upsert_source, name, "listing")
+    yield opened
+    await opened.close()
 
 
 def settings(tmp_path: Path, *urls: str, config: Path | None = None, **values: object) -> AlertSettings:
