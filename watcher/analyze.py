@@ -76,7 +76,13 @@ class Analyzer:
             scan.close()
         for _ in raw:       # what extraction did not need still counts in the hash and size
             pass
-        report = Report(path=label, sha256=hashing.digest.hexdigest(), size=hashing.size, errors=budget.notes)
+        return self.report(detection, label, hashing.digest.hexdigest(), hashing.size, budget.notes, reveal)
+
+    def report(self, detection: Detection, label: str, sha256: str, size: int, notes: list[str],
+               reveal: bool = False) -> Report:
+        """The scored report of a document's detection (also built by `watcher.parallel` from
+        the slices of a big file)."""
+        report = Report(path=label, sha256=sha256, size=size, errors=notes)
         self._fill(report, detection, reveal)
         return report
 
@@ -87,8 +93,8 @@ class Analyzer:
         context = bool(values["insurer"] or values["health_terms"] or (tabular and tabular.health_headers))
         rarer = 0
         if detection.loose_nirs:
-            rarer = sum(v.startswith(LOOSE) for v in values["nir"]) if context else 0
-            values["nir"] = resolve_loose(values["nir"], context)
+            marked = resolve_loose(values["nir"], context)
+            rarer = marked if context else 0
         detection.samples["nir"] = [v.lstrip(LOOSE) for v in detection.samples["nir"]
                                     if v.lstrip(LOOSE) in values["nir"]]
         report.counts = {d.name: len(values[d.name]) for d in scanner.detectors}

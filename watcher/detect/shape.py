@@ -170,6 +170,44 @@ class _RowPlan:
         return self.nir is not None or bool(self.sci)
 
 
+@dataclass(frozen=True)
+class Sniffed:
+    """The head's verdict on a CSV or text part, handed to the readers of its later slices."""
+
+    format: str | None
+    delimiter: str | None
+    headers: tuple[str, ...]
+    roles: dict[str, str]
+    lost_digits: tuple[str, ...]
+    fields: int                         # the table's width (0: not a table)
+    plan: _RowPlan
+
+
+@dataclass(frozen=True)
+class SliceCount:
+    """One slice's records, and what its table end says (see `_TableEnd`)."""
+
+    records: int                        # lines counted, less the header and blank starts
+    rows_seen: bool                     # a row of the table among them
+    after: int                          # lines after its last row (all of them without one)
+    last_line_row: bool                 # its last line, not ended by a newline, is a row
+
+    @staticmethod
+    def merge(sniffed: Sniffed, counts: list[SliceCount]) -> Shape:
+        """The part's shape from its slices, in order: what one reader over the whole part
+        says (`ShapeReader.finish`)."""
+        shape = Shape(sniffed.format, sniffed.delimiter, 0, list(sniffed.headers), dict(sniffed.roles),
+                      list(sniffed.lost_digits))
+        if sniffed.format is None or not counts:
+            return shape
+        records = sum(c.records for c in counts)
+        after = 0
+        for count in counts:
+            after = count.after if count.rows_seen else after + count.after
+        shape.records = max(0, records + (1 if counts[-1].last_line_row else -after))
+        return shape
+
+
 class ShapeReader:
     """Follows one part's chunks: sniffs the head, then counts records.
 
@@ -189,6 +227,21 @@ class ShapeReader:
         self._table: _TableEnd | None = None   # CSV: where the table's last row is
         self._partial = bytearray()         # a row not yet ended (parsed rows)
 
+    @classmethod
+    def resume(cls, add_nir: Callable[[str], None], sniffed: Sniffed) -> ShapeReader:
+        """A reader that counts a later slice of a part (cut at a line start) whose head
+        another reader sniffed: `watcher.parallel` gives each process a slice."""
+        reader = cls(add_nir)
+        reader._sniffed = True
+        reader.shape = Shape(sniffed.format, sniffed.delimiter, 0, list(sniffed.headers), dict(sniffed.roles),
+                             list(sniffed.lost_digits))
+        if sniffed.format == "csv":
+            reader._delimiter = sniffed.delimiter or ","
+            reader._counter = _count_lines
+            reader._table = _TableEnd(reader._delimiter, sniffed.fields)
+            reader._plan = sniffed.plan
+        return reader
+
     def feed(self, chunk: bytes) -> None:
         if not self._sniffed:
             self._head += chunk
@@ -198,6 +251,25 @@ class ShapeReader:
             self._head = bytearray()
             return
         self._count(chunk)
+
+    def sniffed(self) -> Sniffed | None:
+        """What the head said, for `resume`; None before the sniff, and for the formats whose
+        records cannot be counted slice by slice (JSON, SQL: a record may span lines)."""
+        if not self._sniffed or self.shape.format not in ("csv", None):
+            return None
+        shape = self.shape
+        return Sniffed(shape.format, shape.delimiter, tuple(shape.headers), dict(shape.roles),
+                       tuple(shape.lost_digits), self._table.needed + 1 if self._table else 0, self._plan)
+
+    def finish_slice(self) -> SliceCount:
+        """`finish` for one slice of a part: what `SliceCount.merge` needs."""
+        if not self._sniffed:
+            self._sniff_and_count(bytes(self._head))
+        if self._plan and self._partial:
+            self._rows(b"", final=True)
+        table = self._table
+        return SliceCount(self.shape.records, bool(table and table.rows_seen), table.after if table else 0,
+                          bool(table and table.last_line_is_row()))
 
     def finish(self) -> Shape:
         if not self._sniffed:
@@ -214,6 +286,9 @@ class ShapeReader:
 
     # -- sniffing ---------------------------------------------------------------------------
     def _sniff_and_count(self, head: bytes) -> None:
+        """Sniff a CSV on its first SNIFF_LINES lines only (the first chunk may be a megabyte:
+        decoding all of it cost a directory of 1 MB text files 16% of their CPU); count all
+        of `head`."""
         self._sniffed = True
         text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
         if text[:1] in (b"[", b"{") and self._sniff_json(text):
@@ -221,7 +296,7 @@ class ShapeReader:
         elif _SQL_INSERT.search(head[:HEAD_BYTES]):
             self._sniff_sql(head)
         else:
-            self._sniff_csv(head)
+            self._sniff_csv(_first_lines(head, SNIFF_LINES))
         if self.shape.format:
             self._count(head, first=True)
 
@@ -436,6 +511,7 @@ class _TableEnd:
         kept = (ord("\n"), ord('"'), self.delimiter[0])
         self.deleted = bytes(b for b in range(256) if b not in kept)
         self.after = 0
+        self.rows_seen = False
         self._carry = bytearray()           # the start of a line not ended yet
         self._long = False                  # ... longer than MAX_ROW: not a row
 
@@ -457,6 +533,7 @@ class _TableEnd:
             self.after += _count_lines(data) - blank
         else:                               # the lines after the row's newline
             self.after = _count_lines(data[found:last + 1]) - 1
+            self.rows_seen = True
         self._carry = bytearray()
         self._long = False
         self._extend(data[last + 1:])
@@ -465,9 +542,12 @@ class _TableEnd:
     def close(self) -> int:
         """What the last line (no newline after it) adds to the records, less the lines
         after the last row."""
-        if not self._long and self.is_row(bytes(self._carry)):
+        if self.last_line_is_row():
             return 1
         return -self.after                  # a blank or trailing last line is not a record either
+
+    def last_line_is_row(self) -> bool:
+        return not self._long and self.is_row(bytes(self._carry))
 
     def _extend(self, data: bytes) -> None:
         if self._long:
@@ -659,6 +739,16 @@ class _MarkerCount:
 _BLANK_LINE = re.compile(rb"\n(?=[ \t\r]*\n)")
 
 
+def _first_lines(data: bytes, lines: int) -> bytes:
+    """`data` up to the end of its `lines`-th line (all of it when it has fewer)."""
+    end = -1
+    for _ in range(lines):
+        end = data.find(b"\n", end + 1)
+        if end < 0:
+            return data
+    return data[:end + 1]
+
+
 def count_lines_py(data: bytes) -> int:
     """Lines holding something (blank lines are not records); `_speedups.count_lines` does
     it in C (the regex costs a dense CSV 0.3 s per 100 MB)."""
@@ -752,4 +842,4 @@ def _looks_like_value(cell: str) -> bool:
     return bool(re.fullmatch(r"[\d\s.,:/+\-]+", cell)) or "@" in cell
 
 
-__all__ = ["Shape", "ShapeReader", "header_role"]
+__all__ = ["Shape", "ShapeReader", "SliceCount", "Sniffed", "header_role"]
