@@ -13,20 +13,19 @@ is broken.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..config import Config, ConfigError
 from ..timestamps import format_time
 from . import CliError, print_json_lines
 from .daemon import _common, _state, load, parse_since
 from ..wording import plural
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:          # the configuration and asyncio are imported when a command runs
+    from ..config import Config
     from ..store import StateDB
 
 ID_HELP = "alert number (first column of `watcher alerts`) or Alert ID"
@@ -56,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _settings(config: Config):
     from ..alerts import alert_settings
+    from ..config import ConfigError
 
     try:
         return alert_settings(config)
@@ -176,6 +176,8 @@ def _apprise_captured_only() -> Iterator[None]:
 
 
 def cmd_test_alert(args: argparse.Namespace) -> int:
+    import asyncio
+
     from ..alerts import TargetError, load_targets, probe_message, route, send
 
     settings = _settings(load(args))

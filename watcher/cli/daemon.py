@@ -9,10 +9,8 @@ state problem met later (a full disk, a database another program wrote) is one l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
-import sqlite3
 import sys
 import threading
 from collections.abc import Iterator
@@ -21,13 +19,15 @@ from datetime import datetime, timedelta, UTC
 from typing import TYPE_CHECKING, Any
 
 from ..wording import plural
-from ..config import Config, ConfigError, find_config, load_config
-from ..logs import setup_logging
 from ..score import SEVERITIES
 from ..timestamps import parse_duration
 from . import CliError, print_json_lines
 
+# Registering these commands must stay cheap: every `watcher` command, `scan` included, builds
+# the whole parser. The configuration, the store, asyncio and sqlite3 are imported by the
+# command that runs.
 if TYPE_CHECKING:
+    from ..config import Config
     from ..store import StateDB
 
 log = logging.getLogger("watcher.config")
@@ -78,6 +78,7 @@ def load(args: argparse.Namespace, *, runtime: bool = False) -> Config:
     check-config) checks all that `watcher.preflight` does: the configuration runs here.
     """
     from ..alerts import alert_settings
+    from ..config import ConfigError, find_config, load_config
     from ..preflight import check_runtime, check_state_dir_kind
 
     try:
@@ -107,8 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, stop: threading.Event) -> int:
+    import asyncio
+    import sqlite3
+
     from ..config import DB_NAME
     from ..daemon import Daemon
+    from ..logs import setup_logging
     from ..preflight import state_problem
     from ..privacy import SecretKeyError
     from ..store import NotAStateDatabaseError, SchemaTooNewError
@@ -146,6 +151,8 @@ def _state(config: Config, *, write: bool = False) -> Iterator[StateDB]:
 
     A state problem (unreadable, not SQLite, not ours, a schema of another version, a full
     disk) is one CliError line naming the database, here and inside the block."""
+    import sqlite3
+
     from ..config import DB_NAME
     from ..preflight import state_problem
     from ..store import NotAStateDatabaseError, SchemaTooNewError, SchemaTooOldError, StateDB

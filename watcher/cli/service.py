@@ -27,16 +27,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Config, SourceConfig
 from ..timestamps import parse_time
 from ..wording import plural
 from .daemon import load
+
+if TYPE_CHECKING:       # `watcher scan` starts without the configuration and sqlite3
+    from ..config import Config, SourceConfig
 
 __all__ = ["EXIT_CODES", "Health", "SourceHealth", "evaluate", "register"]
 
@@ -110,6 +111,8 @@ def _stamp(moment: datetime) -> str:
 
 def evaluate(config: Config, db_path: Path, now: datetime | None = None) -> Health:
     """The health of the service whose configuration is `config` and database `db_path`."""
+    import sqlite3
+
     from ..store import NotAStateDatabaseError      # imported here: `watcher scan` starts without it
 
     now = now or datetime.now(UTC)
