@@ -9,17 +9,20 @@ a crash never leaves a recorded item without its evidence.
 
 Each enabled source runs in its own task: poll, then sleep its interval (with jitter), or back
 off exponentially (with jitter, capped) after a failure, or as long as a 429/503 Retry-After
-asks. At most one poll of a source runs at a time; a global semaphore bounds simultaneous
-fetches. Extraction and detection are CPU-bound: they run in a pool of worker processes so a
-10 MB page never stalls the event loop. Items travel to the pool and to the store in batches
-(up to BATCH_WINDOW seconds of them): one pool task and one transaction for many items, as
-the event-loop process is the daemon's bottleneck. A failing source costs that source one poll,
+asks. At most one poll of a source runs at a time and fetches one item at a time; a global
+semaphore bounds simultaneous fetches. A poll's items are pipelined: up to PIPELINE_DEPTH of
+them are analysed and recorded while the source fetches the next. Extraction and detection are
+CPU-bound: they run in a pool of worker processes so a 10 MB page never stalls the event loop.
+Items travel to the pool and to the store in batches (up to BATCH_WINDOW seconds of them): one
+pool task and one transaction for many items, as the event-loop process is the daemon's
+bottleneck. A failing source costs that source one poll,
 never the daemon. Identifiers never reach the log: only counts, masked samples and reasons do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import signal
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Generic, TypeVar
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
 from .alerts import AlertSender, AlertSettings, alert_settings
 from .config import DB_NAME, SECRET_NAME, Config, ConfigError, SourceConfig, load_config
@@ -60,7 +63,9 @@ log = logging.getLogger(__name__)
 # A poll that took `max_items` new items comes back this soon for the rest (seconds, at most
 # the source's interval).
 CAPPED_POLL_DELAY = 60.0
-# A reload or a stop lets a poll under way finish its current item and record its outcome for
+# Items of one poll analysed while the source fetches the next (its fetches stay one at a time).
+PIPELINE_DEPTH = 4
+# A reload or a stop lets a poll under way finish its items in flight and record its outcome for
 # this long (seconds; systemd's TimeoutStopSec is 30 s), then cancels it.
 DRAIN_GRACE = 10.0
 
@@ -196,6 +201,7 @@ class Daemon:
     def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
                  workers: int | None = None, on_finding: FindingHook | None = None) -> None:
         self.config = config
+        self._sources = {source.name: source for source in config.sources}     # by name, for per-item look-ups
         self.once = once
         self.notifier = notifier or Notifier()
         self.workers = workers
@@ -208,7 +214,7 @@ class Daemon:
         self._serving = False             # past start-up, in the polling loop of `run` (not --once)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._polling: set[str] = set()             # sources whose poll is under way
-        self._draining = False                      # stopping sources: polls end after their current item
+        self._draining = False                      # stopping sources: polls end after their items in flight
         self.store: Store | None = None
         self.alerts: AlertSender | None = None
         self.evidence: EvidenceStage | None = None     # seals the documents of findings (watcher.evidence)
@@ -294,8 +300,10 @@ class Daemon:
     def _mentioned(self, item: Item, outcome: Analysed) -> Analysed:
         """A watched name on a source whose `mention_severity` says what a mention there means
         (a ransomware victim feed naming a mutuelle: high) raises the report to it."""
-        source = next((s for s in self.config.sources if s.name == item.source), None)
-        if not isinstance(outcome, Report) or source is None or not outcome.insurers:
+        if not isinstance(outcome, Report) or not outcome.insurers:
+            return outcome
+        source = self._sources.get(item.source)
+        if source is None:
             return outcome
         if severity_rank(source.mention_severity) > severity_rank(outcome.severity):
             outcome.severity = source.mention_severity
@@ -375,6 +383,7 @@ class Daemon:
         await self._stop_sources()
         rules_changed = (config.rules, config.policy) != (self.config.rules, self.config.policy)
         self.config = config
+        self._sources = {source.name: source for source in config.sources}
         self.alerts.reconfigure(alerts)  # type: ignore[union-attr]
         await self.evidence.reconfigure(config.evidence)  # type: ignore[union-attr]
         if rules_changed:
@@ -427,7 +436,7 @@ class Daemon:
 
     async def _stop_sources(self) -> None:
         """Stop every source loop. A loop between polls is cancelled; a poll under way ends
-        after its current item and records its outcome (a Retry-After just received, a
+        after its items in flight and records its outcome (a Retry-After just received, a
         backoff) before its loop returns, so a reload or a stop loses no plan; one that takes
         longer than DRAIN_GRACE is cancelled."""
         tasks = dict(self._tasks)
@@ -495,14 +504,18 @@ class Daemon:
         error: str | None = None
         delay = jittered(interval, self._rng)
 
+        window = _Window(self._process, tally, PIPELINE_DEPTH)
+
         async def seen(item_id: str, version: str) -> bool:
+            if window.holds(item_id, version):      # taken this poll, maybe not recorded yet
+                return True
             return await store.is_seen(name, self._key(item_id), self._key(version))
 
         ctx = PollContext(fetcher=fetcher, seen=seen, validators=await store.call(StateDB.source_validators, name),
                           previous_links=await store.call(StateDB.source_links, name), parser=self.parser)
         cap = source.config.max_items
         try:
-            if await self._take(source, ctx, tally):
+            if await self._take(source, ctx, tally, window):
                 await store.call(StateDB.save_validators, name, dict(ctx.validators))
             else:                           # capped, or a reload or a stop: the rest at the next
                 delay = min(delay, jittered(min(interval, CAPPED_POLL_DELAY), self._rng))   # polls, soon
@@ -523,28 +536,44 @@ class Daemon:
         self._count_poll(name, error, tally, health, time.monotonic() - started)
         return error is None, delay
 
-    async def _take(self, source: Source, ctx: PollContext, tally: _Tally) -> bool:
+    async def _take(self, source: Source, ctx: PollContext, tally: _Tally, window: _Window) -> bool:
         """Analyse the new items of one poll, oldest first, each with the pastes it links to:
         True when the poll saw them all, False when it stopped at `max_items` or because the
         sources are being stopped (nothing is dropped: the rest comes at the next polls). An
-        item posted before the source's `backfill` is recorded as seen, not analysed."""
+        item posted before the source's `backfill` is recorded as seen, not analysed.
+
+        Pipelined: up to PIPELINE_DEPTH items of the poll are analysed while the source
+        fetches the next one (its fetches stay one at a time, under its politeness limits).
+        Whatever ends the poll (all taken, `max_items`, a drain, an error of the source or of
+        an item) waits for the items in flight, so each records its outcome and counts in the
+        tally; only a cancellation (past DRAIN_GRACE) drops them (fetched again next poll)."""
         config = source.config
         too_old = await self._backfill_cutoff(config)
         polled = source.poll(ctx)
-        async for item in polled:
-            if too_old and item.posted_at and (normalise_date(item.posted_at) or too_old) < too_old:
-                await self._record_unanalysed(item)
-                tally.old += 1
-                continue
-            tally.add(item, await self._process(item))
-            async for child in linked_pastes(ctx, item, config.max_bytes):
-                tally.add(child, await self._process(child))
-            async for child in followed_documents(ctx, item, config.follow_links):
-                tally.add(child, await self._process(child))
-            if tally.items >= config.max_items or self._draining:
-                await polled.aclose()  # type: ignore[attr-defined]
-                return False
-        return True
+        complete = False
+        try:
+            async for item in polled:
+                if too_old and item.posted_at and (normalise_date(item.posted_at) or too_old) < too_old:
+                    await self._record_unanalysed(item)
+                    tally.old += 1
+                    continue
+                await window.submit(item)
+                async for child in linked_pastes(ctx, item, config.max_bytes):
+                    await window.submit(child)
+                async for child in followed_documents(ctx, item, config.follow_links):
+                    await window.submit(child)
+                if window.taken >= config.max_items or self._draining or window.failure is not None:
+                    break
+            else:
+                complete = True
+        except asyncio.CancelledError:
+            window.cancel()
+            raise
+        finally:
+            await polled.aclose()  # type: ignore[attr-defined]
+            await window.settle()
+        window.raise_failure()
+        return complete
 
     async def _backfill_cutoff(self, source: SourceConfig) -> str | None:
         """With `backfill`: the post date (normalised, `watcher.dates`) before which an item
@@ -602,7 +631,8 @@ class Daemon:
 
     def _tor(self, name: str) -> bool:
         """Whether the source `name` fetches through Tor (a custody record says so)."""
-        return any(source.tor for source in self.config.sources if source.name == name)
+        source = self._sources.get(name)
+        return source is not None and source.tor
 
     async def _analyze_and_record(self, items: list[Item]) -> list[Outcome | Exception]:
         """A batch of items: analysed in one pool task, recorded in one transaction (failures
@@ -733,6 +763,58 @@ class _Tally:
             notice = f"item {url} skipped (retried next poll): {reason}"
         return PollHealth(warning="; ".join(ctx.warnings) or None, links=ctx.links, skipped=len(ctx.skipped),
                           refused=self.refused, notice=notice)
+
+
+class _Window:
+    """The items of one poll in flight (see `Daemon._take`): at most `depth` at once, each
+    processed in its own task; its outcome goes to the tally as it ends, the first exception
+    (an item neither analysed nor recorded) is kept for the poll to fail with."""
+
+    def __init__(self, process: Callable[[Item], Coroutine[object, object, Outcome]], tally: _Tally,
+                 depth: int) -> None:
+        self._process, self._tally = process, tally
+        self._slots = asyncio.Semaphore(depth)
+        self._tasks: set[asyncio.Task[Outcome]] = set()
+        self._keys: set[tuple[str, str]] = set()
+        self.taken = 0                              # items submitted (children included): max_items
+        self.failure: Exception | None = None
+
+    def holds(self, item_id: str, version: str) -> bool:
+        """Whether this poll took that item already (so a link seen twice is taken once)."""
+        return (item_id, version) in self._keys
+
+    async def submit(self, item: Item) -> None:
+        """Start processing `item` once a place is free."""
+        await self._slots.acquire()
+        self.taken += 1
+        self._keys.add((item.item_id, item.version))
+        task = asyncio.create_task(self._process(item))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._done, item))
+
+    def _done(self, item: Item, task: asyncio.Task[Outcome]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            self._tally.add(item, task.result())
+        elif self.failure is None and isinstance(error, Exception):
+            self.failure = error
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def settle(self) -> None:
+        """Wait for every item in flight."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
 
 def _source_added(state: StateDB, name: str) -> str | None:
