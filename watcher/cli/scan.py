@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--reveal", action="store_true",
                         help="also print identifiers in clear (only to a terminal, never by default)")
     parser.add_argument("--config", help="take operator rules and scoring from this sources.toml")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="processes scanning at once (default: the CPUs this process may use; 1: no pool). "
+                             "A directory's files are spread over them, a big text file is cut into slices")
     parser.set_defaults(func=run)
 
 
@@ -68,27 +71,30 @@ def _documents(paths: list[str], errors: list[str]) -> Iterator[Path | str]:
 def run(args: argparse.Namespace) -> int:
     if args.reveal and not sys.stdout.isatty():
         raise CliError("--reveal prints identifiers in clear and only does so to a terminal, not a pipe or a file")
+    if args.jobs is not None and args.jobs < 1:
+        raise CliError("--jobs takes a number of processes, 1 or more")
+    from ..parallel import ScanPool, available_cpus
+
     analyzer = _analyzer(args.config)
     errors: list[str] = []
     worst = "none"
     if args.format == "text":
         print(f"{'SEVERITY':<9} {'NIRS':>6} {'RECORDS':>8}  {'INSURERS':<28} PATH")
-    for document in _documents(args.paths, errors):
-        try:
-            if document == "-":
-                chunks = iter(lambda: sys.stdin.buffer.read(1 << 20), b"")
-                report = analyzer.analyze_chunks(chunks, "-", reveal=args.reveal)
-            else:
-                report = analyzer.analyze_path(Path(document), reveal=args.reveal)
-        except OSError as exc:
-            errors.append(_failed(document, exc.strerror or str(exc), args.format))
-            continue
-        except Exception as exc:      # a bug or a hostile file: this document only
-            errors.append(_failed(document, f"analysis failed: {type(exc).__name__}: {exc}", args.format))
-            continue
-        _print(report, args.format, args.reveal)
-        if severity_rank(report.severity) > severity_rank(worst):
-            worst = report.severity
+
+    def whole(document: Path | str) -> Report:
+        if document == "-":
+            chunks = iter(lambda: sys.stdin.buffer.read(1 << 20), b"")
+            return analyzer.analyze_chunks(chunks, "-", reveal=args.reveal)
+        return analyzer.analyze_path(Path(document), reveal=args.reveal)
+
+    with ScanPool(analyzer, args.jobs or available_cpus()) as pool:
+        for document, outcome in pool.reports(_documents(args.paths, errors), whole, args.reveal):
+            if isinstance(outcome, Exception):
+                errors.append(_failed(document, _reason(outcome), args.format))
+                continue
+            _print(outcome, args.format, args.reveal)
+            if severity_rank(outcome.severity) > severity_rank(worst):
+                worst = outcome.severity
     for error in errors:
         print(f"watcher: error: {error}", file=sys.stderr)
     if errors:
@@ -96,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
     if args.fail_on and severity_rank(worst) >= severity_rank(args.fail_on):
         return 1
     return 0
+
+
+def _reason(exc: Exception) -> str:
+    """Why a document was not scanned: unreadable, or a bug or a hostile file (that document only)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"analysis failed: {type(exc).__name__}: {exc}"
 
 
 def _failed(document: Path | str, reason: str, fmt: str) -> str:

@@ -31,6 +31,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
+from typing import Self
 
 from . import nir as nir_rules
 from .compiled import speedups
@@ -228,7 +229,7 @@ class ShapeReader:
         self._partial = bytearray()         # a row not yet ended (parsed rows)
 
     @classmethod
-    def resume(cls, add_nir: Callable[[str], None], sniffed: Sniffed) -> ShapeReader:
+    def resume(cls, add_nir: Callable[[str], None], sniffed: Sniffed) -> Self:
         """A reader that counts a later slice of a part (cut at a line start) whose head
         another reader sniffed: `watcher.parallel` gives each process a slice."""
         reader = cls(add_nir)
