@@ -6,12 +6,14 @@ in one poll is taken once."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tests.support.nirs import random_nir
 from watcher.alerts import AlertSender, alert_settings
 from watcher.config import load_config
 from watcher.daemon import DB_NAME, PIPELINE_DEPTH, Daemon
@@ -129,3 +131,20 @@ async def test_an_item_met_twice_in_a_poll_is_taken_once(daemon: Daemon) -> None
     ok, _ = await daemon._poll(source, None, 0)
     assert ok and source.yielded == ["p0", "p1", "p2"]      # the second p0 was in flight, not yet recorded
     assert daemon.counters.items == 3
+
+
+async def test_the_texts_a_worker_masked_are_stored_masked(daemon: Daemon) -> None:
+    """The URL, title and author are masked by the analysis worker (off the daemon's process)
+    and stored as such; the store masks them itself when no worker answered for them."""
+    nir = random_nir(random.Random(15))
+    item = Item(source="inbox", item_id="p9", url=f"http://paste.example/raw/p9?nir={nir}", title=f"dump {nir}",
+                author=f"seller {nir}", content=b"nothing to see\n")
+    (answer,) = await daemon._analyze([item])
+    assert answer[1] is not None and not any(nir in text for text in answer[1] if text)
+    await daemon._record([(item, answer[0])], [answer[1]])                     # type: ignore[list-item]
+    await daemon._record([(replace(item, item_id="p10"), answer[0])])       # type: ignore[list-item]
+    rows = await daemon.store.call(lambda state: state.db.execute(              # type: ignore[union-attr]
+        "SELECT item_id, url, title, author FROM items ORDER BY item_id").fetchall())
+    assert [row[0] for row in rows] == ["p10", "p9"]
+    for row in rows:
+        assert not any(nir in (text or "") for text in row) and "[NIR]" in row[2]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Generic, TypeVar
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from .alerts import AlertSender, AlertSettings, alert_settings
 from .config import DB_NAME, SECRET_NAME, Config, ConfigError, SourceConfig, load_config
@@ -92,6 +92,7 @@ class ItemFailed:
 
 Outcome = tuple[Report, ItemResult] | ItemFailed
 Analysed = Report | AnalysisFailed | Exception     # what the pool gives for one item
+Masked = tuple[str | None, ...] | None             # an item's (url, title, author) masked by its worker
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -147,6 +148,10 @@ class Batcher(Generic[T, R]):
 
     async def submit(self, value: T) -> R:
         """The result of `value` once its batch has run."""
+        return await self.enqueue(value)
+
+    def enqueue(self, value: T) -> asyncio.Future[R]:
+        """The future result of `value` (cancel it to drop the value before its batch leaves)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._pending.append((value, future))
@@ -155,7 +160,7 @@ class Batcher(Generic[T, R]):
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self.window, self._flush)
-        return await future
+        return future
 
     async def close(self) -> None:
         """Send what is pending and wait for every batch under way."""
@@ -504,7 +509,7 @@ class Daemon:
         error: str | None = None
         delay = jittered(interval, self._rng)
 
-        window = _Window(self._process, tally, PIPELINE_DEPTH)
+        window = _Window(self._start, tally, PIPELINE_DEPTH)
 
         async def seen(item_id: str, version: str) -> bool:
             if window.holds(item_id, version):      # taken this poll, maybe not recorded yet
@@ -617,6 +622,13 @@ class Daemon:
                   failed=tally.retried + tally.parked, refused=tally.refused, skipped=health.skipped,
                   seconds=round(took, 2))
 
+    def _start(self, item: Item) -> asyncio.Future[Outcome]:
+        """`_process(item)` under way: the batch's own future when there is no finding hook
+        (no task per item: the event loop is the daemon's bottleneck)."""
+        if self.on_finding is None:
+            return self._batches.enqueue(item)
+        return asyncio.ensure_future(self._process(item))
+
     async def _process(self, item: Item) -> Outcome:
         """Analyse one item in the pool and record it (in a batch); alert hook on a new or
         escalated finding. Raises only when the item could be neither analysed nor recorded
@@ -637,10 +649,13 @@ class Daemon:
     async def _analyze_and_record(self, items: list[Item]) -> list[Outcome | Exception]:
         """A batch of items: analysed in one pool task, recorded in one transaction (failures
         in another)."""
-        outcomes = [self._mentioned(item, outcome) for item, outcome in zip(items, await self._analyze(items),
-                                                                              strict=True)]
+        answers = await self._analyze(items)
+        outcomes = [self._mentioned(item, outcome) for item, (outcome, _) in zip(items, answers, strict=True)]
         pairs = list(zip(items, outcomes, strict=True))
-        recorded = iter(await self._seal_and_record([(i, o) for i, o in pairs if isinstance(o, Report)]))
+        reported = [(item, outcome, texts) for item, outcome, (_, texts) in zip(items, outcomes, answers, strict=True)
+                    if isinstance(outcome, Report)]
+        recorded = iter(await self._seal_and_record([(item, report) for item, report, _ in reported],
+                                                    [texts for _, _, texts in reported]))
         failed = iter(await self._record_failures([(i, o) for i, o in pairs if isinstance(o, AnalysisFailed)]))
         results: list[Outcome | Exception] = []
         for outcome in outcomes:
@@ -653,18 +668,20 @@ class Daemon:
                 results.append(outcome)
         return results
 
-    async def _analyze(self, items: list[Item]) -> list[Report | AnalysisFailed | Exception]:
-        """The items' reports from one pool task; an AnalysisFailed for a document that raised,
-        ran over its budget or killed its worker; a SourceError for all when no worker runs."""
+    async def _analyze(self, items: list[Item]) -> list[tuple[Analysed, Masked]]:
+        """The items' reports from one pool task, each with its item's texts masked by the
+        worker (`_job`); an AnalysisFailed for a document that raised, ran over its budget or
+        killed its worker; a SourceError for all when no worker runs."""
         pool = self.pool
         assert pool is not None
         jobs = [_job(item) for item in items]
         try:
-            outcomes = await pool.analyze(jobs)
+            answers = await pool.analyze_masking(jobs)
         except AnalysisUnavailable as exc:
             log_event(log, "error", "analysis unavailable", reason=str(exc), items=len(items))
-            return [SourceError(f"{exc}; the item is retried next poll") for _ in jobs]
-        return [_report(item, job, outcome) for item, job, outcome in zip(items, jobs, outcomes, strict=True)]
+            return [(SourceError(f"{exc}; the item is retried next poll"), None) for _ in jobs]
+        return [(_report(item, job, outcome), texts)
+                for item, job, (outcome, texts) in zip(items, jobs, answers, strict=True)]
 
     async def _record_failures(self, failed: list[tuple[Item, AnalysisFailed]]) -> list[ItemFailed | Exception]:
         """Record the items whose analysis failed (one line each in the log)."""
@@ -687,24 +704,29 @@ class Daemon:
             results.append(ItemFailed(failure.error, tries, parked))
         return results
 
-    async def _seal_and_record(self, analysed: list[tuple[Item, Report]]) -> list[ItemResult | Exception]:
+    async def _seal_and_record(self, analysed: list[tuple[Item, Report]],
+                               masked: Sequence[Masked]) -> list[ItemResult | Exception]:
         """Seal the documents `[evidence]` keeps (in a thread), record the items, then write
         the custody records: sealed first, so a crash never leaves a recorded item unsealed."""
         evidence = self.evidence
         if evidence is None or evidence.vault is None or not analysed:
-            return await self._record(analysed)
+            return await self._record(analysed, masked)
         sealed = await evidence.seal(analysed, self._tor)
-        results = await self._record(analysed)
+        results = await self._record(analysed, masked)
         await evidence.record(analysed, sealed, results)
         return results
 
-    async def _record(self, analysed: list[tuple[Item, Report]]) -> list[ItemResult | Exception]:
+    async def _record(self, analysed: list[tuple[Item, Report]],
+                      masked: Sequence[Masked] = ()) -> list[ItemResult | Exception]:
         """Record analysed items in one transaction (one at a time if it fails, so that an item
-        that cannot be recorded fails its own poll only); log the findings, wake the alerts."""
+        that cannot be recorded fails its own poll only); log the findings, wake the alerts.
+        `masked`: each item's (url, title, author) as its worker masked them, or None (then the
+        store masks them)."""
         store, alerts = self.store, self.alerts
         assert store is not None and alerts is not None
-        records = [ItemRecord(i.source, self._key(i.item_id), self._key(i.version), i.url, i.title, report,
-                              i.posted_at, i.author) for i, report in analysed]
+        records = [_record_of(item, report, self._key(item.item_id), self._key(item.version),
+                              masked[n] if n < len(masked) else None)
+                   for n, (item, report) in enumerate(analysed)]
         results: list[ItemResult | Exception]
         try:
             results = list(await store.call(StateDB.record_items, records, alerts.policy)) if records else []
@@ -767,14 +789,13 @@ class _Tally:
 
 class _Window:
     """The items of one poll in flight (see `Daemon._take`): at most `depth` at once, each
-    processed in its own task; its outcome goes to the tally as it ends, the first exception
-    (an item neither analysed nor recorded) is kept for the poll to fail with."""
+    a future from `start` (`Daemon._start`); its outcome goes to the tally as it ends, the
+    first exception (an item neither analysed nor recorded) is kept for the poll to fail with."""
 
-    def __init__(self, process: Callable[[Item], Coroutine[object, object, Outcome]], tally: _Tally,
-                 depth: int) -> None:
-        self._process, self._tally = process, tally
+    def __init__(self, start: Callable[[Item], asyncio.Future[Outcome]], tally: _Tally, depth: int) -> None:
+        self._start, self._tally = start, tally
         self._slots = asyncio.Semaphore(depth)
-        self._tasks: set[asyncio.Task[Outcome]] = set()
+        self._tasks: set[asyncio.Future[Outcome]] = set()
         self._keys: set[tuple[str, str]] = set()
         self.taken = 0                              # items submitted (children included): max_items
         self.failure: Exception | None = None
@@ -788,11 +809,11 @@ class _Window:
         await self._slots.acquire()
         self.taken += 1
         self._keys.add((item.item_id, item.version))
-        task = asyncio.create_task(self._process(item))
+        task = self._start(item)
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._done, item))
 
-    def _done(self, item: Item, task: asyncio.Task[Outcome]) -> None:
+    def _done(self, item: Item, task: asyncio.Future[Outcome]) -> None:
         self._tasks.discard(task)
         self._slots.release()
         if task.cancelled():
@@ -832,6 +853,14 @@ def _batch_size(item: Item) -> int:
     return BATCH_MAX_BYTES if item.path is not None else len(item.content or b"")
 
 
+def _record_of(item: Item, report: Report, item_id: str, version: str, masked: Masked) -> ItemRecord:
+    """An analysed item as the store records it, with the texts its worker masked if any."""
+    if masked is not None and len(masked) == 3:
+        url, title, author = masked
+        return ItemRecord(item.source, item_id, version, url, title, report, item.posted_at, author, masked=True)
+    return ItemRecord(item.source, item_id, version, item.url, item.title, report, item.posted_at, item.author)
+
+
 def _job(item: Item) -> Job:
     """What a worker needs of an item (its bytes, or the path of a file to stream, and its size
     for the time budget)."""
@@ -840,9 +869,14 @@ def _job(item: Item) -> Job:
             size = item.path.stat().st_size
         except OSError:
             size = 0                # the worker reports the missing file
-        return Job(None, str(item.path), item.url or item.item_id, item.content_type, size)
+        return Job(None, str(item.path), item.url or item.item_id, item.content_type, size, _texts(item))
     content = item.content or b""
-    return Job(content, None, item.url or item.item_id, item.content_type, len(content))
+    return Job(content, None, item.url or item.item_id, item.content_type, len(content), _texts(item))
+
+
+def _texts(item: Item) -> tuple[str | None, ...]:
+    """What the store keeps of an item besides its ids, for its worker to mask (see `_record_of`)."""
+    return (item.url, item.title, item.author)
 
 
 def _report(item: Item, job: Job, outcome: Report | AnalysisFailed) -> Report | AnalysisFailed:

@@ -6,7 +6,11 @@ speaking length-prefixed pickles on its stdin and stdout with the daemon's `Anal
 
     daemon -> worker   Init(rules, policy, secret)        once; the worker answers READY
     daemon -> worker   [Job, Job, ...]                     a batch
-    worker -> daemon   Report | AnalysisFailed             one per job, in order, as each ends
+    worker -> daemon   (Report | AnalysisFailed, texts)    one per job, in order, as each ends
+
+`texts` are the job's `texts` (the item's URL, title, author: what the store keeps of it) with
+every identifier masked (`watcher.redact`): masking costs a scan per text, done here in parallel
+rather than in the daemon's one process, whose GIL is its bottleneck.
 
 One answer per document lets the daemon time each document: one that holds its worker longer
 than its budget (a parser that loops on a hostile input, a regex engine in C that Python cannot
@@ -33,6 +37,7 @@ from pathlib import Path
 from .analyze import Analyzer
 from .childproc import frame, read_frame, read_frame_async, serve_stdio, write_frame_async
 from .detect.rules import Rule
+from .redact import redact
 from .report import Report
 from .score import Policy
 
@@ -52,6 +57,7 @@ class Job:
     label: str
     content_type: str | None
     size: int = 0          # bytes, for the time budget (a file's size, else len(content))
+    texts: tuple[str | None, ...] = ()     # to mask for the store (`redact`), answered with the report
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,10 @@ class Init:
     rules: tuple[Rule, ...]
     policy: Policy
     secret: bytes
+
+
+# What a worker answers for a job: its outcome and its texts masked (None: no answer came).
+Answer = tuple[Report | AnalysisFailed, tuple[str | None, ...] | None]
 
 
 class AnalysisUnavailable(Exception):
@@ -98,6 +108,11 @@ def analyze_batch(analyzer: Analyzer, jobs: list[Job]) -> list[Report | Analysis
     return [analyze_one(analyzer, job) for job in jobs]
 
 
+def masked(texts: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """`texts` as the store keeps them: every identifier masked."""
+    return tuple(None if text is None else redact(text) for text in texts)
+
+
 def _pickled(value: object) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -117,7 +132,7 @@ def main() -> None:
     answers.flush()
     while (payload := read_frame(requests)) is not None:
         for job in pickle.loads(payload):  # noqa: S301
-            answers.write(frame(_pickled(analyze_one(analyzer, job))))
+            answers.write(frame(_pickled((analyze_one(analyzer, job), masked(job.texts)))))
             answers.flush()
 
 
@@ -199,7 +214,13 @@ class AnalysisPool:
 
     async def analyze(self, jobs: list[Job]) -> list[Report | AnalysisFailed]:
         """One outcome per job, in order. AnalysisUnavailable when no worker can start."""
-        outcomes: list[Report | AnalysisFailed] = []
+        return [outcome for outcome, _ in await self.analyze_masking(jobs)]
+
+    async def analyze_masking(self, jobs: list[Job]) -> list[Answer]:
+        """One (outcome, the job's texts masked) per job, in order; the texts are None when
+        the worker did not answer (over its budget, dead). AnalysisUnavailable when no worker
+        can start."""
+        outcomes: list[Answer] = []
         async with self._free:
             while len(outcomes) < len(jobs):
                 worker = await self._take()
@@ -210,7 +231,7 @@ class AnalysisPool:
                     self._give_back(worker, healthy)
         return outcomes
 
-    async def _run(self, worker: _Worker, jobs: list[Job], outcomes: list[Report | AnalysisFailed]) -> bool:
+    async def _run(self, worker: _Worker, jobs: list[Job], outcomes: list[Answer]) -> bool:
         """Send `jobs` to `worker`, append what comes back; False once the worker is lost
         (its current document then failed, the others are left for the next worker)."""
         worker.send(jobs)
@@ -223,8 +244,8 @@ class AnalysisPool:
                 worker.kill()
                 await worker.wait(5)
                 log.error("analysis of %s exceeded its %.0f s budget: worker killed", job.label, allowed)
-                outcomes.append(AnalysisFailed(f"analysis exceeded its time budget ({allowed:.0f} s): "
-                                               "worker killed"))
+                outcomes.append((AnalysisFailed(f"analysis exceeded its time budget ({allowed:.0f} s): "
+                                                "worker killed"), None))
                 return False
             if answer is None:
                 if self._closed:            # stopped by `close()`: not the document's fault
@@ -233,9 +254,9 @@ class AnalysisPool:
                 reason = worker.why_gone()
                 log.error("analysis worker died (%s) on %s after %.1f s", reason, job.label,
                           time.monotonic() - started)
-                outcomes.append(AnalysisFailed(f"analysis worker died ({reason})"))
+                outcomes.append((AnalysisFailed(f"analysis worker died ({reason})"), None))
                 return False
-            outcomes.append(answer)  # type: ignore[arg-type]
+            outcomes.append(answer)  # type: ignore[arg-type]     # (outcome, masked texts)
         return True
 
     async def _take(self) -> _Worker:

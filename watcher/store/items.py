@@ -37,7 +37,12 @@ class ItemFailure:
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """One polled item to record; `report` is None when there was nothing to scan."""
+    """One polled item to record; `report` is None when there was nothing to scan.
+
+    `masked`: `url`, `title` and `author` come with every identifier masked already, by
+    `watcher.redact.redact` itself (the daemon has its analysis workers do it, off its one
+    busy process): they are stored as they are. Anything else is masked here.
+    """
 
     source: str
     item_id: str
@@ -47,6 +52,7 @@ class ItemRecord:
     report: Report | None
     posted_at: str | None = None     # the post's own date, as the source gives it
     author: str | None = None        # the post's author (masked like any text)
+    masked: bool = False             # url, title and author masked by `redact` already
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,7 @@ class ItemQueries(Connection):
 
     def _record_one(self, record: ItemRecord, now: str, alert: AlertHook | None = None) -> ItemResult:
         source, item_id, version = record.source, redact(str(record.item_id)), redact(str(record.version))
-        url = redact_text(record.url)
+        url = record.url if record.masked else redact_text(record.url)
         existing = self.db.execute(
             "SELECT version, sha256, size, finding_id FROM items WHERE source = ? AND item_id = ?",
             (source, item_id),
@@ -173,8 +179,9 @@ class ItemQueries(Connection):
                 finding_id, new_finding, escalated = upsert_finding(self, report, now)
         elif same_version:  # re-recorded without a report: keep what the version had
             sha256, size, finding_id = existing[1], existing[2], existing[3]
-        title = redact_text(record.title)
-        posted_at, author = post_date(record.posted_at, now), redact_text(record.author)
+        title = record.title if record.masked else redact_text(record.title)
+        author = record.author if record.masked else redact_text(record.author)
+        posted_at = post_date(record.posted_at, now)
         self._write_item(record.source, item_id, version, url, title, sha256, size, finding_id, now, existing is None)
         self.db.execute("UPDATE items SET posted_at = ?, author = ? WHERE source = ? AND item_id = ?",
                         (posted_at, author, source, item_id))
