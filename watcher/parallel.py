@@ -20,12 +20,16 @@ process computes the SHA-256 of the whole; the slices' results are merged into o
   extracted after the text, in order, against one budget);
 - values come back as one string per detector (values joined by newlines: pickling a set
   of 400,000 strings costs ~0.1 s), merged into sets here; samples are the first values in
-  slice order (each slice sends its first FIRSTS distinct values per detector).
+  slice order (each slice sends its first FIRSTS distinct values per detector: a slice whose
+  first FIRSTS values were all seen before may give other samples than one process).
+
+One small document is analysed here, without starting a pool; stdin too (it cannot be cut).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import os
 import re
@@ -361,20 +365,24 @@ class ScanPool:
                 reveal: bool = False) -> Iterator[tuple[Document, Outcome]]:
         """(document, its report or the exception that stopped it), in the documents' order.
         `whole` analyses one document in this process (stdin, `--jobs 1`)."""
-        if self.jobs == 1:
-            for document in documents:
+        documents = iter(documents)
+        first = list(itertools.islice(documents, 2))
+        if self.jobs == 1 or (len(first) == 1 and not self._big(first[0])):    # no pool to start
+            for document in itertools.chain(first, documents):
                 yield document, _outcome(whole, document)
             return
         pending: deque[tuple[Document, AsyncResult | None]] = deque()
-        for document in documents:
-            big = isinstance(document, Path) and _size(document) >= self.split_at
-            if document == "-" or big:
+        for document in itertools.chain(first, documents):
+            if document == "-" or self._big(document):
                 yield from _drain(pending, 0)
                 yield document, _outcome(self._big_or_whole, document, whole, reveal)
                 continue
             pending.append((document, self.pool.apply_async(_analyze_file, (str(document), reveal))))
             yield from _drain(pending, 2 * self.jobs)
         yield from _drain(pending, 0)
+
+    def _big(self, document: Document) -> bool:
+        return isinstance(document, Path) and _size(document) >= self.split_at
 
     def _big_or_whole(self, document: Document, whole: Callable[[Document], Report], reveal: bool) -> Report:
         if isinstance(document, Path):
@@ -415,7 +423,7 @@ class ScanPool:
         for index in range(len(cuts) - 1):
             task = _Task(str(path), cuts[index], cuts[index + 1], index == len(cuts) - 2, sniffed if index else None)
             pending.append(self.pool.apply_async(_scan_slice, (task,)))
-            while len(pending) > self.jobs and not fallback:
+            while len(pending) > 2 * self.jobs and not fallback:
                 fallback = _merged(merge, pending.popleft().get())
             if fallback:
                 break
