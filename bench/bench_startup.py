@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start-up of `watcher scan` on a 1 KB document: wall time and the modules it imports.
 
-    python bench/bench_startup.py [--runs 20] [--command watcher|module] [--no-bytecode]
+    python bench/bench_startup.py [--runs 20] [--command watcher|module] [--no-bytecode] [-- SCAN OPTIONS]
 
 A 1 KB document (base64 of random bytes: no identifier, no finding) is scanned `--runs`
 times in a row by the installed `watcher` script (`.venv/bin/watcher`, what users run), or
@@ -117,6 +117,8 @@ def main() -> int:
                         help="the installed `watcher` script (default) or `python -m watcher`")
     parser.add_argument("--no-bytecode", action="store_true",
                         help="leave PYTHONDONTWRITEBYTECODE as the environment has it")
+    parser.add_argument("scan_options", nargs="*", metavar="SCAN OPTION",
+                        help="after --: options for `watcher scan` (e.g. -- --jobs 1)")
     args = parser.parse_args()
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
@@ -125,7 +127,8 @@ def main() -> int:
         document.write_text(base64.b64encode(os.urandom(768)).decode()[:1023] + "\n")    # 1,024 bytes
         env = environment(scratch, not args.no_bytecode)
         for warm in (True, False):
-            runs = bench(command(args.command, "scan", str(document)), args.runs, warm, env, scratch)
+            argv = command(args.command, "scan", *args.scan_options, str(document))
+            runs = bench(argv, args.runs, warm, env, scratch)
             wall, cpu = [run[0] for run in runs], [run[1] for run in runs]
             print(f"{'warm' if warm else 'cold'} cache: wall median {statistics.median(wall):.3f} s, "
                   f"p90 {percentile(wall, 0.9):.3f} s, min {min(wall):.3f} s; "
