@@ -58,8 +58,6 @@ def test_scan_does_not_import(scan_imports: set[str], module: str) -> None:
     assert module not in scan_imports
 
 
-@pytest.mark.xfail(strict=True, reason="watcher/extract/spool.py imports cryptography at the top, for the "
-                                       "sealed spool that only a big zip read from a stream uses")
 def test_scan_does_not_import_cryptography(scan_imports: set[str]) -> None:
     assert "cryptography" not in scan_imports
 

@@ -17,7 +17,6 @@ import os
 import tempfile
 from typing import IO, cast
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 BLOCK = 16
 
@@ -49,6 +48,9 @@ class SealedFile(_Scratch):
     def _crypt(self, data: bytes, offset: int) -> bytes:
         """Encrypt or decrypt `data` found at `offset` (CTR: the same operation)."""
         counter = self._nonce + (offset // BLOCK).to_bytes(8, "big")
+        # Imported here: only a big zip read from a stream is sealed (5-8 ms `watcher scan` skips).
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
         crypt = Cipher(algorithms.AES(self._key), modes.CTR(counter)).encryptor()
         skip = offset % BLOCK
         return crypt.update(bytes(skip) + data)[skip:]
