@@ -164,3 +164,14 @@ def test_available_cpus_honours_affinity():
     quota = _cgroup_quota()
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
     assert quota is None or available_cpus() <= quota
+
+
+def test_the_pure_python_detectors_cut_the_same(tmp_path):
+    """Without the compiled number pass (every NIR through Hyperscan and Python, the rarer
+    forms marked in the one set), slices still give one process's report."""
+    from watcher.detect import Scanner
+
+    analyzer = Analyzer(Scanner(compiled=False))
+    path = tmp_path / "extract.csv"
+    path.write_text(_extract(random.Random("python"))[:2_500_000], "utf-8")
+    assert _compare(analyzer, path).counts["nir"] > 1000
