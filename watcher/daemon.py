@@ -15,8 +15,9 @@ them are analysed and recorded while the source fetches the next. Extraction and
 CPU-bound: they run in a pool of worker processes so a 10 MB page never stalls the event loop.
 Items travel to the pool and to the store in batches (up to BATCH_WINDOW seconds of them): one
 pool task and one transaction for many items, as the event-loop process is the daemon's
-bottleneck. A failing source costs that source one poll,
-never the daemon. Identifiers never reach the log: only counts, masked samples and reasons do.
+bottleneck; the workers also mask what the store keeps of each item (its URL, title, author).
+A failing source costs that source one poll, never the daemon. Identifiers never reach the
+log: only counts, masked samples and reasons do.
 """
 
 from __future__ import annotations

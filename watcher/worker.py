@@ -108,9 +108,13 @@ def analyze_batch(analyzer: Analyzer, jobs: list[Job]) -> list[Report | Analysis
     return [analyze_one(analyzer, job) for job in jobs]
 
 
-def masked(texts: tuple[str | None, ...]) -> tuple[str | None, ...]:
-    """`texts` as the store keeps them: every identifier masked."""
-    return tuple(None if text is None else redact(text) for text in texts)
+def masked(texts: tuple[str | None, ...]) -> tuple[str | None, ...] | None:
+    """`texts` as the store keeps them: every identifier masked; None if masking raised (the
+    store then masks them itself, and fails that item alone if it raises again)."""
+    try:
+        return tuple(None if text is None else redact(text) for text in texts)
+    except Exception:
+        return None
 
 
 def _pickled(value: object) -> bytes:
