@@ -240,10 +240,12 @@ class Config:
 
 def is_onion(url: str | None) -> bool:
     """True if `url`'s host is a `.onion` name."""
-    if not url:
-        return False
-    host = (urlsplit(url).hostname or "").rstrip(".")
-    return host.endswith(".onion")
+    return bool(url) and is_onion_host(urlsplit(str(url)).hostname)
+
+
+def is_onion_host(host: str | None) -> bool:
+    """True if `host` is a `.onion` name (any case, a final dot or not)."""
+    return (host or "").rstrip(".").lower().endswith(".onion")
 
 
 def find_config(cli_value: str | os.PathLike[str] | None) -> Path:

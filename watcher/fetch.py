@@ -58,7 +58,7 @@ from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, Prox
 from multidict import CIMultiDict
 from yarl import URL
 
-from watcher.config import DEFAULT_MAX_BYTES, SourceConfig, TorSettings, is_onion, split_host_port
+from watcher.config import DEFAULT_MAX_BYTES, SourceConfig, TorSettings, is_onion_host, split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -293,9 +293,10 @@ class Fetcher:
         except ValueError as exc:
             raise FetchError(f"invalid URL {str(location)!r}: {exc}", url=str(location)) from None
         where = f"redirect from {origin} to {target}" if origin is not None else str(target)
-        if target.scheme not in ("http", "https") or not target.host:
+        host = target.host
+        if target.scheme not in ("http", "https") or not host:
             raise FetchError(f"refused {where}: only http(s) URLs with a host are fetched", url=str(target))
-        onion = is_onion(str(target))
+        onion = is_onion_host(host)
         if self.settings.onion_only and not onion:
             log.warning("source %s: refused %s: off the onion (an onion source never leaves Tor's "
                         "onion space)", self.settings.name, where)
