@@ -16,16 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.daemon import daemon_parts
 from watcher import worker
-from watcher.alerts import AlertSender, alert_settings
 from watcher.analyze import Analyzer
-from watcher.config import load_config
-from watcher.daemon import DB_NAME, Batcher, Daemon
+from watcher.daemon import Batcher, Daemon
 from watcher.report import Report
 from watcher.score import Policy
 from watcher.sources.directory import DirectoryOptions
 from watcher.sources.base import Item, PollContext, Source
-from watcher.store import ItemResult, StateDB, Store
+from watcher.store import ItemResult, StateDB
 
 
 # --------------------------------------------------------------------------- Batcher
@@ -221,19 +220,8 @@ def items(*ids: str, source: str = "inbox") -> list[Item]:
 
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    path = tmp_path / "sources.toml"
-    path.write_text(f'[watcher]\nstate_dir = "{tmp_path / "state"}"\ndocument_timeout = 1\nitem_tries = 2\n\n'
-                    f'[[sources]]\nname = "inbox"\nkind = "directory"\npath = "{tmp_path}"\n', encoding="utf-8")
-    config = load_config(path)
-    daemon = Daemon(config, once=True, workers=1)
-    config.watcher.state_dir.mkdir()
-    daemon.store = await Store.open(config.watcher.state_dir / DB_NAME)
-    daemon.alerts = AlertSender(daemon.store, alert_settings(config))
-    daemon.pool = daemon._new_pool(b"k" * 32)
-    await daemon.store.call(StateDB.upsert_source, "inbox", "directory")
-    yield daemon
-    await daemon.pool.close()
-    await daemon.store.close()
+    async with daemon_parts(tmp_path, "document_timeout = 1\nitem_tries = 2\n") as opened:
+        yield opened
 
 
 class Drop(Source):

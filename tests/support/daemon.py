@@ -16,7 +16,8 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -233,3 +234,29 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path], DaemonProcess]]:
     for daemon in started:
         daemon.kill()
         daemon.notify.close()
+
+
+@asynccontextmanager
+async def daemon_parts(tmp_path: Path, watcher_keys: str = "") -> AsyncIterator[watcher.daemon.Daemon]:
+    """A `--once` Daemon over a directory source "inbox" (`tmp_path`) with its store, alert
+    sender and one-worker pool opened, as `run()` would, for tests that drive `_poll`,
+    `_take` or `_record` themselves; `watcher_keys` go to its [watcher] table."""
+    from watcher.alerts import AlertSender, alert_settings
+    from watcher.config import DB_NAME, load_config
+    from watcher.store import StateDB, Store
+
+    path = tmp_path / "sources.toml"
+    path.write_text(f'[watcher]\nstate_dir = "{tmp_path / "state"}"\n{watcher_keys}\n'
+                    f'[[sources]]\nname = "inbox"\nkind = "directory"\npath = "{tmp_path}"\n', encoding="utf-8")
+    config = load_config(path)
+    daemon = watcher.daemon.Daemon(config, once=True, workers=1)
+    config.watcher.state_dir.mkdir()
+    daemon.store = await Store.open(config.watcher.state_dir / DB_NAME)
+    daemon.alerts = AlertSender(daemon.store, alert_settings(config))
+    daemon.pool = daemon._new_pool(b"k" * 32)
+    await daemon.store.call(StateDB.upsert_source, "inbox", "directory")
+    try:
+        yield daemon
+    finally:
+        await daemon.pool.close()
+        await daemon.store.close()
