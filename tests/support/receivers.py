@@ -63,23 +63,26 @@ class Post:
     type: str
 
 
-class JsonReceiver:
-    """Records apprise json:// notifications by path; can fail or go away on demand."""
+class _Server:
+    """An aiohttp app on 127.0.0.1 (the subclasses add the routes, and TLS if they want it)."""
 
     def __init__(self) -> None:
-        self.posts: list[Post] = []
-        self.attempts = 0
-        self.failing = False
         self.port = 0
         self._runner: web.AppRunner | None = None
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return None
 
     async def start(self) -> None:
         """Listen (again) on 127.0.0.1, on the same port as before if there was one."""
         app = web.Application()
-        app.router.add_post("/{path:.*}", self._handle)
+        self.routes(app)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, HOST, self.port, reuse_address=True, ssl_context=self.ssl_context())
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -88,6 +91,19 @@ class JsonReceiver:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class JsonReceiver(_Server):
+    """Records apprise json:// notifications by path; can fail or go away on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posts: list[Post] = []
+        self.attempts = 0
+        self.failing = False
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/{path:.*}", self._handle)
 
     def url(self, path: str, **params: str) -> str:
         query = "&".join(f"{key}={value}" for key, value in params.items())
@@ -332,30 +348,15 @@ class Hook:
         return self.headers.get("Idempotency-Key", "")
 
 
-class _TlsServer:
-    """An aiohttp app on 127.0.0.1 over TLS (the subclasses add the routes)."""
+class _TlsServer(_Server):
+    """An aiohttp app on 127.0.0.1 over TLS, with a certificate of the test CA."""
 
     def __init__(self, ca: LoopbackCA) -> None:
+        super().__init__()
         self.ca = ca
-        self.port = 0
-        self._runner: web.AppRunner | None = None
 
-    def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
-
-    async def start(self) -> None:
-        app = web.Application()
-        self.routes(app)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, self.port, ssl_context=self.ca.server_context())
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return self.ca.server_context()
 
     def url(self, path: str = "") -> str:
         return f"https://{HOST}:{self.port}/{path}"
