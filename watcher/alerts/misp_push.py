@@ -26,20 +26,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 
 from ..privacy import read_secret
 from ..score import severity_rank
 from .message import Message
 from .records import Alert
 from .settings import MispSettings
-from .targets import SendResult, accepts_tags, one_line_error
-from .webhook import USER_AGENT, post_json, refusal, target_name
+from .targets import SendResult
+from .webhook import USER_AGENT, OnePerAlert, answer, post_json, refusal, target_name
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -60,7 +58,7 @@ def misp_body(payload: dict[str, Any], secret: bytes, *, tlp: str, distribution:
 
 
 @dataclass(frozen=True)
-class MispTarget:
+class MispTarget(OnePerAlert):
     """The MISP instance of `[alerts.misp]` (an `AlertTarget`)."""
 
     id: str
@@ -73,18 +71,12 @@ class MispTarget:
         return cls(id=hashlib.sha256(f"misp:{settings.url}".encode()).hexdigest()[:16],
                    name=target_name("misp", settings.url), tags=frozenset(settings.tags), settings=settings)
 
-    def accepts(self, tags: Iterable[str]) -> bool:
-        return accepts_tags(self.tags, tags)
-
     def wants(self, alert: Alert) -> bool:
         """Incident alerts from `min_severity` up, with one of the tags if any are set."""
         return (alert.kind in INCIDENT_KINDS and alert.incident_id is not None
                 and alert.severity in ("low", "medium", "high", "critical")
                 and severity_rank(alert.severity) >= severity_rank(self.settings.min_severity)
                 and (not self.tags or not self.tags.isdisjoint(alert.tags)))
-
-    def batches(self, alerts: Sequence[Alert], digest: bool) -> list[list[Alert]]:
-        return [[alert] for alert in alerts]
 
     async def deliver(self, alerts: Sequence[Alert], digest: bool, store: Store, timeout: float) -> SendResult:
         """Push the incident of the alert (`alerts` holds one) as its MISP event."""
@@ -100,26 +92,28 @@ class MispTarget:
             return SendResult(self, False, f"no installation key at {self.settings.secret_file}")
         event_uuid, body = await asyncio.to_thread(misp_body, payload, secret, tlp=self.settings.tlp,
                                                    distribution=self.settings.distribution)
-        add, edit = "/events/add", f"/events/edit/{event_uuid}"
-        first, then = (edit, add) if alert.kind == "update" else (add, edit)
-        try:
-            status, text = await self._request(first, body)
-            if not _ok(status) and _other_way(first == add, status, text):
-                status, text = await self._request(then, body)
-        except TimeoutError:
-            return SendResult(self, False, f"no answer within {self.settings.timeout:g} s")
-        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            return SendResult(self, False, one_line_error(f"{type(exc).__name__}: {exc}"))
+        answered = await answer(self, self.settings.timeout, self._push(event_uuid, body, alert.kind == "update"))
+        if isinstance(answered, SendResult):
+            return answered
+        status, text = answered
         return SendResult(self, True) if _ok(status) else SendResult(self, False, refusal(status, text))
+
+    async def _push(self, event_uuid: str, body: bytes, update: bool) -> tuple[int, str]:
+        """Add the event, or edit it on an update; the other way when MISP says the event
+        exists (add) or is not there (edit), so a retry never makes a second event."""
+        add, edit = "/events/add", f"/events/edit/{event_uuid}"
+        first, then = (edit, add) if update else (add, edit)
+        status, text = await self._request(first, body)
+        if not _ok(status) and _other_way(first == add, status, text):
+            status, text = await self._request(then, body)
+        return status, text
 
     async def probe(self, message: Message, timeout: float) -> SendResult:
         """`watcher test-alert`: the key is asked for MISP's version; no event is made."""
-        try:
-            status, text = await self._request("/servers/getVersion", None)
-        except TimeoutError:
-            return SendResult(self, False, f"no answer within {self.settings.timeout:g} s")
-        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            return SendResult(self, False, one_line_error(f"{type(exc).__name__}: {exc}"))
+        answered = await answer(self, self.settings.timeout, self._request("/servers/getVersion", None))
+        if isinstance(answered, SendResult):
+            return answered
+        status, text = answered
         if not _ok(status):
             return SendResult(self, False, refusal(status, text))
         try:

@@ -39,7 +39,7 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +107,30 @@ async def post_json(url: str, body: bytes, headers: Mapping[str, str], *, timeou
         return response.status, await response.text(errors="replace")
 
 
+async def answer(target: Any, timeout: float, request: Awaitable[tuple[int, str]]) -> tuple[int, str] | SendResult:
+    """The (status, text) `request` gives, or `target`'s failed SendResult when no answer
+    came (a timeout, a refused connection, a TLS failure)."""
+    try:
+        return await request
+    except TimeoutError:
+        return SendResult(target, False, f"no answer within {timeout:g} s")
+    except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+        return SendResult(target, False, one_line_error(f"{type(exc).__name__}: {exc}"))
+
+
+class OnePerAlert:
+    """What the HTTP targets (webhooks, MISP) share: routing by tags, one request per alert
+    (a digest is for people)."""
+
+    tags: frozenset[str]
+
+    def accepts(self, tags: Iterable[str]) -> bool:
+        return accepts_tags(self.tags, tags)
+
+    def batches(self, alerts: Sequence[Alert], digest: bool) -> list[list[Alert]]:
+        return [[alert] for alert in alerts]
+
+
 def refusal(status: int, text: str) -> str:
     """The error recorded for a non-2xx answer."""
     hint = (" (the receiver refused the request itself: check its URL, secret and schema)"
@@ -117,7 +141,7 @@ def refusal(status: int, text: str) -> str:
 
 
 @dataclass(frozen=True)
-class WebhookTarget:
+class WebhookTarget(OnePerAlert):
     """One configured webhook (an `AlertTarget`)."""
 
     id: str
@@ -134,15 +158,8 @@ class WebhookTarget:
                    name=target_name("webhook", hook.url), tags=frozenset(hook.tags), url=hook.url,
                    secret=hook.secret, timeout=hook.timeout, ca_file=hook.ca_file)
 
-    def accepts(self, tags: Iterable[str]) -> bool:
-        return accepts_tags(self.tags, tags)
-
     def wants(self, alert: Alert) -> bool:
         return self.accepts(alert.tags)
-
-    def batches(self, alerts: Sequence[Alert], digest: bool) -> list[list[Alert]]:
-        """One request per alert, digest or not."""
-        return [[alert] for alert in alerts]
 
     async def deliver(self, alerts: Sequence[Alert], digest: bool, store: Store, timeout: float) -> SendResult:
         """POST the alert's record (`alerts` holds one, see `batches`)."""
@@ -165,12 +182,11 @@ class WebhookTarget:
                    DELIVERY_HEADER: delivery, TIMESTAMP_HEADER: stamp}
         if self.secret is not None:
             headers[SIGNATURE_HEADER] = sign(self.secret, stamp, body)
-        try:
-            status, text = await post_json(self.url, body, headers, timeout=self.timeout, ca_file=self.ca_file)
-        except TimeoutError:
-            return SendResult(self, False, f"no answer within {self.timeout:g} s")
-        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            return SendResult(self, False, one_line_error(f"{type(exc).__name__}: {exc}"))
+        answered = await answer(self, self.timeout, post_json(self.url, body, headers, timeout=self.timeout,
+                                                              ca_file=self.ca_file))
+        if isinstance(answered, SendResult):
+            return answered
+        status, text = answered
         if 200 <= status < 300:
             return SendResult(self, True)
         return SendResult(self, False, refusal(status, text))
