@@ -243,6 +243,16 @@ def is_onion(url: str | None) -> bool:
     return bool(url) and is_onion_host(urlsplit(str(url)).hostname)
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback IP literals (`127.0.0.1`, `::1`, `[::1]`)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def is_onion_host(host: str | None) -> bool:
     """True if `host` is a `.onion` name (any case, a final dot or not)."""
     return (host or "").rstrip(".").lower().endswith(".onion")
@@ -765,11 +775,7 @@ class Validator:
         """"host:port" on a loopback address (localhost is 127.0.0.1)."""
         address = self.address(where, data, key, DEFAULT_METRICS_LISTEN)
         host = "127.0.0.1" if address.host.lower() == "localhost" else address.host
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
+        if not is_loopback_host(host):
             raise self.fail(where, key, "must be a loopback address (127.0.0.1, [::1] or localhost): "
                                         f"the endpoint has no authentication, not {data[key]!r}")
         return Address(host, address.port)

@@ -587,7 +587,7 @@ class Daemon:
         the polls that take a first poll's backlog (`max_items`) keep the same limit."""
         if source.backfill is None:
             return None
-        added = await self.store.call(_source_added, source.name)  # type: ignore[union-attr]
+        added = await self.store.call(StateDB.source_added, source.name)  # type: ignore[union-attr]
         since = parse_time(added) if added else datetime.now(UTC)
         return format_time(since - timedelta(seconds=source.backfill))
 
@@ -837,11 +837,6 @@ class _Window:
     def raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
-
-
-def _source_added(state: StateDB, name: str) -> str | None:
-    row = state.db.execute("SELECT created_at FROM sources WHERE name = ?", (name,)).fetchone()
-    return row[0] if row else None
 
 
 def _holds_fingerprints(state: StateDB) -> bool:

@@ -66,12 +66,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import SECRET_NAME, Config, ConfigError, Validator, Where
+from ..config import SECRET_NAME, Config, ConfigError, Validator, Where, is_loopback_host
 from ..credentials import SecretError, SecretMissing, SecretSource, is_reference
 from ..options import option
 from ..score import SEVERITIES, severity_rank
@@ -314,7 +313,7 @@ class _AlertsValidator(Validator):
             raise self.fail(where, key, f"has a bad port: {shown}") from None
         if parts.scheme not in ("https", "http") or not parts.hostname or any(c.isspace() for c in url):
             raise self.fail(where, key, f"must be an https:// URL, not {shown}")
-        if parts.scheme == "http" and not _loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise self.fail(where, key, f"must be https:// (http:// only to a loopback address): {shown}")
         return url
 
@@ -355,19 +354,9 @@ class _AlertsValidator(Validator):
 
     def ca_file(self, where: Where, data: Mapping[str, Any], key: str) -> Path:
         """A PEM file of CA certificates, relative to the configuration's folder; it must exist."""
-        value = self.string(where, data, key, required=True)
-        assert value is not None
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else self.base / path
+        path = self.read_path(where, data, key)
         if not path.is_file():
             raise self.fail(where, key, f"names {str(path)!r}, which is not a readable file")
         return path
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

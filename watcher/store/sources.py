@@ -70,6 +70,11 @@ class SourceQueries(Connection):
                 (name, kind, self.now()),
             )
 
+    def source_added(self, name: str) -> str | None:
+        """When source `name` was first declared in this database (stored time), or None."""
+        row = self.db.execute("SELECT created_at FROM sources WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
     def disable_source(self, name: str) -> None:
         """Mark a source disabled (kept with its history; `upsert_source` enables it again)."""
         with self.transaction():
