@@ -239,8 +239,11 @@ class Config:
 
 
 def is_onion(url: str | None) -> bool:
-    """True if `url`'s host is a `.onion` name."""
-    return bool(url) and is_onion_host(urlsplit(str(url)).hostname)
+    """True if `url`'s host is a `.onion` name (False for a URL that cannot be parsed)."""
+    try:
+        return bool(url) and is_onion_host(urlsplit(str(url)).hostname)
+    except ValueError:
+        return False
 
 
 def is_loopback_host(host: str) -> bool:

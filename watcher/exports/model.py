@@ -56,8 +56,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from ..config import is_onion
 from ..dates import is_normalised
 from ..redact import redact
 from ..score import SEVERITIES, severity_rank
@@ -141,7 +141,7 @@ class Document:
         size = data.get("size")
         tor = data.get("tor")
         url = clean_text(data.get("url"))
-        if tor is None and url and _is_onion(url):
+        if tor is None and url and is_onion(url):
             tor = True
         return cls(
             source=clean_text(data.get("source"), 80) or "?",
@@ -160,14 +160,6 @@ class Document:
         return {"source": self.source, "source_kind": self.source_kind, "url": self.url, "title": self.title,
                 "sha256": self.sha256, "size": self.size, "posted_at": self.posted_at,
                 "first_seen": self.first_seen, "severity": self.severity, "tor": self.tor}
-
-
-def _is_onion(url: str) -> bool:
-    try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
-        return False
-    return host.endswith(".onion")
 
 
 @dataclass(frozen=True)
