@@ -35,7 +35,7 @@ from urllib.parse import unquote
 if TYPE_CHECKING:
     from .detect import Scanner
 
-__all__ = ["Redactor", "keyed_id", "redact", "redact_tree"]
+__all__ = ["Redactor", "keyed_id", "one_line", "redact", "redact_tree"]
 
 BLANK = "[redacted]"
 
@@ -298,6 +298,15 @@ def redact(text: str) -> str:
     """`text` with every identifier masked (this process's shared `Redactor`). Short texts
     are remembered: the daemon asks for the same item ids and URLs at every poll."""
     return _redact_short(text) if len(text) <= SHORT else _default()(text)
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """Untrusted text (a title, an error quoting a page) as one printable line of at most
+    `limit` characters, redacted: what the store, the alerts and the CLI show of it."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    if limit is not None and len(flat) > limit:
+        flat = flat[: limit - 1] + "\u2026"
+    return redact(flat)
 
 
 SHORT = 512

@@ -21,7 +21,7 @@ from typing import Any
 from apprise import NotifyType
 
 from ..wording import plural
-from ..redact import redact, redact_tree
+from ..redact import one_line, redact, redact_tree
 from .records import ALERT_LEVELS, Alert
 
 __all__ = ["ALERT_SCHEMA", "Message", "digest_message", "finding_title", "health_title", "jsonl_record",
@@ -49,12 +49,6 @@ class Message:
 # --------------------------------------------------------------------------- helpers
 
 
-def one_line(text: object, limit: int | None = None) -> str:
-    """Untrusted text as one printable line of at most `limit` characters, redacted."""
-    flat = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
-    if limit is not None and len(flat) > limit:
-        flat = flat[: limit - 1] + "\u2026"
-    return redact(flat)
 
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Protocol
 import apprise
 from apprise import Apprise, AppriseAsset, AppriseConfig, NotifyFormat
 
-from ..redact import redact
+from ..redact import one_line
 from .message import Message, digest_message, render
 from .records import Alert
 from .settings import AlertSettings
@@ -259,5 +259,4 @@ async def send(target: AlertTarget, message: Message, timeout: float) -> SendRes
 
 def one_line_error(text: str) -> str:
     """An error as one redacted line of at most ERROR_CHARS characters (it may quote a page)."""
-    flat = " ".join(text.split())
-    return redact(flat if len(flat) <= ERROR_CHARS else flat[: ERROR_CHARS - 1] + "\u2026")
+    return one_line(text, ERROR_CHARS)

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from ..dates import normalise as normalise_date
+from ..redact import one_line as flat_line
 from ..redact import redact, redact_tree
 from ..timestamps import parse_time
 
@@ -39,12 +40,7 @@ def redact_json(text: str | None) -> str | None:
 
 def one_line(error: str | None) -> str | None:
     """An error message as one redacted line of at most ERROR_MAX_CHARS characters."""
-    if error is None:
-        return None
-    line = " ".join(error.split())
-    if len(line) > ERROR_MAX_CHARS:
-        line = line[: ERROR_MAX_CHARS - 1] + "\u2026"
-    return redact_text(line)
+    return None if error is None else flat_line(error, ERROR_MAX_CHARS)
 
 
 def to_json(value: Any) -> str:
