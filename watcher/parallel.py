@@ -310,11 +310,8 @@ def _cut_near(handle: IO[bytes], nominal: int) -> int | None:
 
 
 def _sha256(path: Path, out: list[str]) -> None:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    out.append(digest.hexdigest())
+        out.append(hashlib.file_digest(handle, "sha256").hexdigest())
 
 
 class _Merge:
