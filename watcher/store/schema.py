@@ -1,6 +1,6 @@
 """The state database's schema: its tables and views, built by ordered migrations.
 
-Schema (version 9). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+Schema (version 10). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
 compare as text; so are the posts' own dates (`posted_at`, `first_posted`), read on the way in
 by `watcher.dates.normalise` (NULL when the source's text cannot be read unambiguously).
 JSON columns hold JSON text (datasette renders it).
@@ -54,6 +54,11 @@ JSON columns hold JSON text (datasette renders it).
                    The outbox: written in the transaction of the finding that raised it.
     health_notices (source PK -> sources, failing_since, alert -> alerts, notified_at)
                    A source whose failure streak has been announced (one notice per streak).
+    web_users      (name PK, password (scrypt$n$r$p$salt$hash), created_at, changed_at)
+                   The analysts of the web console (`watcher web adduser`).
+    web_sessions   (id_hash PK (sha256 of the cookie's random id: the cookie itself is never
+                    stored), user -> web_users, csrf, address, created_at, seen_at, expires_at)
+                   Signed-in browsers of the web console (watcher.web.auth).
     views          source_health (what `sources_health()` returns),
                    finding_links (findings joined to the items they were seen in),
                    incident_overview (incidents with their finding and alert counts).
@@ -510,6 +515,34 @@ def _m009_evidence(db: sqlite3.Connection) -> None:
     )
 
 
+def _m010_web_users(db: sqlite3.Connection) -> None:
+    """The web console's analysts and their sessions (`watcher.web.auth`). A password is kept as
+    a scrypt hash with its own salt; a session row is keyed by the sha256 of its cookie's random
+    id, so a copy of the database signs no one in. Deleting a user ends their sessions."""
+    _execute_all(
+        db,
+        [
+            """CREATE TABLE web_users (
+                name TEXT PRIMARY KEY,
+                password TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                changed_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE web_sessions (
+                id_hash TEXT PRIMARY KEY,
+                user TEXT NOT NULL REFERENCES web_users(name) ON DELETE CASCADE,
+                csrf TEXT NOT NULL,
+                address TEXT,
+                created_at TEXT NOT NULL,
+                seen_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX web_sessions_user ON web_sessions (user)",
+            "CREATE INDEX web_sessions_expiry ON web_sessions (expires_at)",
+        ],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
@@ -520,6 +553,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "post dates normalised, incidents' first post date", _m007_post_dates),
     Migration(8, "incident triage: state, triage log, suppressions", _m008_triage),
     Migration(9, "sealed evidence custody records", _m009_evidence),
+    Migration(10, "web console users and sessions", _m010_web_users),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
