@@ -24,10 +24,10 @@ Every table is a dataclass whose fields say how their key is read (`watcher.opti
 `[watcher]`, `[tor]`, `[retention]`, `[metrics]` and what every source shares are declared
 here, `[scoring]` by `watcher.score.Policy`, `[[rules]]` by `watcher.detect.rules.Rule`,
 `[alerts]` by `watcher.alerts.settings.AlertSettings`, `[evidence]` by
-`watcher.evidence.EvidenceSettings`, and a kind's own options by its module
-(`watcher.sources.listing.ListingOptions`...). One validator (`Validator`) reads them all
-through its readers, so every error has the same form. Adding a kind: one module with its
-`Options` and `poll()`, and one line in `watcher.sources.registry`.
+`watcher.evidence.EvidenceSettings`, `[web]` by `watcher.web.settings.WebSettings`, and a
+kind's own options by its module (`watcher.sources.listing.ListingOptions`...). One validator
+(`Validator`) reads them all through its readers, so every error has the same form. Adding a
+kind: one module with its `Options` and `poll()`, and one line in `watcher.sources.registry`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from watcher.detect.rules import Rule, rule_error
@@ -49,6 +49,9 @@ from watcher.evidence import EvidenceSettings, evidence_settings
 from watcher.options import option, option_keys, read_options, read_values
 from watcher.score import SEVERITIES, Policy
 from watcher.timestamps import parse_duration
+
+if TYPE_CHECKING:
+    from watcher.web.settings import WebSettings
 
 DB_NAME = "watcher.db"        # in state_dir: the state database
 SECRET_NAME = "secret.key"    # in state_dir: the installation's fingerprint key
@@ -70,7 +73,7 @@ SYSTEM_CONFIG = Path("/etc/watcher/sources.toml")
 RULE_SEVERITIES = tuple(s for s in SEVERITIES if s != "none")
 
 _TOP_KEYS = ("watcher", "tor", "alerts", "scoring", "rules", "sources", "retention", "metrics", "evidence",
-             "include")
+             "include", "web")
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,252}[A-Za-z0-9_])?|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -230,6 +233,7 @@ class Config:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     metrics: MetricsSettings | None = None   # None: no metrics endpoint
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)   # default: dry mode, evidence off
+    web: WebSettings | None = None           # None: no web console (watcher.web)
     warnings: tuple[str, ...] = ()           # one line each, `file:line: where: what`
 
     @property
@@ -524,9 +528,12 @@ class Validator:
         retention = self.retention(data.get("retention", {}))
         metrics = self.metrics(data.get("metrics"))
         evidence = evidence_settings(self, data.get("evidence"))     # watcher.evidence: the sealed vault
+        from .web.settings import web_settings      # here: it imports this module
+
+        web = web_settings(self, data.get("web"))
         return Config(path=self.path, watcher=watcher, tor=tor, alerts=dict(alerts), policy=policy,
                       rules=rules, sources=sources, retention=retention, metrics=metrics,
-                      evidence=evidence, warnings=tuple(self.warnings))
+                      evidence=evidence, web=web, warnings=tuple(self.warnings))
 
     def included(self, value: object, tor: TorSettings | None, names: set[str]) -> tuple[SourceConfig, ...]:
         """The `[[sources]]` of the files `include` lists (glob patterns relative to this
