@@ -1,6 +1,6 @@
 """The state database's schema: its tables and views, built by ordered migrations.
 
-Schema (version 10). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+Schema (version 11). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
 compare as text; so are the posts' own dates (`posted_at`, `first_posted`), read on the way in
 by `watcher.dates.normalise` (NULL when the source's text cannot be read unambiguously).
 JSON columns hold JSON text (datasette renders it).
@@ -59,6 +59,14 @@ JSON columns hold JSON text (datasette renders it).
     web_sessions   (id_hash PK (sha256 of the cookie's random id: the cookie itself is never
                     stored), user -> web_users, csrf, address, created_at, seen_at, expires_at)
                    Signed-in browsers of the web console (watcher.web.auth).
+    watchlists     (id PK AUTOINCREMENT: a new id at every import, name UNIQUE, members,
+                    key_check, origin, created_at): the organisation's member lists
+                    (watcher.watchlist); (max(id), count) changes whenever one does.
+    watchlist_chunks (watchlist_id -> watchlists, seq) PK, members BLOB: a list's member
+                    fingerprints, sorted unsigned 64-bit little-endian, up to 1M a chunk.
+    incident_watchlist_members (incident_id -> incidents, watchlist, member) PK: the member
+                    fingerprints an incident's documents matched (distinct counts per list);
+                    findings.watchlist_hits and incidents.watchlist_hits (JSON name -> count).
     views          source_health (what `sources_health()` returns),
                    finding_links (findings joined to the items they were seen in),
                    incident_overview (incidents with their finding and alert counts).
@@ -543,6 +551,38 @@ def _m010_web_users(db: sqlite3.Connection) -> None:
     )
 
 
+def _m011_watchlists(db: sqlite3.Connection) -> None:
+    """Member watchlists (`watcher.watchlist`): keyed 64-bit fingerprints of an organisation's
+    members in sorted chunks, never a NIR; the matches an incident's documents made."""
+    _execute_all(
+        db,
+        [
+            """CREATE TABLE watchlists (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL UNIQUE,
+                members INTEGER NOT NULL,
+                key_check TEXT NOT NULL,
+                origin TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE watchlist_chunks (
+                watchlist_id INTEGER NOT NULL REFERENCES watchlists(id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                members BLOB NOT NULL,
+                PRIMARY KEY (watchlist_id, seq)
+            )""",
+            """CREATE TABLE incident_watchlist_members (
+                incident_id INTEGER NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+                watchlist TEXT NOT NULL,
+                member INTEGER NOT NULL,
+                PRIMARY KEY (incident_id, watchlist, member)
+            ) WITHOUT ROWID""",
+            "ALTER TABLE findings ADD COLUMN watchlist_hits TEXT NOT NULL DEFAULT '{}'",
+            "ALTER TABLE incidents ADD COLUMN watchlist_hits TEXT NOT NULL DEFAULT '{}'",
+        ],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
@@ -554,6 +594,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "incident triage: state, triage log, suppressions", _m008_triage),
     Migration(9, "sealed evidence custody records", _m009_evidence),
     Migration(10, "web console users and sessions", _m010_web_users),
+    Migration(11, "member watchlists", _m011_watchlists),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
