@@ -1,6 +1,6 @@
 """The state database's schema: its tables and views, built by ordered migrations.
 
-Schema (version 11). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
+Schema (version 12). Times are ISO 8601 UTC strings, `2026-11-28T16:40:00Z`, so they sort and
 compare as text; so are the posts' own dates (`posted_at`, `first_posted`), read on the way in
 by `watcher.dates.normalise` (NULL when the source's text cannot be read unambiguously).
 JSON columns hold JSON text (datasette renders it).
@@ -583,6 +583,23 @@ def _m011_watchlists(db: sqlite3.Connection) -> None:
     )
 
 
+def _m012_console_indexes(db: sqlite3.Connection) -> None:
+    """Indexes of the web console's read model (`watcher.web.views`), measured at 100,000
+    findings and 1,000 sources (bench/bench_web.py): findings per source over 30 days
+    (item links by date: 113 -> 15 ms), findings per source and incidents of a source (links
+    by source and finding: 117 -> 6 ms), incidents of an insurer and the insurers offered
+    (the distinct insurer lists: a scan of findings -> 4 ms), an incident's custody records."""
+    _execute_all(
+        db,
+        [
+            "CREATE INDEX item_findings_linked ON item_findings (linked_at, source, finding_id)",
+            "CREATE INDEX item_findings_source ON item_findings (source, finding_id)",
+            "CREATE INDEX findings_insurers ON findings (insurers) WHERE insurers != '[]'",
+            "CREATE INDEX evidence_incident ON evidence (incident_id) WHERE incident_id IS NOT NULL",
+        ],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _m001_initial),
     Migration(2, "source_health and finding_links views", _m002_views),
@@ -595,6 +612,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "sealed evidence custody records", _m009_evidence),
     Migration(10, "web console users and sessions", _m010_web_users),
     Migration(11, "member watchlists", _m011_watchlists),
+    Migration(12, "indexes of the web console's queries", _m012_console_indexes),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
