@@ -420,7 +420,8 @@ class Daemon:
                 await store.call(StateDB.disable_source, name)
 
     def _start_background(self) -> list[asyncio.Task[None]]:
-        """The alert sender, hourly retention passes, and the metrics endpoint if configured."""
+        """The alert sender, hourly retention passes, and the metrics endpoint and the web
+        console (`watcher.web`, on the daemon's store for its writes) if configured."""
         run = store_runner(self.store)  # type: ignore[arg-type]
         tasks = [
             asyncio.create_task(self.alerts.run(), name="alerts"),  # type: ignore[union-attr]
@@ -429,6 +430,10 @@ class Daemon:
         ]
         if self.config.metrics is not None:
             tasks.append(asyncio.create_task(serve_metrics(self.config.metrics, self.metrics, run), name="metrics"))
+        if self.config.web is not None:
+            from .web.app import serve as serve_web     # here: aiohttp-jinja2 only when the console is on
+
+            tasks.append(asyncio.create_task(serve_web(self.config, self.store), name="web"))  # type: ignore[arg-type]
         return tasks
 
     def _evidence_retention(self) -> EvidenceRetention:
