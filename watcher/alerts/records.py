@@ -10,6 +10,7 @@ that write open their own transaction, except `insert_alert`, which runs inside 
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ __all__ = [
     "TriageError",
     "alert_incident_states",
     "finding_incidents",
+    "document_alerts",
+    "incident_documents",
     "incident_row",
     "incident_timeline",
     "incidents",
@@ -284,32 +287,63 @@ def incident_row(state: StateDB, incident_id: int) -> dict[str, Any] | None:
     return rows[0]
 
 
-def incident_timeline(state: StateDB, incident_id: int) -> list[dict[str, Any]]:
-    """Every document of an incident, in the order leak-watcher saw them: one per item version
-    a finding of the incident was seen in (source, item_id, masked url and title, post date,
-    first seen), with its finding's severity, counts and sha256, and the alert it raised, if
-    any (`alert`: id, kind, state; matched on finding, source and item)."""
-    rows = dict_rows(
-        state.db,
-        """SELECT l.finding_id, l.source, l.item_id, l.version, l.url, l.title, l.posted_at, l.author,
-            l.linked_at AS first_seen, f.severity, f.counts, f.sha256, f.records, m.overlap
-        FROM incident_findings AS m
-        JOIN findings AS f ON f.id = m.finding_id
-        JOIN item_findings AS l ON l.finding_id = m.finding_id
-        WHERE m.incident_id = ? ORDER BY l.linked_at, l.rowid""",
-        [incident_id],
-    )
-    alerts = state.db.execute(
-        """SELECT id, kind, state, finding_id, source, json_extract(payload, '$.item_id') FROM alerts
-        WHERE incident_id = ? ORDER BY id""",
-        (incident_id,),
-    ).fetchall()
-    raised: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for alert_id, kind, alert_state, finding_id, source, item_id in alerts:
-        raised.setdefault((finding_id, source, item_id), {"id": alert_id, "kind": kind, "state": alert_state})
+#: An incident's documents: the first `?2` item links of its findings by first sighting (an
+#: index search of the links, no finding read before the LIMIT), then their findings and sources.
+_DOCUMENTS = """WITH links AS (
+    SELECT l.rowid AS link, m.overlap FROM incident_findings AS m JOIN item_findings AS l ON l.finding_id = m.finding_id
+    WHERE m.incident_id = ?1 ORDER BY l.linked_at, l.rowid LIMIT ?2)
+SELECT l.finding_id, l.source, s.kind AS source_kind, l.item_id, l.version, l.url, l.title, l.posted_at, l.author,
+    l.linked_at AS first_seen, f.severity, f.sha256, f.size, f.records, f.first_seen AS finding_seen, links.overlap,
+    f.counts, f.insurers, f.reasons, f.samples
+FROM links JOIN item_findings AS l ON l.rowid = links.link JOIN findings AS f ON f.id = l.finding_id
+LEFT JOIN sources AS s ON s.name = l.source
+ORDER BY l.linked_at, l.rowid"""
+_DOCUMENT_JSON = ("counts", "insurers", "reasons", "samples")
+
+
+def incident_documents(db: sqlite3.Connection, incident_id: int, limit: int | None = None) -> list[dict[str, Any]]:
+    """Every document of an incident in the order leak-watcher saw them (the first `limit`):
+    one per item version a finding of the incident was seen in, with the link's source and its
+    kind, item_id, version, masked url, title and author, post date and `first_seen`, and its
+    finding's id, severity, sha256, size, records, first sighting (`finding_seen`), overlap,
+    counts, insurers, reasons and masked samples (decoded).
+
+    The one query of an incident's documents, on a plain connection: `incident_timeline`
+    (`watcher incidents show`), `watcher.exports.incident_payload` and the console's incident
+    page (`watcher.web.views`) read it.
+    """
+    rows = dict_rows(db, _DOCUMENTS, [incident_id, -1 if limit is None else max(limit, 0)])
     for row in rows:
-        row["counts"] = json.loads(row["counts"])
+        for key in _DOCUMENT_JSON:
+            row[key] = json.loads(row[key])
+    return rows
+
+
+def document_alerts(db: sqlite3.Connection, incident_id: int) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """(finding_id, source, item_id) -> the first alert that document raised (id, kind, state)."""
+    raised: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for alert_id, kind, alert_state, finding_id, source, item_id in db.execute(
+            """SELECT id, kind, state, finding_id, source, json_extract(payload, '$.item_id') FROM alerts
+            WHERE incident_id = ? ORDER BY id""", (incident_id,)):
+        raised.setdefault((finding_id, source, item_id), {"id": alert_id, "kind": kind, "state": alert_state})
+    return raised
+
+
+_TIMELINE_KEYS = ("finding_id", "source", "item_id", "version", "url", "title", "posted_at", "author",
+                  "first_seen", "severity", "counts", "sha256", "records", "overlap")
+
+
+def incident_timeline(state: StateDB, incident_id: int) -> list[dict[str, Any]]:
+    """Every document of an incident, in the order leak-watcher saw them (`incident_documents`):
+    source, item_id, masked url and title, post date, first seen, its finding's severity, counts
+    and sha256, and the alert it raised, if any (`alert`: id, kind, state; matched on finding,
+    source and item)."""
+    raised = document_alerts(state.db, incident_id)
+    rows = []
+    for document in incident_documents(state.db, incident_id):
+        row = {key: document[key] for key in _TIMELINE_KEYS}
         row["alert"] = raised.get((row["finding_id"], row["source"], row["item_id"]))
+        rows.append(row)
     return rows
 
 
