@@ -23,9 +23,10 @@ nirs, sources, first_seen, first_posted), `counts`, `insurers`, `reasons`, `samp
                                      first_seen, severity, tor (None: not known)
 
 `incident_payload(state, incident_id)` builds that whole dict from the state database (the
-incident row, its findings, the item links they were seen in, the source kinds), so an
-incident that never alerted (below `min_severity`) exports too. It only reads tables the
-schema describes, through `state.db`; it lives here until the store offers an incident query.
+incident row and its findings here; its documents, the item links they were seen in with their
+source kinds, from `watcher.alerts.records.incident_documents`, the one query of an incident's
+documents, which `watcher incidents show` and the console read too), so an incident that never
+alerted (below `min_severity`) exports too.
 
 Deterministic ids
 -----------------
@@ -267,24 +268,13 @@ def incident_payload(state: StateDB, incident_id: int,
         WHERE m.incident_id = ? ORDER BY f.first_seen, f.id""",
         (incident_id,),
     ).fetchall()
-    tor = frozenset(tor_sources)
-    documents: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
     insurers: list[str] = []
-    for finding_id, sha256, size, severity, _reasons, counts_json, insurers_json, _samples, _seen in findings:
+    for _id, _sha256, _size, _severity, _reasons, counts_json, insurers_json, _samples, _seen in findings:
         for kind, value in json.loads(counts_json).items():
             counts[kind] = max(counts.get(kind, 0), _count(value))
         insurers.extend(json.loads(insurers_json))
-        links = state.db.execute(
-            """SELECT l.source, s.kind, l.url, l.title, l.posted_at, l.linked_at FROM item_findings AS l
-            LEFT JOIN sources AS s ON s.name = l.source WHERE l.finding_id = ? ORDER BY l.linked_at, l.source""",
-            (finding_id,),
-        ).fetchall()
-        for source, kind, url, title, posted_at, linked_at in links:
-            documents.append({"source": source, "source_kind": kind, "url": url, "title": title,
-                              "sha256": sha256, "size": size, "posted_at": posted_at,
-                              "first_seen": linked_at, "severity": severity,
-                              "tor": (source in tor) if tor else None})
+    documents = _documents(state, incident_id, frozenset(tor_sources))
     worst = max(findings, key=lambda f: (severity_rank(f[3]), -f[0]), default=None)
     return {
         "incident": {"id": incident["id"], "nirs": incident["nirs"], "sources": json.loads(incident["sources"]),
@@ -301,3 +291,16 @@ def incident_payload(state: StateDB, incident_id: int,
         "samples": json.loads(worst[7])[:5] if worst else [],
         "documents": documents,
     }
+
+
+def _documents(state: StateDB, incident_id: int, tor: frozenset[str]) -> list[dict[str, Any]]:
+    """The incident's documents (`watcher.alerts.records.incident_documents`), finding by
+    finding (by first sighting), each finding's by first sighting and source: the order the
+    export's per-document ids are numbered in, so it must not change."""
+    from ..alerts.records import incident_documents
+
+    rows = sorted(incident_documents(state.db, incident_id),
+                  key=lambda d: (d["finding_seen"], d["finding_id"], d["first_seen"], d["source"]))
+    return [{"source": d["source"], "source_kind": d["source_kind"], "url": d["url"], "title": d["title"],
+             "sha256": d["sha256"], "size": d["size"], "posted_at": d["posted_at"], "first_seen": d["first_seen"],
+             "severity": d["severity"], "tor": (d["source"] in tor) if tor else None} for d in rows]
