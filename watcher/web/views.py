@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from ..alerts import records
 from ..score import SEVERITIES
 from ..timestamps import format_time
 from ..wording import plural
@@ -103,17 +104,18 @@ def _counts_text(counts: Iterable[tuple[str, int]]) -> str:
 
 def _json_list(text: str | None) -> tuple[str, ...]:
     try:
-        values = json.loads(text or "[]")
+        return _strings(json.loads(text or "[]"))
     except ValueError:
         return ()
+
+
+def _strings(values: object) -> tuple[str, ...]:
+    """A decoded JSON list as texts (anything else: none)."""
     return tuple(str(value) for value in values) if isinstance(values, list) else ()
 
 
-def _json_counts(text: str | None) -> tuple[tuple[str, int], ...]:
-    try:
-        values = json.loads(text or "{}")
-    except ValueError:
-        return ()
+def _counts_of(values: object) -> tuple[tuple[str, int], ...]:
+    """A decoded JSON count map as (kind, count) pairs, most first, zeros left out."""
     if not isinstance(values, dict):
         return ()
     return tuple(sorted(((str(kind), int(n)) for kind, n in values.items() if isinstance(n, int) and n),
@@ -263,7 +265,7 @@ def dashboard(db: sqlite3.Connection, now: datetime) -> Dashboard:
                  for n in range(DAYS))
     per_source = tuple((str(name), int(count)) for name, count in db.execute(
         """SELECT source, count(DISTINCT finding_id) AS n FROM item_findings WHERE linked_at >= ?
-        GROUP BY source ORDER BY n DESC, source LIMIT ?""", (since, TOP_SOURCES)))
+        GROUP BY +source ORDER BY n DESC, source LIMIT ?""", (since, TOP_SOURCES)))   # +: by item_findings_linked
     return Dashboard(
         now=format_time(now), open_by_severity=by_severity, open_total=sum(n for _, n in by_severity),
         findings_per_day=days, findings_per_source=per_source, findings_total=sum(n for _, n in days),
@@ -272,6 +274,11 @@ def dashboard(db: sqlite3.Connection, now: datetime) -> Dashboard:
 
 
 # --------------------------------------------------------------------------- incidents
+
+
+#: The distinct insurer lists of findings (a few hundred at most): scanned from the covering
+#: index findings_insurers, so matching an insurer never parses every finding's JSON.
+_INSURER_LISTS = "SELECT DISTINCT insurers AS v FROM findings WHERE insurers != '[]'"
 
 
 @dataclass(frozen=True)
@@ -326,12 +333,15 @@ class IncidentFilter:
         elif self.state:
             clauses.append("i.state = ?")
             params.append(self.state)
-        if self.source:
-            clauses.append("EXISTS (SELECT 1 FROM json_each(i.sources) WHERE value = ?)")
+        if self.source:         # the incidents of the documents seen there (index item_findings_source)
+            clauses.append("""i.id IN (SELECT m.incident_id FROM item_findings AS l
+                JOIN incident_findings AS m ON m.finding_id = l.finding_id WHERE l.source = ?)""")
             params.append(self.source)
-        if self.insurer:
-            clauses.append("""EXISTS (SELECT 1 FROM incident_findings AS m JOIN findings AS f ON f.id = m.finding_id,
-                json_each(f.insurers) AS j WHERE m.incident_id = i.id AND j.value = ?)""")
+        if self.insurer:        # the few distinct insurer lists naming it, then their findings (findings_insurers)
+            clauses.append(f"""i.id IN (SELECT m.incident_id FROM findings AS f
+                JOIN incident_findings AS m ON m.finding_id = f.id
+                WHERE f.insurers != '[]' AND f.insurers IN (SELECT v FROM ({_INSURER_LISTS})
+                    WHERE EXISTS (SELECT 1 FROM json_each(v) WHERE value = ?)))""")
             params.append(self.insurer)
         if self.date_from:
             clauses.append("i.last_seen >= ?")
@@ -374,7 +384,7 @@ class IncidentRow:
     alerts: int
     sources: tuple[str, ...]
     insurers: tuple[str, ...]
-    title: str                  # its first document's (masked) title, "" if none
+    title: str                  # the (masked) title of the document that opened it, "" if none
     first_seen: str
     last_seen: str
     first_posted: str
@@ -393,20 +403,22 @@ def incident_page(db: sqlite3.Connection, filters: IncidentFilter, page: int,
     total = int(db.execute(f"SELECT count(*) FROM incidents AS i WHERE {where}", params).fetchone()[0])
     pages = max(math.ceil(total / per_page), 1)
     page = _page_number(page, pages)
-    rows = _rows(db, f"""SELECT i.id, i.severity, i.state, i.nirs, i.sources, i.first_seen, i.last_seen,
-            i.first_posted,
+    rows = _rows(db, f"""WITH shown AS (SELECT i.id FROM incidents AS i WHERE {where}
+            ORDER BY i.last_seen DESC, i.id DESC LIMIT ? OFFSET ?)
+        SELECT i.id, i.severity, i.state, i.nirs, i.sources, i.first_seen, i.last_seen, i.first_posted,
             (SELECT count(*) FROM incident_findings AS m WHERE m.incident_id = i.id) AS findings,
             (SELECT count(*) FROM alerts AS a WHERE a.incident_id = i.id) AS alerts
-        FROM incidents AS i WHERE {where} ORDER BY i.last_seen DESC, i.id DESC LIMIT ? OFFSET ?""",
-                 [*params, per_page, (page - 1) * per_page])
+        FROM shown JOIN incidents AS i ON i.id = shown.id ORDER BY i.last_seen DESC, i.id DESC""",
+                 [*params, per_page, (page - 1) * per_page])   # the page's rows only get their counts
     items = tuple(_incident_row(db, row) for row in rows)
     return Page(items=items, page=page, per_page=per_page, total=total, pages=pages)
 
 
 def _incident_row(db: sqlite3.Connection, row: Mapping[str, Any]) -> IncidentRow:
-    documents, title = db.execute(
-        """SELECT count(*), (SELECT l2.title FROM incident_findings AS m2 JOIN item_findings AS l2
-                ON l2.finding_id = m2.finding_id WHERE m2.incident_id = ?1 ORDER BY l2.linked_at, l2.rowid LIMIT 1)
+    documents, title = db.execute(      # its title: the first link of its first finding (the one that opened it)
+        """SELECT count(*), (SELECT l2.title FROM item_findings AS l2 WHERE l2.finding_id =
+                (SELECT min(finding_id) FROM incident_findings WHERE incident_id = ?1) ORDER BY l2.linked_at, l2.rowid
+                LIMIT 1)
         FROM incident_findings AS m JOIN item_findings AS l ON l.finding_id = m.finding_id
         WHERE m.incident_id = ?1""", (row["id"],)).fetchone()
     insurers = tuple(value for value, in db.execute(
@@ -435,10 +447,9 @@ def filter_choices(db: sqlite3.Connection) -> FilterChoices:
     severities = {value for value, in db.execute("SELECT DISTINCT severity FROM incidents")}
     states = {value for value, in db.execute("SELECT DISTINCT state FROM incidents")}
     insurers = [value for value, in db.execute(
-        """SELECT DISTINCT j.value FROM findings AS f, json_each(f.insurers) AS j
-        WHERE f.insurers != '[]' ORDER BY j.value""")]
+        f"SELECT DISTINCT j.value FROM ({_INSURER_LISTS}), json_each(v) AS j ORDER BY j.value")]
     names = [value for value, in db.execute(
-        "SELECT DISTINCT j.value FROM incidents AS i, json_each(i.sources) AS j ORDER BY j.value")]
+        "SELECT name FROM sources WHERE EXISTS (SELECT 1 FROM item_findings WHERE source = name) ORDER BY name")]
     return FilterChoices(
         severities=tuple(s for s in SEVERITY_ORDER if s in severities),
         states=tuple(s for s in INCIDENT_STATES if s in states),
@@ -455,6 +466,7 @@ class DocumentEntry:
 
     finding_id: int
     source: str
+    source_kind: str
     item_id: str
     url: str                    # masked
     title: str                  # masked
@@ -547,14 +559,15 @@ class IncidentDetail:
     last_seen: str
     timeline: tuple[TimelineEntry, ...]     # documents and triage entries, oldest first
     triage: tuple[TriageEntry, ...]
-    evidence: tuple[EvidenceRow, ...]
+    evidence: tuple[EvidenceRow, ...]       # the latest ones (at most the timeline's limit)
+    evidence_total: int
     export_commands: tuple[str, ...] = field(default=())   # `watcher incidents export ID --format ...`
 
 
 def incident_detail(db: sqlite3.Connection, incident_id: int,
                     timeline_limit: int = TIMELINE_LIMIT) -> IncidentDetail | None:
     """Incident `incident_id` (None if unknown), with its first `timeline_limit` documents and
-    its whole triage log merged in time order, and its custody records."""
+    its whole triage log merged in time order, and its latest `timeline_limit` custody records."""
     rows = _rows(db, """SELECT i.*,
             (SELECT count(*) FROM incident_findings AS m WHERE m.incident_id = i.id) AS findings,
             (SELECT count(*) FROM alerts AS a WHERE a.incident_id = i.id) AS alerts,
@@ -586,7 +599,9 @@ def incident_detail(db: sqlite3.Connection, incident_id: int,
         sources=_json_list(row["sources"]), insurers=insurers,
         reasons=_json_list(worst[0]) if worst else (), samples=_json_list(worst[1])[:5] if worst else (),
         first_posted=_text(row["first_posted"]), first_seen=row["first_seen"], last_seen=row["last_seen"],
-        timeline=merge_timeline(documents, triage), triage=triage, evidence=_evidence(db, incident_id),
+        timeline=merge_timeline(documents, triage), triage=triage, evidence=_evidence(db, incident_id, timeline_limit),
+        evidence_total=int(db.execute("SELECT count(*) FROM evidence WHERE incident_id = ?",
+                                      (incident_id,)).fetchone()[0]),
         export_commands=tuple(f"watcher incidents export {incident_id} --format {fmt} --out incident-{incident_id}"
                               f".{fmt}.json" for fmt in ("misp", "stix", "json")),
     )
@@ -612,40 +627,31 @@ def _incident_counts(db: sqlite3.Connection, incident_id: int, nirs: int) -> tup
     return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-_DOCUMENTS_SQL = """SELECT l.finding_id, l.source, l.item_id, l.url, l.title, l.author, l.posted_at,
-    l.linked_at AS first_seen, f.severity, f.sha256, f.records, f.counts, f.insurers, f.reasons, f.samples
-FROM incident_findings AS m
-JOIN item_findings AS l ON l.finding_id = m.finding_id
-JOIN findings AS f ON f.id = m.finding_id
-WHERE m.incident_id = ? ORDER BY l.linked_at, l.rowid LIMIT ?"""
-
-
 def _documents(db: sqlite3.Connection, incident_id: int, limit: int) -> list[DocumentEntry]:
-    raised: dict[tuple[Any, ...], str] = {}
-    for alert_id, kind, state, finding_id, source, item_id in db.execute(
-            """SELECT id, kind, state, finding_id, source, json_extract(payload, '$.item_id') FROM alerts
-            WHERE incident_id = ? ORDER BY id""", (incident_id,)):
-        raised.setdefault((finding_id, source, item_id), f"alert {alert_id} ({kind}, {state})")
+    """The first `limit` documents (`records.incident_documents`, the query `watcher incidents
+    show` and the exports read), each with the alert it raised."""
+    raised = records.document_alerts(db, incident_id)
     documents = []
-    for row in _rows(db, _DOCUMENTS_SQL, [incident_id, max(int(limit), 0)]):
-        counts = _json_counts(row["counts"])
+    for row in records.incident_documents(db, incident_id, limit):
+        counts = _counts_of(row["counts"])
+        alert = raised.get((row["finding_id"], row["source"], row["item_id"]))
         documents.append(DocumentEntry(
-            finding_id=int(row["finding_id"]), source=row["source"], item_id=row["item_id"], url=_text(row["url"]),
-            title=_text(row["title"]), author=_text(row["author"]), posted_at=_text(row["posted_at"]),
-            first_seen=row["first_seen"], severity=row["severity"], sha256=row["sha256"],
-            records=int(row["records"] or 0), counts=counts, counts_text=_counts_text(counts),
-            insurers=_json_list(row["insurers"]), reasons=_json_list(row["reasons"]),
-            samples=_json_list(row["samples"]),
-            alert=raised.get((row["finding_id"], row["source"], row["item_id"]), ""),
+            finding_id=int(row["finding_id"]), source=row["source"], source_kind=_text(row["source_kind"]),
+            item_id=row["item_id"], url=_text(row["url"]), title=_text(row["title"]), author=_text(row["author"]),
+            posted_at=_text(row["posted_at"]), first_seen=row["first_seen"], severity=row["severity"],
+            sha256=row["sha256"], records=int(row["records"] or 0), counts=counts, counts_text=_counts_text(counts),
+            insurers=_strings(row["insurers"]), reasons=_strings(row["reasons"]), samples=_strings(row["samples"]),
+            alert=f"alert {alert['id']} ({alert['kind']}, {alert['state']})" if alert else "",
         ))
     return documents
 
 
-def _evidence(db: sqlite3.Connection, incident_id: int) -> tuple[EvidenceRow, ...]:
-    """The custody records of the incident's documents, the latest first (`watcher evidence list
+def _evidence(db: sqlite3.Connection, incident_id: int, limit: int) -> tuple[EvidenceRow, ...]:
+    """The latest `limit` custody records of the incident's documents (`watcher evidence list
     --incident ID`), each with the `watcher evidence export` command that decrypts its piece."""
-    records = []
-    for row in _rows(db, "SELECT * FROM evidence WHERE incident_id = ? ORDER BY id DESC", [incident_id]):
+    found = []
+    for row in _rows(db, "SELECT * FROM evidence WHERE incident_id = ? ORDER BY id DESC LIMIT ?",
+                     [incident_id, max(int(limit), 0)]):
         status = "expired" if row["expired_at"] else row["status"]
         if row["expired_at"]:
             command, why = "", f"its piece was deleted by retention at {row['expired_at']}"
@@ -654,7 +660,7 @@ def _evidence(db: sqlite3.Connection, incident_id: int) -> tuple[EvidenceRow, ..
         else:
             command = f"watcher evidence export {row['id']} --identity KEYFILE --out evidence-{row['id']}.bin"
             why = ""
-        records.append(EvidenceRow(
+        found.append(EvidenceRow(
             id=int(row["id"]), status=status, sealed_at=row["sealed_at"], fetched_at=row["fetched_at"],
             source=row["source"], url=_text(row["url"]), title=_text(row["title"]),
             finding_id=int(row["finding_id"] or 0), size=int(row["size"]), kept_bytes=int(row["kept_bytes"]),
@@ -662,7 +668,7 @@ def _evidence(db: sqlite3.Connection, incident_id: int) -> tuple[EvidenceRow, ..
             recipients=_json_list(row["recipients"]), note=_text(row["note"]), expired_at=_text(row["expired_at"]),
             export_command=command, why_no_export=why,
         ))
-    return tuple(records)
+    return tuple(found)
 
 
 # --------------------------------------------------------------------------- alerts
