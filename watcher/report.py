@@ -1,7 +1,8 @@
 """What the pipeline says about one document: the `Report`.
 
 A report never holds a cleartext identifier: identifiers appear only as keyed fingerprints
-(`fingerprints`, never printed) and masked samples (`samples`).
+(`fingerprints`, never printed) and masked samples (`samples`); members of a watchlist as their
+64-bit watchlist fingerprints (`watchlist_members`, never printed: see `watcher.watchlist`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Report:
     rules: dict[str, str] = field(default_factory=dict)    # operator rule name -> its severity
     errors: list[str] = field(default_factory=list)        # parts refused (bombs, caps), readable
     revealed: dict[str, list[str]] | None = None           # clear values: only for `scan --reveal`
+    watchlist_hits: dict[str, int] = field(default_factory=dict)   # watchlist -> distinct member NIRs
+    watchlist_members: dict[str, list[int]] = field(default_factory=dict)  # their member fingerprints
 
     def to_json(self) -> dict[str, Any]:
         """The `watcher scan --format json` contract (fingerprints are not printed)."""
@@ -39,4 +42,5 @@ class Report:
             "sha256": self.sha256,
             "size": self.size,
             "errors": self.errors,
+            "watchlist_hits": self.watchlist_hits,
         }
