@@ -100,6 +100,7 @@ class Evidence:
     rule_severities: dict[str, str] | None = None
     chance: tuple[Chance, ...] = ()       # counts consistent with random digits
     rarer_nirs: int = 0                   # NIRs of the rarer forms among counts["nir"]
+    watchlist_hits: dict[str, int] | None = None   # watchlist -> distinct NIRs of its members
 
 
 
@@ -138,6 +139,10 @@ def score(evidence: Evidence, policy: Policy = DEFAULT_POLICY) -> tuple[str, lis
         reasons.append(f"rule {name} matched ({rule_severity})")
         if severity_rank(rule_severity) > severity_rank(severity):
             severity = rule_severity
+    for name, members in sorted((evidence.watchlist_hits or {}).items()):
+        reasons.append(f"{members:,} of our members (watchlist {name})")   # our own members: at least high
+        if severity_rank(severity) < severity_rank("high"):
+            severity = "high"
     return severity, reasons
 
 
