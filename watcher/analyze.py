@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from collections.abc import Iterable, Iterator
 
 from .detect import Detection, Scanner, Shape
@@ -17,6 +18,9 @@ from .extract import Budget, bytes_chunks, extract, file_chunks
 from .privacy import Fingerprinter
 from .report import Report
 from .score import DEFAULT_POLICY, MIN_SHAPED, Chance, Evidence, Policy, by_chance, score
+
+if TYPE_CHECKING:
+    from .watchlist.members import Watchlists
 
 SAMPLES_SHOWN = 6
 SAMPLES_PER_KIND = 3
@@ -44,10 +48,12 @@ class Analyzer:
         scanner: Scanner | None = None,
         policy: Policy = DEFAULT_POLICY,
         fingerprinter: Fingerprinter | None = None,
+        watchlists: Watchlists | None = None,
     ) -> None:
         self.scanner = scanner or Scanner()
         self.policy = policy
         self.fingerprinter = fingerprinter
+        self.watchlists = watchlists        # member lists: their hits raise a document to high
 
     def analyze_bytes(self, data: bytes, label: str, content_type: str | None = None, reveal: bool = False) -> Report:
         return self.analyze_chunks(bytes_chunks(data), label, content_type=content_type, reveal=reveal)
@@ -101,7 +107,11 @@ class Analyzer:
         report.insurers = sorted(values["insurer"])
         report.records = tabular.records if tabular else None
         report.rules = {r.name: r.severity for r in scanner.rules if values[f"rule:{r.name}"]}
-        evidence = replace(_evidence(report, tabular), chance=_chance(detection, tabular), rarer_nirs=rarer)
+        if self.watchlists:
+            report.watchlist_members = self.watchlists.match(values["nir"])
+            report.watchlist_hits = {name: len(found) for name, found in report.watchlist_members.items()}
+        evidence = replace(_evidence(report, tabular), chance=_chance(detection, tabular), rarer_nirs=rarer,
+                           watchlist_hits=report.watchlist_hits)
         report.severity, report.reasons = score(evidence, self.policy)
         report.samples = [
             f"{d.name} {d.mask(v)}"
