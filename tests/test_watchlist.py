@@ -1,0 +1,254 @@
+"""Member watchlists (issue 16): the fingerprint, `watcher watchlist`, `watcher scan --watchlist`.
+
+Real state databases in tmp_path, the real CLI (in-process through `watcher.cli.main`, one
+`watcher scan` in a subprocess), random NIRs only (tests.support.nirs)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.cmac import CMAC
+
+from tests.support.daemon import child_env
+from tests.support.nirs import nir_forms, random_nir
+from watcher.analyze import Analyzer
+from watcher.cli import main
+from watcher.privacy import read_secret
+from watcher.watchlist.members import MemberHasher, open_watchlists, watchlist_key
+
+CONFIG = """\
+[watcher]
+state_dir = "./state"
+
+[[sources]]
+name = "inbox"
+kind = "directory"
+path = "./inbox"
+interval = 10
+"""
+
+
+@pytest.fixture()
+def site(tmp_path: Path) -> Path:
+    """A configuration (its state directory not created yet)."""
+    (tmp_path / "inbox").mkdir()
+    config = tmp_path / "sources.toml"
+    config.write_text(CONFIG)
+    return config
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def members(rng: random.Random, count: int) -> list[str]:
+    return [random_nir(rng, strict=True) for _ in range(count)]
+
+
+def written(nir: str, index: int) -> str:
+    """One of the written forms of `nir` a member file may hold, chosen by `index`: the
+    detector's forms plus full-width digits, thin spaces and the 13 characters without key."""
+    forms = list(nir_forms(nir).values())
+    groups = [nir[0], nir[1:3], nir[3:5], nir[5:7], nir[7:10], nir[10:13], nir[13:]]
+    forms += ["\u2009".join(groups), "\u202f".join(groups), nir.translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+              nir[:13], nir.lower()]
+    return forms[index % len(forms)]
+
+
+def imported(site: Path, capsys: pytest.CaptureFixture[str], nirs: list[str], name: str = "acme") -> str:
+    """Import `nirs` (in assorted written forms) as watchlist `name`; the command's stdout."""
+    path = site.parent / f"{name}.txt"
+    path.write_text("".join(written(nir, i) + "\n" for i, nir in enumerate(nirs)), encoding="utf-8")
+    code, out, err = cli(capsys, "watchlist", "import", name, str(path), "--config", str(site))
+    assert code == 0, err
+    return out
+
+
+def loaded(site: Path):  # type: ignore[no-untyped-def]
+    state = site.parent / "state"
+    secret = read_secret(state / "secret.key")
+    assert secret is not None
+    return open_watchlists(state / "watcher.db", secret)[0]
+
+
+def test_the_member_fingerprint_is_the_first_8_bytes_of_aes_cmac_under_the_watchlist_key() -> None:
+    rng = random.Random(1)
+    secret = rng.randbytes(32)
+    hasher = MemberHasher.from_secret(secret)
+    nirs = members(rng, 300) + ["2530772A07300443"[:0] + random_nir(rng)]   # 2A/2B, 97x, 99x among them
+    got = hasher.fingerprints(nirs).tolist()
+    for nir, value in zip(nirs, got, strict=True):
+        mac = CMAC(algorithms.AES(watchlist_key(secret)))
+        mac.update(nir.encode())
+        assert value == int.from_bytes(mac.finalize()[:8], "big")
+    assert len(set(got)) == len(set(nirs))
+    with pytest.raises(ValueError):
+        hasher.fingerprints(["1841275123456"])            # 13 characters: callers pass normalized NIRs
+
+
+def test_members_are_found_in_every_written_form_and_non_members_never(
+        site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(2)
+    ours = members(rng, 60)
+    others = [n for n in members(rng, 200) if n not in ours]
+    out = imported(site, capsys, ours)
+    assert "60 members imported" in out and "0 invalid" in out
+    analyzer = Analyzer(watchlists=loaded(site))
+    for form in nir_forms(ours[0]):
+        text = "mutuelle: export\n" + "\n".join(f"adherent {nir_forms(n)[form]} ok" for n in ours[:25] + others[:40])
+        report = analyzer.analyze_bytes(text.encode(), f"{form}.txt")
+        assert report.counts["nir"] == 65, form
+        assert report.watchlist_hits == {"acme": 25}, form
+        assert "25 of our members (watchlist acme)" in report.reasons
+    labelled = "\n".join(f"NIR : {n[:13]}" for n in ours[:7])          # 13 characters after a label
+    assert analyzer.analyze_bytes(labelled.encode(), "l.txt").watchlist_hits == {"acme": 7}
+    table = "nom;nir;cle\n" + "".join(f"X;{n[:13]};{n[13:]}\n" for n in ours[30:42] + others[:5])
+    assert analyzer.analyze_bytes(table.encode(), "t.csv").watchlist_hits == {"acme": 12}
+    strangers = "mutuelle\n" + "\n".join(nir_forms(n)["spaced"] for n in others)
+    report = analyzer.analyze_bytes(strangers.encode(), "s.txt")
+    assert report.counts["nir"] == len(others) and report.watchlist_hits == {} and report.watchlist_members == {}
+
+
+def test_a_member_raises_a_document_to_high_with_a_readable_reason(
+        site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(3)
+    ours = members(rng, 5)
+    imported(site, capsys, ours)
+    text = f"just a number {ours[0]} in a note".encode()
+    assert Analyzer().analyze_bytes(text, "n.txt").severity == "medium"
+    report = Analyzer(watchlists=loaded(site)).analyze_bytes(text, "n.txt")
+    assert report.severity == "high" and report.reasons[-1] == "1 of our members (watchlist acme)"
+    assert report.to_json()["watchlist_hits"] == {"acme": 1}
+
+
+def test_invalid_lines_are_reported_by_number_without_their_value(
+        site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(4)
+    ours = members(rng, 6)
+    bad_key = ours[1][:13] + f"{(int(ours[1][13:]) % 97) + 1:02d}"
+    lines = [ours[0], "", "hello", bad_key, ours[2], "12345", ours[0], nir_forms(ours[3])["dotted"], "0" * 15]
+    path = site.parent / "list.txt"
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = cli(capsys, "watchlist", "import", "acme", str(path), "--config", str(site))
+    assert code == 0
+    assert "3 members imported" in out and "4 valid, 4 invalid, 1 duplicates" in out
+    assert "line 3: not a NIR (5 characters)" in err
+    assert "line 4: not a NIR (the key does not match)" in err
+    assert "line 6: not a NIR (5 characters)" in err and "line 9: not a NIR (structure)" in err
+    for value in ("hello", bad_key, bad_key[:13], "12345", "0" * 15):
+        assert value not in out + err
+
+
+def test_a_csv_column_is_found_by_its_header_by_its_values_or_by_column(
+        site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(5)
+    ours = members(rng, 8)
+    state = site.parent
+    (state / "named.csv").write_text("nom;prenom;num_secu;cle\n" + "".join(f"A;B;{n[:13]};{n[13:]}\n" for n in ours))
+    (state / "bare.csv").write_text("".join(f"{i},{nir_forms(n)['spaced']},x\n" for i, n in enumerate(ours)))
+    (state / "two.csv").write_text("id|nir_assure|nir_ouvrant_droit\n" + "".join(f"{i}|{n}|{ours[0]}\n"
+                                                                               for i, n in enumerate(ours)))
+    for args, column in ((["named.csv"], "num_secu"), (["bare.csv"], "2"),
+                         (["two.csv", "--column", "nir_assure"], "nir_assure"), (["two.csv", "--column", "2"], "nir_assure"),
+                         (["two.csv"], "nir_assure")):
+        code, out, err = cli(capsys, "watchlist", "import", "acme", str(state / args[0]), *args[1:],
+                             "--config", str(site))
+        assert code == 0, err
+        assert f"8 members imported (column {column})" in out, out
+    code, out, err = cli(capsys, "watchlist", "import", "acme", str(state / "two.csv"), "--column", "nope",
+                         "--config", str(site))
+    assert code == 2 and "no such header" in err
+
+
+def test_the_database_holds_no_cleartext_nir_after_import(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(6)
+    ours = members(rng, 500)
+    imported(site, capsys, ours)
+    files = sorted((site.parent / "state").glob("watcher.db*"))
+    data = b"".join(path.read_bytes() for path in files)
+    assert data
+    for nir in ours:
+        for form in (nir, nir[:13], nir_forms(nir)["spaced"], nir_forms(nir)["dotted"], nir.lower()):
+            assert form.encode() not in data and form.encode("utf-16-le") not in data, "a NIR in the database"
+
+
+def test_an_organisation_fingerprints_its_list_offline_and_hands_over_only_fingerprints(
+        site: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rng = random.Random(7)
+    ours = members(rng, 40)
+    imported(site, capsys, ours, name="direct")
+    key = tmp_path / "watchlist.key"
+    assert cli(capsys, "watchlist", "key", "--out", str(key), "--config", str(site))[0] == 0
+    assert key.stat().st_mode & 0o777 == 0o600
+    source = tmp_path / "members.csv"
+    source.write_text("nir\n" + "".join(f"{nir_forms(n)['dashed']}\n" for n in ours))
+    handed = tmp_path / "handed.txt"
+    code, _, err = cli(capsys, "watchlist", "fingerprint", str(source), "--key", str(key), "--out", str(handed))
+    assert code == 0, err
+    text = handed.read_text()
+    assert text.startswith("# leak-watcher-watchlist/1 key-check=") and len(text.splitlines()) == 41
+    assert not any(n in text or n[:13] in text for n in ours)
+    code, out, err = cli(capsys, "watchlist", "import-fingerprints", "handed", str(handed), "--config", str(site))
+    assert code == 0 and "40 members imported from fingerprints" in out, err
+    exported = tmp_path / "exported.txt"
+    assert cli(capsys, "watchlist", "export-fingerprints", "direct", "--out", str(exported), "--config", str(site))[0] == 0
+    assert exported.read_text() == text
+    lists = loaded(site).lists
+    assert lists["direct"].tolist() == lists["handed"].tolist()
+    # the installation's secret.key works as the key file too
+    again = tmp_path / "again.txt"
+    secret = site.parent / "state" / "secret.key"
+    assert cli(capsys, "watchlist", "fingerprint", str(source), "--key", str(secret), "--out", str(again))[0] == 0
+    assert again.read_text() == text
+    # a file made with another installation's key is refused
+    other = tmp_path / "other.key"
+    other.write_text("leak-watcher-watchlist-key/1 " + rng.randbytes(32).hex() + "\n")
+    foreign = tmp_path / "foreign.txt"
+    assert cli(capsys, "watchlist", "fingerprint", str(source), "--key", str(other), "--out", str(foreign))[0] == 0
+    code, _, err = cli(capsys, "watchlist", "import-fingerprints", "foreign", str(foreign), "--config", str(site))
+    assert code == 2 and "made with another key" in err
+
+
+def test_list_and_remove(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(8)
+    imported(site, capsys, members(rng, 12), name="alpha")
+    imported(site, capsys, members(rng, 3), name="beta")
+    code, out, _ = cli(capsys, "watchlist", "list", "--format", "json", "--config", str(site))
+    assert code == 0
+    assert [(row["name"], row["members"], row["origin"]) for row in map(json.loads, out.splitlines())] == [
+        ("alpha", 12, "nirs"), ("beta", 3, "nirs")]
+    assert cli(capsys, "watchlist", "remove", "alpha", "--config", str(site))[0] == 0
+    assert set(loaded(site).lists) == {"beta"}
+    code, _, err = cli(capsys, "watchlist", "remove", "alpha", "--config", str(site))
+    assert code == 2 and "no watchlist alpha" in err
+    code, _, err = cli(capsys, "watchlist", "import", "../x", str(site), "--config", str(site))
+    assert code == 2 and "watchlist name" in err
+
+
+def test_scan_watchlist_counts_members_offline(site: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rng = random.Random(9)
+    ours = members(rng, 30)
+    imported(site, capsys, ours)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(4):                  # a folder: spread over the forked pool with --jobs 2
+        chosen = ours[i * 5:i * 5 + 2 + i] + members(rng, 10)
+        (folder / f"doc{i}.txt").write_text("\n".join(nir_forms(n)["spaced"] for n in chosen))
+    command = [sys.executable, "-m", "watcher", "scan", "--format", "json", "--jobs", "2",
+               "--watchlist", "acme", "--config", str(site), str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True, env=child_env(), timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["watchlist_hits"] for line in lines] == [{"acme": 2}, {"acme": 3}, {"acme": 4}, {"acme": 5}]
+    assert all(line["severity"] in ("high", "critical") for line in lines)
+    command[command.index("acme")] = "nope"
+    done = subprocess.run(command, capture_output=True, text=True, env=child_env(), timeout=120, check=False)
+    assert done.returncode == 2 and "no watchlist nope (stored: acme)" in done.stderr

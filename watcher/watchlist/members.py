@@ -1,0 +1,177 @@
+"""Member fingerprints (AES-256-CMAC under the watchlist key, first 8 bytes) and the lookup.
+
+See the package docstring for the construction and why. Everything here works on whole
+arrays: a document's NIRs are fingerprinted in one AES call and looked up with one
+`np.searchsorted` per watchlist, never one Python call per NIR.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sqlite3
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
+
+KEY_LABEL = b"leak-watcher/watchlist/1"
+KEY_CHECK_TEXT = b"leak-watcher watchlist key check"
+NIR_LENGTH = 15
+_BLOCK = 16
+_RB = 0x87                      # CMAC's constant for a 128-bit block (SP 800-38B)
+_MASK = (1 << 128) - 1
+
+Members = np.ndarray             # sorted, distinct, dtype uint64
+
+
+def watchlist_key(secret: bytes) -> bytes:
+    """K_w, the 32-byte watchlist key derived from the installation secret."""
+    return hmac.digest(secret, KEY_LABEL, "sha256")
+
+
+def _double(value: int) -> int:
+    """Multiplication by x in GF(2^128), CMAC's subkey step."""
+    return ((value << 1) & _MASK) ^ (_RB if value >> 127 else 0)
+
+
+@dataclass(frozen=True)
+class MemberHasher:
+    """Member fingerprints under one watchlist key (`watchlist_key`)."""
+
+    key: bytes
+    _k2: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key) != 32:
+            raise ValueError("a watchlist key is 32 bytes")
+        zero = self._encrypt(bytes(_BLOCK))
+        k2 = _double(_double(int.from_bytes(zero, "big")))
+        object.__setattr__(self, "_k2", np.frombuffer(k2.to_bytes(_BLOCK, "big"), np.uint8))
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> MemberHasher:
+        return cls(watchlist_key(secret))
+
+    def _encrypt(self, data: bytes) -> bytes:
+        encryptor = Cipher(algorithms.AES(self.key), modes.ECB()).encryptor()  # noqa: S305 (CMAC's blocks)
+        return encryptor.update(data) + encryptor.finalize()
+
+    def fingerprints(self, nirs: Collection[str]) -> np.ndarray:
+        """One uint64 per normalized NIR, in order. A NIR is one incomplete block: CMAC pads it
+        with 0x80 and XORs the subkey K2 before the single AES encryption, so the whole batch
+        is one XOR and one ECB call. ValueError if a value is not 15 ASCII characters."""
+        if not nirs:
+            return np.empty(0, np.uint64)
+        data = ("\x80".join(nirs) + "\x80").encode("latin-1")
+        if len(data) != _BLOCK * len(nirs) or not data.replace(b"\x80", b"").isascii():
+            raise ValueError("a member fingerprint takes normalized 15-character NIRs")
+        blocks = np.frombuffer(data, np.uint8).reshape(-1, _BLOCK) ^ self._k2
+        cipher = self._encrypt(blocks.tobytes())
+        return np.frombuffer(cipher, ">u8")[::2].astype(np.uint64)
+
+    def members(self, nirs: Collection[str]) -> Members:
+        """The sorted, distinct fingerprints of `nirs`."""
+        return np.unique(self.fingerprints(nirs))
+
+    def key_check(self) -> str:
+        """16 hex digits that name the key without revealing it (a key check value): stored
+        with each list and written in fingerprint files, so a list made under another key is
+        refused instead of silently never matching."""
+        mac = CMAC(algorithms.AES(self.key))
+        mac.update(KEY_CHECK_TEXT)
+        return mac.finalize()[:8].hex()
+
+
+def to_blob(members: Members) -> bytes:
+    """Little-endian bytes of a uint64 array (the chunks' storage order)."""
+    return members.astype("<u8", copy=False).tobytes()
+
+
+def from_blobs(blobs: Iterable[bytes], count: int) -> Members:
+    """One uint64 array from the chunks' bytes, filled in place (no second copy)."""
+    out = np.empty(count, np.uint64)
+    at = 0
+    for blob in blobs:
+        chunk = np.frombuffer(blob, "<u8")
+        out[at:at + len(chunk)] = chunk
+        at += len(chunk)
+    if at != count:
+        raise ValueError(f"watchlist holds {at} fingerprints, its row says {count}")
+    return out
+
+
+def signed(members: np.ndarray) -> list[int]:
+    """uint64 fingerprints as SQLite integers (signed 64-bit, same bits)."""
+    return members.astype(np.uint64, copy=False).view(np.int64).tolist()
+
+
+@dataclass
+class Watchlists:
+    """The loaded watchlists of an installation: name -> sorted member fingerprints."""
+
+    hasher: MemberHasher
+    lists: dict[str, Members] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.lists)
+
+    def match(self, nirs: Collection[str]) -> dict[str, list[int]]:
+        """Per watchlist with a hit, the member fingerprints (signed, see `signed`) among the
+        fingerprints of `nirs`, a document's distinct normalized NIRs."""
+        if not nirs or not self.lists:
+            return {}
+        queries = self.hasher.members(list(nirs))
+        found: dict[str, list[int]] = {}
+        for name, members in self.lists.items():
+            if not len(members):
+                continue
+            at = np.minimum(np.searchsorted(members, queries), len(members) - 1)
+            hits = queries[members[at] == queries]
+            if len(hits):
+                found[name] = signed(hits)
+        return found
+
+
+def load_watchlists(db: sqlite3.Connection, hasher: MemberHasher) -> tuple[Watchlists, list[str]]:
+    """The stored lists made under `hasher`'s key, and the names of those made under another
+    (after `watcher rekey`: they would never match; import them again)."""
+    from .store import chunks, rows
+
+    check = hasher.key_check()
+    loaded = Watchlists(hasher)
+    other_key = []
+    for row in rows(db):
+        if row.key_check != check:
+            other_key.append(row.name)
+            continue
+        loaded.lists[row.name] = from_blobs(chunks(db, row.id), row.members)
+    return loaded, other_key
+
+
+def open_watchlists(db_path: Path, secret: bytes) -> tuple[Watchlists, list[str]]:
+    """`load_watchlists` from the state database at `db_path`, opened read-only (the daemon's
+    workers, `watcher scan --watchlist`)."""
+    from ..store.connection import connect_read_only
+
+    db = connect_read_only(db_path)
+    try:
+        return load_watchlists(db, MemberHasher.from_secret(secret))
+    finally:
+        db.close()
+
+
+def chosen(loaded: Watchlists, other_key: list[str], names: list[str]) -> Watchlists:
+    """The lists `names` of `loaded` (`watcher scan --watchlist`); WatchlistError names the
+    one missing or made under another key."""
+    from .store import WatchlistError
+
+    for name in names:
+        if name in other_key:
+            raise WatchlistError(f"watchlist {name} was made with another key (before a rekey): import it again")
+        if name not in loaded.lists:
+            known = ", ".join(sorted(loaded.lists)) or "none"
+            raise WatchlistError(f"no watchlist {name} (stored: {known})")
+    return Watchlists(loaded.hasher, {name: loaded.lists[name] for name in names})
