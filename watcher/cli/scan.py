@@ -34,20 +34,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, metavar="N",
                         help="processes scanning at once (default: the CPUs this process may use; 1: no pool). "
                              "A directory's files are spread over them, a big text file is cut into slices")
+    parser.add_argument("--watchlist", action="append", metavar="NAME",
+                        help="count the members of this watchlist (repeatable; from the state directory of "
+                             "--config or the default configuration)")
     parser.set_defaults(func=run)
 
 
-def _analyzer(config_path: str | None) -> Analyzer:
-    """Operator rules and thresholds come from the configuration when one is given."""
-    if not config_path:
+def _analyzer(config_path: str | None, watchlists: list[str] | None = None) -> Analyzer:
+    """Operator rules and thresholds come from the configuration when one is given; the
+    watchlists from its state directory (the default configuration's without one)."""
+    if not config_path and not watchlists:
         return Analyzer()
-    from ..config import ConfigError, load_config
+    from ..config import ConfigError, find_config, load_config
 
     try:
-        config = load_config(Path(config_path))
+        config = load_config(Path(config_path) if config_path else find_config(None))
     except (ConfigError, OSError) as exc:
         raise CliError(str(exc)) from None
-    return Analyzer(Scanner(config.rules), policy=config.policy or DEFAULT_POLICY)
+    analyzer = Analyzer(Scanner(config.rules), policy=config.policy or DEFAULT_POLICY) if config_path else Analyzer()
+    if watchlists:
+        from .watchlist import scan_watchlists
+
+        analyzer.watchlists = scan_watchlists(config, watchlists)
+    return analyzer
 
 
 def _documents(paths: list[str], errors: list[str]) -> Iterator[Path | str]:
@@ -75,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--jobs takes a number of processes, 1 or more")
     from ..parallel import ScanPool, available_cpus
 
-    analyzer = _analyzer(args.config)
+    analyzer = _analyzer(args.config, args.watchlist)
     errors: list[str] = []
     worst = "none"
     if args.format == "text":
