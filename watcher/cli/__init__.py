@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from collections.abc import Iterable
 import contextlib
 
-COMMANDS = ("scan", "daemon", "items", "alerts", "incidents", "evidence", "service", "web")
+COMMANDS = ("scan", "daemon", "items", "alerts", "incidents", "evidence", "service", "web", "watchlist")
 
 
 class CliError(Exception):
