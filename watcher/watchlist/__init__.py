@@ -25,3 +25,41 @@ Modules: `files` (reading NIR and fingerprint files), `members` (the key, the fi
 lookup; imports numpy and cryptography), `store` (the SQL; no numpy: the daemon's process and
 the alerting stage import it).
 """
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .members import Watchlists
+
+log = logging.getLogger(__name__)
+
+
+def worker_watchlists(db_path: Path, secret: bytes) -> Watchlists | None:
+    """The watchlists of the state database for a daemon's analysis worker; None when there is
+    none (numpy is then never imported). A list that cannot be read is logged, never fatal: the
+    worker analyses without it (the daemon logs the lists it expects at each load)."""
+    from .store import generation
+
+    try:
+        from ..store.connection import connect_read_only
+
+        db = connect_read_only(db_path, idle_snapshot=False)
+        try:
+            if generation(db)[1] == 0:
+                return None
+        finally:
+            db.close()
+        from .members import open_watchlists
+
+        loaded, other_key = open_watchlists(db_path, secret, beside_writer=True)
+    except (OSError, sqlite3.Error, ValueError) as exc:
+        log.error("watchlists not loaded in an analysis worker: %s", exc)
+        return None
+    if other_key:
+        log.error("watchlists made with another key, not matched (import them again): %s", ", ".join(other_key))
+    return loaded

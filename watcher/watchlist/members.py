@@ -151,12 +151,12 @@ def load_watchlists(db: sqlite3.Connection, hasher: MemberHasher) -> tuple[Watch
     return loaded, other_key
 
 
-def open_watchlists(db_path: Path, secret: bytes) -> tuple[Watchlists, list[str]]:
+def open_watchlists(db_path: Path, secret: bytes, *, beside_writer: bool = False) -> tuple[Watchlists, list[str]]:
     """`load_watchlists` from the state database at `db_path`, opened read-only (the daemon's
-    workers, `watcher scan --watchlist`)."""
+    workers with `beside_writer`, `watcher scan --watchlist`)."""
     from ..store.connection import connect_read_only
 
-    db = connect_read_only(db_path)
+    db = connect_read_only(db_path, idle_snapshot=not beside_writer)
     try:
         return load_watchlists(db, MemberHasher.from_secret(secret))
     finally:
