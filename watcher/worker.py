@@ -76,6 +76,7 @@ class Init:
     rules: tuple[Rule, ...]
     policy: Policy
     secret: bytes
+    state_db: str | None = None        # the state database: its member watchlists (watcher.watchlist)
 
 
 # What a worker answers for a job: its outcome and its texts masked (None: no answer came).
@@ -131,7 +132,13 @@ def main() -> None:
     from .detect import Scanner
     from .privacy import Fingerprinter
 
-    analyzer = Analyzer(Scanner(init.rules), policy=init.policy, fingerprinter=Fingerprinter(init.secret))
+    watchlists = None
+    if init.state_db is not None:
+        from .watchlist import worker_watchlists
+
+        watchlists = worker_watchlists(Path(init.state_db), init.secret)
+    analyzer = Analyzer(Scanner(init.rules), policy=init.policy, fingerprinter=Fingerprinter(init.secret),
+                        watchlists=watchlists)
     answers.write(frame(_pickled(READY)))
     answers.flush()
     while (payload := read_frame(requests)) is not None:
