@@ -19,7 +19,8 @@ import pytest
 from tests.support.daemon import daemon_parts
 from watcher import worker
 from watcher.analyze import Analyzer
-from watcher.daemon import Batcher, Daemon
+from watcher.daemon import Daemon
+from watcher.pipeline import Batcher
 from watcher.report import Report
 from watcher.score import Policy
 from watcher.sources.directory import DirectoryOptions
@@ -291,8 +292,8 @@ def cli(*args: str) -> str:
 
 
 async def test_no_worker_fails_the_poll_and_records_nothing(daemon: Daemon) -> None:
-    await daemon.pool.close()                             # type: ignore[union-attr]
-    outcomes = await daemon._analyze(items("a", "b"))
+    await daemon.pipeline.pool.close()                             # type: ignore[union-attr]
+    outcomes = await daemon.pipeline.analyze(items("a", "b"))
     assert all("retried next poll" in str(outcome) for outcome in outcomes)
     assert await daemon.store.call(StateDB.failed_items) == []     # type: ignore[union-attr]
 
@@ -300,7 +301,7 @@ async def test_no_worker_fails_the_poll_and_records_nothing(daemon: Daemon) -> N
 async def test_an_item_the_store_refuses_fails_alone(daemon: Daemon) -> None:
     good, bad = (Report(path=name, sha256=name * 64, size=4) for name in "ab")
     bad.severity = "apocalyptic"       # record_items refuses the whole batch before writing
-    results = await daemon._record(list(zip(items("a", "b"), (good, bad), strict=False)))
+    results = await daemon.pipeline.record(list(zip(items("a", "b"), (good, bad), strict=False)))
     assert isinstance(results[0], ItemResult) and results[0].new_item
     assert isinstance(results[1], ValueError)
     assert await daemon.store.is_seen("inbox", "a", "")

@@ -1,5 +1,5 @@
 """The items of one poll are pipelined: the source fetches the next item while the previous
-ones are analysed and recorded (`Daemon._take`, `_Window`), and that changes none of what a
+ones are analysed and recorded (`watcher.polling`: `Poll._take`, `_Window`), and that changes none of what a
 poll promises: `max_items` takes exactly that many, a stop or a reload lets the items in flight
 be recorded, an item that fails in the window costs the others nothing, and an item met twice
 in one poll is taken once."""
@@ -15,7 +15,8 @@ import pytest
 
 from tests.support.daemon import daemon_parts
 from tests.support.nirs import random_nir
-from watcher.daemon import PIPELINE_DEPTH, Daemon
+from watcher.daemon import Daemon
+from watcher.polling import PIPELINE_DEPTH
 from watcher.sources.base import Item, PollContext, Source
 from watcher.sources.directory import DirectoryOptions
 from watcher.store import StateDB
@@ -126,10 +127,10 @@ async def test_the_texts_a_worker_masked_are_stored_masked(daemon: Daemon) -> No
     nir = random_nir(random.Random(15))
     item = Item(source="inbox", item_id="p9", url=f"http://paste.example/raw/p9?nir={nir}", title=f"dump {nir}",
                 author=f"seller {nir}", content=b"nothing to see\n")
-    (answer,) = await daemon._analyze([item])
+    (answer,) = await daemon.pipeline.analyze([item])
     assert answer[1] is not None and not any(nir in text for text in answer[1] if text)
-    await daemon._record([(item, answer[0])], [answer[1]])                     # type: ignore[list-item]
-    await daemon._record([(replace(item, item_id="p10"), answer[0])])       # type: ignore[list-item]
+    await daemon.pipeline.record([(item, answer[0])], [answer[1]])                     # type: ignore[list-item]
+    await daemon.pipeline.record([(replace(item, item_id="p10"), answer[0])])       # type: ignore[list-item]
     rows = await daemon.store.call(lambda state: state.db.execute(              # type: ignore[union-attr]
         "SELECT item_id, url, title, author FROM items ORDER BY item_id").fetchall())
     assert [row[0] for row in rows] == ["p10", "p9"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from watcher.config import ConfigError, load_config
-from watcher.daemon import CAPPED_POLL_DELAY, Daemon
+from watcher.daemon import Daemon
+from watcher.polling import CAPPED_POLL_DELAY
 from watcher.store import StateDB
 
 from tests.support.sources import sources_toml

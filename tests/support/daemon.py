@@ -239,10 +239,11 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path], DaemonProcess]]:
 @asynccontextmanager
 async def daemon_parts(tmp_path: Path, watcher_keys: str = "") -> AsyncIterator[watcher.daemon.Daemon]:
     """A `--once` Daemon over a directory source "inbox" (`tmp_path`) with its store, alert
-    sender and one-worker pool opened, as `run()` would, for tests that drive `_poll`,
-    `_take` or `_record` themselves; `watcher_keys` go to its [watcher] table."""
+    sender and item pipeline (one worker) opened, as `run()` would, for tests that drive
+    `_poll` or the pipeline themselves; `watcher_keys` go to its [watcher] table."""
     from watcher.alerts import AlertSender, alert_settings
     from watcher.config import DB_NAME, load_config
+    from watcher.pipeline import ItemPipeline
     from watcher.store import StateDB, Store
 
     path = tmp_path / "sources.toml"
@@ -253,10 +254,10 @@ async def daemon_parts(tmp_path: Path, watcher_keys: str = "") -> AsyncIterator[
     config.watcher.state_dir.mkdir()
     daemon.store = await Store.open(config.watcher.state_dir / DB_NAME)
     daemon.alerts = AlertSender(daemon.store, alert_settings(config))
-    daemon.pool = daemon._new_pool(b"k" * 32)
+    daemon.pipeline = ItemPipeline(config, daemon.store, daemon.alerts, None, b"k" * 32, workers=1)
     await daemon.store.call(StateDB.upsert_source, "inbox", "directory")
     try:
         yield daemon
     finally:
-        await daemon.pool.close()
+        await daemon.pipeline.close()
         await daemon.store.close()
