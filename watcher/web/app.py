@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from .settings import WebSettings
 
-__all__ = ["CONSOLE", "Console", "SECURITY_HEADERS", "StateReader", "make_app", "render", "run_standalone",
+__all__ = ["CONSOLE", "SESSION", "Console", "SECURITY_HEADERS", "StateReader", "make_app", "render", "run_standalone",
            "serve"]
 
 log = logging.getLogger("watcher.web")
@@ -124,6 +124,7 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
+SESSION = web.RequestKey("session", auth.Session)     # the signed-in session of a request
 
 
 def console_of(request: web.Request) -> Console:
@@ -138,7 +139,7 @@ def client_address(request: web.Request) -> str:
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
     """`template` with what every page shows: the signed-in user, the CSRF token of the forms
     (the session's: `csrf` in `context` for the sign-in form), the path, a confirmation."""
-    session: auth.Session | None = request.get("session")
+    session = request.get(SESSION)
     base = {"user": session.user if session else None, "csrf": session.csrf if session else "",
             "path": request.path, "done": ""}
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
@@ -182,7 +183,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
             return forbidden(request, "The form's security token is missing or wrong: reload the page and try again.")
     if (parse_time(console.now()) - parse_time(session.seen_at)).total_seconds() > auth.SEEN_EVERY:
         await console.write(auth.touch_session, session.id_hash)
-    request["session"] = session
+    request[SESSION] = session
     return await handler(request)
 
 

@@ -203,10 +203,13 @@ def same_token(given: str | None, expected: str) -> bool:
 # --------------------------------------------------------------------------- rate limit
 
 
+ADDRESS_FACTOR = 4     # an address may fail for several names (an office behind one NAT)
+
+
 @dataclass
 class LoginLimiter:
-    """At most `attempts` failed sign-ins per user name and per client address in `window`
-    seconds; a success clears the user's count (not the address's)."""
+    """At most `attempts` failed sign-ins per user name, and `attempts * ADDRESS_FACTOR` per
+    client address, in `window` seconds; a success clears the user's count (not the address's)."""
 
     attempts: int
     window: float
@@ -226,9 +229,9 @@ class LoginLimiter:
 
     def blocked(self, user: str, address: str) -> float:
         """Seconds until a sign-in of `user` from `address` is allowed again (0: allowed now)."""
+        limits = ((("user", user.lower()), self.attempts), (("address", address), self.attempts * ADDRESS_FACTOR))
         waits = [times[0] + self.window - self.clock()
-                 for key in (("user", user.lower()), ("address", address))
-                 if len(times := self._recent(key)) >= self.attempts]
+                 for key, limit in limits if len(times := self._recent(key)) >= limit]
         return max(waits, default=0.0)
 
     def failed(self, user: str, address: str) -> None:

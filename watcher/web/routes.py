@@ -34,7 +34,7 @@ from aiohttp import web
 from ..alerts import records
 from ..store import StateDB
 from . import auth, charts, views
-from .app import COOKIE, LOGIN_COOKIE, client_address, console_of, forbidden, render
+from .app import COOKIE, LOGIN_COOKIE, SESSION, client_address, console_of, forbidden, render
 
 PER_PAGE = 50
 TRIAGE_FORMS = (("ack", "Acknowledge"), ("close", "Close"), ("false-positive", "False positive"),
@@ -128,7 +128,7 @@ async def _run_blocking(function: Any, *args: Any) -> Any:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
-    session: auth.Session = request["session"]
+    session = request[SESSION]
     await console.write(auth.close_session, session.id_hash)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
@@ -192,7 +192,7 @@ async def incident(request: web.Request) -> web.Response:
 async def triage(request: web.Request) -> web.StreamResponse:
     """One analyst action on an incident, logged with the signed-in user and the note."""
     console = console_of(request)
-    session: auth.Session = request["session"]
+    session = request[SESSION]
     incident_id = int(request.match_info["id"])
     form = await request.post()
     action, note = _field(form, "action"), _field(form, "note").strip() or None
