@@ -36,6 +36,7 @@ def _analysis(report: Report) -> dict[str, Any]:
         "samples": to_json([redact_text(sample) for sample in report.samples]),
         "rules": to_json(report.rules),
         "errors": to_json([one_line(error) for error in report.errors]),
+        "watchlist_hits": to_json(report.watchlist_hits),
     }
 
 
@@ -100,7 +101,7 @@ class FindingQueries(Connection):
         """Findings first seen at or after `since` (inclusive), at least `min_severity`.
 
         One dict per finding, oldest first: id, sha256, size, severity, reasons, counts,
-        insurers, records, samples, rules, errors (decoded JSON), first_seen, last_seen; the
+        insurers, records, samples, rules, errors, watchlist_hits (decoded JSON), first_seen, last_seen; the
         item it was first seen in as source, item_id, url, title; and `items`, every item
         version it was seen in (source, item_id, version, url, title, linked_at), oldest first.
         """
@@ -136,7 +137,7 @@ class FindingQueries(Connection):
 
     @staticmethod
     def _decode_finding(row: dict[str, Any]) -> dict[str, Any]:
-        for key in ("reasons", "counts", "insurers", "samples", "rules", "errors"):
+        for key in ("reasons", "counts", "insurers", "samples", "rules", "errors", "watchlist_hits"):
             row[key] = json.loads(row[key])
         return row
 
