@@ -26,8 +26,9 @@ _HEX_DIGEST = re.compile(r"[0-9a-f]{32,128}")
 
 
 def _analysis(report: Report) -> dict[str, Any]:
-    """The report's analysis as column values (texts redacted once more)."""
-    return {
+    """The report's analysis as column values (texts redacted once more); watchlist_hits only
+    when there are some (the column's default is `{}`)."""
+    analysis = {
         "severity": report.severity,
         "reasons": to_json([redact(reason) for reason in report.reasons]),
         "counts": to_json(report.counts),
@@ -36,8 +37,10 @@ def _analysis(report: Report) -> dict[str, Any]:
         "samples": to_json([redact_text(sample) for sample in report.samples]),
         "rules": to_json(report.rules),
         "errors": to_json([one_line(error) for error in report.errors]),
-        "watchlist_hits": to_json(report.watchlist_hits),
     }
+    if report.watchlist_hits:
+        analysis["watchlist_hits"] = to_json(report.watchlist_hits)
+    return analysis
 
 
 def upsert_finding(state: Connection, report: Report, now: str) -> tuple[int, bool, bool]:
