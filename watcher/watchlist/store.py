@@ -119,3 +119,12 @@ def record_incident_hits(state: StateDB, incident_id: int, matched: dict[str, li
         "ORDER BY watchlist", (incident_id,))}
     db.execute("UPDATE incidents SET watchlist_hits = ? WHERE id = ?", (json.dumps(counts), incident_id))
     return counts
+
+
+def alerted_watchlist_hits(state: StateDB, incident_id: int) -> dict[str, int]:
+    """The incident's member counts as its last alert described them ({} before any)."""
+    row = state.db.execute(
+        """SELECT json_extract(payload, '$.incident.watchlist_hits') FROM alerts
+        WHERE incident_id = ? AND kind != 'health' ORDER BY id DESC LIMIT 1""", (incident_id,)).fetchone()
+    found = json.loads(row[0]) if row and row[0] else {}
+    return {str(name): int(count) for name, count in found.items()} if isinstance(found, dict) else {}
