@@ -76,7 +76,7 @@ import json
 import logging
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..dates import is_normalised
@@ -86,6 +86,7 @@ from ..store import FindingEvent, StateDB
 from .message import finding_title
 from .records import insert_alert, log_triage, suppressed
 from .settings import AlertSettings
+from ..watchlist.store import alerted_watchlist_hits, record_incident_hits
 
 __all__ = ["IncidentPolicy", "Match", "bottom_k", "find_overlapping_incident"]
 
@@ -173,6 +174,8 @@ class _Incident:
     first_posted: str | None
     state: str = "open"
     closed_severity: str | None = None
+    watchlist_hits: dict[str, int] = field(default_factory=dict)          # distinct members per watchlist
+    alerted_watchlist_hits: dict[str, int] = field(default_factory=dict)  # as the last alert said
 
     @classmethod
     def load(cls, state: StateDB, incident_id: int) -> _Incident:
@@ -209,6 +212,16 @@ class _Incident:
             changes.append(f"distinct NIRs ~{before:,} -> ~{self.nirs:,}")
         if self.alerted_severity and severity_rank(self.severity) > severity_rank(self.alerted_severity):
             changes.append(f"severity {self.alerted_severity} -> {self.severity}")
+        return changes + self.member_changes(material=True)
+
+    def member_changes(self, material: bool = False) -> list[str]:
+        """Watchlists whose members in the incident grew since the last alert (`material`: the
+        first ones, or by half: news for the insurer even when the NIR count hardly moves)."""
+        changes = []
+        for name, count in self.watchlist_hits.items():
+            before = self.alerted_watchlist_hits.get(name, 0)
+            if count > before and (not material or count >= before * (1 + GROWTH_RATIO)):
+                changes.append(f"our members (watchlist {name}) {before:,} -> {count:,}")
         return changes
 
 
@@ -229,6 +242,9 @@ class IncidentPolicy:
         nir_hmacs = event.report.fingerprints.get("nir", [])
         nirs = max(len(nir_hmacs), int(finding["counts"].get("nir", 0) or 0))
         incident = self._incident_of(state, event, nir_hmacs, nirs, finding)
+        incident.watchlist_hits = record_incident_hits(state, incident.id, event.report.watchlist_members)
+        if incident.watchlist_hits:
+            incident.alerted_watchlist_hits = alerted_watchlist_hits(state, incident.id)
         if severity_rank(finding["severity"]) > severity_rank(incident.severity):
             incident.severity = finding["severity"]
         if event.source not in incident.sources:
@@ -353,7 +369,7 @@ def _what_changed(state: StateDB, event: FindingEvent, incident: _Incident) -> l
         changes.append(f"NIRs ~{incident.alerted_nirs:,} -> ~{incident.nirs:,}")
     if incident.alerted_severity and incident.severity != incident.alerted_severity:
         changes.append(f"severity {incident.alerted_severity} -> {incident.severity}")
-    return changes
+    return changes + incident.member_changes()
 
 
 def _load_finding(state: StateDB, finding_id: int) -> dict[str, Any]:
@@ -410,9 +426,11 @@ def _payload(state: StateDB, event: FindingEvent, incident: _Incident, finding: 
         "insurers": finding["insurers"],
         "records": finding["records"],
         "samples": finding["samples"][:SAMPLES_KEPT],
+        "watchlist_hits": event.report.watchlist_hits,
         "changes": changes,
         "incident": {"id": incident.id, "nirs": incident.nirs, "sources": list(incident.sources),
                      "findings": int(documents), "first_seen": incident.first_seen,
                      "first_posted": incident.first_posted, "state": incident.state,
-                     "documents": _documents_by_source(state, incident.id)},
+                     "documents": _documents_by_source(state, incident.id),
+                     "watchlist_hits": incident.watchlist_hits},
     })
