@@ -8,6 +8,7 @@ pages) is flattened to one line and truncated.
 
     [CRITICAL] 25 NIRs, Viamedis - some-forum: fichier adherents 2024
     [HIGH] update: 40 NIRs, Harmonie Mutuelle - mirror-site: dump complet
+    [HIGH] 3 NIRs, 2 of our members (watchlist adherents) - some-paste: liste
     [HEALTH] source some-forum failing for 6h 12m
 """
 
@@ -71,6 +72,17 @@ def _what(payload: dict[str, Any]) -> str:
     return str(reasons[0])
 
 
+def members(hits: dict[str, int]) -> str:
+    """`12 of our members (watchlist acme)`, per watchlist with a hit, `; ` between them."""
+    return "; ".join(f"{int(count):,} of our members (watchlist {name})" for name, count in sorted(hits.items())
+                     if count)
+
+
+def _incident_members(payload: dict[str, Any]) -> dict[str, int]:
+    """Distinct members per watchlist over the incident (the document's own in an older payload)."""
+    return (payload.get("incident") or {}).get("watchlist_hits") or payload.get("watchlist_hits") or {}
+
+
 def _duration(seconds: float) -> str:
     """`6h 12m`, `2d 3h`, `45m`."""
     minutes = int(seconds // 60)
@@ -92,6 +104,8 @@ def finding_title(severity: str, kind: str, payload: dict[str, Any]) -> str:
     """`[CRITICAL] 25 NIRs, Viamedis - some-forum: <item title>` (`update:` after the severity)."""
     head = f"[{severity.upper()}]" + (" update:" if kind == "update" else "")
     what = _what(payload)
+    if members(_incident_members(payload)):
+        what = f"{what}, {members(_incident_members(payload))}"
     insurers = payload.get("insurers") or []
     if insurers:
         what = f"{what}, {_insurers(insurers)}"
@@ -134,6 +148,9 @@ def _finding_body(alert: Alert) -> list[str]:
         lines.append("What changed: " + "; ".join(one_line(c) for c in payload["changes"]))
     lines.append("Reasons: " + "; ".join(one_line(r) for r in payload.get("reasons", [])))
     lines.append(f"Counts: {_counts(payload.get('counts', {})) or '-'}")
+    if _incident_members(payload):
+        lines.append(f"Members: {members(payload.get('watchlist_hits') or {}) or 'none'} in this document; "
+                     f"{members(_incident_members(payload))} over the incident")
     lines.append(f"Insurers: {', '.join(payload.get('insurers', [])) or '-'}")
     lines.append(f"Records: {payload.get('records') if payload.get('records') is not None else '-'}")
     if payload.get("sha256"):
@@ -256,6 +273,7 @@ def jsonl_record(alert: Alert) -> dict[str, Any]:
         "insurers": payload.get("insurers", []),
         "records": payload.get("records"),
         "samples": payload.get("samples", []),
+        "watchlist_hits": {} if health else payload.get("watchlist_hits", {}),
         "first_seen": payload.get("failing_since") if health else payload.get("first_seen"),
         "first_posted": None if health else payload.get("first_posted"),
         "created_at": alert.created_at,
