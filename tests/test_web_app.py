@@ -187,6 +187,24 @@ async def test_sign_in_is_rate_limited_per_user_and_per_address(console: Running
     assert (await sign_in(client, console.url, user="other")).status == 429        # 12 failures from here
 
 
+def test_the_login_limiter_forgets_failures_after_its_window() -> None:
+    now = [1000.0]
+    limiter = auth.LoginLimiter(attempts=2, window=60.0, clock=lambda: now[0])
+    limiter.failed("Alice", "192.0.2.1")
+    assert limiter.blocked("alice", "192.0.2.9") == 0
+    now[0] += 30
+    limiter.failed("alice", "192.0.2.2")
+    assert limiter.blocked("ALICE", "192.0.2.9") == 30.0            # names are case-blind
+    now[0] += 30.5
+    assert limiter.blocked("alice", "192.0.2.9") == 0                 # the first failure is out of the window
+    limiter.failed("alice", "192.0.2.2")
+    limiter.succeeded("alice")
+    assert limiter.blocked("alice", "192.0.2.9") == 0
+    for number in range(8):                                           # 4 x 2 failures from one address
+        limiter.failed(f"user{number}", "192.0.2.3")
+    assert limiter.blocked("bob", "192.0.2.3") > 0 and limiter.blocked("bob", "192.0.2.4") == 0
+
+
 async def test_the_sign_in_form_needs_its_token(console: RunningConsole, client: aiohttp.ClientSession) -> None:
     async with client.post(f"{console.url}/login", data={"user": USER, "password": PASSWORD},
                            allow_redirects=False) as answer:
