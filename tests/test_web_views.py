@@ -112,7 +112,7 @@ def test_incidents_are_listed_most_recently_seen_first_with_their_figures(consol
     first = page.items[-1]
     assert (first.severity, first.state, first.nirs, first.findings, first.documents, first.alerts) == (
         "critical", "acked", 60, 2, 3, 3)
-    assert first.sources == ("paste", "forum") and first.insurers == ("Viamedis",)
+    assert first.sources == ("paste", "forum") and first.sources_total == 2 and first.insurers == ("Viamedis",)
     assert first.title == "<script>alert(1)</script> dump"        # text: escaping is the template's job
     assert first.first_posted == "2026-12-02T10:00:00Z" and page.items[0].first_posted == ""
 
@@ -271,7 +271,9 @@ def test_findings_per_source_most_first(console: Console) -> None:
 
 
 def test_sources_needing_attention(console: Console) -> None:
-    attention = views.dashboard(console.db, console.now).attention
+    board = views.dashboard(console.db, console.now)
+    attention = board.attention
+    assert board.attention_total == 4
     assert [(s.name, s.state) for s in attention] == [("dead", "failing"), ("odd", "degraded"), ("board", "ok"),
                                                       ("forum", "ok")]
     assert attention[0].attention.startswith("failing: 1 failed poll since ")
@@ -344,3 +346,27 @@ def test_no_view_holds_a_nir_in_clear(tmp_path: Path, scanner: Scanner) -> None:
     for value in nirs:
         for form, written in nir_forms(value).items():
             assert written not in text, f"a NIR ({form} form) in a view"
+
+
+def test_the_first_sources_needing_attention_are_listed_and_all_counted(tmp_path: Path) -> None:
+    """With the daemon stopped every source is stale: the dashboard lists the first ones, the
+    failing before the stale, and counts them all. A leak on many sources names the first
+    ones in its list row and counts the rest."""
+    clock = Clock()
+    path = tmp_path / "watcher.db"
+    names = [f"s{n:03d}" for n in range(views.ATTENTION_LIMIT + 7)]
+    with StateDB(path, clock=clock) as state:
+        for name in [*names, "zz-failing"]:
+            state.upsert_source(name, "listing")
+        for name in names[:views.ROW_SOURCES + 2]:
+            state.record_item(name, "x", "1", None, "same dump", leak(range(12)), alert=POLICY)
+        state.record_poll("zz-failing", False, "refused", clock.now)
+    db = connect_read_only(path)
+    try:
+        board = views.dashboard(db, clock.now + timedelta(hours=1))
+        row = views.incident_page(db, IncidentFilter(), 1).items[0]
+    finally:
+        db.close()
+    assert board.attention_total == len(names) + 1 and len(board.attention) == views.ATTENTION_LIMIT
+    assert [s.name for s in board.attention[:3]] == ["zz-failing", "s000", "s001"]
+    assert row.sources == tuple(names[:views.ROW_SOURCES]) and row.sources_total == views.ROW_SOURCES + 2

@@ -78,6 +78,8 @@ ALERT_STATUSES = ("pending", "failed", "sent", "logged")
 DAYS = 30                   # the dashboard's findings-per-day series
 TOP_SOURCES = 15            # the dashboard's findings-per-source chart
 STALE_AFTER = timedelta(minutes=15)     # a source whose next poll is this late: the daemon is not polling it
+ATTENTION_LIMIT = 50        # sources needing attention listed on the dashboard (the rest counted)
+ROW_SOURCES = 10            # sources named in a row of the incident list (the rest counted)
 TIMELINE_LIMIT = 200        # documents shown on an incident page (the rest counted)
 MAX_PER_PAGE = 200
 
@@ -208,14 +210,17 @@ def sources(db: sqlite3.Connection, now: datetime | None = None) -> list[SourceR
     return [_source_row(row, stale_before, counts) for row in _rows(db, _SOURCE_SQL + " ORDER BY s.name")]
 
 
-def _attention_sources(db: sqlite3.Connection, now: datetime) -> tuple[SourceRow, ...]:
-    """The sources that need a look (failing first, then degraded, then stale), by name."""
+def _attention_sources(db: sqlite3.Connection, now: datetime) -> tuple[tuple[SourceRow, ...], int]:
+    """The first ATTENTION_LIMIT sources that need a look (failing first, then degraded, then
+    stale; by name), and how many need one in all (every source is stale when the daemon is
+    not running: the dashboard shows the first ones and the count)."""
     stale_before = format_time(now - STALE_AFTER)
-    rows = _rows(db, _SOURCE_SQL + """ WHERE s.state = 'failing' OR (s.state = 'ok' AND (s.warning IS NOT NULL
-        OR coalesce(s.next_poll, s.created_at) < ?)) ORDER BY s.name""", [stale_before])
-    if not rows:
-        return ()
-    names = json.dumps([row["name"] for row in rows])
+    needing = """s.state = 'failing' OR (s.state = 'ok' AND (s.warning IS NOT NULL
+        OR coalesce(s.next_poll, s.created_at) < ?))"""
+    total = int(db.execute(f"SELECT count(*) FROM sources AS s WHERE {needing}", (stale_before,)).fetchone()[0])
+    rows = _rows(db, f"""{_SOURCE_SQL} WHERE {needing}
+        ORDER BY CASE WHEN s.state = 'failing' THEN 0 WHEN s.warning IS NOT NULL THEN 1 ELSE 2 END, s.name
+        LIMIT ?""", [stale_before, ATTENTION_LIMIT])
     counts: dict[str, tuple[int, int, int, int]] = {}
     for name, items, findings, failed, parked in db.execute(
         """SELECT n.value,
@@ -223,11 +228,9 @@ def _attention_sources(db: sqlite3.Connection, now: datetime) -> tuple[SourceRow
             (SELECT count(DISTINCT finding_id) FROM item_findings WHERE source = n.value),
             (SELECT count(*) FROM failed_items WHERE source = n.value AND NOT parked),
             (SELECT count(*) FROM failed_items WHERE source = n.value AND parked)
-        FROM json_each(?) AS n""", (names,)):
+        FROM json_each(?) AS n""", (json.dumps([row["name"] for row in rows]),)):
         counts[name] = (int(items), int(findings), int(failed), int(parked))
-    order = {"failing": 0, "degraded": 1}
-    found = [_source_row(row, stale_before, counts) for row in rows]
-    return tuple(sorted(found, key=lambda s: (order.get(s.state, 2), s.name)))
+    return tuple(_source_row(row, stale_before, counts) for row in rows), total
 
 
 # --------------------------------------------------------------------------- dashboard
@@ -243,7 +246,8 @@ class Dashboard:
     findings_per_day: tuple[tuple[str, int], ...]   # DAYS points, oldest first, `YYYY-MM-DD`
     findings_per_source: tuple[tuple[str, int], ...]  # top TOP_SOURCES over DAYS days, most first
     findings_total: int                              # over the DAYS days
-    attention: tuple[SourceRow, ...]                 # failing, degraded, stale sources
+    attention: tuple[SourceRow, ...]                 # failing, degraded, stale sources (the first ATTENTION_LIMIT)
+    attention_total: int                             # how many need attention in all
 
 
 def dashboard(db: sqlite3.Connection, now: datetime) -> Dashboard:
@@ -266,10 +270,11 @@ def dashboard(db: sqlite3.Connection, now: datetime) -> Dashboard:
     per_source = tuple((str(name), int(count)) for name, count in db.execute(
         """SELECT source, count(DISTINCT finding_id) AS n FROM item_findings WHERE linked_at >= ?
         GROUP BY +source ORDER BY n DESC, source LIMIT ?""", (since, TOP_SOURCES)))   # +: by item_findings_linked
+    attention, attention_total = _attention_sources(db, now)
     return Dashboard(
         now=format_time(now), open_by_severity=by_severity, open_total=sum(n for _, n in by_severity),
         findings_per_day=days, findings_per_source=per_source, findings_total=sum(n for _, n in days),
-        attention=_attention_sources(db, now),
+        attention=attention, attention_total=attention_total,
     )
 
 
@@ -382,7 +387,8 @@ class IncidentRow:
     findings: int               # distinct contents
     documents: int              # item versions they were seen in
     alerts: int
-    sources: tuple[str, ...]
+    sources: tuple[str, ...]    # the first ROW_SOURCES (a leak reposted everywhere has hundreds)
+    sources_total: int
     insurers: tuple[str, ...]
     title: str                  # the (masked) title of the document that opened it, "" if none
     first_seen: str
@@ -424,10 +430,12 @@ def _incident_row(db: sqlite3.Connection, row: Mapping[str, Any]) -> IncidentRow
     insurers = tuple(value for value, in db.execute(
         """SELECT DISTINCT j.value FROM incident_findings AS m JOIN findings AS f ON f.id = m.finding_id,
             json_each(f.insurers) AS j WHERE m.incident_id = ? ORDER BY j.value""", (row["id"],)))
+    sources = _json_list(row["sources"])
     return IncidentRow(
         id=int(row["id"]), severity=row["severity"], state=row["state"] or "open", nirs=int(row["nirs"]),
         findings=int(row["findings"]), documents=int(documents), alerts=int(row["alerts"]),
-        sources=_json_list(row["sources"]), insurers=tuple(map(str, insurers)), title=_text(title),
+        sources=sources[:ROW_SOURCES], sources_total=len(sources), insurers=tuple(map(str, insurers)),
+        title=_text(title),
         first_seen=row["first_seen"], last_seen=row["last_seen"], first_posted=_text(row["first_posted"]),
     )
 
