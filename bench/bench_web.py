@@ -50,7 +50,9 @@ from watcher.store import StateDB, connect_read_only
 from watcher.timestamps import format_time
 from watcher.web import views
 
-NOW = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
+#: The fill's "now": the real time, as the console's own clock reads it (sources polled minutes
+#: ago, due soon). A state kept with --db ages: rerun later, its sources show as stale.
+NOW = datetime.now(UTC).replace(microsecond=0)
 SPAN_DAYS = 90
 TARGET_MS = 200.0
 KINDS = ("listing", "forum", "feed", "json", "telegram", "privatebin", "directory")
