@@ -289,6 +289,12 @@ class AnalysisPool:
         worker.kill()
         self._all.discard(worker)
 
+    async def retire(self) -> None:
+        """`close` once the batches under way are done (a new pool took over)."""
+        for _ in range(self.size):
+            await self._free.acquire()
+        await self.close()
+
     async def close(self) -> None:
         """Stop every worker: idle ones at once (EOF), busy ones killed."""
         self._closed = True
