@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .alerts import AlertSender
-from .config import Config
+from .config import DB_NAME, Config
 from .evidence_stage import EvidenceStage
 from .logs import log_event
 from .privacy import Fingerprinter
@@ -143,6 +143,7 @@ class ItemPipeline:
         self._secret = secret
         self._sources = {source.name: source for source in config.sources}     # by name, for per-item look-ups
         self.pool = self._new_pool()
+        self._retiring: dict[asyncio.Task[None], AnalysisPool] = {}     # old pools finishing their batches
         # Items go to the worker pool and to the store in batches: a pool task and a store
         # transaction cost the event-loop process ~0.3 ms each, whatever their size.
         self._batches: Batcher[Item, Outcome] = Batcher(
@@ -151,8 +152,16 @@ class ItemPipeline:
 
     def _new_pool(self) -> AnalysisPool:
         config = self.config
-        return AnalysisPool(Init(config.rules, config.policy, self._secret), self.workers,
-                            document_timeout=config.watcher.document_timeout)
+        return AnalysisPool(Init(config.rules, config.policy, self._secret, str(config.watcher.state_dir / DB_NAME)),
+                            self.workers, document_timeout=config.watcher.document_timeout)
+
+    def renew_workers(self) -> None:
+        """New workers, which load the member watchlists again (they changed); the old pool is
+        closed once its batches under way are done (`close` stops it if that comes first)."""
+        old, self.pool = self.pool, self._new_pool()
+        retiring = asyncio.create_task(old.retire())
+        self._retiring[retiring] = old
+        retiring.add_done_callback(lambda task: self._retiring.pop(task, None))
 
     async def reconfigure(self, config: Config) -> None:
         """A reloaded configuration: new workers when the rules or the scoring changed
@@ -167,6 +176,9 @@ class ItemPipeline:
     async def close(self) -> None:
         """Stop the workers (a batch under way fails unrecorded: retried later), then wait for
         the batches."""
+        for retiring, old in list(self._retiring.items()):
+            retiring.cancel()
+            await old.close()
         await self.pool.close()
         await self._batches.close()
 
