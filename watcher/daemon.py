@@ -42,6 +42,7 @@ from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Source
 from .sources.pages import PageParser
 from .store import StateDB, Store
+from .watchlist.monitor import WatchlistMonitor
 from .timestamps import parse_time
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Daemon:
         self.alerts: AlertSender | None = None
         self.evidence: EvidenceStage | None = None     # seals the documents of findings (watcher.evidence)
         self.pipeline: ItemPipeline | None = None     # items: analysed, sealed, recorded
+        self.watchlists: WatchlistMonitor | None = None   # member watchlists changed: new workers
         self.parser: PageParser | None = None      # listing/board/feed pages, in child processes
         self._next_poll: dict[str, str] = {}        # source -> next poll planned by the last run
         self.limiter: asyncio.Semaphore | None = None
@@ -143,6 +145,8 @@ class Daemon:
             self.alerts = AlertSender(self.store, alerts, on_outcome=self.metrics.alert)
             self.evidence = EvidenceStage(self.config.evidence, state_dir / VAULT_DIR, self.store)
             await self.evidence.open()
+            self.watchlists = WatchlistMonitor(self.store, lambda: self.pipeline.renew_workers())  # type: ignore[union-attr]
+            await self.watchlists.check()      # before the workers start: they load these lists
             self.pipeline = ItemPipeline(self.config, self.store, self.alerts, self.evidence, secret,
                                          workers=self.workers, on_finding=self.on_finding)
             self.limiter = asyncio.Semaphore(self.config.watcher.concurrency)
@@ -232,6 +236,7 @@ class Daemon:
         self.alerts.reconfigure(alerts)  # type: ignore[union-attr]
         await self.evidence.reconfigure(config.evidence)  # type: ignore[union-attr]
         await self.pipeline.reconfigure(config)  # type: ignore[union-attr]
+        await self.watchlists.check()  # type: ignore[union-attr]
         self.limiter = asyncio.Semaphore(config.watcher.concurrency)
         await self._sync_sources()
         self.counters.failing &= {s.name for s in config.enabled_sources}
@@ -263,6 +268,7 @@ class Daemon:
             asyncio.create_task(self.alerts.run(), name="alerts"),  # type: ignore[union-attr]
             asyncio.create_task(retention_task(run, lambda: self.config.retention,
                                                evidence=self._evidence_retention), name="retention"),
+            asyncio.create_task(self.watchlists.run(), name="watchlists"),  # type: ignore[union-attr]
         ]
         if self.config.metrics is not None:
             tasks.append(asyncio.create_task(serve_metrics(self.config.metrics, self.metrics, run), name="metrics"))
