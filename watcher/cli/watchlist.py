@@ -142,13 +142,20 @@ def _lines(file: str) -> Iterator[str]:
 
 # --------------------------------------------------------------------------- commands
 
-def _read_nir_file(file: str, column: str | None) -> NirFile:
+def _fingerprinted(file: str, column: str | None, hasher: MemberHasher) -> tuple[NirFile, np.ndarray]:
+    """Read a NIR file; its members' sorted, distinct fingerprints, made a batch at a time."""
+    import numpy as np
+
     from ..watchlist.files import FileFormatError, read_nirs
 
+    parts: list[np.ndarray] = []
     try:
-        return read_nirs(_lines(file), column)
+        found = read_nirs(_lines(file), lambda batch: parts.append(hasher.fingerprints(batch)), column)
     except FileFormatError as exc:
         raise CliError(f"{file}: {exc}") from None
+    for problem in found.problems():
+        print(f"{file}: {problem}", file=sys.stderr)
+    return found, np.unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -159,18 +166,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         check_name(args.name)
     except WatchlistError as exc:
         raise CliError(str(exc)) from None
-    found = _read_nir_file(args.file, args.column)
-    for problem in found.problems():
-        print(f"{args.file}: {problem}", file=sys.stderr)
-    if not found.nirs:
-        raise CliError(f"{args.file}: no valid NIR ({len(found.invalid):,} invalid lines): nothing imported")
     with _writer(config) as db:
         hasher = _hasher(config, db)
-        members = hasher.members(list(found.nirs))
+        found, members = _fingerprinted(args.file, args.column, hasher)
+        if not len(members):
+            raise CliError(f"{args.file}: no valid NIR ({found.invalid:,} invalid lines): nothing imported")
         row = _save(db, args.name, members, hasher.key_check(), "nirs")
     where = f" (column {found.column})" if found.column else ""
     print(f"watchlist {row.name}: {row.members:,} members imported{where}; {found.valid:,} valid, "
-          f"{len(found.invalid):,} invalid, {found.duplicates:,} duplicates; no NIR stored, only fingerprints")
+          f"{found.invalid:,} invalid, {found.valid - row.members:,} duplicates; no NIR stored, only fingerprints")
     return 0
 
 
@@ -196,11 +200,12 @@ def cmd_import_fingerprints(args: argparse.Namespace) -> int:
         check_name(args.name)
     except WatchlistError as exc:
         raise CliError(str(exc)) from None
-    found = read_fingerprints(_lines(args.file))
-    for line in found.invalid[:20]:
+    parts: list[np.ndarray] = []
+    found = read_fingerprints(_lines(args.file), lambda batch: parts.append(np.array(batch, dtype=np.uint64)))
+    for line in found.invalid:
         print(f"{args.file}: line {line}: not a fingerprint (16 hex digits)", file=sys.stderr)
-    if not found.members:
-        raise CliError(f"{args.file}: no fingerprint ({len(found.invalid):,} invalid lines): nothing imported")
+    if not parts:
+        raise CliError(f"{args.file}: no fingerprint ({found.invalid_count:,} invalid lines): nothing imported")
     with _writer(config) as db:
         hasher = _hasher(config, db)
         check = hasher.key_check()
@@ -210,10 +215,9 @@ def cmd_import_fingerprints(args: argparse.Namespace) -> int:
         elif found.key_check != check:
             raise CliError(f"{args.file}: made with another key (key-check {found.key_check}, this installation's "
                            f"{check}): fingerprint the list again with `watcher watchlist key`'s file")
-        members = np.unique(np.array(found.members, dtype=np.uint64))
-        row = _save(db, args.name, members, check, "fingerprints")
+        row = _save(db, args.name, np.unique(np.concatenate(parts)), check, "fingerprints")
     print(f"watchlist {row.name}: {row.members:,} members imported from fingerprints; "
-          f"{len(found.invalid):,} invalid lines, {len(found.members) - row.members:,} duplicates")
+          f"{found.invalid_count:,} invalid lines, {found.count - row.members:,} duplicates")
     return 0
 
 
@@ -296,13 +300,10 @@ def read_key_file(path: Path) -> MemberHasher:
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     hasher = read_key_file(args.key)
-    found = _read_nir_file(args.file, args.column)
-    for problem in found.problems():
-        print(f"{args.file}: {problem}", file=sys.stderr)
-    members = hasher.members(list(found.nirs))
+    found, members = _fingerprinted(args.file, args.column, hasher)
     _write_fingerprints(args.out, hasher.key_check(), members)
-    print(f"{args.file}: {len(members):,} fingerprints; {found.valid:,} valid, {len(found.invalid):,} invalid, "
-          f"{found.duplicates:,} duplicates", file=sys.stderr)
+    print(f"{args.file}: {len(members):,} fingerprints; {found.valid:,} valid, {found.invalid:,} invalid, "
+          f"{found.valid - len(members):,} duplicates", file=sys.stderr)
     return 0
 
 

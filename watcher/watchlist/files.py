@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..detect.nir import complete, is_valid
@@ -33,6 +33,7 @@ _NIR_HEADERS = frozenset({"nir", "nirs", "num_secu", "numsecu", "numero_secu", "
 _KEY_HEADERS = frozenset({"cle", "cle_nir", "cle_secu", "cle_ss", "key", "cle_insee"})
 _SEPARATORS = str.maketrans("", "", " .-/_")
 MAX_REPORTED = 20                # invalid line numbers listed, then a count
+BATCH = 1 << 20                  # valid NIRs handed to `NirFile.flush` at a time
 
 
 class FileFormatError(ValueError):
@@ -66,29 +67,39 @@ def nir_of(text: str, key: str | None = None) -> tuple[str | None, str]:
 
 @dataclass
 class NirFile:
-    """What reading a NIR file found: the distinct valid NIRs and the rest by line number."""
+    """What reading a NIR file found. The valid NIRs go to `flush` in batches of BATCH (a 20M
+    list never sits in memory as strings: the caller turns each batch into fingerprints, and
+    counts the duplicates among those); the invalid lines are counted, the first ones kept."""
 
-    nirs: set[str] = field(default_factory=set)
+    flush: Callable[[list[str]], None]
     valid: int = 0                          # valid lines (duplicates included)
-    duplicates: int = 0
-    invalid: list[tuple[int, str]] = field(default_factory=list)   # (line number, reason)
-    column: str | None = None               # the CSV column read ("3" or its header), None: one per line
+    invalid: int = 0
+    first_invalid: list[tuple[int, str]] = field(default_factory=list)   # (line number, reason)
+    column: str | None = None               # the CSV column read (its header or number), None: one per line
+    batch: list[str] = field(default_factory=list)
 
     def add(self, line: int, nir: str | None, reason: str) -> None:
         if nir is None:
-            self.invalid.append((line, reason))
+            self.invalid += 1
+            if len(self.first_invalid) < MAX_REPORTED:
+                self.first_invalid.append((line, reason))
             return
         self.valid += 1
-        if nir in self.nirs:
-            self.duplicates += 1
-        else:
-            self.nirs.add(nir)
+        self.batch.append(nir)
+        if len(self.batch) >= BATCH:
+            self.done()
+
+    def done(self) -> None:
+        """Hand the last valid NIRs to `flush`."""
+        if self.batch:
+            self.flush(self.batch)
+            self.batch = []
 
     def problems(self) -> list[str]:
         """The invalid lines, first MAX_REPORTED, as `line N: reason` (never the value)."""
-        shown = [f"line {line}: {reason}" for line, reason in self.invalid[:MAX_REPORTED]]
-        if len(self.invalid) > MAX_REPORTED:
-            shown.append(f"... and {len(self.invalid) - MAX_REPORTED:,} more invalid lines")
+        shown = [f"line {line}: {reason}" for line, reason in self.first_invalid]
+        if self.invalid > len(shown):
+            shown.append(f"... and {self.invalid - len(shown):,} more invalid lines")
         return shown
 
 
@@ -97,10 +108,10 @@ def _header_name(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", folded).strip("_")
 
 
-def read_nirs(lines: Iterable[str], column: str | None = None) -> NirFile:
-    """Read a NIR file's lines (see the module docstring)."""
+def read_nirs(lines: Iterable[str], flush: Callable[[list[str]], None], column: str | None = None) -> NirFile:
+    """Read a NIR file's lines (see the module docstring); the valid NIRs go to `flush`."""
     numbered = ((number, line.rstrip("\r\n")) for number, line in enumerate(lines, 1))
-    found = NirFile()
+    found = NirFile(flush)
     for number, line in numbered:
         if line.strip():
             first = (number, line)
@@ -115,6 +126,7 @@ def read_nirs(lines: Iterable[str], column: str | None = None) -> NirFile:
         _read_plain(rest, found)
     else:
         _read_csv(rest, delimiter, column, found)
+    found.done()
     return found
 
 
@@ -188,16 +200,20 @@ def _column(names: list[str], fields: list[str], column: str | None) -> int | No
 
 @dataclass
 class FingerprintFile:
-    """What reading a fingerprint file found."""
+    """What reading a fingerprint file found; the fingerprints go to `flush` in batches."""
 
-    members: list[int] = field(default_factory=list)     # unsigned 64-bit, as read
+    flush: Callable[[list[int]], None]
+    count: int = 0                                       # fingerprints read (duplicates included)
     key_check: str | None = None
-    invalid: list[int] = field(default_factory=list)     # line numbers
+    invalid: list[int] = field(default_factory=list)     # line numbers (the first MAX_REPORTED)
+    invalid_count: int = 0
 
 
-def read_fingerprints(lines: Iterable[str]) -> FingerprintFile:
-    """Read a fingerprint file (see the module docstring)."""
-    found = FingerprintFile()
+def read_fingerprints(lines: Iterable[str], flush: Callable[[list[int]], None]) -> FingerprintFile:
+    """Read a fingerprint file (see the module docstring); its fingerprints (unsigned 64-bit)
+    go to `flush`."""
+    found = FingerprintFile(flush)
+    batch: list[int] = []
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
@@ -208,9 +224,18 @@ def read_fingerprints(lines: Iterable[str]) -> FingerprintFile:
                 found.key_check = match.group(1)
             continue
         if _FINGERPRINT.fullmatch(line):
-            found.members.append(int(line, 16))
+            batch.append(int(line, 16))
+            if len(batch) >= BATCH:
+                found.count += len(batch)
+                flush(batch)
+                batch = []
         else:
-            found.invalid.append(number)
+            found.invalid_count += 1
+            if len(found.invalid) < MAX_REPORTED:
+                found.invalid.append(number)
+    if batch:
+        found.count += len(batch)
+        flush(batch)
     return found
 
 
