@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,18 @@ def test_the_member_fingerprint_is_the_first_8_bytes_of_aes_cmac_under_the_watch
     assert len(set(got)) == len(set(nirs))
     with pytest.raises(ValueError):
         hasher.fingerprints(["1841275123456"])            # 13 characters: callers pass normalized NIRs
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
+def test_openssl_gives_the_same_fingerprint_as_the_readme_says(tmp_path: Path) -> None:
+    rng = random.Random(10)
+    key = rng.randbytes(32)
+    nir = random_nir(rng)
+    done = subprocess.run(["openssl", "mac", "-cipher", "AES-256-CBC", "-macopt", f"hexkey:{key.hex()}", "CMAC"],
+                          input=nir.encode(), capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip("this openssl has no `mac` command (OpenSSL 3 has)")
+    assert int(done.stdout.decode()[:16], 16) == MemberHasher(key).fingerprints([nir])[0]
 
 
 def test_members_are_found_in_every_written_form_and_non_members_never(
