@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -104,7 +105,7 @@ def _writer(config: Config) -> Iterator[StateDB]:
         raise CliError(state_problem(state_dir, path, exc)) from None
 
 
-def _hasher(config: Config, db: StateDB | None) -> MemberHasher:
+def _hasher(config: Config, db: StateDB) -> MemberHasher:
     """The member hasher of this installation's key. A missing key is created only while no
     fingerprint or watchlist was made with a lost one (as `watcher run` does)."""
     from ..config import DB_NAME, SECRET_NAME
@@ -116,8 +117,6 @@ def _hasher(config: Config, db: StateDB | None) -> MemberHasher:
     try:
         secret = read_secret(path)
         if secret is None:
-            if db is None:
-                raise CliError(f"no secret key in {config.watcher.state_dir}: run the daemon or import a list first")
             used = db.db.execute("SELECT EXISTS (SELECT 1 FROM fingerprints) OR EXISTS (SELECT 1 FROM watchlists)")
             if used.fetchone()[0]:
                 raise CliError(lost_key(path, config.watcher.state_dir / DB_NAME, config.path))
@@ -130,8 +129,7 @@ def _hasher(config: Config, db: StateDB | None) -> MemberHasher:
 def _lines(file: str) -> Iterator[str]:
     """The lines of FILE (UTF-8, a BOM dropped, bad bytes replaced), or of stdin for `-`."""
     if file == "-":
-        yield from (line.lstrip("\ufeff") if n == 0 else line
-                    for n, line in enumerate(sys.stdin.buffer.read().decode("utf-8", "replace").splitlines()))
+        yield from io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="replace", newline="")
         return
     try:
         with open(file, encoding="utf-8-sig", errors="replace", newline="") as handle:
