@@ -142,9 +142,8 @@ def _lines(file: str) -> Iterator[str]:
 
 def _fingerprinted(file: str, column: str | None, hasher: MemberHasher) -> tuple[NirFile, np.ndarray]:
     """Read a NIR file; its members' sorted, distinct fingerprints, made a batch at a time."""
-    import numpy as np
-
     from ..watchlist.files import FileFormatError, read_nirs
+    from ..watchlist.members import distinct
 
     parts: list[np.ndarray] = []
     try:
@@ -153,7 +152,7 @@ def _fingerprinted(file: str, column: str | None, hasher: MemberHasher) -> tuple
         raise CliError(f"{file}: {exc}") from None
     for problem in found.problems():
         print(f"{file}: {problem}", file=sys.stderr)
-    return found, np.unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+    return found, distinct(parts)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -180,7 +179,7 @@ def _save(db: StateDB, name: str, members: np.ndarray, key_check: str, origin: s
     from ..watchlist.members import to_blob
     from ..watchlist.store import CHUNK_MEMBERS, WatchlistError, save
 
-    chunks = [to_blob(members[at:at + CHUNK_MEMBERS]) for at in range(0, len(members), CHUNK_MEMBERS)]
+    chunks = (to_blob(members[at:at + CHUNK_MEMBERS]) for at in range(0, len(members), CHUNK_MEMBERS))
     try:
         return save(db, name, chunks, len(members), key_check, origin)
     except WatchlistError as exc:
@@ -191,6 +190,7 @@ def cmd_import_fingerprints(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..watchlist.files import read_fingerprints
+    from ..watchlist.members import distinct
     from ..watchlist.store import WatchlistError, check_name
 
     config = load(args)
@@ -213,7 +213,7 @@ def cmd_import_fingerprints(args: argparse.Namespace) -> int:
         elif found.key_check != check:
             raise CliError(f"{args.file}: made with another key (key-check {found.key_check}, this installation's "
                            f"{check}): fingerprint the list again with `watcher watchlist key`'s file")
-        row = _save(db, args.name, np.unique(np.concatenate(parts)), check, "fingerprints")
+        row = _save(db, args.name, distinct(parts), check, "fingerprints")
     print(f"watchlist {row.name}: {row.members:,} members imported from fingerprints; "
           f"{found.invalid_count:,} invalid lines, {found.count - row.members:,} duplicates")
     return 0

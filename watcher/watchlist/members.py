@@ -92,6 +92,20 @@ class MemberHasher:
         return mac.finalize()[:8].hex()
 
 
+def distinct(parts: list[np.ndarray]) -> Members:
+    """The sorted, distinct fingerprints of `parts` (emptied), sorted in place: a 20M list
+    costs its array and a mask, not np.unique's copies."""
+    merged = np.concatenate(parts) if parts else np.empty(0, np.uint64)
+    parts.clear()
+    merged.sort()
+    if len(merged) < 2:
+        return merged
+    keep = np.empty(len(merged), bool)
+    keep[0] = True
+    np.not_equal(merged[1:], merged[:-1], out=keep[1:])
+    return merged if keep.all() else merged[keep]
+
+
 def to_blob(members: Members) -> bytes:
     """Little-endian bytes of a uint64 array (the chunks' storage order)."""
     return members.astype("<u8", copy=False).tobytes()

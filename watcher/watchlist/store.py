@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ class WatchlistRow:
                 "created_at": self.created_at, "key_check": self.key_check}
 
 
-def save(state: StateDB, name: str, chunks: Sequence[bytes], members: int, key_check: str,
+def save(state: StateDB, name: str, chunks: Iterable[bytes], members: int, key_check: str,
          origin: str) -> WatchlistRow:
     """Store a list under `name` in one transaction, replacing any list of that name (its
     rows are deleted first: secure_delete leaves no trace of the old chunks). The new row gets
