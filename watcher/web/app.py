@@ -23,7 +23,7 @@ import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
@@ -107,7 +107,6 @@ class Console:
     store: Store
     limiter: auth.LoginLimiter
     clock: Callable[[], datetime] = utc_now
-    render_times: list[float] = field(default_factory=list, repr=False)   # seconds per page (tests, bench)
 
     def now(self) -> str:
         return format_time(self.clock())
@@ -116,9 +115,9 @@ class Console:
         """`function(state, *args)` on the writer's thread (the daemon's store thread)."""
         return await self.store.call(function, *args, **kwargs)
 
-    def cookie(self, response: web.StreamResponse, name: str, value: str, max_age: float | None) -> None:
+    def cookie(self, response: web.StreamResponse, name: str, value: str, max_age: float) -> None:
         """Set a cookie the console's way: HttpOnly, SameSite=Strict, path /, Secure under TLS."""
-        response.set_cookie(name, value, max_age=None if max_age is None else int(max_age), path="/",
+        response.set_cookie(name, value, max_age=int(max_age), path="/",
                             httponly=True, samesite="Strict",
                             secure=self.settings.tls or self.settings.secure_cookie)
 

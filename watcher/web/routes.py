@@ -24,6 +24,7 @@ link is made of a stored URL: it is shown as text, to be copied deliberately).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Any
@@ -122,8 +123,6 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 async def _run_blocking(function: Any, *args: Any) -> Any:
     """scrypt takes ~60 ms of CPU: off the event loop (the daemon's, when it serves)."""
-    import asyncio
-
     return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
