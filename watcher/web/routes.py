@@ -38,7 +38,6 @@ from . import auth, charts, views
 from .app import COOKIE, LOGIN_COOKIE, SESSION, client_address, console_of, forbidden, render
 
 PER_PAGE = 50
-ATTENTION_SHOWN = 25        # sources needing attention listed on the dashboard (all of them: /sources)
 TRIAGE_FORMS = (("ack", "Acknowledge"), ("close", "Close"), ("false-positive", "False positive"),
                 ("suppress", "Suppress"), ("reopen", "Reopen"))
 DONE = {"ack": "Acknowledged.", "close": "Closed.", "false-positive": "Marked as a false positive.",
@@ -148,8 +147,8 @@ async def dashboard(request: web.Request) -> web.Response:
     console = console_of(request)
     board = await console.read(_db(views.dashboard), console.clock())
     counts = await console.read(_db(views.alert_counts))
-    return await page(request, "dashboard.html", {"board": board, "alert_counts": counts, "charts": _charts(board),
-                                                  "attention_shown": ATTENTION_SHOWN}, started)
+    return await page(request, "dashboard.html", {"board": board, "alert_counts": counts,
+                                                  "charts": _charts(board)}, started)
 
 
 def _charts(board: views.Dashboard) -> dict[str, Any]:
