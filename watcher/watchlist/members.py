@@ -24,6 +24,7 @@ _BLOCK = 16
 _RB = 0x87                      # CMAC's constant for a 128-bit block (SP 800-38B)
 _MASK = (1 << 128) - 1
 PIECE = 1 << 16                 # NIRs fingerprinted per AES call
+MMAP_BYTES = 1 << 30            # how much of the state database a list's reader maps
 
 Members = np.ndarray             # sorted, distinct, dtype uint64
 
@@ -179,6 +180,7 @@ def open_watchlists(db_path: Path, secret: bytes, *, beside_writer: bool = False
 
     db = connect_read_only(db_path, idle_snapshot=not beside_writer)
     try:
+        db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")      # chunks read from the mapping: 20M in 0.05 s, not 0.1
         return load_watchlists(db, MemberHasher.from_secret(secret))
     finally:
         db.close()
