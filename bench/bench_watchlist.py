@@ -169,6 +169,25 @@ def in_process(state: Path, nirs: list[str]) -> dict[str, float]:
             "members": float(sum(len(v) for v in lists.lists.values()))}
 
 
+def per_document(state: Path, runs: int) -> dict[str, list[float]]:
+    """CPU seconds of `Analyzer.analyze_path` on the whole corpus file in this process, without
+    and with the watchlists (loaded once beforehand, as a daemon worker holds them), alternated."""
+    from watcher.analyze import Analyzer
+
+    secret = read_secret(state / "secret.key")
+    assert secret is not None
+    lists, _ = open_watchlists(state / "watcher.db", secret)
+    plain, watching = Analyzer(), Analyzer(watchlists=lists)
+    plain.analyze_bytes(b"warm up", "-")
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(max(1, runs)):
+        for name, analyzer in (("without", plain), ("with", watching)):
+            started = time.process_time()
+            analyzer.analyze_path(WHOLE)
+            times[name].append(time.process_time() - started)
+    return times
+
+
 def tree_memory(pid: int) -> tuple[float, float, int]:
     """(RSS MB, PSS MB, processes) of `pid` and its descendants."""
     children: dict[int, list[int]] = {}
@@ -247,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-daemon", action="store_true")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
+    args.runs = max(1, args.runs)
     if not WHOLE.exists() or not all(path.exists() for path in EXPECTED):
         sys.exit(f"no bench corpus in {CORPUS}: run `python bench/bench_scan.py --keep` first")
     nirs = corpus_nirs()
@@ -279,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         ok &= figures["match_hits"] == expected
         print(f"false matches expected per NIR looked up: {figures['members']:,.0f} / 2**64 = "
               f"{figures['members'] / 2**64:.1e}")
+
+        steady = per_document(WORK / "state", args.runs)
+        print(f"per document (an Analyzer with the list already loaded, as a daemon worker; whole 200 MB file, "
+              f"one process): without {' '.join(f'{v:.2f}' for v in steady['without'])} s, with "
+              f"{' '.join(f'{v:.2f}' for v in steady['with'])} s CPU; overhead "
+              f"{100 * (statistics.median(steady['with']) / statistics.median(steady['without']) - 1):+.1f}% (medians)")
 
         jobs = ["--jobs", str(args.jobs)] if args.jobs else []
         base = ["scan", "--format", "json", *jobs, "--config", "sources.toml", str(WHOLE)]
