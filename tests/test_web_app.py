@@ -289,6 +289,24 @@ async def test_filters_and_paging(console: RunningConsole, client: aiohttp.Clien
         assert "No incident matches these filters." in await page.text()
 
 
+async def test_the_incident_page_gives_the_evidence_export_command_and_downloads(
+        console: RunningConsole, client: aiohttp.ClientSession) -> None:
+    (console.config.watcher.state_dir / "secret.key").write_bytes(b"k" * 32)
+    (console.config.watcher.state_dir / "secret.key").chmod(0o600)
+    await signed_in(client, console)
+    incident = console.filled.incidents[0]
+    async with client.get(f"{console.url}/incidents/{incident}") as page:
+        html = await page.text()
+    with console.state() as state:
+        [record] = state.db.execute("SELECT id FROM evidence WHERE incident_id = ?", (incident,)).fetchall()
+    assert f"<code>watcher evidence export {record[0]} --identity KEYFILE --out evidence-{record[0]}.bin</code>" in html
+    assert f'href="/incidents/{incident}/export/misp" download' in html
+    for fmt, key in (("misp", "Event"), ("stix", "objects")):
+        async with client.get(f"{console.url}/incidents/{incident}/export/{fmt}") as answer:
+            assert answer.headers["Content-Disposition"] == f'attachment; filename="incident-{incident}.{fmt}.json"'
+            assert key in json.loads(await answer.text())
+
+
 async def test_hostile_texts_are_shown_as_text_and_urls_are_never_links(console: RunningConsole,
                                                                         client: aiohttp.ClientSession) -> None:
     await signed_in(client, console)

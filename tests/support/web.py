@@ -23,7 +23,9 @@ from watcher.alerts import AlertSettings, IncidentPolicy
 from watcher.alerts.records import list_alerts, record_attempt
 from watcher.analyze import Analyzer
 from watcher.config import DB_NAME, Config, load_config
+from watcher.evidence import CustodyRecord
 from watcher.store import ItemRecord, StateDB, Store
+from watcher.store.evidence import record_custodies
 from watcher.web import auth
 
 USER = "analyst"
@@ -90,6 +92,17 @@ def fill_state(state_dir: Path, analyzer: Analyzer, rng: random.Random) -> Fille
         severities = dict(state.db.execute("SELECT id, severity FROM incidents").fetchall())
         hostile = state.db.execute("""SELECT m.incident_id FROM incident_findings AS m JOIN item_findings AS l
             ON l.finding_id = m.finding_id WHERE l.item_id = 'hostile'""").fetchone()[0]
+        finding, sha256, size = state.db.execute("""SELECT f.id, f.sha256, f.size FROM findings AS f
+            JOIN incident_findings AS m ON m.finding_id = f.id WHERE m.incident_id = ? LIMIT 1""",
+                                                 (incidents[0],)).fetchone()
+        named = random_nir(rng, strict=True)
+        nirs.append(named)
+        record_custodies(state, [(CustodyRecord(
+            piece_id="piece-1", status="sealed", sha256=sha256, size=size, kept_sha256=sha256, kept_bytes=size,
+            truncated=False, fetched_at=state.now(), sealed_at=state.now(), source=SOURCES[0][0],
+            url=f"https://paste.example/0?{named}", tor=False, finding_id=finding, incident_id=None,
+            recipients=("age1" + "q" * 58,), file_name="piece-1.age", sealed_size=size + 200,
+            file_sha256="0" * 64), f"dump 0 {named}")])
         first = list_alerts(state, 1)[0]
         record_attempt(state, first.id, delivered_to=frozenset(), new_state="failed", next_try=state.now(),
                        error="soc: connection refused", now=state.now())
