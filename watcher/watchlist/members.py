@@ -74,11 +74,14 @@ class MemberHasher:
 
     def _piece(self, nirs: list[str]) -> np.ndarray:
         data = ("\x80".join(nirs) + "\x80").encode("latin-1")
-        if len(data) != _BLOCK * len(nirs) or not data.replace(b"\x80", b"").isascii():
+        blocks = np.frombuffer(data, np.uint8).reshape(-1, _BLOCK)
+        if len(blocks) != len(nirs) or data.count(b"\x80") != len(nirs) or not (blocks[:, -1] == 0x80).all() \
+                or blocks[:, :-1].max(initial=0) >= 0x80:
             raise ValueError("a member fingerprint takes normalized 15-character NIRs")
-        blocks = np.frombuffer(data, np.uint8).reshape(-1, _BLOCK) ^ self._k2
-        cipher = self._encrypt(blocks.tobytes())
-        return np.frombuffer(cipher, ">u8")[::2]
+        cipher = bytearray(len(data) + _BLOCK)
+        encryptor = Cipher(algorithms.AES(self.key), modes.ECB()).encryptor()  # noqa: S305 (CMAC's blocks)
+        encryptor.update_into(blocks ^ self._k2, cipher)
+        return np.frombuffer(cipher, ">u8", count=2 * len(nirs))[::2]
 
     def members(self, nirs: Collection[str]) -> Members:
         """The sorted, distinct fingerprints of `nirs`."""
