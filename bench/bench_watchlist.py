@@ -171,17 +171,22 @@ def in_process(state: Path, nirs: list[str]) -> dict[str, float]:
 
 def per_document(state: Path, runs: int) -> dict[str, list[float]]:
     """CPU seconds of `Analyzer.analyze_path` on the whole corpus file in this process, without
-    and with the watchlists (loaded once beforehand, as a daemon worker holds them), alternated."""
+    and with the watchlists (loaded once beforehand, as a daemon worker holds them), alternated:
+    as `watcher scan` analyses (no fingerprints) and as a daemon worker does (the store's HMAC
+    fingerprints of every NIR too)."""
     from watcher.analyze import Analyzer
+    from watcher.privacy import Fingerprinter
 
     secret = read_secret(state / "secret.key")
     assert secret is not None
     lists, _ = open_watchlists(state / "watcher.db", secret)
-    plain, watching = Analyzer(), Analyzer(watchlists=lists)
-    plain.analyze_bytes(b"warm up", "-")
-    times: dict[str, list[float]] = {"without": [], "with": []}
+    keyed = Fingerprinter(secret)
+    analyzers = {"scan": Analyzer(), "scan+list": Analyzer(watchlists=lists),
+                 "worker": Analyzer(fingerprinter=keyed), "worker+list": Analyzer(fingerprinter=keyed, watchlists=lists)}
+    analyzers["scan"].analyze_bytes(b"warm up", "-")
+    times: dict[str, list[float]] = {name: [] for name in analyzers}
     for _ in range(max(1, runs)):
-        for name, analyzer in (("without", plain), ("with", watching)):
+        for name, analyzer in analyzers.items():
             started = time.process_time()
             analyzer.analyze_path(WHOLE)
             times[name].append(time.process_time() - started)
@@ -301,10 +306,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{figures['members'] / 2**64:.1e}")
 
         steady = per_document(WORK / "state", args.runs)
-        print(f"per document (an Analyzer with the list already loaded, as a daemon worker; whole 200 MB file, "
-              f"one process): without {' '.join(f'{v:.2f}' for v in steady['without'])} s, with "
-              f"{' '.join(f'{v:.2f}' for v in steady['with'])} s CPU; overhead "
-              f"{100 * (statistics.median(steady['with']) / statistics.median(steady['without']) - 1):+.1f}% (medians)")
+        for kind in ("scan", "worker"):
+            plain, listed = steady[kind], steady[f"{kind}+list"]
+            print(f"per document, the list loaded beforehand ({kind}: whole 200 MB file, one process): without "
+                  f"{' '.join(f'{v:.2f}' for v in plain)} s, with {' '.join(f'{v:.2f}' for v in listed)} s CPU; "
+                  f"overhead {100 * (statistics.median(listed) / statistics.median(plain) - 1):+.1f}% (medians)")
 
         jobs = ["--jobs", str(args.jobs)] if args.jobs else []
         base = ["scan", "--format", "json", *jobs, "--config", "sources.toml", str(WHOLE)]
