@@ -1,7 +1,7 @@
 """The console's analysts: passwords, server-side sessions, CSRF tokens, the login rate limit.
 
 - A password is kept as `scrypt$N$r$p$<salt hex>$<hash hex>` (hashlib.scrypt, 16 random bytes
-  of salt per user, N=2^15, r=8, p=1: ~60 ms and 32 MiB a check, the parameters kept with the
+  of salt per user, N=2^15, r=8, p=1: ~70 ms and 32 MiB a check, the parameters kept with the
   hash so they can grow). scrypt is in the standard library (OpenSSL): no new dependency for
   a memory-hard hash. Verified with `hmac.compare_digest`; an unknown user costs the same
   scrypt as a known one (`DUMMY_HASH`), so timing does not tell who exists.
