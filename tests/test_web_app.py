@@ -121,6 +121,7 @@ async def test_every_answer_carries_the_security_headers(console: RunningConsole
         async with client.get(f"{console.url}{path}", allow_redirects=False) as answer:
             for name, value in SECURITY_HEADERS.items():
                 assert answer.headers.get(name) == value, (path, name)
+            assert answer.headers["Server"] == "leak-watcher"
     policy = SECURITY_HEADERS["Content-Security-Policy"]
     for directive in ("default-src 'none'", "style-src 'self'", "img-src 'self' data:", "form-action 'self'",
                       "frame-ancestors 'none'", "base-uri 'none'"):

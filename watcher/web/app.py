@@ -192,6 +192,7 @@ def _text(value: object) -> str | None:
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(SECURITY_HEADERS)
+    response.headers["Server"] = "leak-watcher"         # not aiohttp's and Python's versions
     if console_of(request).settings.tls:
         response.headers["Strict-Transport-Security"] = "max-age=31536000"
 
