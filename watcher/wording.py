@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+# A detector's name (the key of a report's counts) as a noun for people.
+COUNT_NOUNS = {
+    "nir": "NIR", "iban": "IBAN", "siret": "SIRET", "rpps": "RPPS number", "email": "e-mail address",
+    "phone": "phone number", "insurer": "insurer name", "health_terms": "health term",
+}
+
 
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     """`1 document`, `2 documents`, `1,200 NIRs`, `3 RPPS numbers`; `plural_form` when adding
     an `s` is wrong (`plural(2, "entry", "entries")`)."""
     return f"{count:,} {noun if count == 1 else (plural_form or noun + 's')}"
+
+
+def counts_text(counts: Iterable[tuple[str, int]]) -> str:
+    """A report's counts by detector as one line, most first, zeros left out: `25 NIRs, 3 e-mail
+    addresses, 2 health terms` (an operator's rule keeps its own name)."""
+    ordered = sorted(((name, int(value or 0)) for name, value in counts), key=lambda item: (-item[1], item[0]))
+    return ", ".join(plural(value, COUNT_NOUNS.get(name, name)) for name, value in ordered if value)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..wording import plural
+from ..wording import counts_text, plural
 from . import CliError, print_json_lines
 from .daemon import _common, _state, load, parse_since
 
@@ -158,9 +158,7 @@ def _show(config: Config, incident_id: int, fmt: str) -> int:
 
 
 def _counts(counts: dict[str, Any]) -> str:
-    ordered = sorted(counts.items(), key=lambda item: (-int(item[1] or 0), item[0]))
-    return ", ".join(plural(int(value), name.upper() if name == "nir" else name)
-                     for name, value in ordered if value) or "-"
+    return counts_text(counts.items()) or "-"
 
 
 def show_lines(view: dict[str, Any]) -> list[str]:

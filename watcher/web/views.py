@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -40,7 +40,7 @@ from typing import Any, Generic, TypeVar
 from ..alerts import records
 from ..score import SEVERITIES
 from ..timestamps import format_time
-from ..wording import plural
+from ..wording import counts_text, plural
 
 __all__ = [
     "ALERT_STATUSES",
@@ -99,12 +99,6 @@ def _rows(db: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str,
     cursor = db.execute(sql, params)
     names = [column[0] for column in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor]
-
-
-def _counts_text(counts: Iterable[tuple[str, int]]) -> str:
-    """`25 NIRs, 3 emails`: most first, zero counts left out."""
-    ordered = sorted(counts, key=lambda item: (-item[1], item[0]))
-    return ", ".join(plural(value, name.upper() if name == "nir" else name) for name, value in ordered if value)
 
 
 def _json_list(text: str | None) -> tuple[str, ...]:
@@ -605,7 +599,7 @@ def incident_detail(db: sqlite3.Connection, incident_id: int,
     return IncidentDetail(
         id=int(row["id"]), severity=row["severity"], state=row["state"] or "open",
         closed_severity=_text(row["closed_severity"]), suppressed=bool(row["suppressed"]), nirs=int(row["nirs"]),
-        counts=counts, counts_text=_counts_text(counts), findings=int(row["findings"]), documents=total,
+        counts=counts, counts_text=counts_text(counts), findings=int(row["findings"]), documents=total,
         documents_shown=len(documents), alerts=int(row["alerts"]), alerts_sent=int(row["sent"]),
         sources=_json_list(row["sources"]), insurers=insurers,
         reasons=_json_list(worst[0]) if worst else (), samples=_json_list(worst[1])[:5] if worst else (),
@@ -613,9 +607,14 @@ def incident_detail(db: sqlite3.Connection, incident_id: int,
         timeline=merge_timeline(documents, triage), triage=triage, evidence=_evidence(db, incident_id, timeline_limit),
         evidence_total=int(db.execute("SELECT count(*) FROM evidence WHERE incident_id = ?",
                                       (incident_id,)).fetchone()[0]),
-        export_commands=tuple(f"watcher incidents export {incident_id} --format {fmt} --out incident-{incident_id}"
-                              f".{fmt}.json" for fmt in ("misp", "stix", "json")),
+        export_commands=export_commands(incident_id),
     )
+
+
+def export_commands(incident_id: int) -> tuple[str, ...]:
+    """The `watcher incidents export` lines an analyst runs for this incident (MISP, STIX, JSON)."""
+    return tuple(f"watcher incidents export {incident_id} --format {fmt} --out incident-{incident_id}.{name}"
+                 for fmt, name in (("misp", "misp.json"), ("stix", "stix.json"), ("json", "json")))
 
 
 def merge_timeline(documents: Sequence[DocumentEntry], triage: Sequence[TriageEntry]) -> tuple[TimelineEntry, ...]:
@@ -650,7 +649,7 @@ def _documents(db: sqlite3.Connection, incident_id: int, limit: int) -> list[Doc
             finding_id=int(row["finding_id"]), source=row["source"], source_kind=_text(row["source_kind"]),
             item_id=row["item_id"], url=_text(row["url"]), title=_text(row["title"]), author=_text(row["author"]),
             posted_at=_text(row["posted_at"]), first_seen=row["first_seen"], severity=row["severity"],
-            sha256=row["sha256"], records=int(row["records"] or 0), counts=counts, counts_text=_counts_text(counts),
+            sha256=row["sha256"], records=int(row["records"] or 0), counts=counts, counts_text=counts_text(counts),
             insurers=_strings(row["insurers"]), reasons=_strings(row["reasons"]), samples=_strings(row["samples"]),
             alert=f"alert {alert['id']} ({alert['kind']}, {alert['state']})" if alert else "",
         ))
