@@ -201,6 +201,8 @@ def test_an_organisation_fingerprints_its_list_offline_and_hands_over_only_finge
     key = tmp_path / "watchlist.key"
     assert cli(capsys, "watchlist", "key", "--out", str(key), "--config", str(site))[0] == 0
     assert key.stat().st_mode & 0o777 == 0o600
+    code, _, err = cli(capsys, "watchlist", "key", "--out", str(key), "--config", str(site))
+    assert code == 2 and "exists" in err                  # never overwritten
     source = tmp_path / "members.csv"
     source.write_text("nir\n" + "".join(f"{nir_forms(n)['dashed']}\n" for n in ours))
     handed = tmp_path / "handed.txt"

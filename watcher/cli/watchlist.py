@@ -219,14 +219,17 @@ def cmd_import_fingerprints(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output(out: Path | None) -> contextlib.AbstractContextManager[TextIO]:
-    """Where a fingerprint file goes: a new file (0600), or the real stdout (fingerprints are
-    not identifiers: the redacting wrapper must not rewrite a line of digits)."""
+def _output(out: Path | None, *, new: bool = False) -> contextlib.AbstractContextManager[TextIO]:
+    """Where a fingerprint file goes: a file (0600; `new`: only one that does not exist yet),
+    or the real stdout (fingerprints are not identifiers: the redacting wrapper must not
+    rewrite a line of digits)."""
     if out is None:
         sys.stdout.flush()
         return contextlib.nullcontext(sys.__stdout__ or sys.stdout)
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if new else os.O_TRUNC), 0o600)
+    except FileExistsError:
+        raise CliError(f"{out} exists: the key is written to a new file only") from None
     except OSError as exc:
         raise CliError(f"{out}: {exc.strerror or exc}") from None
     return open(fd, "w", encoding="ascii")
@@ -264,9 +267,7 @@ def cmd_key(args: argparse.Namespace) -> int:
     config = load(args)
     with _writer(config) as db:
         hasher = _hasher(config, db)
-    if args.out.exists():
-        raise CliError(f"{args.out} exists: the key is written to a new file only")
-    with _output(args.out) as handle:
+    with _output(args.out, new=True) as handle:
         handle.write(f"{KEY_FILE_PREFIX}{hasher.key.hex()}\n")
     print(f"{args.out}: the watchlist key (key-check {hasher.key_check()}): it computes member fingerprints "
           "only; give it to the organisation's machine that runs `watcher watchlist fingerprint`", file=sys.stderr)
