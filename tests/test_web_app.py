@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from yarl import URL
+from tests.support.commands import refused
 from tests.support.nirs import nir_forms
 from tests.support.receivers import LoopbackCA
 from tests.support.web import (
@@ -86,6 +87,13 @@ def test_watcher_web_refuses_a_non_loopback_listen_without_tls(tmp_path: Path,
     assert main(["web", "--config", str(path)]) == 2
     assert 'sources.toml:5: [web]: key "listen" is \'0.0.0.0:8080\', not a loopback address' in capsys.readouterr().err
     assert not (tmp_path / "state").exists()
+
+
+def test_check_config_refuses_a_certificate_it_cannot_load(tmp_path: Path) -> None:
+    (tmp_path / "key.pem").write_text("not a key\n", encoding="utf-8")
+    config = write_config(tmp_path, 'tls_cert = "missing.pem"\ntls_key = "key.pem"')
+    refused(config, 'sources.toml:6: [web]: key "tls_cert": ', "missing.pem / tls_key ", "cannot load them",
+            commands=(("check-config",), ("run",)))
 
 
 def test_adduser_stores_a_salted_scrypt_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

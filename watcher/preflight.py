@@ -56,6 +56,7 @@ def check_runtime(config: Config, environ: Mapping[str, str] | None = None) -> N
     _check_state_dir(config, env)
     _check_drop_folders(config)
     _check_alert_targets(config, alerts)
+    _check_web(config)
     _check_state_files(config, alerts)
 
 
@@ -227,6 +228,21 @@ def _folder_problem(path: Path) -> str | None:
         return "is not a directory"
     except OSError as exc:
         return f"cannot be listed: {exc.strerror or exc}"
+
+
+def _check_web(config: Config) -> None:
+    """The console's certificate and key load (a path that does not exist, a key that is not
+    the certificate's): refused here rather than logged once the daemon runs without it."""
+    web = config.web
+    if web is None or web.tls_cert is None:
+        return
+    from .web.app import tls_context
+
+    try:
+        tls_context(web)
+    except ValueError as exc:
+        problem = str(exc).removeprefix("[web] tls_cert ")
+        raise located_error(config, "web", None, "[web]", "tls_cert", f": {problem}") from None
 
 
 def _check_alert_targets(config: Config, alerts: AlertSettings) -> None:
