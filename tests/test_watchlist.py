@@ -267,3 +267,31 @@ def test_scan_watchlist_counts_members_offline(site: Path, capsys: pytest.Captur
     command[command.index("acme")] = "nope"
     done = subprocess.run(command, capture_output=True, text=True, env=child_env(), timeout=120, check=False)
     assert done.returncode == 2 and "no watchlist nope (stored: acme)" in done.stderr
+
+
+@pytest.mark.parametrize("context", [True, False])
+def test_a_big_file_cut_into_slices_finds_the_members_one_process_finds(
+        site: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, context: bool) -> None:
+    """`watcher scan --jobs N` looks members up as the slices come in; the rarer forms (sex 3/4,
+    months 30-99) count only with health context, whichever way the file is read."""
+    from watcher.parallel import ScanPool
+
+    rng = random.Random(11 + context)
+    common = [random_nir(rng, strict=True) for _ in range(300)]
+    rarer = [random_nir(rng, sex=rng.choice("34")) for _ in range(60)]
+    imported(site, capsys, common[:150] + rarer[:30])
+    lines = ["mutuelle adhérents" if context else "exporté le 3 décembre"]   # UTF-8: the file can be cut
+    for i in range(30000):
+        nir = (common + rarer)[i % 360]
+        lines.append(f"ligne {i} {nir_forms(nir)[['compact', 'spaced', 'dotted'][i % 3]]} " + "dossier suivi " * rng.randrange(2, 15))
+    path = tmp_path / "big.txt"
+    path.write_text("\n".join(lines) + "\n")
+    analyzer = Analyzer(watchlists=loaded(site))
+    slice_size = 128 * 1024
+    with ScanPool(analyzer, 2, split_at=slice_size, slice_size=slice_size) as pool:
+        split = pool.analyze_split(path)
+    whole = analyzer.analyze_path(path)
+    assert split is not None, "the file was not cut"
+    assert split.watchlist_hits == whole.watchlist_hits == {"acme": 180 if context else 150}
+    assert sorted(split.watchlist_members["acme"]) == sorted(whole.watchlist_members["acme"])
+    assert split.to_json() == whole.to_json()
