@@ -99,8 +99,11 @@ class Analyzer:
         context = bool(values["insurer"] or values["health_terms"] or (tabular and tabular.health_headers))
         rarer = 0
         if detection.loose_nirs:
+            loose = [v[1:] for v in values["nir"] if v >= LOOSE] if self.watchlists and not context else []
             marked = resolve_loose(values["nir"], context)
             rarer = marked if context else 0
+            if loose:       # a member's own NIR is context enough (a random match: N / 2^64)
+                values["nir"].update(self.watchlists.members_among(loose))  # type: ignore[union-attr]
         detection.samples["nir"] = [v.lstrip(LOOSE) for v in detection.samples["nir"]
                                     if v.lstrip(LOOSE) in values["nir"]]
         report.counts = {d.name: len(values[d.name]) for d in scanner.detectors}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import sqlite3
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,6 +158,19 @@ class Watchlists:
             if len(hits):
                 found[name] = signed(hits)
         return found
+
+
+    def members_among(self, nirs: Sequence[str]) -> list[str]:
+        """The NIRs of `nirs` (normalized) that are members of at least one list."""
+        if not nirs or not self.lists:
+            return []
+        queries = self.hasher.fingerprints(list(nirs))
+        hit = np.zeros(len(queries), bool)
+        for members in self.lists.values():
+            if len(members):
+                at = np.minimum(np.searchsorted(members, queries), len(members) - 1)
+                hit |= members[at] == queries
+        return [nir for nir, member in zip(nirs, hit.tolist(), strict=True) if member]
 
 
 def load_watchlists(db: sqlite3.Connection, hasher: MemberHasher) -> tuple[Watchlists, list[str]]:
