@@ -206,7 +206,8 @@ def test_json_export_is_versioned_and_keeps_masked_samples(incident: Incident) -
     assert record["samples"] and all("\u2022" in sample for sample in record["samples"])
     assert [d["source"] for d in record["documents"]] == ["pastes", "board"]
     assert set(record["documents"][0]) == {"source", "source_kind", "url", "title", "sha256", "size",
-                                           "posted_at", "first_seen", "severity", "tor"}
+                                           "posted_at", "first_seen", "severity", "tor", "watchlist_hits"}
+    assert record["watchlist_hits"] == {} and record["documents"][0]["watchlist_hits"] == {}   # no list here
 
 
 # --------------------------------------------------------------------------- ids, options

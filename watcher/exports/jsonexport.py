@@ -15,14 +15,18 @@ leave them out). Keys, always present, in this order:
     nirs            estimated distinct NIRs (the grouping's union estimate)
     counts          {identifier kind: count}: nir is `nirs`, other kinds the largest count of
                     one document
+    watchlist_hits  {watchlist name: distinct member NIRs over every document}, {} when no
+                    member list matched (added to version 1: a new key, nothing removed)
     insurers        insurers named in the documents
     reasons         why the severity, of the most severe document
     samples         masked samples (`1 84 12 •• ••• ••• ••`), at most five
     sources         names of the sources the documents came from
     documents       [{source, source_kind, url, title, sha256, size, posted_at, first_seen,
-                      severity, tor}]: url and title masked, tor null when not known
+                      severity, tor, watchlist_hits}]: url and title masked, tor null when
+                      not known, watchlist_hits the document's own member counts
 
-No key holds a cleartext identifier: texts were redacted when the export was built.
+No key holds a cleartext identifier, nor a member fingerprint: texts were redacted when the
+export was built, and a watchlist is named and counted, never listed.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def incident_record(export: IncidentExport) -> dict[str, Any]:
         "first_posted": export.first_posted,
         "nirs": export.nirs,
         "counts": dict(export.counts),
+        "watchlist_hits": dict(export.watchlist_hits),
         "insurers": list(export.insurers),
         "reasons": list(export.reasons),
         "samples": list(export.samples),

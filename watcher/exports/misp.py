@@ -14,9 +14,13 @@
     attributes  a counter per identifier kind (`nir` is the incident's distinct-NIR estimate),
                 the insurers as target-org, the reasons and the severity as text; each with the
                 incident's first and last seen
+    members     per member watchlist with a hit: the event tag `leak-watcher:watchlist="NAME"`
+                (what an analyst's MISP filters events on: `tags=leak-watcher:watchlist=...`)
+                and a counter attribute of the distinct members over every document, tagged
+                the same, commented `12 of our members (watchlist NAME)`; the info says it too
     objects     per document, a `leaked-document` (masked title, masked URL, source, first
-                seen) referring (`characterized-by`) to a `file` object (sha256, size), one per
-                distinct content
+                seen, its own member counts in its comment) referring (`characterized-by`) to a
+                `file` object (sha256, size), one per distinct content
 
 Every attribute has `to_ids` false: a paste URL or a document's hash is evidence of a leak,
 not an indicator to block or alert on in an IDS, and MISP would push to_ids attributes to
@@ -24,7 +28,8 @@ sensors. Every text went through `watcher.redact` when the export was built (`mo
 whole JSON is not redacted again, since uuids and epoch stamps are digit runs a phone-shaped
 mask could hit.
 
-Not exported: the NIR fingerprints (keyed HMACs). They are keyed with this installation's
+Not exported: the NIR fingerprints (keyed HMACs), and of a watchlist nothing but its name
+and counts (never a member, never a member fingerprint). They are keyed with this installation's
 secret, so no other MISP user can correlate or reverse them: shared, they would only add
 personal-data-derived values to a platform that keeps and syncs them, without use to anyone
 else. The masked samples are left out too (they still show birth year and month); the
@@ -57,6 +62,8 @@ SOURCE_TAGS = {"privatebin": "pastie-website", "listing": "pastie-website", "for
                "feed": "public-website", "json": "public-website", "telegram": "other", "directory": "other"}
 #: infoleak:automatic-detection values for the identifier kinds the taxonomy knows.
 DETECTION_TAGS = {"email": "mail", "phone": "phone-number"}
+#: The machine tag of a member watchlist with a hit (leak-watcher's own namespace).
+WATCHLIST_TAG = 'leak-watcher:watchlist="{name}"'
 
 
 def misp_event(export: IncidentExport, *, tlp: str = DEFAULT_TLP, distribution: int = 0) -> MISPEvent:
@@ -93,6 +100,7 @@ def _info(export: IncidentExport) -> str:
     what = f"~{export.nirs:,} NIRs" if export.nirs else (export.reasons[0] if export.reasons else "finding")
     insurers = ", ".join(export.insurers[:3]) + (f" +{len(export.insurers) - 3}" if len(export.insurers) > 3 else "")
     parts = [f"leak-watcher incident #{export.incident_id}: {export.severity.upper()}", what]
+    parts += [members_text(name, count) for name, count in export.watchlist_hits.items()]
     if insurers:
         parts.append(insurers)
     return clean_text(", ".join(parts)) or f"leak-watcher incident #{export.incident_id}"
@@ -106,20 +114,29 @@ def _tags(export: IncidentExport, tlp: str) -> list[str]:
              for kind in sorted(export.counts) if kind in DETECTION_TAGS and export.counts[kind]]
     if export.state == "false-positive":
         tags.append('infoleak:confirmed="false-positive"')
+    tags += [WATCHLIST_TAG.format(name=name) for name in export.watchlist_hits]
     return tags
+
+
+def members_text(name: str, count: int) -> str:
+    """`12 of our members (watchlist adherents)`, as the alerts say it."""
+    return f"{count:,} of our members (watchlist {name})"
 
 
 def _attributes(event: MISPEvent, export: IncidentExport) -> None:
     seen = {"first_seen": export.first_seen, "last_seen": export.last_seen}
 
-    def add(kind: str, value: str, comment: str, key: str) -> None:
+    def add(kind: str, value: str, comment: str, key: str, tags: tuple[str, ...] = ()) -> None:
         event.add_attribute(kind, value, uuid=export.uuid("misp", "attribute", key), comment=comment,
-                            to_ids=False, disable_correlation=kind in ("counter", "text"), **seen)
+                            to_ids=False, disable_correlation=kind in ("counter", "text"), Tag=list(tags), **seen)
 
     for kind, count in export.counts.items():
         if count:
             label = "distinct NIRs (estimate)" if kind == "nir" else f"{kind} values in one document (largest)"
             add("counter", str(count), f"{label}", f"count/{kind}")
+    for name, count in export.watchlist_hits.items():
+        add("counter", str(count), f"{members_text(name, count)}: distinct over every document", f"members/{name}",
+            (WATCHLIST_TAG.format(name=name),))
     for insurer in export.insurers:
         add("target-org", insurer, "insurer named in the leaked data", f"insurer/{insurer}")
     add("text", f"severity {export.severity}", "leak-watcher severity", "severity")
@@ -179,4 +196,5 @@ def _comment(document: Document) -> str:
         parts.append(f"posted {document.posted_at}")
     if document.severity:
         parts.append(f"severity {document.severity}")
+    parts += [members_text(name, count) for name, count in document.watchlist_hits.items()]
     return clean_text(", ".join(parts)) or ""

@@ -20,7 +20,13 @@ nirs, sources, first_seen, first_posted), `counts`, `insurers`, `reasons`, `samp
     severity, state, last_seen       the incident's (an alert payload has none of them)
     documents                        every document of the incident: dicts with source,
                                      source_kind, url, title, sha256, size, posted_at,
-                                     first_seen, severity, tor (None: not known)
+                                     first_seen, severity, tor (None: not known), and
+                                     watchlist_hits (its finding's members per watchlist)
+
+Member counts (`watchlist_hits`: watchlist name -> distinct member NIRs, never a NIR or a
+fingerprint) are the incident's (`incident.watchlist_hits`, distinct over all its documents;
+an alert payload older than the incident counts falls back to its document's) and each
+document's (`documents[].watchlist_hits`; in an alert payload, its `watchlist_hits`).
 
 `incident_payload(state, incident_id)` builds that whole dict from the state database (the
 incident row and its findings here; its documents, the item links they were seen in with their
@@ -73,6 +79,7 @@ __all__ = [
     "export_from_payload",
     "incident_payload",
     "installation_namespace",
+    "watchlist_hits",
 ]
 
 #: An incident's triage state. Exports of an incident the store records no state for say "open".
@@ -136,6 +143,7 @@ class Document:
     severity: str | None
     tor: bool | None            # fetched through Tor (None: not known)
     source_kind: str | None = None
+    watchlist_hits: dict[str, int] = field(default_factory=dict)   # distinct members per watchlist
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Document:
@@ -155,12 +163,28 @@ class Document:
             severity=_severity(data["severity"]) if data.get("severity") else None,
             tor=bool(tor) if tor is not None else None,
             source_kind=clean_text(data.get("source_kind"), 40),
+            watchlist_hits=watchlist_hits(data.get("watchlist_hits")),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "source_kind": self.source_kind, "url": self.url, "title": self.title,
                 "sha256": self.sha256, "size": self.size, "posted_at": self.posted_at,
-                "first_seen": self.first_seen, "severity": self.severity, "tor": self.tor}
+                "first_seen": self.first_seen, "severity": self.severity, "tor": self.tor,
+                "watchlist_hits": dict(self.watchlist_hits)}
+
+
+def watchlist_hits(value: object) -> dict[str, int]:
+    """A `watchlist_hits` map (watchlist name -> distinct members) as exports carry it: names
+    cleaned like any text (a name is the operator's, but a NIR-shaped one is masked all the
+    same), counts as non-negative integers, zeros left out, by name."""
+    if not isinstance(value, Mapping):
+        return {}
+    hits: dict[str, int] = {}
+    for name, count in value.items():
+        cleaned, members = clean_text(name, 64), _count(count)
+        if cleaned and members:
+            hits[cleaned] = max(hits.get(cleaned, 0), members)
+    return dict(sorted(hits.items()))
 
 
 @dataclass(frozen=True)
@@ -181,6 +205,7 @@ class IncidentExport:
     samples: tuple[str, ...]                # masked, as the alerts carry them
     sources: tuple[str, ...]
     documents: tuple[Document, ...] = field(default=())
+    watchlist_hits: dict[str, int] = field(default_factory=dict)  # distinct members per watchlist, every document
 
     def uuid(self, *parts: object) -> str:
         """The deterministic id of a part of this export (see the module docstring)."""
@@ -207,7 +232,8 @@ def export_from_payload(payload: Mapping[str, Any], *, installation: uuid.UUID) 
         documents = [{"source": payload.get("source"), "url": payload.get("url"),
                       "title": payload.get("item_title"), "sha256": payload.get("sha256"),
                       "size": payload.get("size"), "posted_at": payload.get("posted_at"),
-                      "severity": payload.get("severity")}] if payload.get("source") else []
+                      "severity": payload.get("severity"), "watchlist_hits": payload.get("watchlist_hits")}
+                     ] if payload.get("source") else []
     docs = tuple(Document.from_dict(d) for d in documents)
     severity = _severity(payload.get("severity"), "")
     if not severity:
@@ -235,6 +261,7 @@ def export_from_payload(payload: Mapping[str, Any], *, installation: uuid.UUID) 
         samples=_texts(payload.get("samples"), 120),
         sources=_texts(incident.get("sources") or [d.source for d in docs], 80),
         documents=docs,
+        watchlist_hits=watchlist_hits(incident.get("watchlist_hits") or payload.get("watchlist_hits")),
     )
 
 
@@ -263,23 +290,27 @@ def incident_payload(state: StateDB, incident_id: int,
     names = [column[0] for column in state.db.execute("SELECT * FROM incidents LIMIT 0").description]
     incident = dict(zip(names, row, strict=False))
     findings = state.db.execute(
-        """SELECT f.id, f.sha256, f.size, f.severity, f.reasons, f.counts, f.insurers, f.samples, f.first_seen
+        """SELECT f.id, f.sha256, f.size, f.severity, f.reasons, f.counts, f.insurers, f.samples, f.first_seen,
+            f.watchlist_hits
         FROM incident_findings AS m JOIN findings AS f ON f.id = m.finding_id
         WHERE m.incident_id = ? ORDER BY f.first_seen, f.id""",
         (incident_id,),
     ).fetchall()
     counts: dict[str, int] = {}
     insurers: list[str] = []
-    for _id, _sha256, _size, _severity, _reasons, counts_json, insurers_json, _samples, _seen in findings:
+    members: dict[int, dict[str, int]] = {}
+    for finding_id, _sha256, _size, _severity, _reasons, counts_json, insurers_json, _samples, _seen, hits in findings:
         for kind, value in json.loads(counts_json).items():
             counts[kind] = max(counts.get(kind, 0), _count(value))
         insurers.extend(json.loads(insurers_json))
-    documents = _documents(state, incident_id, frozenset(tor_sources))
+        members[finding_id] = json.loads(hits or "{}")
+    documents = _documents(state, incident_id, frozenset(tor_sources), members)
     worst = max(findings, key=lambda f: (severity_rank(f[3]), -f[0]), default=None)
     return {
         "incident": {"id": incident["id"], "nirs": incident["nirs"], "sources": json.loads(incident["sources"]),
                      "findings": len(findings), "first_seen": incident["first_seen"],
-                     "first_posted": incident.get("first_posted")},
+                     "first_posted": incident.get("first_posted"),
+                     "watchlist_hits": json.loads(incident.get("watchlist_hits") or "{}")},
         "severity": incident["severity"],
         "state": incident.get("state") or "open",
         "first_seen": incident["first_seen"],
@@ -293,14 +324,17 @@ def incident_payload(state: StateDB, incident_id: int,
     }
 
 
-def _documents(state: StateDB, incident_id: int, tor: frozenset[str]) -> list[dict[str, Any]]:
+def _documents(state: StateDB, incident_id: int, tor: frozenset[str],
+               members: Mapping[int, dict[str, int]]) -> list[dict[str, Any]]:
     """The incident's documents (`watcher.alerts.records.incident_documents`), finding by
     finding (by first sighting), each finding's by first sighting and source: the order the
-    export's per-document ids are numbered in, so it must not change."""
+    export's per-document ids are numbered in, so it must not change. `members`: each
+    finding's member counts per watchlist."""
     from ..alerts.records import incident_documents
 
     rows = sorted(incident_documents(state.db, incident_id),
                   key=lambda d: (d["finding_seen"], d["finding_id"], d["first_seen"], d["source"]))
     return [{"source": d["source"], "source_kind": d["source_kind"], "url": d["url"], "title": d["title"],
              "sha256": d["sha256"], "size": d["size"], "posted_at": d["posted_at"], "first_seen": d["first_seen"],
-             "severity": d["severity"], "tor": (d["source"] in tor) if tor else None} for d in rows]
+             "severity": d["severity"], "tor": (d["source"] in tor) if tor else None,
+             "watchlist_hits": members.get(d["finding_id"], {})} for d in rows]

@@ -21,11 +21,15 @@ unchanged incident gives the same bytes, and a grown one the next version of the
 ids STIX 2.1 defines from their content (the library computes them).
 
 One property of our own on the report, `leak_watcher_incident`: the incident's id, severity,
-triage state, counts per identifier kind and first post date, which STIX has no property for.
-It is declared the STIX 2.1 way, by an `extension-definition` (a toplevel-property-extension
-whose schema is the plain text `EXTENSION_SCHEMA`; STIX requires its creator, so each
-installation has its own), rather than as an `x_` property, which the 2.1 validator flags as
-deprecated; the description says the same in words for tools that ignore extensions.
+triage state, counts per identifier kind, first post date and member counts per watchlist
+(`watchlist_hits`, distinct over every document), which STIX has no property for; and one on
+an observed-data whose document holds members, `leak_watcher_watchlist_hits` (watchlist
+name -> distinct members of that document). Both are declared the STIX 2.1 way, by one
+`extension-definition` (a toplevel-property-extension whose schema is the plain text
+`EXTENSION_SCHEMA`; STIX requires its creator, so each installation has its own), rather than
+as `x_` properties, which the 2.1 validator flags as deprecated; the description says the same
+in words for tools that ignore extensions (`Members: 12 of our members (watchlist NAME)`). A
+watchlist is named and counted, never listed: no member and no fingerprint is exported.
 
 The validator's one remark (a warning, not an error): the SDO ids are UUIDv5, where STIX 2.1
 recommends UUIDv4. That is the price of deterministic ids, chosen on purpose (`model.py`). The NIR
@@ -49,10 +53,16 @@ __all__ = ["DEFAULT_TLP", "IDENTITY_DATE", "stix_bundle", "stix_json"]
 
 DEFAULT_TLP = "tlp:amber"
 IDENTITY_DATE = "2024-01-01T00:00:00Z"
-EXTENSION_SCHEMA = ("leak_watcher_incident (object): id (integer, the incident id in leak-watcher), severity "
-                    "(low|medium|high|critical), state (open|acknowledged|closed|false-positive), counts (object: "
-                    "identifier kind -> count; nir is the incident's distinct-NIR estimate, other kinds the "
-                    "largest count in one document), first_posted (ISO 8601 UTC or null: earliest post date)")
+#: The extension definition's version and its date: 1.1.0 added the member counts.
+EXTENSION_VERSION = "1.1.0"
+EXTENSION_MODIFIED = "2026-12-07T00:00:00Z"
+EXTENSION_SCHEMA = ("leak_watcher_incident (object, on the report): id (integer, the incident id in leak-watcher), "
+                    "severity (low|medium|high|critical), state (open|acknowledged|closed|false-positive), counts "
+                    "(object: identifier kind -> count; nir is the incident's distinct-NIR estimate, other kinds the "
+                    "largest count in one document), first_posted (ISO 8601 UTC or null: earliest post date), "
+                    "watchlist_hits (object: member watchlist name -> distinct member NIRs over every document; "
+                    "empty when none matched). leak_watcher_watchlist_hits (object, on an observed-data whose "
+                    "document holds members): member watchlist name -> distinct member NIRs in that document")
 _TLP = {"tlp:white": "TLP_WHITE", "tlp:clear": "TLP_WHITE", "tlp:green": "TLP_GREEN",
         "tlp:amber": "TLP_AMBER", "tlp:red": "TLP_RED"}
 
@@ -70,10 +80,12 @@ def stix_bundle(export: IncidentExport, *, tlp: str = DEFAULT_TLP) -> Bundle:
                              identity_class="system", **common)
     extension = stix2.ExtensionDefinition(
         id=f"extension-definition--{_shared_uuid(export, 'stix', 'extension', 'leak_watcher_incident', '1')}",
-        created=IDENTITY_DATE, modified=IDENTITY_DATE, created_by_ref=creator.id, name="leak-watcher incident",
-        description="The leak-watcher incident a report describes: triage state and counts per identifier kind",
-        schema=EXTENSION_SCHEMA, version="1.0.0", extension_types=["toplevel-property-extension"],
-        extension_properties=["leak_watcher_incident"], **common)
+        created=IDENTITY_DATE, modified=EXTENSION_MODIFIED, created_by_ref=creator.id, name="leak-watcher incident",
+        description="The leak-watcher incident a report describes: triage state, counts per identifier kind and "
+                    "members of the organisation's watchlists",
+        schema=EXTENSION_SCHEMA, version=EXTENSION_VERSION, extension_types=["toplevel-property-extension"],
+        extension_properties=["leak_watcher_incident", "leak_watcher_watchlist_hits"], **common)
+    uses = {extension.id: {"extension_type": "toplevel-property-extension"}}
     sdo = {**common, "created_by_ref": creator.id, "created": export.first_seen, "modified": export.last_seen}
     insurers = [
         stix2.Identity(id=f"identity--{_shared_uuid(export, 'insurer', name)}", created=IDENTITY_DATE,
@@ -82,7 +94,7 @@ def stix_bundle(export: IncidentExport, *, tlp: str = DEFAULT_TLP) -> Bundle:
         for name in export.insurers
     ]
     observables: dict[str, Any] = {}
-    observations = [_observed(stix2, export, document, observables, sdo) for document in export.documents]
+    observations = [_observed(stix2, export, document, observables, sdo, uses) for document in export.documents]
     observations = [o for o in observations if o is not None]
     report = stix2.Report(
         id=f"report--{export.uuid('stix', 'report')}",
@@ -93,9 +105,10 @@ def stix_bundle(export: IncidentExport, *, tlp: str = DEFAULT_TLP) -> Bundle:
         published=export.last_seen,
         labels=["leak-watcher", f"severity:{export.severity}", f"state:{export.state}"],
         object_refs=[creator.id, *(i.id for i in insurers), *(o.id for o in observations)],
-        extensions={extension.id: {"extension_type": "toplevel-property-extension"}},
+        extensions=uses,
         leak_watcher_incident={"id": export.incident_id, "severity": export.severity, "state": export.state,
-                               "counts": dict(export.counts), "first_posted": export.first_posted},
+                               "counts": dict(export.counts), "first_posted": export.first_posted,
+                               "watchlist_hits": dict(export.watchlist_hits)},
         allow_custom=True, **sdo,
     )
     objects = [marking, creator, extension, *insurers, *observables.values(), *observations, report]
@@ -113,8 +126,9 @@ def _shared_uuid(export: IncidentExport, *parts: str) -> str:
 
 
 def _observed(stix2: Any, export: IncidentExport, document: Document, observables: dict[str, Any],
-              sdo: dict[str, Any]) -> Any:
-    """The observed-data of one document (None when it has neither a hash nor a URL)."""
+              sdo: dict[str, Any], uses: dict[str, Any]) -> Any:
+    """The observed-data of one document (None when it has neither a hash nor a URL), with
+    its member counts when it has any (`uses`: the extension that declares them)."""
     refs = []
     if document.sha256:
         file_ = stix2.File(hashes={"SHA-256": document.sha256}, size=document.size)
@@ -127,9 +141,13 @@ def _observed(stix2: Any, export: IncidentExport, document: Document, observable
         return None
     seen = document.first_seen or export.first_seen
     key = f"{document.source}/{document.url or document.sha256}"
+    members: dict[str, Any] = {}
+    if document.watchlist_hits:
+        members = {"extensions": uses, "leak_watcher_watchlist_hits": dict(document.watchlist_hits),
+                   "allow_custom": True}
     return stix2.ObservedData(id=f"observed-data--{export.uuid('stix', 'observed-data', key)}",
                               first_observed=seen, last_observed=seen, number_observed=1, object_refs=refs,
-                              **{**sdo, "created": min(seen, sdo["modified"])})
+                              **{**sdo, **members, "created": min(seen, sdo["modified"])})
 
 
 def _uri(url: str | None) -> str | None:
@@ -147,6 +165,9 @@ def _description(export: IncidentExport) -> str:
              f"last seen {export.last_seen}" + (f", first posted {export.first_posted}" if export.first_posted else "")]
     if export.counts:
         lines.append("Counts: " + ", ".join(f"{kind} {count:,}" for kind, count in export.counts.items()))
+    if export.watchlist_hits:
+        lines.append("Members: " + "; ".join(f"{count:,} of our members (watchlist {name})"
+                                             for name, count in export.watchlist_hits.items()))
     if export.insurers:
         lines.append("Insurers: " + ", ".join(export.insurers))
     if export.sources:
