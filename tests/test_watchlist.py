@@ -297,3 +297,34 @@ def test_a_big_file_cut_into_slices_finds_the_members_one_process_finds(
     assert split.counts["nir"] == whole.counts["nir"] == (360 if context else 330)
     assert sorted(split.watchlist_members["acme"]) == sorted(whole.watchlist_members["acme"])
     assert split.to_json() == whole.to_json()
+
+
+def test_lists_are_mapped_from_flat_files_written_once(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A list's members go to a flat file beside the database (0600, written whole) on its
+    first load; later loads map it (the workers share its pages); a file of the wrong size
+    is written again; the files of replaced lists go; a folder that cannot be written costs
+    nothing but the mapping."""
+    import stat
+
+    import numpy as np
+
+    rng = random.Random(16)
+    nirs = members(rng, 500)
+    imported(site, capsys, nirs)
+    folder = site.parent / "state" / "watchlists"
+    first = loaded(site).lists["acme"]
+    (file,) = folder.glob("*.u64")
+    assert stat.S_IMODE(file.stat().st_mode) == 0o600 and file.stat().st_size == 8 * 500
+    assert not isinstance(first, np.memmap)
+    again = loaded(site)
+    assert isinstance(again.lists["acme"], np.memmap)
+    assert np.array_equal(again.lists["acme"], first)
+    assert sorted(again.members_among(nirs[:3] + members(rng, 3))) == sorted(nirs[:3])
+    file.write_bytes(file.read_bytes()[:-8])                     # cut: read from the database again
+    assert np.array_equal(loaded(site).lists["acme"], first) and file.stat().st_size == 8 * 500
+    imported(site, capsys, nirs[:100])                           # replaced: a new id, a new file
+    assert len(loaded(site).lists["acme"]) == 100
+    assert [path.stat().st_size for path in folder.glob("*.u64")] == [800]
+    shutil.rmtree(folder)
+    folder.write_bytes(b"")                 # no folder can be made there (root ignores modes)
+    assert len(loaded(site).lists["acme"]) == 100 and folder.read_bytes() == b""

@@ -99,7 +99,8 @@ def test_the_daemon_counts_members_reloads_changed_lists_and_keeps_incident_coun
     assert daemon.stop() == 0
 
     # nothing in clear: the database, the sink, the log
-    data = b"".join(path.read_bytes() for path in state.iterdir() if path.is_file() and path.name != "secret.key")
+    data = b"".join(path.read_bytes() for path in state.rglob("*") if path.is_file() and path.name != "secret.key")
+    assert list((state / "watchlists").glob("*.u64")), "the workers map the lists from their flat files"
     for nir in ours + strangers:
         for form in (nir, nir[:13], nir_forms(nir)["spaced"]):
             assert form.encode() not in data

@@ -7,15 +7,23 @@ arrays: a document's NIRs are fingerprinted in one AES call and looked up with o
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import logging
+import os
 import sqlite3
+import tempfile
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
+
+if TYPE_CHECKING:
+    from .store import WatchlistRow
 
 KEY_LABEL = b"leak-watcher/watchlist/1"
 KEY_CHECK_TEXT = b"leak-watcher watchlist key check"
@@ -25,8 +33,11 @@ _RB = 0x87                      # CMAC's constant for a 128-bit block (SP 800-38
 _MASK = (1 << 128) - 1
 PIECE = 1 << 16                 # NIRs fingerprinted per AES call
 MMAP_BYTES = 1 << 30            # how much of the state database a list's reader maps
+MAPPED_DIR = "watchlists"       # beside the state database: each list's members as a flat file, mapped
 
 Members = np.ndarray             # sorted, distinct, dtype uint64
+
+log = logging.getLogger("watcher.watchlist")
 
 
 def watchlist_key(secret: bytes) -> bytes:
@@ -173,20 +184,86 @@ class Watchlists:
         return [nir for nir, member in zip(nirs, hit.tolist(), strict=True) if member]
 
 
-def load_watchlists(db: sqlite3.Connection, hasher: MemberHasher) -> tuple[Watchlists, list[str]]:
+def load_watchlists(db: sqlite3.Connection, hasher: MemberHasher,
+                    mapped: Path | None = None) -> tuple[Watchlists, list[str]]:
     """The stored lists made under `hasher`'s key, and the names of those made under another
-    (after `watcher rekey`: they would never match; import them again)."""
-    from .store import chunks, rows
+    (after `watcher rekey`: they would never match; import them again). With `mapped` (a
+    folder), each list is mapped from its flat file there (`mapped_members`)."""
+    from .store import rows
 
     check = hasher.key_check()
     loaded = Watchlists(hasher)
     other_key = []
-    for row in rows(db):
+    stored = rows(db)
+    for row in stored:
         if row.key_check != check:
             other_key.append(row.name)
             continue
-        loaded.lists[row.name] = from_blobs(chunks(db, row.id), row.members)
+        loaded.lists[row.name] = mapped_members(db, row, mapped) if mapped else _read_members(db, row)
+    if mapped:
+        _forget_files(mapped, {_file_name(row) for row in stored})
     return loaded, other_key
+
+
+def _read_members(db: sqlite3.Connection, row: WatchlistRow) -> Members:
+    from .store import chunks
+
+    return from_blobs(chunks(db, row.id), row.members)
+
+
+def _file_name(row: WatchlistRow) -> str:
+    return f"{row.id}-{row.key_check}.u64"
+
+
+def mapped_members(db: sqlite3.Connection, row: WatchlistRow, folder: Path) -> Members:
+    """A list's members mapped read-only from its flat file in `folder` (little-endian uint64,
+    as the chunks), written once from the chunks: the analysis workers of a daemon then share
+    its pages (the page cache) instead of holding a copy each, and `watcher scan` opens a 20M
+    list without reading it. A list's id is new at every import, so its file never goes
+    stale. Where the folder cannot be written (a read-only state directory, a full disk) the
+    chunks are read into memory, as without `folder`."""
+    path = folder / _file_name(row)
+    if not row.members:
+        return np.empty(0, np.uint64)
+    try:
+        if path.stat().st_size == row.members * 8:
+            return np.memmap(path, dtype="<u8", mode="r")
+    except OSError:
+        pass
+    members = _read_members(db, row)
+    try:
+        _write_file(path, members)
+    except OSError as exc:
+        log.info("watchlist %s: members read into memory (cannot write %s: %s)", row.name, path,
+                 exc.strerror or exc)
+    return members
+
+
+def _write_file(path: Path, members: Members) -> None:
+    """`members` to `path`, whole or not at all (a temporary file renamed; 0600, like the
+    database: fingerprints only, but keyed ones of a member list)."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=".members-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            members.astype("<u8", copy=False).tofile(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _forget_files(folder: Path, current: set[str]) -> None:
+    """Remove the flat files of lists no longer stored (replaced or removed): best effort, a
+    worker that still maps one keeps its pages until it stops."""
+    with contextlib.suppress(OSError):
+        for path in folder.glob("*.u64"):
+            if path.name not in current:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
 def open_watchlists(db_path: Path, secret: bytes, *, beside_writer: bool = False) -> tuple[Watchlists, list[str]]:
@@ -197,7 +274,7 @@ def open_watchlists(db_path: Path, secret: bytes, *, beside_writer: bool = False
     db = connect_read_only(db_path, idle_snapshot=not beside_writer)
     try:
         db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")      # chunks read from the mapping: 20M in 0.05 s, not 0.1
-        return load_watchlists(db, MemberHasher.from_secret(secret))
+        return load_watchlists(db, MemberHasher.from_secret(secret), db_path.parent / MAPPED_DIR)
     finally:
         db.close()
 
