@@ -3,7 +3,9 @@ false-positive|reopen ID --by NAME --note TEXT`), `incidents export ID --format 
 and `suppress sha256 HEX | incident ID | list | remove KIND VALUE`. Each takes --config.
 
 `list`, `show` and `export` read the state database read-only (`StateDB.read_only`), so they
-run beside the daemon; triage and suppression are one short write transaction each. What
+run beside the daemon; they show the members of the watchlists each incident and each of its
+documents holds (`watchlist_hits`: watchlist name -> distinct member NIRs, never a NIR);
+triage and suppression are one short write transaction each. What
 they change is read by the daemon's incident policy at the next document (see
 `watcher.alerts.incidents` for what each state silences). A triage note goes through
 `watcher.redact` before it is stored: a NIR pasted into it is masked.
@@ -13,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..alerts.message import members
+from ..redact import redact
 from ..wording import counts_text, plural
 from . import CliError, print_json_lines
 from .daemon import _common, _state, load, parse_since
@@ -108,16 +113,48 @@ def _list(config: Config, args: argparse.Namespace, fmt: str) -> int:
     since = parse_since(args.since)
     with _state(config) as db:
         rows = records.incidents(db, args.limit, format_time(since) if since else None)
+        found = incident_members(db, [row["id"] for row in rows])
+    for row in rows:
+        row["watchlist_hits"], row["members"] = found.get(row["id"], ({}, 0))
     if fmt == "json":
         print_json_lines(rows)
         return 0
     print(f"{'ID':>5} {'SEVERITY':<8} {'STATE':<14} {'NIRS':>8} {'FINDINGS':>8} {'ALERTS':>6} {'FIRST POSTED':<20} "
-          f"{'FIRST SEEN':<20} {'LAST SEEN':<20} SOURCES")
+          f"{'FIRST SEEN':<20} {'LAST SEEN':<20} {'MEMBERS':>8} SOURCES")
     for row in rows:
+        member_count = f"{row['members']:,}" if row["members"] else "-"
         print(f"{row['id']:>5} {row['severity']:<8} {row.get('state') or 'open':<14} {row['nirs']:>8,} "
               f"{row['findings']:>8} {row['alerts']:>6} {row.get('first_posted') or '-':<20} "
-              f"{row['first_seen']:<20} {row['last_seen']:<20} {', '.join(row['sources'])}")
+              f"{row['first_seen']:<20} {row['last_seen']:<20} {member_count:>8} {', '.join(row['sources'])}")
     return 0
+
+
+def watchlist_hits(text: str | None) -> dict[str, int]:
+    """A stored `watchlist_hits` (JSON: watchlist name -> distinct members) by name, zeros left
+    out; a name is masked like any text (an operator may have named a list after anything)."""
+    try:
+        found = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {redact(str(name)): int(count) for name, count in sorted(found.items())
+            if isinstance(count, int) and count > 0}
+
+
+def incident_members(db: StateDB, incident_ids: list[int]) -> dict[int, tuple[dict[str, int], int]]:
+    """Per incident of `incident_ids` with members: its counts per watchlist and its distinct
+    members over all watchlists (a member of two lists counted once: the list's MEMBERS)."""
+    ids = json.dumps(incident_ids)
+    hits = {int(incident_id): watchlist_hits(text) for incident_id, text in db.db.execute(
+        "SELECT id, watchlist_hits FROM incidents WHERE id IN (SELECT value FROM json_each(?)) "
+        "AND watchlist_hits != '{}'", (ids,))}
+    distinct = dict(db.db.execute(
+        """SELECT incident_id, count(DISTINCT member) FROM incident_watchlist_members
+        WHERE incident_id IN (SELECT value FROM json_each(?)) GROUP BY incident_id""",
+        (json.dumps(sorted(hits)),)).fetchall()) if hits else {}
+    return {incident_id: (counts, int(distinct.get(incident_id) or max(counts.values(), default=0)))
+            for incident_id, counts in hits.items() if counts}
 
 
 # --------------------------------------------------------------------------- show
@@ -133,6 +170,13 @@ def incident_view(db: StateDB, incident_id: int) -> dict[str, Any]:
     if row is None or payload is None:
         raise CliError(f"no incident {incident_id} (see `watcher incidents`)")
     suppressions = [s for s in records.suppressions(db) if s["incident_id"] == incident_id]
+    timeline = records.incident_timeline(db, incident_id)
+    finding_hits = {int(finding_id): watchlist_hits(text) for finding_id, text in db.db.execute(
+        "SELECT id, watchlist_hits FROM findings WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted({doc["finding_id"] for doc in timeline})),))}
+    for doc in timeline:
+        doc["watchlist_hits"] = finding_hits.get(doc["finding_id"], {})
+    hits, distinct = incident_members(db, [incident_id]).get(incident_id, ({}, 0))
     return {
         "id": incident_id, "severity": row["severity"], "state": row.get("state") or "open",
         "closed_severity": row.get("closed_severity"),
@@ -141,7 +185,8 @@ def incident_view(db: StateDB, incident_id: int) -> dict[str, Any]:
         "sources": row["sources"], "insurers": payload["insurers"], "reasons": payload["reasons"],
         "first_seen": row["first_seen"], "first_posted": row.get("first_posted"), "last_seen": row["last_seen"],
         "alerts": row["alerts"], "alerts_sent": row["sent"],
-        "timeline": records.incident_timeline(db, incident_id),
+        "watchlist_hits": hits, "members": distinct,
+        "timeline": timeline,
         "triage": records.triage_log(db, incident_id),
     }
 
@@ -172,6 +217,7 @@ def show_lines(view: dict[str, Any]) -> list[str]:
         f"Documents: {plural(documents, 'document')} ({plural(int(view['findings']), 'distinct content')}) "
         f"on {plural(len(view['sources']), 'source')}: {', '.join(view['sources'])}",
         f"Insurers: {', '.join(view['insurers']) or '-'}",
+        *_member_lines(view),
         "Reasons: " + ("; ".join(view["reasons"]) or "-"),
         f"First seen: {view['first_seen']}",
         f"First posted: {view['first_posted'] or '-'}",
@@ -190,12 +236,26 @@ def show_lines(view: dict[str, Any]) -> list[str]:
         if doc.get("title"):
             lines.append(f"       {doc['title']}")
         lines.append(f"       {_counts(doc['counts'])}; sha256 {doc['sha256']}; {sent}")
+        if doc.get("watchlist_hits"):
+            lines.append(f"       Members: {members(doc['watchlist_hits'])}")
     lines += ["", "Triage log:"]
     if not view["triage"]:
         lines.append("  (none)")
     for entry in view["triage"]:
         note = f": {entry['note']}" if entry.get("note") else ""
         lines.append(f"  {entry['at']}  {entry['action']:<14} by {entry['who']}{note}")
+    return lines
+
+
+def _member_lines(view: dict[str, Any]) -> list[str]:
+    """`Members: 12 of our members (watchlist adherents)`, one line per watchlist with a hit
+    (distinct over every document), and the distinct total when several lists have some."""
+    hits = view["watchlist_hits"]
+    if not hits:
+        return ["Members: -"]
+    lines = [f"Members: {members({name: count})} over every document" for name, count in hits.items()]
+    if len(hits) > 1:
+        lines.append(f"Members: {plural(int(view['members']), 'distinct member')} in all")
     return lines
 
 

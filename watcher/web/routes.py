@@ -2,7 +2,7 @@
 
     GET  /login, POST /login, POST /logout      sign in (rate limited), sign out
     GET  /                                      dashboard
-    GET  /incidents?severity=&state=&insurer=&source=&from=&to=&page=
+    GET  /incidents?severity=&state=&insurer=&source=&from=&to=&members=&page=   (members: * or a watchlist)
     GET  /incidents/{id}                        one incident: timeline, evidence, triage forms
     POST /incidents/{id}/triage                 ack, close, false-positive, reopen, suppress (+ note)
     GET  /incidents/{id}/export/{misp|stix}     the MISP event or STIX bundle, as a download
@@ -66,7 +66,8 @@ def add_routes(app: web.Application) -> None:
 def setup_templates(environment: jinja2.Environment) -> None:
     """Helpers the templates share."""
     environment.globals.update(severities=views.SEVERITY_ORDER, incident_states=views.INCIDENT_STATES,
-                               triage_forms=TRIAGE_FORMS, alert_statuses=views.ALERT_STATUSES, active=views.ACTIVE)
+                               triage_forms=TRIAGE_FORMS, alert_statuses=views.ALERT_STATUSES, active=views.ACTIVE,
+                               any_list=views.ANY_LIST)
 
 
 async def page(request: web.Request, template: str, context: dict[str, Any], started: float) -> web.Response:

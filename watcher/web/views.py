@@ -14,8 +14,15 @@ for lists) that a template renders as they are: a missing date or text is `""`, 
     sources(db, now)                        every source with its health, counts, why it needs a look
     alerts(db, status), alert_counts(db)    the alert outbox (pending, failed, sent, logged)
 
+Member watchlists: an incident's `watchlist_hits` (watchlist name -> distinct member NIRs over
+all its documents) and each document's (its finding's) are shown as counts per list
+(`members`, `members_text`: "12 of our members (watchlist adherents)"); the list can be
+filtered to the incidents with members (of any list, or of one), and the dashboard counts the
+open ones. Names and counts only: no member and no fingerprint is ever read here.
+
 Nothing here adds an identifier: every text comes from the database, where the store, the
-alert tables and the evidence records keep texts masked (`watcher.redact`). Texts chosen by
+alert tables and the evidence records keep texts masked (`watcher.redact`; a watchlist's
+name, the operator's, is masked here all the same). Texts chosen by
 attackers (titles, authors, URLs, source errors) are returned as text: escaping them is the
 template's job (autoescape), and `watcher.web.charts` escapes its labels.
 
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +46,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from ..alerts import records
+from ..alerts.message import members as members_of
+from ..redact import redact
 from ..score import SEVERITIES
 from ..timestamps import format_time
 from ..wording import counts_text, plural
@@ -45,6 +55,7 @@ from ..wording import counts_text, plural
 __all__ = [
     "ALERT_STATUSES",
     "ACTIVE",
+    "ANY_LIST",
     "INCIDENT_STATES",
     "AlertRow",
     "Dashboard",
@@ -64,6 +75,7 @@ __all__ = [
     "filter_choices",
     "incident_detail",
     "incident_page",
+    "members_text",
     "merge_timeline",
     "sources",
 ]
@@ -76,6 +88,9 @@ SEVERITY_ORDER = tuple(reversed(SEVERITIES[1:]))
 INCIDENT_STATES = ("open", "acked", "closed", "false-positive")
 #: The filter value that means "not resolved": open or acked (what the dashboard counts).
 ACTIVE = "active"
+#: The members filter's value for "members of any watchlist" (not a watchlist name).
+ANY_LIST = "*"
+_WATCHLIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")      # watcher.watchlist.store.NAME
 _ACTIVE_STATES = ("open", "acked")
 ALERT_STATUSES = ("pending", "failed", "sent", "logged")
 DAYS = 30                   # the dashboard's findings-per-day series
@@ -111,6 +126,28 @@ def _json_list(text: str | None) -> tuple[str, ...]:
 def _strings(values: object) -> tuple[str, ...]:
     """A decoded JSON list as texts (anything else: none)."""
     return tuple(str(value) for value in values) if isinstance(values, list) else ()
+
+
+Hits = tuple[tuple[str, int], ...]
+
+
+def _hits(text: str | None) -> Hits:
+    """A stored `watchlist_hits` (JSON: watchlist name -> distinct members) as (name, count)
+    pairs by name, zeros left out, names masked like any text."""
+    try:
+        found = json.loads(text or "{}")
+    except ValueError:
+        return ()
+    if not isinstance(found, dict):
+        return ()
+    return tuple((redact(str(name)), int(count)) for name, count in sorted(found.items())
+                 if isinstance(count, int) and count > 0)
+
+
+def members_text(hits: Hits) -> str:
+    """`12 of our members (watchlist adherents); 3 of our members (watchlist retraites)`, as
+    the alerts write it ("" for none)."""
+    return members_of(dict(hits))
 
 
 def _counts_of(values: object) -> tuple[tuple[str, int], ...]:
@@ -245,6 +282,9 @@ class Dashboard:
     findings_total: int                              # over the DAYS days
     attention: tuple[SourceRow, ...]                 # failing, degraded, stale sources (the first ATTENTION_LIMIT)
     attention_total: int                             # how many need attention in all
+    watchlists: int = 0                              # member watchlists stored
+    open_with_members: int = 0                       # open incidents holding members of a watchlist
+    open_members: tuple[tuple[str, int, int], ...] = ()  # per watchlist: (name, open incidents, their members)
 
 
 def dashboard(db: sqlite3.Connection, now: datetime) -> Dashboard:
@@ -268,11 +308,25 @@ def dashboard(db: sqlite3.Connection, now: datetime) -> Dashboard:
         """SELECT source, count(DISTINCT finding_id) AS n FROM item_findings WHERE linked_at >= ?
         GROUP BY +source ORDER BY n DESC, source LIMIT ?""", (since, TOP_SOURCES)))   # +: by item_findings_linked
     attention, attention_total = _attention_sources(db, now)
+    with_members, per_list = _open_members(db)
     return Dashboard(
         now=format_time(now), open_by_severity=by_severity, open_total=sum(n for _, n in by_severity),
         findings_per_day=days, findings_per_source=per_source, findings_total=sum(n for _, n in days),
-        attention=attention, attention_total=attention_total,
+        attention=attention, attention_total=attention_total, open_with_members=with_members,
+        open_members=per_list, watchlists=int(db.execute("SELECT count(*) FROM watchlists").fetchone()[0]),
     )
+
+
+def _open_members(db: sqlite3.Connection) -> tuple[int, tuple[tuple[str, int, int], ...]]:
+    """How many open incidents hold members of a watchlist, and per watchlist (by name) how many
+    open incidents hold its members and how many members (summed over the incidents: one
+    member in two incidents counts twice)."""
+    active = f"state IN {_ACTIVE_STATES!r} AND watchlist_hits != '{{}}'"
+    total = int(db.execute(f"SELECT count(*) FROM incidents WHERE {active}").fetchone()[0])
+    per_list = tuple((redact(str(name)), int(incidents), int(found)) for name, incidents, found in db.execute(
+        f"""SELECT j.key, count(*), sum(j.value) FROM incidents, json_each(watchlist_hits) AS j
+        WHERE {active} AND j.type = 'integer' AND j.value > 0 GROUP BY j.key ORDER BY j.key""")) if total else ()
+    return total, per_list
 
 
 # --------------------------------------------------------------------------- incidents
@@ -295,6 +349,7 @@ class IncidentFilter:
     source: str | None = None
     date_from: date | None = None
     date_to: date | None = None
+    members: str | None = None          # ANY_LIST: members of any watchlist; else a watchlist's name
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> IncidentFilter:
@@ -308,19 +363,21 @@ class IncidentFilter:
 
         severity = query.get("severity") or None
         state = query.get("state") or None
+        members = (query.get("members") or "").strip()
         return cls(
             severity=severity if severity in SEVERITY_ORDER else None,
             state=state if state in (*INCIDENT_STATES, ACTIVE) else None,
             insurer=(query.get("insurer") or "").strip() or None,
             source=(query.get("source") or "").strip() or None,
             date_from=day("from"), date_to=day("to"),
+            members=members if members == ANY_LIST or _WATCHLIST_NAME.fullmatch(members) else None,
         )
 
     def to_query(self) -> dict[str, str]:
         """The filters as query parameters (for paging links): the inverse of `from_query`."""
         values = {"severity": self.severity, "state": self.state, "insurer": self.insurer,
                   "source": self.source, "from": self.date_from.isoformat() if self.date_from else None,
-                  "to": self.date_to.isoformat() if self.date_to else None}
+                  "to": self.date_to.isoformat() if self.date_to else None, "members": self.members}
         return {key: value for key, value in values.items() if value}
 
     def where(self) -> tuple[str, list[Any]]:
@@ -345,6 +402,11 @@ class IncidentFilter:
                 WHERE f.insurers != '[]' AND f.insurers IN (SELECT v FROM ({_INSURER_LISTS})
                     WHERE EXISTS (SELECT 1 FROM json_each(v) WHERE value = ?)))""")
             params.append(self.insurer)
+        if self.members:        # a scan of the incidents' own column (a few thousand rows)
+            clauses.append("i.watchlist_hits != '{}'")
+        if self.members and self.members != ANY_LIST:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(i.watchlist_hits) WHERE key = ? AND value > 0)")
+            params.append(self.members)
         if self.date_from:
             clauses.append("i.last_seen >= ?")
             params.append(f"{self.date_from.isoformat()}T00:00:00Z")
@@ -391,6 +453,7 @@ class IncidentRow:
     first_seen: str
     last_seen: str
     first_posted: str
+    members: Hits = ()          # distinct members per watchlist over its documents, by name
 
 
 def _page_number(page: int, pages: int) -> int:
@@ -409,6 +472,7 @@ def incident_page(db: sqlite3.Connection, filters: IncidentFilter, page: int,
     rows = _rows(db, f"""WITH shown AS (SELECT i.id FROM incidents AS i WHERE {where}
             ORDER BY i.last_seen DESC, i.id DESC LIMIT ? OFFSET ?)
         SELECT i.id, i.severity, i.state, i.nirs, i.sources, i.first_seen, i.last_seen, i.first_posted,
+            i.watchlist_hits,
             (SELECT count(*) FROM incident_findings AS m WHERE m.incident_id = i.id) AS findings,
             (SELECT count(*) FROM alerts AS a WHERE a.incident_id = i.id) AS alerts
         FROM shown JOIN incidents AS i ON i.id = shown.id ORDER BY i.last_seen DESC, i.id DESC""",
@@ -434,6 +498,7 @@ def _incident_row(db: sqlite3.Connection, row: Mapping[str, Any]) -> IncidentRow
         sources=sources[:ROW_SOURCES], sources_total=len(sources), insurers=tuple(map(str, insurers)),
         title=_text(title),
         first_seen=row["first_seen"], last_seen=row["last_seen"], first_posted=_text(row["first_posted"]),
+        members=_hits(row["watchlist_hits"]),
     )
 
 
@@ -445,6 +510,7 @@ class FilterChoices:
     states: tuple[str, ...]             # INCIDENT_STATES order (ACTIVE is always offered besides)
     insurers: tuple[str, ...]
     sources: tuple[str, ...]
+    watchlists: tuple[str, ...] = ()    # the watchlists incidents hold members of (ANY_LIST always offered)
 
 
 def filter_choices(db: sqlite3.Connection) -> FilterChoices:
@@ -455,10 +521,14 @@ def filter_choices(db: sqlite3.Connection) -> FilterChoices:
         f"SELECT DISTINCT j.value FROM ({_INSURER_LISTS}), json_each(v) AS j ORDER BY j.value")]
     names = [value for value, in db.execute(
         "SELECT name FROM sources WHERE EXISTS (SELECT 1 FROM item_findings WHERE source = name) ORDER BY name")]
+    watchlists = [str(value) for value, in db.execute(
+        """SELECT DISTINCT j.key FROM incidents, json_each(watchlist_hits) AS j WHERE watchlist_hits != '{}'
+        ORDER BY j.key""")]
     return FilterChoices(
         severities=tuple(s for s in SEVERITY_ORDER if s in severities),
         states=tuple(s for s in INCIDENT_STATES if s in states),
         insurers=tuple(map(str, insurers)), sources=tuple(map(str, names)),
+        watchlists=tuple(name for name in watchlists if _WATCHLIST_NAME.fullmatch(name) and redact(name) == name),
     )
 
 
@@ -487,6 +557,8 @@ class DocumentEntry:
     reasons: tuple[str, ...]
     samples: tuple[str, ...]                # masked
     alert: str                              # `alert 3 (update, pending)`, "" when it raised none
+    members: Hits = ()                      # its members per watchlist (its finding's), by name
+    members_text: str = ""                  # `12 of our members (watchlist adherents)`
 
 
 @dataclass(frozen=True)
@@ -567,6 +639,7 @@ class IncidentDetail:
     evidence: tuple[EvidenceRow, ...]       # the latest ones (at most the timeline's limit)
     evidence_total: int
     export_commands: tuple[str, ...] = field(default=())   # `watcher incidents export ID --format ...`
+    members: Hits = ()                      # distinct members per watchlist over every document, by name
 
 
 def incident_detail(db: sqlite3.Connection, incident_id: int,
@@ -608,6 +681,7 @@ def incident_detail(db: sqlite3.Connection, incident_id: int,
         evidence_total=int(db.execute("SELECT count(*) FROM evidence WHERE incident_id = ?",
                                       (incident_id,)).fetchone()[0]),
         export_commands=export_commands(incident_id),
+        members=_hits(row["watchlist_hits"]),
     )
 
 
@@ -639,12 +713,18 @@ def _incident_counts(db: sqlite3.Connection, incident_id: int, nirs: int) -> tup
 
 def _documents(db: sqlite3.Connection, incident_id: int, limit: int) -> list[DocumentEntry]:
     """The first `limit` documents (`records.incident_documents`, the query `watcher incidents
-    show` and the exports read), each with the alert it raised."""
+    show` and the exports read), each with the alert it raised and its finding's members."""
     raised = records.document_alerts(db, incident_id)
+    rows = records.incident_documents(db, incident_id, limit)
+    hits = {int(finding_id): _hits(text) for finding_id, text in db.execute(
+        """SELECT id, watchlist_hits FROM findings WHERE id IN (SELECT value FROM json_each(?))
+        AND watchlist_hits != '{}'""",
+        (json.dumps(sorted({row["finding_id"] for row in rows})),))}
     documents = []
-    for row in records.incident_documents(db, incident_id, limit):
+    for row in rows:
         counts = _counts_of(row["counts"])
         alert = raised.get((row["finding_id"], row["source"], row["item_id"]))
+        members = hits.get(int(row["finding_id"]), ())
         documents.append(DocumentEntry(
             finding_id=int(row["finding_id"]), source=row["source"], source_kind=_text(row["source_kind"]),
             item_id=row["item_id"], url=_text(row["url"]), title=_text(row["title"]), author=_text(row["author"]),
@@ -652,6 +732,7 @@ def _documents(db: sqlite3.Connection, incident_id: int, limit: int) -> list[Doc
             sha256=row["sha256"], records=int(row["records"] or 0), counts=counts, counts_text=counts_text(counts),
             insurers=_strings(row["insurers"]), reasons=_strings(row["reasons"]), samples=_strings(row["samples"]),
             alert=f"alert {alert['id']} ({alert['kind']}, {alert['state']})" if alert else "",
+            members=members, members_text=members_text(members),
         ))
     return documents
 
