@@ -322,9 +322,14 @@ def test_lists_are_mapped_from_flat_files_written_once(site: Path, capsys: pytes
     assert sorted(again.members_among(nirs[:3] + members(rng, 3))) == sorted(nirs[:3])
     file.write_bytes(file.read_bytes()[:-8])                     # cut: read from the database again
     assert np.array_equal(loaded(site).lists["acme"], first) and file.stat().st_size == 8 * 500
-    imported(site, capsys, nirs[:100])                           # replaced: a new id, a new file
+    imported(site, capsys, nirs[:100])                           # replaced: a new id, its old file gone
+    assert not list(folder.glob("*.u64"))
     assert len(loaded(site).lists["acme"]) == 100
     assert [path.stat().st_size for path in folder.glob("*.u64")] == [800]
+    imported(site, capsys, nirs[:10], name="other")
+    assert len(loaded(site).lists) == 2 and len(list(folder.glob("*.u64"))) == 2
+    assert cli(capsys, "watchlist", "remove", "other", "--config", str(site))[0] == 0
+    assert [path.stat().st_size for path in folder.glob("*.u64")] == [800]    # removed with its list
     shutil.rmtree(folder)
     folder.write_bytes(b"")                 # no folder can be made there (root ignores modes)
     assert len(loaded(site).lists["acme"]) == 100 and folder.read_bytes() == b""

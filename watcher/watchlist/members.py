@@ -16,14 +16,11 @@ import tempfile
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
-if TYPE_CHECKING:
-    from .store import WatchlistRow
+from .store import MAPPED_DIR, WatchlistError, WatchlistRow, chunks, file_name, forget_files, rows
 
 KEY_LABEL = b"leak-watcher/watchlist/1"
 KEY_CHECK_TEXT = b"leak-watcher watchlist key check"
@@ -33,7 +30,6 @@ _RB = 0x87                      # CMAC's constant for a 128-bit block (SP 800-38
 _MASK = (1 << 128) - 1
 PIECE = 1 << 16                 # NIRs fingerprinted per AES call
 MMAP_BYTES = 1 << 30            # how much of the state database a list's reader maps
-MAPPED_DIR = "watchlists"       # beside the state database: each list's members as a flat file, mapped
 
 Members = np.ndarray             # sorted, distinct, dtype uint64
 
@@ -189,8 +185,6 @@ def load_watchlists(db: sqlite3.Connection, hasher: MemberHasher,
     """The stored lists made under `hasher`'s key, and the names of those made under another
     (after `watcher rekey`: they would never match; import them again). With `mapped` (a
     folder), each list is mapped from its flat file there (`mapped_members`)."""
-    from .store import rows
-
     check = hasher.key_check()
     loaded = Watchlists(hasher)
     other_key = []
@@ -201,18 +195,12 @@ def load_watchlists(db: sqlite3.Connection, hasher: MemberHasher,
             continue
         loaded.lists[row.name] = mapped_members(db, row, mapped) if mapped else _read_members(db, row)
     if mapped:
-        _forget_files(mapped, {_file_name(row) for row in stored})
+        forget_files(mapped, {file_name(row) for row in stored})
     return loaded, other_key
 
 
 def _read_members(db: sqlite3.Connection, row: WatchlistRow) -> Members:
-    from .store import chunks
-
     return from_blobs(chunks(db, row.id), row.members)
-
-
-def _file_name(row: WatchlistRow) -> str:
-    return f"{row.id}-{row.key_check}.u64"
 
 
 def mapped_members(db: sqlite3.Connection, row: WatchlistRow, folder: Path) -> Members:
@@ -222,7 +210,7 @@ def mapped_members(db: sqlite3.Connection, row: WatchlistRow, folder: Path) -> M
     list without reading it. A list's id is new at every import, so its file never goes
     stale. Where the folder cannot be written (a read-only state directory, a full disk) the
     chunks are read into memory, as without `folder`."""
-    path = folder / _file_name(row)
+    path = folder / file_name(row)
     if not row.members:
         return np.empty(0, np.uint64)
     try:
@@ -256,16 +244,6 @@ def _write_file(path: Path, members: Members) -> None:
         raise
 
 
-def _forget_files(folder: Path, current: set[str]) -> None:
-    """Remove the flat files of lists no longer stored (replaced or removed): best effort, a
-    worker that still maps one keeps its pages until it stops."""
-    with contextlib.suppress(OSError):
-        for path in folder.glob("*.u64"):
-            if path.name not in current:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-
-
 def open_watchlists(db_path: Path, secret: bytes, *, beside_writer: bool = False) -> tuple[Watchlists, list[str]]:
     """`load_watchlists` from the state database at `db_path`, opened read-only (the daemon's
     workers with `beside_writer`, `watcher scan --watchlist`)."""
@@ -282,7 +260,6 @@ def open_watchlists(db_path: Path, secret: bytes, *, beside_writer: bool = False
 def chosen(loaded: Watchlists, other_key: list[str], names: list[str]) -> Watchlists:
     """The lists `names` of `loaded` (`watcher scan --watchlist`); WatchlistError names the
     one missing or made under another key."""
-    from .store import WatchlistError
 
     for name in names:
         if name in other_key:

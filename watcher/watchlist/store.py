@@ -7,17 +7,20 @@ as signed 64-bit integers (SQLite's).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..store import StateDB
 
 CHUNK_MEMBERS = 1 << 20          # fingerprints per stored chunk (8 MiB)
+MAPPED_DIR = "watchlists"        # beside the state database: each list's members as a flat file (members.py)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -65,6 +68,7 @@ def save(state: StateDB, name: str, chunks: Iterable[bytes], members: int, key_c
         state.db.executemany(
             "INSERT INTO watchlist_chunks (watchlist_id, seq, members) VALUES (?, ?, ?)",
             ((row_id, seq, chunk) for seq, chunk in enumerate(chunks)))
+    forget_files(state.path.parent / MAPPED_DIR, {file_name(row) for row in rows(state.db)})
     return WatchlistRow(row_id, name, members, key_check, origin, now)
 
 
@@ -73,7 +77,23 @@ def remove(state: StateDB, name: str) -> bool:
     the counts they had (their matched fingerprints are history, like their findings)."""
     with state.transaction():
         cursor = state.db.execute("DELETE FROM watchlists WHERE name = ?", (name,))
+    forget_files(state.path.parent / MAPPED_DIR, {file_name(row) for row in rows(state.db)})
     return cursor.rowcount > 0
+
+
+def file_name(row: WatchlistRow) -> str:
+    """The name of a list's flat file in MAPPED_DIR (its id is new at every import)."""
+    return f"{row.id}-{row.key_check}.u64"
+
+
+def forget_files(folder: Path, current: set[str]) -> None:
+    """Remove the flat files of lists no longer stored (replaced or removed), like their
+    chunks: best effort; a worker that still maps one keeps its pages until it stops."""
+    with contextlib.suppress(OSError):
+        for path in folder.glob("*.u64"):
+            if path.name not in current:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
 def rows(db: sqlite3.Connection) -> list[WatchlistRow]:
