@@ -181,6 +181,35 @@ def test_a_csv_column_is_found_by_its_header_by_its_values_or_by_column(
     assert code == 2 and "no such header" in err
 
 
+def test_spreadsheet_exports_are_read_as_spreadsheets_write_them(
+        site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Excel on a French Windows: Windows-1252, CRLF, a `N° Sécurité Sociale` header, a key
+    column stored as a number (7 for 07), `="..."` and `'` text cells, a float's `.0`, and a
+    column lost to scientific notation (reported so); Excel's "Unicode text": UTF-16, tabs."""
+    rng = random.Random(6)
+    ours = members(rng, 40)
+    small_key = next(n for n in members(rng, 400) if n[13] == "0")
+    rows = ['"Nom";"Prénom";"N° Sécurité Sociale";"Clé"']
+    rows += [f'"A{i}";"Zoé";"{n[:13]}";"{n[13:]}"' for i, n in enumerate(ours[:10])]
+    rows += [f'"B";"C";"{small_key[:13]}";"{int(small_key[13:])}"']
+    rows += [f'"B";"C";"=""{n}""";""' for n in ours[10:13]] + [f"\"B\";\"C\";'{ours[13]};" + '""']
+    rows += [f'"B";"C";{ours[14]}.0;""', '"B";"C";"1,84127E+14";""']
+    path = site.parent / "excel.csv"
+    path.write_bytes(("\r\n".join(rows) + "\r\n").encode("cp1252"))
+    code, out, err = cli(capsys, "watchlist", "import", "acme", str(path), "--config", str(site))
+    assert code == 0, err
+    assert "16 members imported (column N° Sécurité Sociale)" in out and "16 valid, 1 invalid" in out
+    assert "line 18: a number in scientific notation" in err
+    unicode = site.parent / "unicode.txt"
+    unicode.write_bytes(("nom\tnir\r\n" + "".join(f"Zoé\t{nir_forms(n)['spaced']}\r\n" for n in ours[20:40]))
+                        .encode("utf-16"))
+    code, out, err = cli(capsys, "watchlist", "import", "beta", str(unicode), "--config", str(site))
+    assert code == 0, err
+    assert "20 members imported (column nir)" in out and "0 invalid" in out
+    found = loaded(site)
+    assert sorted(found.members_among(ours + [small_key])) == sorted(ours[:15] + [small_key] + ours[20:40])
+
+
 def test_the_database_holds_no_cleartext_nir_after_import(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = random.Random(6)
     ours = members(rng, 500)

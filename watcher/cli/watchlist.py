@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
 import sys
 from collections.abc import Iterator
@@ -127,13 +126,15 @@ def _hasher(config: Config, db: StateDB) -> MemberHasher:
 
 
 def _lines(file: str) -> Iterator[str]:
-    """The lines of FILE (UTF-8, a BOM dropped, bad bytes replaced), or of stdin for `-`."""
+    """The lines of FILE, or of stdin for `-`, decoded as `files.text_lines` says."""
+    from ..watchlist.files import text_lines
+
     if file == "-":
-        yield from io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="replace", newline="")
+        yield from text_lines(sys.stdin.buffer)  # type: ignore[arg-type]
         return
     try:
-        with open(file, encoding="utf-8-sig", errors="replace", newline="") as handle:
-            yield from handle
+        with open(file, "rb") as handle:
+            yield from text_lines(handle)
     except OSError as exc:
         raise CliError(f"{file}: {exc.strerror or exc}") from None
 

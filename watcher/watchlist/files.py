@@ -5,8 +5,10 @@ written form: spaces, dots, dashes, no-break or thin spaces, full-width digits, 
 its key) makes a list of one NIR per line; a line split by `;`, `,`, tab or `|` makes a CSV whose
 NIR column is the one named `--column` (a header or a 1-based number), else the header that
 names a NIR (`nir`, `num_secu`, `nss`...), else the first column whose value is a NIR; a `cle`
-column next to a 13-character one gives its key. A line that is not a valid NIR is counted with
-its line number and a reason, never its value (the caller prints neither the line nor the value).
+column next to a 13-character one gives its key. Files come as spreadsheets write them
+(`text_lines`: UTF-16, UTF-8 or Windows-1252; `_cell`: Excel's text markers, a float's `.0`). A
+line that is not a valid NIR is counted with its line number and a reason, never its value
+(the caller prints neither the line nor the value).
 
 A fingerprint file (`watcher watchlist fingerprint`, `export-fingerprints`) is text: an optional
 header `# leak-watcher-watchlist/1 key-check=<16 hex>` then one member fingerprint per line, 16
@@ -15,7 +17,9 @@ lower- or upper-case hex digits (the first 8 bytes of the CMAC, big-endian).
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +35,7 @@ _NIR_HEADERS = frozenset({"nir", "nirs", "num_secu", "numsecu", "numero_secu", "
                           "secu", "securite_sociale", "numero_securite_sociale", "n_secu", "insee",
                           "numero_insee", "matricule", "immatriculation", "no_ss", "ss"})
 _KEY_HEADERS = frozenset({"cle", "cle_nir", "cle_secu", "cle_ss", "key", "cle_insee"})
+_NIR_WORDS = re.compile(r"(?:^|_)(?:nir|nss|insee|securite_sociale|secu)(?:_|$)")
 _SEPARATORS = str.maketrans("", "", " .-/_")
 MAX_REPORTED = 20                # invalid line numbers listed, then a count
 BATCH = 1 << 20                  # valid NIRs handed to `NirFile.flush` at a time
@@ -40,19 +45,60 @@ class FileFormatError(ValueError):
     """A file that cannot be read as asked (no NIR column, a bad --column); never quotes a value."""
 
 
+def text_lines(handle: io.BufferedReader) -> Iterator[str]:
+    """The lines of a member file as spreadsheets and HR tools write them: UTF-16 with its BOM
+    (Excel's "Unicode text"), else UTF-8 (a BOM dropped), a line that is not UTF-8 read as
+    Windows-1252 (Excel's "CSV" on a French Windows), line by line so a mixed file reads too."""
+    if handle.peek(2)[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        wrapper = io.TextIOWrapper(handle, encoding="utf-16", errors="replace", newline="")
+        try:
+            yield from wrapper
+        finally:
+            wrapper.detach()                 # the caller closes its file
+        return
+    for number, raw in enumerate(iter(handle.readline, b"")):
+        line = raw.removeprefix(codecs.BOM_UTF8) if number == 0 else raw
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield line.decode("cp1252", errors="replace")
+
+
 def normalized(text: str) -> str:
     """A NIR's written form as 13 or 15 upper-case ASCII characters: NFKC first (full-width
     digits, no-break and thin spaces become ASCII), then spaces and `.-/_` dropped."""
     return "".join(unicodedata.normalize("NFKC", text).split()).translate(_SEPARATORS).upper()
 
 
+_EXCEL_TEXT = re.compile(r'=?"(.*)"', re.DOTALL)       # ="0123..." (Excel's text formula), "0123..."
+_WHOLE_FLOAT = re.compile(r"(\d{13}|\d{15})[.,]0+")     # 184127512345640.0: a float with every digit
+_SCIENTIFIC = re.compile(r"\d(?:[.,]\d*)?[eE]\+?\d+")  # 1,84127E+14: the digits are gone
+SCIENTIFIC = "a number in scientific notation, its last digits lost (export the column as text)"
+
+
+def _cell(text: str) -> str:
+    """A spreadsheet's cell as the number it holds: its quotes, Excel's `="..."` and `'`
+    text markers and a float's `.0` dropped."""
+    text = text.strip()
+    if (match := _EXCEL_TEXT.fullmatch(text)) is not None:
+        text = match.group(1).strip()
+    text = text.removeprefix("'")
+    if (match := _WHOLE_FLOAT.fullmatch(text)) is not None:
+        text = match.group(1)
+    return text
+
+
 def nir_of(text: str, key: str | None = None) -> tuple[str | None, str]:
     """(the 15-character NIR, "") or (None, why it is not one)."""
-    value = normalized(text)
+    cell = _cell(text)
+    if _SCIENTIFIC.fullmatch(cell):
+        return None, SCIENTIFIC
+    value = normalized(cell)
     if not value:
         return None, "empty"
     if key is not None and len(value) == 13:
-        value += normalized(key)
+        written = normalized(_cell(key))
+        value += written.zfill(2) if written.isdigit() else written     # a key stored as a number: 7 for 07
     if len(value) == 13:
         nir = complete(value)
         return (nir, "") if nir else (None, "not a NIR (structure)")
@@ -103,6 +149,14 @@ class NirFile:
         return shown
 
 
+def _names_nir(name: str) -> bool:
+    """A header that names the NIR column: a known name, or one with `nir`, `nss`, `insee` or
+    `securite_sociale` as a word (`n_securite_sociale` for `N° Sécurité Sociale`, `nir_assure`)."""
+    if name in _NIR_HEADERS:
+        return True
+    return name not in _KEY_HEADERS and _NIR_WORDS.search(name) is not None
+
+
 def _header_name(text: str) -> str:
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().strip().strip('"').lower()
     return re.sub(r"[^a-z0-9]+", "_", folded).strip("_")
@@ -146,7 +200,7 @@ def _read_plain(lines: Iterator[tuple[int, str]], found: NirFile) -> None:
         if not line.strip():
             continue
         nir, reason = nir_of(line)
-        if nir is None and number == 1 and _header_name(line) in _NIR_HEADERS:
+        if nir is None and number == 1 and _names_nir(_header_name(line)):
             continue                                 # a one-column file's header
         found.add(number, nir, reason)
 
@@ -185,7 +239,7 @@ def _read_csv(lines: Iterator[tuple[int, str]], delimiter: str, column: str | No
 def _column(names: list[str], fields: list[str], column: str | None) -> int | None:
     """The NIR column's index: `--column` (a header or a 1-based number), else a NIR header."""
     if column is None:
-        return next((i for i, n in enumerate(names) if n in _NIR_HEADERS), None)
+        return next((i for i, n in enumerate(names) if _names_nir(n)), None)
     if column.isdigit():
         index = int(column) - 1
         if not 0 <= index < len(fields):
