@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..alerts.message import members
-from ..redact import redact
 from ..wording import counts_text, plural
 from . import CliError, print_json_lines
 from .daemon import _common, _state, load, parse_since
@@ -132,6 +130,8 @@ def _list(config: Config, args: argparse.Namespace, fmt: str) -> int:
 def watchlist_hits(text: str | None) -> dict[str, int]:
     """A stored `watchlist_hits` (JSON: watchlist name -> distinct members) by name, zeros left
     out; a name is masked like any text (an operator may have named a list after anything)."""
+    from ..redact import redact
+
     try:
         found = json.loads(text or "{}")
     except ValueError:
@@ -208,6 +208,7 @@ def _counts(counts: dict[str, Any]) -> str:
 
 def show_lines(view: dict[str, Any]) -> list[str]:
     """The text of `incidents show`: a header block, the timeline, the triage log."""
+    from ..alerts.message import members
     state = view["state"] + (", suppressed" if view["suppressed"] else "")
     documents = len(view["timeline"])
     lines = [
@@ -250,6 +251,7 @@ def show_lines(view: dict[str, Any]) -> list[str]:
 def _member_lines(view: dict[str, Any]) -> list[str]:
     """`Members: 12 of our members (watchlist adherents)`, one line per watchlist with a hit
     (distinct over every document), and the distinct total when several lists have some."""
+    from ..alerts.message import members
     hits = view["watchlist_hits"]
     if not hits:
         return ["Members: -"]
