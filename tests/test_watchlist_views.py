@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -267,7 +267,7 @@ def _export(filled: Members, payload: dict[str, object] | None = None):  # type:
     return export_from_payload(payload, installation=installation_namespace(filled.secret))
 
 
-def test_the_misp_event_carries_a_tag_and_a_counter_per_watchlist(filled: Members) -> None:
+def test_the_misp_event_carries_a_tag_and_a_confidentiality_impact_per_watchlist(filled: Members) -> None:
     export = _export(filled)
     assert export.watchlist_hits == {"adherents": 18, "retraites": 6}
     assert [d.watchlist_hits for d in export.documents] == [{"adherents": 12}, {"adherents": 18, "retraites": 6}]
@@ -280,11 +280,21 @@ def test_the_misp_event_carries_a_tag_and_a_counter_per_watchlist(filled: Member
     assert "18 of our members (watchlist adherents), 6 of our members (watchlist retraites)" in event.info
     tags = {tag.name for tag in event.tags}
     assert {'leak-watcher:watchlist="adherents"', 'leak-watcher:watchlist="retraites"'} <= tags
-    counters = {a.value: a for a in event.attributes if a.type == "counter" and "members" in a.comment}
-    assert set(counters) == {"18", "6"}
-    assert counters["18"].comment == "18 of our members (watchlist adherents): distinct over every document"
-    assert [t.name for t in counters["6"].tags] == ['leak-watcher:watchlist="retraites"']
-    assert not any(a.to_ids for a in event.attributes)
+    impacts = {o.comment: {a.object_relation: a for a in o.attributes}
+               for o in event.objects if o.name == "confidentiality-impact"}
+    assert set(impacts) == {"watchlist adherents", "watchlist retraites"}
+    adherents = impacts["watchlist adherents"]
+    assert (adherents["record_count"].type, adherents["record_count"].value) == ("counter", "18")
+    assert adherents["description"].value == "18 of our members (watchlist adherents): distinct over every document"
+    assert (adherents["loss_type"].value, adherents["information_type"].value) == ("suspected-loss", "pii")
+    assert [t.name for t in impacts["watchlist retraites"]["record_count"].tags] == [
+        'leak-watcher:watchlist="retraites"']
+    assert impacts["watchlist retraites"]["record_count"].value == "6"
+    assert not any(a.to_ids for a in event.attributes) and not any(a.to_ids for o in event.objects for a in o.attributes)
+    false_positive = MISPEvent()
+    false_positive.load(render(replace(export, state="false-positive"), "misp"))
+    assert {a.value for o in false_positive.objects if o.name == "confidentiality-impact" for a in o.attributes
+            if a.object_relation == "loss_type"} == {"none"}
     comments = [o.comment for o in event.objects if o.name == "leaked-document"]
     assert comments[0].endswith("12 of our members (watchlist adherents)")
     assert comments[1].endswith("18 of our members (watchlist adherents), 6 of our members (watchlist retraites)")

@@ -16,8 +16,13 @@
                 incident's first and last seen
     members     per member watchlist with a hit: the event tag `leak-watcher:watchlist="NAME"`
                 (what an analyst's MISP filters events on: `tags=leak-watcher:watchlist=...`)
-                and a counter attribute of the distinct members over every document, tagged
-                the same, commented `12 of our members (watchlist NAME)`; the info says it too
+                and a `confidentiality-impact` object (the STIX 2.1 incident extension's, in
+                MISP's templates): `record_count` the distinct members over every document
+                (a counter, tagged the same), `information_type` pii, `loss_type`
+                suspected-loss (none once triaged a false positive), `description` `12 of our
+                members (watchlist NAME)`; the info says it too. An object rather than an
+                event attribute: MISP refuses a second event attribute of the same type and
+                value (a list's 70 members beside the 70 NIRs' counter), not object ones
     objects     per document, a `leaked-document` (masked title, masked URL, source, first
                 seen, its own member counts in its comment) referring (`characterized-by`) to a
                 `file` object (sha256, size), one per distinct content
@@ -84,6 +89,7 @@ def misp_event(export: IncidentExport, *, tlp: str = DEFAULT_TLP, distribution: 
     for tag in _tags(export, tlp):
         event.add_tag(tag)
     _attributes(event, export)
+    _member_objects(event, export)
     files: dict[str, Any] = {}
     for document in export.documents:
         _document_objects(event, export, document, files)
@@ -126,22 +132,39 @@ def members_text(name: str, count: int) -> str:
 def _attributes(event: MISPEvent, export: IncidentExport) -> None:
     seen = {"first_seen": export.first_seen, "last_seen": export.last_seen}
 
-    def add(kind: str, value: str, comment: str, key: str, tags: tuple[str, ...] = ()) -> None:
+    def add(kind: str, value: str, comment: str, key: str) -> None:
         event.add_attribute(kind, value, uuid=export.uuid("misp", "attribute", key), comment=comment,
-                            to_ids=False, disable_correlation=kind in ("counter", "text"), Tag=list(tags), **seen)
+                            to_ids=False, disable_correlation=kind in ("counter", "text"), **seen)
 
     for kind, count in export.counts.items():
         if count:
             label = "distinct NIRs (estimate)" if kind == "nir" else f"{kind} values in one document (largest)"
             add("counter", str(count), f"{label}", f"count/{kind}")
-    for name, count in export.watchlist_hits.items():
-        add("counter", str(count), f"{members_text(name, count)}: distinct over every document", f"members/{name}",
-            (WATCHLIST_TAG.format(name=name),))
     for insurer in export.insurers:
         add("target-org", insurer, "insurer named in the leaked data", f"insurer/{insurer}")
     add("text", f"severity {export.severity}", "leak-watcher severity", "severity")
     for index, reason in enumerate(export.reasons):
         add("text", reason, "leak-watcher reason", f"reason/{index}")
+
+
+def _member_objects(event: MISPEvent, export: IncidentExport) -> None:
+    """A `confidentiality-impact` object per watchlist with members (see the module doc)."""
+    from pymisp import MISPObject
+
+    for name, count in export.watchlist_hits.items():
+        key = f"members/{name}"
+        impact = MISPObject("confidentiality-impact", standalone=False, strict=True)
+        impact.uuid = export.uuid("misp", "object", key)
+        impact.comment = f"watchlist {name}"
+        impact.first_seen, impact.last_seen = parse_time(export.first_seen), parse_time(export.last_seen)
+        values = (("loss_type", "none" if export.state == "false-positive" else "suspected-loss"),
+                  ("information_type", "pii"), ("record_count", str(count)),
+                  ("description", f"{members_text(name, count)}: distinct over every document"))
+        for relation, value in values:
+            tags = [WATCHLIST_TAG.format(name=name)] if relation == "record_count" else []
+            impact.add_attribute(relation, value=value, to_ids=False, Tag=tags,
+                                 uuid=export.uuid("misp", "attribute", key, relation))
+        event.add_object(impact)
 
 
 def _document_objects(event: MISPEvent, export: IncidentExport, document: Document, files: dict[str, Any]) -> None:
