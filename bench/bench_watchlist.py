@@ -43,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.commands import BASE  # noqa: E402
 from watcher.privacy import read_secret  # noqa: E402
 from watcher.watchlist.members import open_watchlists  # noqa: E402
 
@@ -50,16 +51,7 @@ CORPUS = ROOT / "bench" / "corpus"
 WORK = CORPUS / "watchlist"
 WHOLE = CORPUS / "v3-200mb-seed1-whole.txt"
 EXPECTED = (CORPUS / "v3-200mb-seed1-extract.expected", CORPUS / "v3-200mb-seed1-text.expected")
-CONFIG = """\
-[watcher]
-state_dir = "./state"
-
-[[sources]]
-name = "inbox"
-kind = "directory"
-path = "./inbox"
-interval = 1
-"""
+CONFIG = BASE.replace("interval = 10", "interval = 1")     # the tests' directory source, polled each second
 
 
 def corpus_nirs() -> list[str]:

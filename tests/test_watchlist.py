@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
+from tests.support.commands import BASE
 from tests.support.daemon import child_env
 from tests.support.nirs import nir_forms, random_nir
 from watcher.analyze import Analyzer
@@ -23,16 +24,7 @@ from watcher.cli import main
 from watcher.privacy import read_secret
 from watcher.watchlist.members import MemberHasher, open_watchlists, watchlist_key
 
-CONFIG = """\
-[watcher]
-state_dir = "./state"
-
-[[sources]]
-name = "inbox"
-kind = "directory"
-path = "./inbox"
-interval = 10
-"""
+CONFIG = BASE                      # a directory source on ./inbox, state in ./state
 
 
 @pytest.fixture()

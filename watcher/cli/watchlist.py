@@ -156,7 +156,8 @@ def _fingerprinted(file: str, column: str | None, hasher: MemberHasher) -> tuple
     return found, distinct(parts)
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def _checked(args: argparse.Namespace) -> Config:
+    """The configuration of a command that stores list `args.name`, whose name is checked first."""
     from ..watchlist.store import WatchlistError, check_name
 
     config = load(args)
@@ -164,6 +165,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         check_name(args.name)
     except WatchlistError as exc:
         raise CliError(str(exc)) from None
+    return config
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    config = _checked(args)
     with _writer(config) as db:
         hasher = _hasher(config, db)
         found, members = _fingerprinted(args.file, args.column, hasher)
@@ -192,13 +198,8 @@ def cmd_import_fingerprints(args: argparse.Namespace) -> int:
 
     from ..watchlist.files import read_fingerprints
     from ..watchlist.members import distinct
-    from ..watchlist.store import WatchlistError, check_name
 
-    config = load(args)
-    try:
-        check_name(args.name)
-    except WatchlistError as exc:
-        raise CliError(str(exc)) from None
+    config = _checked(args)
     parts: list[np.ndarray] = []
     found = read_fingerprints(_lines(args.file), lambda batch: parts.append(np.array(batch, dtype=np.uint64)))
     for line in found.invalid:
