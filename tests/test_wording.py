@@ -11,6 +11,7 @@ from watcher.wording import COUNT_NOUNS, counts_text, plural
 def test_counts_text_names_each_detector_as_a_noun() -> None:
     counts = {"nir": 25, "health_terms": 3, "email": 1, "phone": 0, "my_rule": 2}
     assert counts_text(counts.items()) == "25 NIRs, 3 health terms, 2 my_rules, 1 e-mail address"
+    assert counts_text({"email": 48, "phone": 1}.items()) == "48 e-mail addresses, 1 phone number"
 
 
 def test_every_detector_has_a_noun() -> None:

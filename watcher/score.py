@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .wording import COUNT_NOUNS, plural
+from .wording import counted, plural
 from .options import option
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
@@ -164,7 +164,7 @@ def _found(evidence: Evidence, counts: dict[str, int], policy: Policy, professio
         reasons.append("health-data columns: " + ", ".join(evidence.health_headers[:8]))
     if professional:
         reasons.append("professionals' extract (SIRET/RPPS with e-mail/phone)")
-    others = [plural(counts[k], COUNT_NOUNS[k]) for k in ("iban", "siret", "rpps", "email", "phone") if counts.get(k)]
+    others = [counted(counts[k], k) for k in ("iban", "siret", "rpps", "email", "phone") if counts.get(k)]
     if others:
         reasons.append(", ".join(others))
     return reasons

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# A detector's name (the key of a report's counts) as a noun for people.
+# A detector's name (the key of a report's counts) as a noun for people: singular, plural.
 COUNT_NOUNS = {
-    "nir": "NIR", "iban": "IBAN", "siret": "SIRET", "rpps": "RPPS number", "email": "e-mail address",
-    "phone": "phone number", "insurer": "insurer name", "health_terms": "health term",
+    "nir": ("NIR", "NIRs"), "iban": ("IBAN", "IBANs"), "siret": ("SIRET", "SIRETs"),
+    "rpps": ("RPPS number", "RPPS numbers"), "email": ("e-mail address", "e-mail addresses"),
+    "phone": ("phone number", "phone numbers"), "insurer": ("insurer name", "insurer names"),
+    "health_terms": ("health term", "health terms"),
 }
 
 
@@ -21,4 +23,10 @@ def counts_text(counts: Iterable[tuple[str, int]]) -> str:
     """A report's counts by detector as one line, most first, zeros left out: `25 NIRs, 3 e-mail
     addresses, 2 health terms` (an operator's rule keeps its own name)."""
     ordered = sorted(((name, int(value or 0)) for name, value in counts), key=lambda item: (-item[1], item[0]))
-    return ", ".join(plural(value, COUNT_NOUNS.get(name, name)) for name, value in ordered if value)
+    return ", ".join(counted(value, name) for name, value in ordered if value)
+
+
+def counted(count: int, name: str) -> str:
+    """`count` values of the detector `name`: `1 e-mail address`, `3 e-mail addresses` (an
+    operator's rule keeps its own name)."""
+    return plural(count, *COUNT_NOUNS.get(name, (name, name + "s")))
