@@ -157,6 +157,9 @@ def test_misp_event_loads_back_and_matches_the_schema(incident: Incident) -> Non
                     'infoleak:source="electronic-forum"', 'infoleak:automatic-detection="mail"'}
     values = {(a.type, a.value) for a in event.attributes}
     assert ("counter", "70") in values and ("target-org", "Viamedis") in values
+    assert [a.type for a in event.attributes].count("counter") == 1     # MISP refuses two of one value
+    others = [a.value for a in event.attributes if a.value.startswith("identifiers counted: ")]
+    assert len(others) == (1 if any(n for k, n in export.counts.items() if k != "nir") else 0), others
     assert not any(a.to_ids for a in event.attributes)
     files = [o for o in event.objects if o.name == "file"]
     documents = [o for o in event.objects if o.name == "leaked-document"]

@@ -11,9 +11,11 @@
                 of MISP's infoleak taxonomy (version 3) as written there; NIRs, IBANs or health
                 data have no value in it, and none is made up. `infoleak:output-format`
                 (ail-daily/weekly/monthly) names AIL's digest events, not one incident's: unused
-    attributes  a counter per identifier kind (`nir` is the incident's distinct-NIR estimate),
-                the insurers as target-org, the reasons and the severity as text; each with the
-                incident's first and last seen
+    attributes  a counter, the incident's distinct-NIR estimate; the other identifiers
+                counted as one text (`identifiers counted: 12 e-mail addresses, 3 IBANs`: MISP
+                refuses a second event attribute of the same type and value, and two kinds
+                often have the same count); the insurers as target-org, the reasons and the
+                severity as text; each with the incident's first and last seen
     members     per member watchlist with a hit: the event tag `leak-watcher:watchlist="NAME"`
                 (what an analyst's MISP filters events on: `tags=leak-watcher:watchlist=...`)
                 and a `confidentiality-impact` object (the STIX 2.1 incident extension's, in
@@ -50,6 +52,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..timestamps import parse_time
+from ..wording import counts_text
 from .model import Document, IncidentExport, clean_text
 
 if TYPE_CHECKING:
@@ -136,10 +139,11 @@ def _attributes(event: MISPEvent, export: IncidentExport) -> None:
         event.add_attribute(kind, value, uuid=export.uuid("misp", "attribute", key), comment=comment,
                             to_ids=False, disable_correlation=kind in ("counter", "text"), **seen)
 
-    for kind, count in export.counts.items():
-        if count:
-            label = "distinct NIRs (estimate)" if kind == "nir" else f"{kind} values in one document (largest)"
-            add("counter", str(count), f"{label}", f"count/{kind}")
+    if export.counts.get("nir"):
+        add("counter", str(export.counts["nir"]), "distinct NIRs (estimate)", "count/nir")
+    others = counts_text((kind, count) for kind, count in export.counts.items() if kind != "nir")
+    if others:         # one text: MISP refuses a second counter of the same value (12 NIRs, 12 e-mails)
+        add("text", f"identifiers counted: {others}", "in one document (the largest)", "count/others")
     for insurer in export.insurers:
         add("target-org", insurer, "insurer named in the leaked data", f"insurer/{insurer}")
     add("text", f"severity {export.severity}", "leak-watcher severity", "severity")
