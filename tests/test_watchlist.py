@@ -354,3 +354,25 @@ def test_lists_are_mapped_from_flat_files_written_once(site: Path, capsys: pytes
     shutil.rmtree(folder)
     folder.write_bytes(b"")                 # no folder can be made there (root ignores modes)
     assert len(loaded(site).lists["acme"]) == 100 and folder.read_bytes() == b""
+
+
+def test_a_big_documents_look_ups_by_bucket_find_what_one_search_finds() -> None:
+    """`in_list` splits a big document's sorted fingerprints by their top bits: the same
+    answer as one searchsorted, at the buckets' edges and the ends of the range too."""
+    import numpy as np
+
+    from watcher.watchlist.members import BUCKET_BITS, BUCKETED_FROM, in_list
+
+    rng = np.random.default_rng(3)
+    top = np.uint64(64 - BUCKET_BITS)
+    edges = np.arange(1 << BUCKET_BITS, dtype=np.uint64) << top
+    members = np.unique(np.concatenate([rng.integers(0, 2**64 - 1, 300_000, dtype=np.uint64), edges[::3],
+                                        edges[1::7] - np.uint64(1), np.array([0, 2**64 - 1], dtype=np.uint64)]))
+    members = members[(members >> top) % np.uint64(5) != 0]           # some buckets of the list empty
+    queries = np.unique(np.concatenate([rng.choice(members, 40_000), rng.integers(0, 2**64 - 1, BUCKETED_FROM,
+                                        dtype=np.uint64), edges, edges - np.uint64(1), np.array([2**64 - 1], np.uint64)]))
+    assert len(queries) >= BUCKETED_FROM
+    expected = np.isin(queries, members)
+    assert np.array_equal(in_list(members, queries), expected) and expected.sum() > 40_000 * 0.9
+    assert np.array_equal(in_list(members, queries[:1000]), expected[:1000])       # the one-search path
+    assert not in_list(members[:0], queries).any() and len(in_list(members, queries[:0])) == 0
