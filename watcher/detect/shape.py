@@ -294,7 +294,7 @@ class ShapeReader:
         text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
         if text[:1] in (b"[", b"{") and self._sniff_json(text):
             pass
-        elif _SQL_INSERT.search(head[:HEAD_BYTES]):
+        elif _may_insert(head[:HEAD_BYTES]) and _SQL_INSERT.search(head[:HEAD_BYTES]):
             self._sniff_sql(head)
         else:
             self._sniff_csv(_first_lines(head, SNIFF_LINES))
@@ -740,8 +740,16 @@ class _MarkerCount:
 _BLANK_LINE = re.compile(rb"\n(?=[ \t\r]*\n)")
 
 
+def _may_insert(head: bytes) -> bool:
+    """Whether `head` may hold an SQL INSERT: a substring test on its lower-case copy, ~5x
+    cheaper than the case-blind regex, which most documents (not SQL) then skip."""
+    return b"insert" in head.lower()
+
+
 def _first_lines(data: bytes, lines: int) -> bytes:
     """`data` up to the end of its `lines`-th line (all of it when it has fewer)."""
+    if len(data) <= HEAD_BYTES and data.count(b"\n") < lines:
+        return data                 # a small paste: one count instead of a find per line
     end = -1
     for _ in range(lines):
         end = data.find(b"\n", end + 1)
