@@ -27,6 +27,7 @@ pattern here takes linear time whatever the input.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -373,14 +374,18 @@ class ShapeReader:
         """
         parts = head.decode("utf-8", "replace").split("\n", SNIFF_LINES)
         last = parts.pop()                # the head's last line (maybe cut), or the rest of it
-        lines = [line.removesuffix("\r") for line in parts if line.strip()]
+        # The run is looked for in the first RUN_LINES lines; the rest only matter once found.
+        lines = list(itertools.islice((line.removesuffix("\r") for line in parts if line.strip()), RUN_LINES))
         if len(lines) < 2 and len(parts) < SNIFF_LINES and last.strip():
             lines.append(last.removesuffix("\r"))     # a two-line part without a final newline
         if len(lines) < 2:
             return
+        probe = "\n".join(lines)
         best: tuple[tuple[bool, int, int], str, int, int] | None = None
         for delimiter in DELIMITERS:
-            run = _longest_run([_field_count(line, delimiter) for line in lines[:40]])
+            if delimiter not in probe:    # one field per line: no run (prose: most delimiters)
+                continue
+            run = _longest_run([_field_count(line, delimiter) for line in lines])
             if run is None:
                 continue
             start, length, fields = run
@@ -392,6 +397,8 @@ class ShapeReader:
         if best is None:
             return
         _, delimiter, start, fields = best
+        if len(lines) == RUN_LINES:       # a table: its first PLAN_ROWS rows are read too
+            lines = [line.removesuffix("\r") for line in parts if line.strip()]
         self.shape.format, self.shape.delimiter = "csv", delimiter
         self._delimiter = delimiter
         self._skip_lines = start                      # title lines before the table
@@ -486,6 +493,7 @@ class ShapeReader:
 
 PLAN_ROWS = 100                 # first rows that decide which columns are parsed
 SNIFF_LINES = 2 * PLAN_ROWS     # lines of the head a CSV is sniffed and planned on
+RUN_LINES = 40                  # of which the first, where a run of rows is looked for
 JSON_CANDIDATES = 8             # largest arrays of objects of a JSON head whose keys are read
 
 
