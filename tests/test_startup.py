@@ -70,3 +70,21 @@ def test_every_command_registers_without_heavy_imports() -> None:
     assert "check-config" in done.stdout and "status" in done.stdout
     assert {"watcher.cli.daemon", "watcher.cli.alerts", "watcher.cli.service", "watcher.cli.evidence"} <= modules
     assert sorted(modules & set(UNNEEDED)) == []
+
+
+def test_scan_with_a_configuration_reads_its_rules_without_the_sources(tmp_path: Path) -> None:
+    """`watcher scan --config` takes the rules, the scoring and the state directory: the
+    sources are left unread, so no source kind and no HTTP library is imported (0.48 -> 0.16 s),
+    and a source the scan does not use cannot stop it; `check-config` still reads them."""
+    config = tmp_path / "sources.toml"
+    config.write_text('[[rules]]\nname = "contracts"\nregex = "CTR-[0-9]{8}"\nseverity = "high"\n\n'
+                      '[[sources]]\nname = "paste"\nkind = "listing"\nurl = "https://paste.example/archive"\n'
+                      'item_url = "https://paste.example/raw/{id}"\nno_such_key = 1\n', encoding="utf-8")
+    document = tmp_path / "note.txt"
+    document.write_text("Référence du contrat CTR-12345678, rien d'autre.\n")
+    done, modules = imported_modules(["scan", "--format", "json", "--config", str(config), str(document)])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"severity": "high"' in done.stdout and "contracts" in done.stdout     # the rule was read
+    assert not {"aiohttp", "watcher.sources.registry", "asyncio"} & modules
+    checked, _ = imported_modules(["check-config", "--config", str(config)])
+    assert checked.returncode == 2 and 'key "no_such_key"' in checked.stderr

@@ -48,7 +48,7 @@ def _analyzer(config_path: str | None, watchlists: list[str] | None = None) -> A
     from ..config import ConfigError, find_config, load_config
 
     try:
-        config = load_config(Path(config_path) if config_path else find_config(None))
+        config = load_config(Path(config_path) if config_path else find_config(None), sources=False)
     except (ConfigError, OSError) as exc:
         raise CliError(str(exc)) from None
     analyzer = Analyzer(Scanner(config.rules), policy=config.policy or DEFAULT_POLICY) if config_path else Analyzer()
