@@ -69,6 +69,27 @@ def test_rekey_forgets_the_fingerprints_then_the_daemon_starts(site: Path) -> No
     assert key.read_bytes() == new
 
 
+def test_a_missing_key_is_not_regenerated_while_a_watchlist_exists(site: Path) -> None:
+    """Member watchlists are made with the key too: with no fingerprint left (after a rekey)
+    but a list imported, a lost key is refused as well, or every member would stop matching."""
+    import random
+
+    from tests.support.nirs import random_nir
+
+    works(watcher(site, ("rekey", "--forget"))[0])
+    members = site.parent / "members.txt"
+    rng = random.Random(17)
+    members.write_text("".join(random_nir(rng) + "\n" for _ in range(5)))
+    works(watcher(site, ("watchlist", "import", "acme", str(members)))[0])
+    assert rows(site, "fingerprints") == 0 and rows(site, "watchlists") == 1
+    key = state(site, "secret.key")
+    key.unlink()
+    results = by_command(watcher(site, *REFUSING, ("watchlist", "import", "other", str(members))))
+    for command in (*REFUSING, ("watchlist", "import", "other", str(members))):
+        error_line(results[command], f"watcher: error: {key}: missing, but {state(site, 'watcher.db')}")
+    assert not key.exists()
+
+
 def test_a_missing_key_with_no_fingerprints_is_created(site: Path) -> None:
     """A database that never recorded a fingerprint (nothing found yet) costs nothing to rekey."""
     with sqlite3.connect(state(site, "watcher.db")) as db:

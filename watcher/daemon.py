@@ -42,6 +42,7 @@ from .sources import SOURCE_CLASSES, build_source
 from .sources.base import Source
 from .sources.pages import PageParser
 from .store import StateDB, Store
+from .store.connection import holds_keyed_values
 from .watchlist.monitor import WatchlistMonitor
 from .timestamps import parse_time
 
@@ -166,7 +167,7 @@ class Daemon:
     async def _secret_key(self, path: Path) -> bytes:
         """The installation key; a new one only while no fingerprint was made with a lost one
         (`watcher run` checks this first; here it holds for any way in)."""
-        if read_secret(path) is None and await self.store.call(_holds_fingerprints):  # type: ignore[union-attr]
+        if read_secret(path) is None and await self.store.call(_holds_keyed_values):  # type: ignore[union-attr]
             raise SecretKeyError(lost_key(path, self.config.watcher.state_dir / DB_NAME, self.config.path))
         return load_or_create_secret(path)
 
@@ -378,8 +379,8 @@ class Daemon:
 
 
 
-def _holds_fingerprints(state: StateDB) -> bool:
-    return bool(state.db.execute("SELECT EXISTS (SELECT 1 FROM fingerprints)").fetchone()[0])
+def _holds_keyed_values(state: StateDB) -> bool:
+    return holds_keyed_values(state.db)
 
 
 class _NullFetcher:

@@ -129,7 +129,7 @@ def _check_state_files(config: Config, alerts: AlertSettings) -> None:
         present = read_secret(key) is not None
     except SecretKeyError as exc:
         raise ConfigError(str(exc)) from None
-    if not present and _holds_fingerprints(database):
+    if not present and _holds_keyed_values(database):
         raise ConfigError(lost_key(key, database, config.path))
     if alerts.jsonl is not None:
         _check_writable_file(alerts.jsonl)
@@ -170,21 +170,21 @@ def _check_sqlite(path: Path) -> None:
                           "away to start a new one")
 
 
-def _holds_fingerprints(database: Path) -> bool:
-    """Whether `database` has a row in its fingerprints table. Read as immutable when there is
-    no -wal file (a cleanly stopped daemon's state): SQLite then creates no -wal/-shm, owned by
-    whoever ran the check. With a -wal (the daemon runs, or crashed), rows may be there only:
-    a read-only open reads them."""
+def _holds_keyed_values(database: Path) -> bool:
+    """Whether `database` holds values made with the key (`store.connection.holds_keyed_values`:
+    fingerprints, watchlists). Read as immutable when there is no -wal file (a cleanly stopped
+    daemon's state): SQLite then creates no -wal/-shm, owned by whoever ran the check. With a
+    -wal (the daemon runs, or crashed), rows may be there only: a read-only open reads them."""
+    from .store.connection import holds_keyed_values
+
     if not database.exists():
         return False
     wal = database.with_name(database.name + "-wal").exists()
     uri = f"{database.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}"
     try:
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
-            return db.execute("SELECT EXISTS (SELECT 1 FROM fingerprints)").fetchone()[0] == 1
+            return holds_keyed_values(db)
     except sqlite3.OperationalError as exc:
-        if str(exc).startswith("no such table"):
-            return False                     # a new database: nothing recorded yet
         raise ConfigError(f"{database}: cannot read: {exc}") from None
 
 

@@ -110,14 +110,14 @@ def _hasher(config: Config, db: StateDB) -> MemberHasher:
     from ..config import DB_NAME, SECRET_NAME
     from ..preflight import lost_key
     from ..privacy import SecretKeyError, load_or_create_secret, read_secret
+    from ..store.connection import holds_keyed_values
     from ..watchlist.members import MemberHasher
 
     path = config.watcher.state_dir / SECRET_NAME
     try:
         secret = read_secret(path)
         if secret is None:
-            used = db.db.execute("SELECT EXISTS (SELECT 1 FROM fingerprints) OR EXISTS (SELECT 1 FROM watchlists)")
-            if used.fetchone()[0]:
+            if holds_keyed_values(db.db):
                 raise CliError(lost_key(path, config.watcher.state_dir / DB_NAME, config.path))
             secret = load_or_create_secret(path)
     except SecretKeyError as exc:

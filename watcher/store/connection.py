@@ -61,6 +61,20 @@ def dict_rows(db: sqlite3.Connection, sql: str, params: Sequence[Any] | dict[str
     return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
+def holds_keyed_values(db: sqlite3.Connection) -> bool:
+    """Whether the database holds values made with the installation key: the store's NIR
+    fingerprints or member watchlists (a new key would match neither). A table an older
+    schema lacks holds nothing."""
+    for table in ("fingerprints", "watchlists"):
+        try:
+            if db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]:
+                return True
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith("no such table"):
+                raise
+    return False
+
+
 def connect_read_only(path: str | os.PathLike[str], *, idle_snapshot: bool = True) -> sqlite3.Connection:
     """A read-only connection (`mode=ro`): nothing is created, migrated or locked for writing.
 
