@@ -145,9 +145,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _state(config: Config, *, write: bool = False) -> Iterator[StateDB]:
+def _state(config: Config, *, write: bool = False, create: bool = False) -> Iterator[StateDB]:
     """The state database, open for the block: read-only (`StateDB.read_only`: never created,
-    migrated or locked for writing), or the writer for the commands that change it (`write`).
+    migrated or locked for writing), or the writer for the commands that change it (`write`),
+    created with its folder when the daemon has not run yet (`create`: `watcher watchlist
+    import`, `watcher web adduser` on a new installation).
 
     A state problem (unreadable, not SQLite, not ours, a schema of another version, a full
     disk) is one CliError line naming the database, here and inside the block."""
@@ -158,10 +160,12 @@ def _state(config: Config, *, write: bool = False) -> Iterator[StateDB]:
     from ..store import NotAStateDatabaseError, SchemaTooNewError, SchemaTooOldError, StateDB
 
     path = config.watcher.state_dir / DB_NAME
-    if not path.exists():
+    if not create and not path.exists():
         raise CliError(f"no state database at {path}: the daemon has not run yet (watcher run --once)")
     try:
-        with StateDB(path) if write else StateDB.read_only(path) as db:
+        if create:
+            config.watcher.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with StateDB(path) if write or create else StateDB.read_only(path) as db:
             yield db
     except BrokenPipeError:
         raise                               # the reader went away: `main` ends quietly

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import CliError, print_json_lines
-from .daemon import _common, load
+from .daemon import _common, _state, load
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,25 +84,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- the state
-
-@contextlib.contextmanager
-def _writer(config: Config) -> Iterator[StateDB]:
-    """The state database open for writing, created (and migrated) when it does not exist."""
-    import sqlite3
-
-    from ..config import DB_NAME
-    from ..preflight import state_problem
-    from ..store import NotAStateDatabaseError, SchemaTooNewError, StateDB
-
-    state_dir = config.watcher.state_dir
-    path = state_dir / DB_NAME
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with StateDB(path) as db:
-            yield db
-    except (OSError, sqlite3.Error, NotAStateDatabaseError, SchemaTooNewError) as exc:
-        raise CliError(state_problem(state_dir, path, exc)) from None
-
 
 def _hasher(config: Config, db: StateDB) -> MemberHasher:
     """The member hasher of this installation's key. A missing key is created only while no
@@ -170,7 +151,7 @@ def _checked(args: argparse.Namespace) -> Config:
 
 def cmd_import(args: argparse.Namespace) -> int:
     config = _checked(args)
-    with _writer(config) as db:
+    with _state(config, create=True) as db:
         hasher = _hasher(config, db)
         found, members = _fingerprinted(args.file, args.column, hasher)
         if not len(members):
@@ -206,7 +187,7 @@ def cmd_import_fingerprints(args: argparse.Namespace) -> int:
         print(f"{args.file}: line {line}: not a fingerprint (16 hex digits)", file=sys.stderr)
     if not parts:
         raise CliError(f"{args.file}: no fingerprint ({found.invalid_count:,} invalid lines): nothing imported")
-    with _writer(config) as db:
+    with _state(config, create=True) as db:
         hasher = _hasher(config, db)
         check = hasher.key_check()
         if found.key_check is None:
@@ -251,8 +232,6 @@ def _write_fingerprints(out: Path | None, key_check: str, members: np.ndarray) -
 def cmd_export(args: argparse.Namespace) -> int:
     from ..watchlist.members import from_blobs
     from ..watchlist.store import chunks, rows
-    from .daemon import _state
-
     config = load(args)
     with _state(config) as db:
         row = next((r for r in rows(db.db) if r.name == args.name), None)
@@ -267,7 +246,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_key(args: argparse.Namespace) -> int:
     config = load(args)
-    with _writer(config) as db:
+    with _state(config, create=True) as db:
         hasher = _hasher(config, db)
     with _output(args.out, new=True) as handle:
         handle.write(f"{KEY_FILE_PREFIX}{hasher.key.hex()}\n")
@@ -310,8 +289,6 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from ..watchlist.store import rows
-    from .daemon import _state
-
     config = load(args)
     with _state(config) as db:
         found = rows(db.db)
@@ -328,7 +305,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     from ..watchlist.store import remove
 
     config = load(args)
-    with _writer(config) as db:
+    with _state(config, create=True) as db:
         if not remove(db, args.name):
             raise CliError(f"no watchlist {args.name} (see `watcher watchlist list`)")
     print(f"watchlist {args.name} removed (the daemon stops matching it at its next check)")

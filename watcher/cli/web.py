@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from . import CliError
-from .daemon import _common, load
+from .daemon import _common, _state, load
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -91,21 +91,6 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def _writer(config: Config):
-    """The state database's writer, created if the daemon has not run yet."""
-    import sqlite3
-
-    from ..config import DB_NAME
-    from ..preflight import state_problem
-    from ..store import StateDB
-
-    path = config.watcher.state_dir / DB_NAME
-    try:
-        return StateDB(path)
-    except (OSError, sqlite3.Error, RuntimeError) as exc:
-        raise CliError(state_problem(config.watcher.state_dir, path, exc)) from None
-
-
 def _adduser(config: Config, name: str, reset: bool) -> int:
     from ..web import auth
 
@@ -114,7 +99,7 @@ def _adduser(config: Config, name: str, reset: bool) -> int:
         password_hash = auth.hash_password(_read_password())
     except auth.AuthError as exc:
         raise CliError(f"web adduser: {exc}") from None
-    with _writer(config) as state:
+    with _state(config, create=True) as state:
         added = auth.add_user(state, name, password_hash, replace=reset)
     if not added:
         raise CliError(f"web adduser: {name} exists (give --reset to change the password)")
@@ -125,7 +110,7 @@ def _adduser(config: Config, name: str, reset: bool) -> int:
 def _deluser(config: Config, name: str) -> int:
     from ..web import auth
 
-    with _writer(config) as state:
+    with _state(config, create=True) as state:
         deleted = auth.delete_user(state, name)
     if not deleted:
         raise CliError(f"web deluser: no user {name!r} (see `watcher web users`)")
@@ -136,7 +121,7 @@ def _deluser(config: Config, name: str) -> int:
 def _users(config: Config) -> int:
     from ..web import auth
 
-    with _writer(config) as state:
+    with _state(config, create=True) as state:
         rows = auth.user_names(state)
     for name, created in rows:
         print(f"{name:<32} added {created}")
