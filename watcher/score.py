@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .wording import counted, plural
+from .wording import counted, members_of, plural
 from .options import option
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
@@ -140,7 +140,7 @@ def score(evidence: Evidence, policy: Policy = DEFAULT_POLICY) -> tuple[str, lis
         if severity_rank(rule_severity) > severity_rank(severity):
             severity = rule_severity
     for name, members in sorted((evidence.watchlist_hits or {}).items()):
-        reasons.append(f"{members:,} of our members (watchlist {name})")   # our own members: at least high
+        reasons.append(members_of(name, members))       # our own members: at least high
         if severity_rank(severity) < severity_rank("high"):
             severity = "high"
     return severity, reasons

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # A detector's name (the key of a report's counts) as a noun for people: singular, plural.
 COUNT_NOUNS = {
@@ -30,3 +30,15 @@ def counted(count: int, name: str) -> str:
     """`count` values of the detector `name`: `1 e-mail address`, `3 e-mail addresses` (an
     operator's rule keeps its own name)."""
     return plural(count, *COUNT_NOUNS.get(name, (name, name + "s")))
+
+
+def members_of(name: str, count: int) -> str:
+    """`12 of our members (watchlist adherents)`: a member watchlist's hits, as every output
+    (reasons, alerts, exports, the console) writes them."""
+    return f"{count:,} of our members (watchlist {name})"
+
+
+def members_text(hits: Mapping[str, int]) -> str:
+    """`12 of our members (watchlist acme); 3 of our members (watchlist beta)`: every watchlist
+    with a hit, by name ("" for none)."""
+    return "; ".join(members_of(name, int(count)) for name, count in sorted(hits.items()) if count)

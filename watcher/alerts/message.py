@@ -21,7 +21,7 @@ from typing import Any
 
 from apprise import NotifyType
 
-from ..wording import plural
+from ..wording import members_text, plural
 from ..redact import one_line, redact, redact_tree
 from .records import ALERT_LEVELS, Alert
 
@@ -72,12 +72,6 @@ def _what(payload: dict[str, Any]) -> str:
     return str(reasons[0])
 
 
-def members(hits: dict[str, int]) -> str:
-    """`12 of our members (watchlist acme)`, per watchlist with a hit, `; ` between them."""
-    return "; ".join(f"{int(count):,} of our members (watchlist {name})" for name, count in sorted(hits.items())
-                     if count)
-
-
 def _incident_members(payload: dict[str, Any]) -> dict[str, int]:
     """Distinct members per watchlist over the incident (the document's own in an older payload)."""
     return (payload.get("incident") or {}).get("watchlist_hits") or payload.get("watchlist_hits") or {}
@@ -104,8 +98,8 @@ def finding_title(severity: str, kind: str, payload: dict[str, Any]) -> str:
     """`[CRITICAL] 25 NIRs, Viamedis - some-forum: <item title>` (`update:` after the severity)."""
     head = f"[{severity.upper()}]" + (" update:" if kind == "update" else "")
     what = _what(payload)
-    if members(_incident_members(payload)):
-        what = f"{what}, {members(_incident_members(payload))}"
+    if members_text(_incident_members(payload)):
+        what = f"{what}, {members_text(_incident_members(payload))}"
     insurers = payload.get("insurers") or []
     if insurers:
         what = f"{what}, {_insurers(insurers)}"
@@ -149,8 +143,8 @@ def _finding_body(alert: Alert) -> list[str]:
     lines.append("Reasons: " + "; ".join(one_line(r) for r in payload.get("reasons", [])))
     lines.append(f"Counts: {_counts(payload.get('counts', {})) or '-'}")
     if _incident_members(payload):
-        lines.append(f"Members: {members(payload.get('watchlist_hits') or {}) or 'none'} in this document; "
-                     f"{members(_incident_members(payload))} over the incident")
+        lines.append(f"Members: {members_text(payload.get('watchlist_hits') or {}) or 'none'} in this document; "
+                     f"{members_text(_incident_members(payload))} over the incident")
     lines.append(f"Insurers: {', '.join(payload.get('insurers', [])) or '-'}")
     lines.append(f"Records: {payload.get('records') if payload.get('records') is not None else '-'}")
     if payload.get("sha256"):

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..wording import counts_text, plural
+from ..wording import counts_text, members_of, members_text, plural
 from . import CliError, print_json_lines
 from .daemon import _common, _state, load, parse_since
 
@@ -127,26 +127,13 @@ def _list(config: Config, args: argparse.Namespace, fmt: str) -> int:
     return 0
 
 
-def watchlist_hits(text: str | None) -> dict[str, int]:
-    """A stored `watchlist_hits` (JSON: watchlist name -> distinct members) by name, zeros left
-    out; a name is masked like any text (an operator may have named a list after anything)."""
-    from ..redact import redact
-
-    try:
-        found = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    if not isinstance(found, dict):
-        return {}
-    return {redact(str(name)): int(count) for name, count in sorted(found.items())
-            if isinstance(count, int) and count > 0}
-
-
 def incident_members(db: StateDB, incident_ids: list[int]) -> dict[int, tuple[dict[str, int], int]]:
     """Per incident of `incident_ids` with members: its counts per watchlist and its distinct
     members over all watchlists (a member of two lists counted once: the list's MEMBERS)."""
+    from ..watchlist.store import stored_hits
+
     ids = json.dumps(incident_ids)
-    hits = {int(incident_id): watchlist_hits(text) for incident_id, text in db.db.execute(
+    hits = {int(incident_id): stored_hits(text) for incident_id, text in db.db.execute(
         "SELECT id, watchlist_hits FROM incidents WHERE id IN (SELECT value FROM json_each(?)) "
         "AND watchlist_hits != '{}'", (ids,))}
     distinct = dict(db.db.execute(
@@ -164,6 +151,7 @@ def incident_view(db: StateDB, incident_id: int) -> dict[str, Any]:
     """What `incidents show` prints: the incident, its documents in order, its triage log."""
     from ..alerts import records
     from ..exports import incident_payload
+    from ..watchlist.store import stored_hits
 
     row = records.incident_row(db, incident_id)
     payload = incident_payload(db, incident_id)
@@ -171,7 +159,7 @@ def incident_view(db: StateDB, incident_id: int) -> dict[str, Any]:
         raise CliError(f"no incident {incident_id} (see `watcher incidents`)")
     suppressions = [s for s in records.suppressions(db) if s["incident_id"] == incident_id]
     timeline = records.incident_timeline(db, incident_id)
-    finding_hits = {int(finding_id): watchlist_hits(text) for finding_id, text in db.db.execute(
+    finding_hits = {int(finding_id): stored_hits(text) for finding_id, text in db.db.execute(
         "SELECT id, watchlist_hits FROM findings WHERE id IN (SELECT value FROM json_each(?))",
         (json.dumps(sorted({doc["finding_id"] for doc in timeline})),))}
     for doc in timeline:
@@ -208,7 +196,6 @@ def _counts(counts: dict[str, Any]) -> str:
 
 def show_lines(view: dict[str, Any]) -> list[str]:
     """The text of `incidents show`: a header block, the timeline, the triage log."""
-    from ..alerts.message import members
     state = view["state"] + (", suppressed" if view["suppressed"] else "")
     documents = len(view["timeline"])
     lines = [
@@ -238,7 +225,7 @@ def show_lines(view: dict[str, Any]) -> list[str]:
             lines.append(f"       {doc['title']}")
         lines.append(f"       {_counts(doc['counts'])}; sha256 {doc['sha256']}; {sent}")
         if doc.get("watchlist_hits"):
-            lines.append(f"       Members: {members(doc['watchlist_hits'])}")
+            lines.append(f"       Members: {members_text(doc['watchlist_hits'])}")
     lines += ["", "Triage log:"]
     if not view["triage"]:
         lines.append("  (none)")
@@ -251,11 +238,10 @@ def show_lines(view: dict[str, Any]) -> list[str]:
 def _member_lines(view: dict[str, Any]) -> list[str]:
     """`Members: 12 of our members (watchlist adherents)`, one line per watchlist with a hit
     (distinct over every document), and the distinct total when several lists have some."""
-    from ..alerts.message import members
     hits = view["watchlist_hits"]
     if not hits:
         return ["Members: -"]
-    lines = [f"Members: {members({name: count})} over every document" for name, count in hits.items()]
+    lines = [f"Members: {members_of(name, count)} over every document" for name, count in hits.items() if count]
     if len(hits) > 1:
         lines.append(f"Members: {plural(int(view['members']), 'distinct member')} in all")
     return lines

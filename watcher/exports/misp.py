@@ -52,7 +52,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..timestamps import parse_time
-from ..wording import counts_text
+from ..wording import counts_text, members_of
 from .model import Document, IncidentExport, clean_text
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def _info(export: IncidentExport) -> str:
     what = f"~{export.nirs:,} NIRs" if export.nirs else (export.reasons[0] if export.reasons else "finding")
     insurers = ", ".join(export.insurers[:3]) + (f" +{len(export.insurers) - 3}" if len(export.insurers) > 3 else "")
     parts = [f"leak-watcher incident #{export.incident_id}: {export.severity.upper()}", what]
-    parts += [members_text(name, count) for name, count in export.watchlist_hits.items()]
+    parts += [members_of(name, count) for name, count in export.watchlist_hits.items()]
     if insurers:
         parts.append(insurers)
     return clean_text(", ".join(parts)) or f"leak-watcher incident #{export.incident_id}"
@@ -125,11 +125,6 @@ def _tags(export: IncidentExport, tlp: str) -> list[str]:
         tags.append('infoleak:confirmed="false-positive"')
     tags += [WATCHLIST_TAG.format(name=name) for name in export.watchlist_hits]
     return tags
-
-
-def members_text(name: str, count: int) -> str:
-    """`12 of our members (watchlist adherents)`, as the alerts say it."""
-    return f"{count:,} of our members (watchlist {name})"
 
 
 def _attributes(event: MISPEvent, export: IncidentExport) -> None:
@@ -163,7 +158,7 @@ def _member_objects(event: MISPEvent, export: IncidentExport) -> None:
         impact.first_seen, impact.last_seen = parse_time(export.first_seen), parse_time(export.last_seen)
         values = (("loss_type", "none" if export.state == "false-positive" else "suspected-loss"),
                   ("information_type", "pii"), ("record_count", str(count)),
-                  ("description", f"{members_text(name, count)}: distinct over every document"))
+                  ("description", f"{members_of(name, count)}: distinct over every document"))
         for relation, value in values:
             tags = [WATCHLIST_TAG.format(name=name)] if relation == "record_count" else []
             impact.add_attribute(relation, value=value, to_ids=False, Tag=tags,
@@ -223,5 +218,5 @@ def _comment(document: Document) -> str:
         parts.append(f"posted {document.posted_at}")
     if document.severity:
         parts.append(f"severity {document.severity}")
-    parts += [members_text(name, count) for name, count in document.watchlist_hits.items()]
+    parts += [members_of(name, count) for name, count in document.watchlist_hits.items()]
     return clean_text(", ".join(parts)) or ""

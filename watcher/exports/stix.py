@@ -44,6 +44,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from ..wording import members_of
 from .model import Document, IncidentExport, clean_text
 
 if TYPE_CHECKING:
@@ -166,8 +167,7 @@ def _description(export: IncidentExport) -> str:
     if export.counts:
         lines.append("Counts: " + ", ".join(f"{kind} {count:,}" for kind, count in export.counts.items()))
     if export.watchlist_hits:
-        lines.append("Members: " + "; ".join(f"{count:,} of our members (watchlist {name})"
-                                             for name, count in export.watchlist_hits.items()))
+        lines.append("Members: " + "; ".join(members_of(name, count) for name, count in export.watchlist_hits.items()))
     if export.insurers:
         lines.append("Insurers: " + ", ".join(export.insurers))
     if export.sources:

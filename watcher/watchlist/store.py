@@ -123,6 +123,22 @@ def generation(db: sqlite3.Connection) -> tuple[int, int]:
     return int(top), int(count)
 
 
+def stored_hits(text: str | None) -> dict[str, int]:
+    """A stored `watchlist_hits` (JSON: watchlist name -> distinct members) by name, zeros and
+    anything unreadable left out; a name is masked like any text shown (an operator may have
+    named a list after anything)."""
+    from ..redact import redact
+
+    try:
+        found = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {redact(str(name)): int(count) for name, count in sorted(found.items())
+            if isinstance(count, int) and count > 0}
+
+
 def record_incident_hits(state: StateDB, incident_id: int, matched: dict[str, list[int]]) -> dict[str, int]:
     """Add a document's matched member fingerprints to its incident; the incident's distinct
     counts per watchlist, also kept in `incidents.watchlist_hits` (inside the caller's

@@ -46,11 +46,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from ..alerts import records
-from ..alerts.message import members as members_of
 from ..redact import redact
 from ..score import SEVERITIES
 from ..timestamps import format_time
-from ..wording import counts_text, plural
+from ..watchlist.store import stored_hits
+from ..wording import counts_text, members_text, plural
 
 __all__ = [
     "ALERT_STATUSES",
@@ -75,7 +75,6 @@ __all__ = [
     "filter_choices",
     "incident_detail",
     "incident_page",
-    "members_text",
     "merge_timeline",
     "sources",
 ]
@@ -132,22 +131,8 @@ Hits = tuple[tuple[str, int], ...]
 
 
 def _hits(text: str | None) -> Hits:
-    """A stored `watchlist_hits` (JSON: watchlist name -> distinct members) as (name, count)
-    pairs by name, zeros left out, names masked like any text."""
-    try:
-        found = json.loads(text or "{}")
-    except ValueError:
-        return ()
-    if not isinstance(found, dict):
-        return ()
-    return tuple((redact(str(name)), int(count)) for name, count in sorted(found.items())
-                 if isinstance(count, int) and count > 0)
-
-
-def members_text(hits: Hits) -> str:
-    """`12 of our members (watchlist adherents); 3 of our members (watchlist retraites)`, as
-    the alerts write it ("" for none)."""
-    return members_of(dict(hits))
+    """A stored `watchlist_hits` as (name, count) pairs (`watchlist.store.stored_hits`)."""
+    return tuple(stored_hits(text).items())
 
 
 def _counts_of(values: object) -> tuple[tuple[str, int], ...]:
@@ -732,7 +717,7 @@ def _documents(db: sqlite3.Connection, incident_id: int, limit: int) -> list[Doc
             sha256=row["sha256"], records=int(row["records"] or 0), counts=counts, counts_text=counts_text(counts),
             insurers=_strings(row["insurers"]), reasons=_strings(row["reasons"]), samples=_strings(row["samples"]),
             alert=f"alert {alert['id']} ({alert['kind']}, {alert['state']})" if alert else "",
-            members=members, members_text=members_text(members),
+            members=members, members_text=members_text(dict(members)),
         ))
     return documents
 
