@@ -49,6 +49,7 @@ from ..alerts import records
 from ..redact import redact
 from ..score import SEVERITIES
 from ..timestamps import format_time
+from ..store.connection import dict_rows
 from ..watchlist.store import stored_hits
 from ..wording import counts_text, members_text, plural
 
@@ -107,12 +108,6 @@ def _text(value: object) -> str:
 
 def _utc(now: datetime | None) -> datetime:
     return now.astimezone(UTC) if now is not None else datetime.now(UTC)
-
-
-def _rows(db: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
-    cursor = db.execute(sql, params)
-    names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
 def _json_list(text: str | None) -> tuple[str, ...]:
@@ -226,7 +221,7 @@ def sources(db: sqlite3.Connection, now: datetime | None = None) -> list[SourceR
     """Every source, by name, with its health (`watcher sources`) and why it needs a look."""
     stale_before = format_time(_utc(now) - STALE_AFTER)
     counts = _source_counts(db)
-    return [_source_row(row, stale_before, counts) for row in _rows(db, _SOURCE_SQL + " ORDER BY s.name")]
+    return [_source_row(row, stale_before, counts) for row in dict_rows(db, _SOURCE_SQL + " ORDER BY s.name")]
 
 
 def _attention_sources(db: sqlite3.Connection, now: datetime) -> tuple[tuple[SourceRow, ...], int]:
@@ -237,7 +232,7 @@ def _attention_sources(db: sqlite3.Connection, now: datetime) -> tuple[tuple[Sou
     needing = """s.state = 'failing' OR (s.state = 'ok' AND (s.warning IS NOT NULL
         OR coalesce(s.next_poll, s.created_at) < ?))"""
     total = int(db.execute(f"SELECT count(*) FROM sources AS s WHERE {needing}", (stale_before,)).fetchone()[0])
-    rows = _rows(db, f"""{_SOURCE_SQL} WHERE {needing}
+    rows = dict_rows(db, f"""{_SOURCE_SQL} WHERE {needing}
         ORDER BY CASE WHEN s.state = 'failing' THEN 0 WHEN s.warning IS NOT NULL THEN 1 ELSE 2 END, s.name
         LIMIT ?""", [stale_before, ATTENTION_LIMIT])
     counts: dict[str, tuple[int, int, int, int]] = {}
@@ -454,7 +449,7 @@ def incident_page(db: sqlite3.Connection, filters: IncidentFilter, page: int,
     total = int(db.execute(f"SELECT count(*) FROM incidents AS i WHERE {where}", params).fetchone()[0])
     pages = max(math.ceil(total / per_page), 1)
     page = _page_number(page, pages)
-    rows = _rows(db, f"""WITH shown AS (SELECT i.id FROM incidents AS i WHERE {where}
+    rows = dict_rows(db, f"""WITH shown AS (SELECT i.id FROM incidents AS i WHERE {where}
             ORDER BY i.last_seen DESC, i.id DESC LIMIT ? OFFSET ?)
         SELECT i.id, i.severity, i.state, i.nirs, i.sources, i.first_seen, i.last_seen, i.first_posted,
             i.watchlist_hits,
@@ -631,7 +626,7 @@ def incident_detail(db: sqlite3.Connection, incident_id: int,
                     timeline_limit: int = TIMELINE_LIMIT) -> IncidentDetail | None:
     """Incident `incident_id` (None if unknown), with its first `timeline_limit` documents and
     its whole triage log merged in time order, and its latest `timeline_limit` custody records."""
-    rows = _rows(db, """SELECT i.*,
+    rows = dict_rows(db, """SELECT i.*,
             (SELECT count(*) FROM incident_findings AS m WHERE m.incident_id = i.id) AS findings,
             (SELECT count(*) FROM alerts AS a WHERE a.incident_id = i.id) AS alerts,
             (SELECT count(*) FROM alerts AS a WHERE a.incident_id = i.id AND a.state IN ('sent', 'logged')) AS sent,
@@ -644,7 +639,7 @@ def incident_detail(db: sqlite3.Connection, incident_id: int,
     total = int(db.execute("""SELECT count(*) FROM incident_findings AS m JOIN item_findings AS l
         ON l.finding_id = m.finding_id WHERE m.incident_id = ?""", (incident_id,)).fetchone()[0])
     triage = tuple(TriageEntry(action=r["action"], who=r["who"], note=_text(r["note"]), severity=_text(r["severity"]),
-                               at=r["at"]) for r in _rows(db, "SELECT action, who, note, severity, at FROM triage "
+                               at=r["at"]) for r in dict_rows(db, "SELECT action, who, note, severity, at FROM triage "
                                                               "WHERE incident_id = ? ORDER BY id", [incident_id]))
     counts = _incident_counts(db, incident_id, int(row["nirs"]))
     worst = db.execute("""SELECT f.reasons, f.samples
@@ -726,7 +721,7 @@ def _evidence(db: sqlite3.Connection, incident_id: int, limit: int) -> tuple[Evi
     """The latest `limit` custody records of the incident's documents (`watcher evidence list
     --incident ID`), each with the `watcher evidence export` command that decrypts its piece."""
     found = []
-    for row in _rows(db, "SELECT * FROM evidence WHERE incident_id = ? ORDER BY id DESC LIMIT ?",
+    for row in dict_rows(db, "SELECT * FROM evidence WHERE incident_id = ? ORDER BY id DESC LIMIT ?",
                      [incident_id, max(int(limit), 0)]):
         status = "expired" if row["expired_at"] else row["status"]
         if row["expired_at"]:
@@ -777,7 +772,7 @@ def alerts(db: sqlite3.Connection, status: str | None = None, limit: int = 200) 
     latest first."""
     if status is not None and status not in ALERT_STATUSES:
         raise ValueError(f"unknown alert status {status!r} (one of {', '.join(ALERT_STATUSES)})")
-    rows = _rows(db, """SELECT id, alert_id, kind, severity, state, tries, next_try, last_error, delivered_to,
+    rows = dict_rows(db, """SELECT id, alert_id, kind, severity, state, tries, next_try, last_error, delivered_to,
             incident_id, source, title, created_at, sent_at, acked_at FROM alerts
         WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2""", [status, max(int(limit), 0)])
     return [AlertRow(
