@@ -243,6 +243,19 @@ def test_tlp_and_triage_state(incident: Incident) -> None:
         render(export, "thehive")
 
 
+def test_an_acknowledged_incident_exports_as_acknowledged_whoever_renders_it(incident: Incident) -> None:
+    """The store records `acked`; every export (the CLI's, the console's, the MISP push's,
+    which all build from the stored payload) says `acknowledged`: MISP analysis ongoing (1)."""
+    from watcher.alerts.misp_push import misp_body
+
+    payload = incident_payload(incident.state, incident.incident_id, tor_sources={"board"})
+    assert payload is not None
+    payload["state"] = "acked"
+    assert export_from_payload(payload, installation=INSTALLATION).state == "acknowledged"
+    _, body = misp_body(payload, b"k" * 32, tlp="tlp:amber", distribution=0)
+    assert int(json.loads(body)["Event"]["analysis"]) == 1
+
+
 def test_importing_the_exports_does_not_import_pymisp_or_stix2() -> None:
     code = ("import sys, watcher.exports, watcher.exports.misp, watcher.exports.stix, watcher.exports.jsonexport; "
             "print(sorted(m for m in ('pymisp', 'stix2', 'stix2validator') if m in sys.modules))")

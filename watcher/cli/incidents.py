@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 ACTIONS = ("list", "show", "ack", "close", "false-positive", "reopen", "export")
 EXPORT_FORMATS = ("misp", "stix", "json")
-#: The exports' name of each triage state (watcher.exports.model.STATES).
-_EXPORT_STATES = {"acked": "acknowledged"}
 
 
 
@@ -293,7 +291,6 @@ def _export(config: Config, args: argparse.Namespace) -> int:
         payload = incident_payload(db, incident_id, tor_sources=tor_sources)
     if payload is None:
         raise CliError(f"no incident {incident_id} (see `watcher incidents`)")
-    payload["state"] = _EXPORT_STATES.get(payload["state"], payload["state"])
     try:
         text = render(export_from_payload(payload, installation=installation_namespace(secret)), fmt, tlp=args.tlp)
     except ValueError as exc:               # a TLP the format does not know, an incident without a date

@@ -84,6 +84,8 @@ __all__ = [
 
 #: An incident's triage state. Exports of an incident the store records no state for say "open".
 STATES = ("open", "acknowledged", "closed", "false-positive")
+#: The store's name of a state, where it differs (watcher incidents ack records "acked").
+_STORED_STATES = {"acked": "acknowledged"}
 #: The root of every installation's namespace (uuid5 of the project's name in the URL namespace).
 ROOT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://leak-watcher/exports")
 _NAMESPACE_LABEL = b"leak-watcher exports namespace v1"
@@ -246,6 +248,7 @@ def export_from_payload(payload: Mapping[str, Any], *, installation: uuid.UUID) 
     if first_seen is None:
         raise ValueError("the payload has no first_seen date")
     state = str(payload.get("state") or "open")
+    state = _STORED_STATES.get(state, state)
     return IncidentExport(
         incident_id=int(incident_id),
         namespace=installation,

@@ -43,8 +43,6 @@ TRIAGE_FORMS = (("ack", "Acknowledge"), ("close", "Close"), ("false-positive", "
 DONE = {"ack": "Acknowledged.", "close": "Closed.", "false-positive": "Marked as a false positive.",
         "suppress": "Suppressed: it never alerts again.", "reopen": "Reopened.",
         "retried": "Re-queued: the daemon sends it within seconds.", "none": "No failed alert to retry."}
-#: The exports' name of a triage state (as `watcher incidents export` maps it).
-EXPORT_STATES = {"acked": "acknowledged"}
 EXPORT_FORMATS = ("misp", "stix")
 
 
@@ -227,7 +225,6 @@ async def export(request: web.Request) -> web.Response:
         secret = None
     if secret is None:
         raise web.HTTPNotFound(reason="No installation key yet: the daemon has not run")
-    payload["state"] = EXPORT_STATES.get(payload["state"], payload["state"])
     text = render(export_from_payload(payload, installation=installation_namespace(secret)), fmt)
     return web.Response(text=text, content_type="application/json", headers={
         "Content-Disposition": f'attachment; filename="incident-{incident_id}.{fmt}.json"'})
