@@ -271,7 +271,7 @@ def _triage(config: Config, args: argparse.Namespace, incident_id: int, fmt: str
 
 def _export(config: Config, args: argparse.Namespace) -> int:
     from ..config import SECRET_NAME
-    from ..exports import export_from_payload, incident_payload, installation_namespace, render
+    from ..exports import export_incident
     from ..privacy import SecretKeyError, read_secret
 
     incident_id = _incident_id(args)
@@ -288,13 +288,12 @@ def _export(config: Config, args: argparse.Namespace) -> int:
         raise CliError(f"no secret key in {config.watcher.state_dir}: the daemon has not run yet")
     tor_sources = [source.name for source in config.sources if source.tor]
     with _state(config) as db:
-        payload = incident_payload(db, incident_id, tor_sources=tor_sources)
-    if payload is None:
+        try:
+            text = export_incident(db, incident_id, secret, fmt, tor_sources=tor_sources, tlp=args.tlp)
+        except ValueError as exc:           # a TLP the format does not know, an incident without a date
+            raise CliError(f"incidents export: {exc}") from None
+    if text is None:
         raise CliError(f"no incident {incident_id} (see `watcher incidents`)")
-    try:
-        text = render(export_from_payload(payload, installation=installation_namespace(secret)), fmt, tlp=args.tlp)
-    except ValueError as exc:               # a TLP the format does not know, an incident without a date
-        raise CliError(f"incidents export: {exc}") from None
     if args.out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0

@@ -19,7 +19,8 @@ about 0.2-0.3 s), so importing this package costs nothing more than `watcher.red
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from .model import (
     Document,
@@ -29,7 +30,10 @@ from .model import (
     installation_namespace,
 )
 
-__all__ = ["FORMATS", "Document", "IncidentExport", "export_from_payload", "incident_payload",
+if TYPE_CHECKING:
+    from ..store import StateDB
+
+__all__ = ["FORMATS", "Document", "IncidentExport", "export_from_payload", "export_incident", "incident_payload",
            "installation_namespace", "render"]
 
 FORMATS = ("misp", "stix", "json")
@@ -51,3 +55,15 @@ def render(export: IncidentExport, fmt: str, *, tlp: str | None = None) -> str:
 
         return stix_json(export, **options)
     raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+def export_incident(state: StateDB, incident_id: int, secret: bytes, fmt: str, *,
+                    tor_sources: Iterable[str] = (), tlp: str | None = None) -> str | None:
+    """Incident `incident_id` of the state database rendered in `fmt` under this
+    installation's ids (`secret`), or None if there is no such incident: what `watcher
+    incidents export` writes and the console downloads. ValueError for a TLP the format does
+    not know."""
+    payload = incident_payload(state, incident_id, tor_sources=tor_sources)
+    if payload is None:
+        return None
+    return render(export_from_payload(payload, installation=installation_namespace(secret)), fmt, tlp=tlp)

@@ -210,22 +210,21 @@ async def export(request: web.Request) -> web.Response:
     """The incident as a MISP event or a STIX 2.1 bundle (what `watcher incidents export`
     writes), downloaded as a file."""
     from ..config import SECRET_NAME
-    from ..exports import export_from_payload, incident_payload, installation_namespace, render
+    from ..exports import export_incident
     from ..privacy import SecretKeyError, read_secret
 
     console = console_of(request)
     incident_id, fmt = int(request.match_info["id"]), request.match_info["fmt"]
-    tor_sources = [source.name for source in console.config.sources if source.tor]
-    payload = await console.read(incident_payload, incident_id, tor_sources=tor_sources)
-    if payload is None:
-        raise web.HTTPNotFound(reason="No such incident")
     try:
         secret = read_secret(console.config.watcher.state_dir / SECRET_NAME)
     except SecretKeyError:
         secret = None
     if secret is None:
         raise web.HTTPNotFound(reason="No installation key yet: the daemon has not run")
-    text = render(export_from_payload(payload, installation=installation_namespace(secret)), fmt)
+    tor_sources = [source.name for source in console.config.sources if source.tor]
+    text = await console.read(export_incident, incident_id, secret, fmt, tor_sources=tor_sources)
+    if text is None:
+        raise web.HTTPNotFound(reason="No such incident")
     return web.Response(text=text, content_type="application/json", headers={
         "Content-Disposition": f'attachment; filename="incident-{incident_id}.{fmt}.json"'})
 
