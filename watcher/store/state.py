@@ -4,14 +4,13 @@ asyncio door to it: one writer thread, one generic `call`.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from .connection import connect_read_only, utc_now
 from .findings import FindingQueries
@@ -38,6 +37,19 @@ class StateDB(SourceQueries, ItemQueries, FindingQueries):
     """
 
 
+if TYPE_CHECKING:
+    import asyncio
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    """The daemon's loop. asyncio is imported here, not with the module: the commands that
+    only read the store (and `watcher scan --watchlist`) never start a loop, and its import
+    costs them 18 ms."""
+    import asyncio
+
+    return asyncio.get_running_loop()
+
+
 class Store:
     """The daemon's asyncio door to its `StateDB`: every call runs on one dedicated worker thread.
 
@@ -57,7 +69,7 @@ class Store:
     async def open(cls, path: str | os.PathLike[str], *, clock: Callable[[], datetime] = utc_now) -> Store:
         """Open (create, migrate) the state database at `path` on a new worker thread."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watcher-store")
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         try:
             state = await loop.run_in_executor(executor, functools.partial(StateDB, path, clock=clock))
         except BaseException:
@@ -75,7 +87,7 @@ class Store:
             return
         self._closed = True
         self._reader.close()
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         try:
             await loop.run_in_executor(self._executor, self._state.close)
         finally:
@@ -90,7 +102,7 @@ class Store:
     async def _run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         if self._closed:
             raise StoreClosedError("the store is closed")
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
 
     async def call(self, function: Callable[Concatenate[StateDB, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
