@@ -87,6 +87,13 @@ def test_the_member_fingerprint_is_the_first_8_bytes_of_aes_cmac_under_the_watch
                   [nirs[0][:7] + "\x00" + nirs[0][8:] + "1"]):
         with pytest.raises(ValueError):
             hasher.fingerprints(wrong)                     # callers pass normalized 15-character NIRs
+    # A slice's NIRs joined by newlines (watcher.parallel): the same fingerprints, without the
+    # rarer forms' marked values (16 characters) or a value holding the separator.
+    assert hasher.fingerprints_of_lines("\n".join(nirs)).tolist() == got
+    marked = [nirs[0], "~" + nirs[1], *nirs[2:], nirs[3][:7] + "\n" + nirs[3][8:]]
+    assert hasher.fingerprints_of_lines("\n".join(marked)).tolist() == [got[0], *got[2:]]
+    with pytest.raises(ValueError):
+        hasher.fingerprints_of_lines("\n".join(nirs[:3]) + "é")
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
@@ -358,12 +365,20 @@ def test_lists_are_mapped_from_flat_files_written_once(site: Path, capsys: pytes
     assert len(loaded(site).lists["acme"]) == 100 and folder.read_bytes() == b""
 
 
-def test_a_big_documents_look_ups_by_bucket_find_what_one_search_finds() -> None:
-    """`in_list` splits a big document's sorted fingerprints by their top bits: the same
-    answer as one searchsorted, at the buckets' edges and the ends of the range too."""
+@pytest.mark.parametrize("compiled", [True, False])
+def test_look_ups_find_what_numpy_finds(monkeypatch: pytest.MonkeyPatch, compiled: bool) -> None:
+    """`in_list`, compiled (galloping through the list) or with numpy (a big document's sorted
+    fingerprints split by their top bits): the answer of `np.isin`, at the buckets' edges,
+    the ends of the range and for repeated queries too."""
     import numpy as np
 
+    import watcher.watchlist.members
+    from watcher.detect.compiled import speedups
     from watcher.watchlist.members import BUCKET_BITS, BUCKETED_FROM, in_list
+
+    if compiled and not speedups:
+        pytest.skip("the compiled helpers are not built")
+    monkeypatch.setattr(watcher.watchlist.members, "speedups", speedups if compiled else None)
 
     rng = np.random.default_rng(3)
     top = np.uint64(64 - BUCKET_BITS)
@@ -378,3 +393,7 @@ def test_a_big_documents_look_ups_by_bucket_find_what_one_search_finds() -> None
     assert np.array_equal(in_list(members, queries), expected) and expected.sum() > 40_000 * 0.9
     assert np.array_equal(in_list(members, queries[:1000]), expected[:1000])       # the one-search path
     assert not in_list(members[:0], queries).any() and len(in_list(members, queries[:0])) == 0
+    repeated = np.sort(np.concatenate([queries[:5000], queries[:5000]]))
+    assert np.array_equal(in_list(members, repeated), np.isin(repeated, members))
+    mapped = members.astype("<u8")                                  # as the flat files hold them
+    assert np.array_equal(in_list(mapped, queries), expected)

@@ -10,16 +10,18 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from .detect import Detection, Scanner, Shape
-from .detect.nir import LOOSE, resolve_loose
+from .detect.nir import LOOSE, take_loose
 from .extract import Budget, bytes_chunks, extract, file_chunks
 from .privacy import Fingerprinter
 from .report import Report
 from .score import DEFAULT_POLICY, MIN_SHAPED, Chance, Evidence, Policy, by_chance, score
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .watchlist.members import Watchlists
 
 SAMPLES_SHOWN = 6
@@ -85,25 +87,29 @@ class Analyzer:
         return self.report(detection, label, hashing.digest.hexdigest(), hashing.size, budget.notes, reveal)
 
     def report(self, detection: Detection, label: str, sha256: str, size: int, notes: list[str],
-               reveal: bool = False) -> Report:
+               reveal: bool = False, fingerprinted: Sequence[np.ndarray] | None = None) -> Report:
         """The scored report of a document's detection (also built by `watcher.parallel` from
-        the slices of a big file)."""
+        the slices of a big file, which computed the member fingerprints of their NIRs:
+        `fingerprinted`, see `Watchlists.match`)."""
         report = Report(path=label, sha256=sha256, size=size, errors=notes)
-        self._fill(report, detection, reveal)
+        self._fill(report, detection, reveal, fingerprinted)
         return report
 
-    def _fill(self, report: Report, detection: Detection, reveal: bool) -> None:
+    def _fill(self, report: Report, detection: Detection, reveal: bool,
+              fingerprinted: Sequence[np.ndarray] | None) -> None:
         scanner = self.scanner
         values = detection.values
         tabular = _largest_tabular(detection.shapes)
         context = bool(values["insurer"] or values["health_terms"] or (tabular and tabular.health_headers))
         rarer = 0
+        kept: list[str] = []        # NIRs of the rarer forms that count
         if detection.loose_nirs:
-            loose = [v[1:] for v in values["nir"] if v >= LOOSE] if self.watchlists and not context else []
-            marked = resolve_loose(values["nir"], context)
-            rarer = marked if context else 0
-            if loose:       # a member's own NIR is context enough (a random match: N / 2^64)
-                values["nir"].update(self.watchlists.members_among(loose))  # type: ignore[union-attr]
+            loose = take_loose(values["nir"])
+            if context:
+                kept, rarer = loose, len(loose)
+            elif self.watchlists:   # a member's own NIR is context enough (a random match: N / 2^64)
+                kept = self.watchlists.members_among(loose)
+            values["nir"].update(kept)
         detection.samples["nir"] = [v.lstrip(LOOSE) for v in detection.samples["nir"]
                                     if v.lstrip(LOOSE) in values["nir"]]
         report.counts = {d.name: len(values[d.name]) for d in scanner.detectors}
@@ -111,7 +117,8 @@ class Analyzer:
         report.records = tabular.records if tabular else None
         report.rules = {r.name: r.severity for r in scanner.rules if values[f"rule:{r.name}"]}
         if self.watchlists:
-            report.watchlist_members = self.watchlists.match(values["nir"])
+            report.watchlist_members = (self.watchlists.match(values["nir"]) if fingerprinted is None
+                                        else self.watchlists.match(kept, fingerprinted))
             report.watchlist_hits = {name: len(found) for name, found in report.watchlist_members.items()}
         evidence = replace(_evidence(report, tabular), chance=_chance(detection, tabular), rarer_nirs=rarer,
                            watchlist_hits=report.watchlist_hits)

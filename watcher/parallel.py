@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .analyze import Analyzer
 from .detect import SAMPLES_PER_DETECTOR, Detection, KeyTally, PartScan
@@ -53,6 +53,11 @@ from .extract.decode import plain_spaces_and_digits, sniff_encoding, to_utf8
 from .extract.html import looks_like_html
 from .extract.pdf import looks_like_pdf
 from .report import Report
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .watchlist.members import Watchlists
 
 MiB = 1 << 20
 SPLIT_AT = 32 * MiB          # a file this big is cut into slices
@@ -315,12 +320,17 @@ def _sha256(path: Path, out: list[str]) -> None:
 
 
 class _Merge:
-    """The slices' results, in order, into one Detection."""
+    """The slices' results, in order, into one Detection; with watchlists, the member
+    fingerprints of each slice's NIRs too, computed from their packed string as it arrives
+    (this process mostly waits for the pool meanwhile) instead of from the document's set
+    once the pool is done (0.1 s of 908,528 NIRs, all of it added to the wall time)."""
 
-    def __init__(self, detection: Detection) -> None:
+    def __init__(self, detection: Detection, watchlists: Watchlists | None) -> None:
         self.detection = detection
         self.tallies = {kind: KeyTally() for kind in CHECKED}
         self.counts: list[SliceCount] = []
+        self.hasher = watchlists.hasher if watchlists else None
+        self.member_fingerprints: list[np.ndarray] = []
 
     def add(self, result: _SliceResult) -> None:
         detection = self.detection
@@ -337,6 +347,10 @@ class _Merge:
         if result.count is not None:
             self.counts.append(result.count)
         detection.loose_nirs = detection.loose_nirs or result.loose_nirs
+        nirs = result.values.get("nir")
+        if self.hasher and nirs:
+            self.member_fingerprints.append(
+                self.hasher.fingerprints_of_lines(nirs if isinstance(nirs, str) else "\n".join(nirs)))
 
     def finish(self, sniffed: Sniffed) -> Detection:
         detection = self.detection
@@ -421,15 +435,16 @@ class ScanPool:
         hashing = threading.Thread(target=_sha256, args=(path, digest), name="sha256")
         hashing.start()
         try:
-            detection = self._scan_slices(path, cuts, sniffed)
+            merged = self._scan_slices(path, cuts, sniffed)
         finally:
             hashing.join()
-        if detection is None:
+        if merged is None:
             return None
-        return self.analyzer.report(detection, str(path), digest[0], size, [], reveal)
+        return self.analyzer.report(merged.finish(sniffed), str(path), digest[0], size, [], reveal,
+                                    merged.member_fingerprints if self.analyzer.watchlists else None)
 
-    def _scan_slices(self, path: Path, cuts: list[int], sniffed: Sniffed) -> Detection | None:
-        merge = _Merge(self.analyzer.scanner.start())
+    def _scan_slices(self, path: Path, cuts: list[int], sniffed: Sniffed) -> _Merge | None:
+        merge = _Merge(self.analyzer.scanner.start(), self.analyzer.watchlists)
         pending: deque[AsyncResult] = deque()
         fallback = False
         for index in range(len(cuts) - 1):
@@ -442,7 +457,7 @@ class ScanPool:
         while pending:
             result = pending.popleft().get()
             fallback = fallback or _merged(merge, result)
-        return None if fallback else merge.finish(sniffed)
+        return None if fallback else merge
 
 
 def _merged(merge: _Merge, result: _SliceResult) -> bool:

@@ -175,10 +175,8 @@ def _save(db: StateDB, name: str, members: np.ndarray, key_check: str, origin: s
 
 
 def cmd_import_fingerprints(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..watchlist.files import read_fingerprints
-    from ..watchlist.members import distinct
+    from ..watchlist.members import distinct, np     # numpy as the package sets it up (one BLAS thread)
 
     config = _checked(args)
     parts: list[np.ndarray] = []

@@ -120,7 +120,7 @@ class Detection:
         self.shapes: list[Shape] = []
         self.tallies = _tallies()
         self.part_tallies: list[dict[str, KeyTally]] = []
-        # NIRs of the rarer forms (marked `~`, see `nir.resolve_loose`) may be among the values:
+        # NIRs of the rarer forms (marked `~`, see `nir.take_loose`) may be among the values:
         # always on the Python path, when the compiled pass returned some otherwise.
         self.loose_nirs = not scanner.numbers
 

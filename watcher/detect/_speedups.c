@@ -24,6 +24,12 @@
  *     The checksums of `luhn.luhn_ok_py` and `iban.valid_length_py` (longest valid length, 0
  *     if none), for the labelled SIRENs and the Python paths.
  *
+ * sorted_in(members, queries) -> bytes
+ *     Member watchlists (watcher/watchlist/members.py `in_list`): which of a document's
+ *     sorted 64-bit fingerprints are among a list's sorted members, by galloping through the
+ *     list from the previous answer: the 908,528 NIRs of the bench corpus against 20 million
+ *     members in 21 ms, where numpy's binary searches take 45 (a walk reads the whole list).
+ *
  * The tests compare each function with its Python equivalent on generated inputs.
  */
 #define PY_SSIZE_T_CLEAN
@@ -654,6 +660,60 @@ static PyObject *utf8_valid(PyObject *self, PyObject *arg)
     return PyBool_FromLong(ok);
 }
 
+/* One byte per query (1 when it is among members), both native uint64 in ascending order.
+ * Each search starts where the previous one ended and doubles its step until it passes the
+ * query, then bisects: sorted queries walk the list once, O(k log(n / k)). */
+static PyObject *sorted_in(PyObject *self, PyObject *args)
+{
+    Py_buffer mv, qv;
+    if (!PyArg_ParseTuple(args, "y*y*", &mv, &qv))
+        return NULL;
+    PyObject *out = NULL;
+    if (mv.len % 8 || qv.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "sorted_in takes buffers of 64-bit integers");
+        goto done;
+    }
+    Py_ssize_t n = mv.len / 8, k = qv.len / 8;
+    out = PyBytes_FromStringAndSize(NULL, k);
+    if (!out)
+        goto done;
+    const unsigned char *m = mv.buf, *q = qv.buf;
+    char *hit = PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t lo = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        uint64_t x, v = 0;
+        memcpy(&x, q + 8 * i, 8);
+        Py_ssize_t step = 1, hi = lo;           /* find the first member >= x in [lo, n) */
+        while (hi < n) {
+            memcpy(&v, m + 8 * hi, 8);
+            if (v >= x)
+                break;
+            lo = hi + 1;
+            hi = lo + step;
+            step <<= 1;
+        }
+        if (hi > n)
+            hi = n;
+        while (lo < hi) {                       /* members[lo - 1] < x <= members[hi] */
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            memcpy(&v, m + 8 * mid, 8);
+            if (v < x)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < n)
+            memcpy(&v, m + 8 * lo, 8);
+        hit[i] = lo < n && v == x;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&mv);
+    PyBuffer_Release(&qv);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"scan_numbers", scan_numbers, METH_VARARGS, "(nirs, rarer-form nirs, sirets, rpps, phones, ibans) whose matches end in (lo, hi]."},
     {"luhn_ok", luhn_ok, METH_O, "True when the Luhn checksum of a string of digits is 0."},
@@ -661,6 +721,7 @@ static PyMethodDef methods[] = {
     {"utf8_valid", utf8_valid, METH_O, "True when the bytes are valid UTF-8 (what bytes.decode accepts)."},
     {"count_lines", count_lines, METH_O, "Newlines that end a line holding something (blank lines are not records)."},
     {"iban_length", iban_length, METH_O, "Longest length >= 15 at which an IBAN candidate passes mod 97, or 0."},
+    {"sorted_in", sorted_in, METH_VARARGS, "One byte per sorted query: 1 when it is among the sorted members (native uint64 buffers)."},
     {NULL, NULL, 0, NULL},
 };
 

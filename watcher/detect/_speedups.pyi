@@ -31,3 +31,6 @@ def base64_run(data: ReadableBuffer, /) -> bool:
 
 def utf8_valid(data: ReadableBuffer, /) -> bool:
     """True when the bytes are valid UTF-8 (what bytes.decode accepts)."""
+
+def sorted_in(members: ReadableBuffer, queries: ReadableBuffer, /) -> bytes:
+    """One byte per query, 1 when it is among `members` (both native uint64, ascending)."""

@@ -125,16 +125,15 @@ _STRICT_SEX = (ord("1"), ord("2"))
 LOOSE = "~"
 
 
-def resolve_loose(values: set[str], context: bool) -> int:
-    """In place: the values of the rarer forms (marked `~`) lose their mark when the document
-    has context, else they go; returns how many were marked. One comparison per value finds
-    them (`~` sorts after every character of a NIR) and the set is never copied (copying a
-    million-value set twice cost a dense extract 10% of its CPU and 56 MiB)."""
+def take_loose(values: set[str]) -> list[str]:
+    """In place: the values of the rarer forms (marked `~`) leave `values`; returns them
+    unmarked, for the caller to put back when the document has context (or when they are a
+    member's). One comparison per value finds them (`~` sorts after every character of a NIR)
+    and the set is never copied (copying a million-value set twice cost a dense extract 10%
+    of its CPU and 56 MiB)."""
     loose = [v for v in values if v >= LOOSE]
     values.difference_update(loose)
-    if context:
-        values.update(v[1:] for v in loose)
-    return len(loose)
+    return [v[1:] for v in loose]
 
 
 class NirTag(IntEnum):
