@@ -20,8 +20,6 @@ from .report import Report
 from .score import DEFAULT_POLICY, MIN_SHAPED, Chance, Evidence, Policy, by_chance, score
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .watchlist.members import Watchlists
 
 SAMPLES_SHOWN = 6
@@ -87,16 +85,16 @@ class Analyzer:
         return self.report(detection, label, hashing.digest.hexdigest(), hashing.size, budget.notes, reveal)
 
     def report(self, detection: Detection, label: str, sha256: str, size: int, notes: list[str],
-               reveal: bool = False, fingerprinted: Sequence[np.ndarray] | None = None) -> Report:
+               reveal: bool = False, member_blocks: Sequence[bytes] | None = None) -> Report:
         """The scored report of a document's detection (also built by `watcher.parallel` from
-        the slices of a big file, which computed the member fingerprints of their NIRs:
-        `fingerprinted`, see `Watchlists.match`)."""
+        the slices of a big file, which made the AES blocks of their NIRs for the watchlists
+        already: `member_blocks`, see `Watchlists.match`)."""
         report = Report(path=label, sha256=sha256, size=size, errors=notes)
-        self._fill(report, detection, reveal, fingerprinted)
+        self._fill(report, detection, reveal, member_blocks)
         return report
 
     def _fill(self, report: Report, detection: Detection, reveal: bool,
-              fingerprinted: Sequence[np.ndarray] | None) -> None:
+              member_blocks: Sequence[bytes] | None) -> None:
         scanner = self.scanner
         values = detection.values
         tabular = _largest_tabular(detection.shapes)
@@ -117,8 +115,8 @@ class Analyzer:
         report.records = tabular.records if tabular else None
         report.rules = {r.name: r.severity for r in scanner.rules if values[f"rule:{r.name}"]}
         if self.watchlists:
-            report.watchlist_members = (self.watchlists.match(values["nir"]) if fingerprinted is None
-                                        else self.watchlists.match(kept, fingerprinted))
+            report.watchlist_members = (self.watchlists.match(values["nir"]) if member_blocks is None
+                                        else self.watchlists.match(kept, member_blocks))
             report.watchlist_hits = {name: len(found) for name, found in report.watchlist_members.items()}
         evidence = replace(_evidence(report, tabular), chance=_chance(detection, tabular), rarer_nirs=rarer,
                            watchlist_hits=report.watchlist_hits)

@@ -55,8 +55,6 @@ from .extract.pdf import looks_like_pdf
 from .report import Report
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .watchlist.members import Watchlists
 
 MiB = 1 << 20
@@ -320,17 +318,18 @@ def _sha256(path: Path, out: list[str]) -> None:
 
 
 class _Merge:
-    """The slices' results, in order, into one Detection; with watchlists, the member
-    fingerprints of each slice's NIRs too, computed from their packed string as it arrives
-    (this process mostly waits for the pool meanwhile) instead of from the document's set
-    once the pool is done (0.1 s of 908,528 NIRs, all of it added to the wall time)."""
+    """The slices' results, in order, into one Detection; with watchlists, the AES blocks of
+    each slice's NIRs too (`MemberHasher.blocks_of_lines`), made from their packed string as
+    it arrives (this process mostly waits for the pool meanwhile) instead of from the
+    document's set once the pool is done (0.1 s of 908,528 NIRs, all of it added to the wall
+    time)."""
 
     def __init__(self, detection: Detection, watchlists: Watchlists | None) -> None:
         self.detection = detection
         self.tallies = {kind: KeyTally() for kind in CHECKED}
         self.counts: list[SliceCount] = []
         self.hasher = watchlists.hasher if watchlists else None
-        self.member_fingerprints: list[np.ndarray] = []
+        self.member_blocks: list[bytes] = []
 
     def add(self, result: _SliceResult) -> None:
         detection = self.detection
@@ -349,8 +348,7 @@ class _Merge:
         detection.loose_nirs = detection.loose_nirs or result.loose_nirs
         nirs = result.values.get("nir")
         if self.hasher and nirs:
-            self.member_fingerprints.append(
-                self.hasher.fingerprints_of_lines(nirs if isinstance(nirs, str) else "\n".join(nirs)))
+            self.member_blocks.append(self.hasher.blocks_of_lines(nirs if isinstance(nirs, str) else "\n".join(nirs)))
 
     def finish(self, sniffed: Sniffed) -> Detection:
         detection = self.detection
@@ -441,7 +439,7 @@ class ScanPool:
         if merged is None:
             return None
         return self.analyzer.report(merged.finish(sniffed), str(path), digest[0], size, [], reveal,
-                                    merged.member_fingerprints if self.analyzer.watchlists else None)
+                                    merged.member_blocks if self.analyzer.watchlists else None)
 
     def _scan_slices(self, path: Path, cuts: list[int], sniffed: Sniffed) -> _Merge | None:
         merge = _Merge(self.analyzer.scanner.start(), self.analyzer.watchlists)

@@ -124,12 +124,12 @@ def _lines(file: str) -> Iterator[str]:
 
 def _fingerprinted(file: str, column: str | None, hasher: MemberHasher) -> tuple[NirFile, np.ndarray]:
     """Read a NIR file; its members' sorted, distinct fingerprints, made a batch at a time."""
+    from ..watchlist.arrays import distinct, fingerprints
     from ..watchlist.files import FileFormatError, read_nirs
-    from ..watchlist.members import distinct
 
     parts: list[np.ndarray] = []
     try:
-        found = read_nirs(_lines(file), lambda batch: parts.append(hasher.fingerprints(batch)), column)
+        found = read_nirs(_lines(file), lambda batch: parts.append(fingerprints(hasher, batch)), column)
     except FileFormatError as exc:
         raise CliError(f"{file}: {exc}") from None
     for problem in found.problems():
@@ -164,7 +164,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _save(db: StateDB, name: str, members: np.ndarray, key_check: str, origin: str) -> WatchlistRow:
-    from ..watchlist.members import to_blob
+    from ..watchlist.arrays import to_blob
     from ..watchlist.store import CHUNK_MEMBERS, WatchlistError, save
 
     chunks = (to_blob(members[at:at + CHUNK_MEMBERS]) for at in range(0, len(members), CHUNK_MEMBERS))
@@ -175,8 +175,8 @@ def _save(db: StateDB, name: str, members: np.ndarray, key_check: str, origin: s
 
 
 def cmd_import_fingerprints(args: argparse.Namespace) -> int:
+    from ..watchlist.arrays import distinct, np      # numpy as the package sets it up (one BLAS thread)
     from ..watchlist.files import read_fingerprints
-    from ..watchlist.members import distinct, np     # numpy as the package sets it up (one BLAS thread)
 
     config = _checked(args)
     parts: list[np.ndarray] = []
@@ -228,7 +228,7 @@ def _write_fingerprints(out: Path | None, key_check: str, members: np.ndarray) -
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..watchlist.members import from_blobs
+    from ..watchlist.arrays import from_blobs
     from ..watchlist.store import chunks, rows
     config = load(args)
     with _state(config) as db:

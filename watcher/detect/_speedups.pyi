@@ -32,5 +32,12 @@ def base64_run(data: ReadableBuffer, /) -> bool:
 def utf8_valid(data: ReadableBuffer, /) -> bool:
     """True when the bytes are valid UTF-8 (what bytes.decode accepts)."""
 
-def sorted_in(members: ReadableBuffer, queries: ReadableBuffer, /) -> bytes:
-    """One byte per query, 1 when it is among `members` (both native uint64, ascending)."""
+def cmac_input(data: ReadableBuffer, separator: int, pad: ReadableBuffer, /) -> bytes | None:
+    """`data` XOR `pad` block by block, or None unless each 16-byte block ends with the only
+    `separator` in it."""
+
+def block_keys(blocks: ReadableBuffer, /) -> bytes:
+    """The first 8 bytes of each 16-byte block read big-endian, sorted, distinct (native uint64)."""
+
+def sorted_hits(members: ReadableBuffer, keys: ReadableBuffer, /) -> bytes:
+    """The `keys` found among `members` (both native uint64, ascending), in order."""

@@ -14,20 +14,21 @@ rather than the store's HMAC because a whole document's NIRs go through AES in o
 and nothing else (not the store's fingerprints, not the export ids): it is what an organisation
 gets to fingerprint its list on its own machine (`watcher watchlist key`, `fingerprint`).
 
-**Structure** (measured, see bench/bench_watchlist.py): a sorted numpy uint64 array per list
-(20M members: 160 MB), mapped from a flat file beside the database, and a document's
-fingerprints sorted and looked up in one walk through it (`members.in_list`: compiled,
-galloping from one answer to the next, 908,528 look-ups in 20M in 0.021 s; numpy's
-`searchsorted` by ranges otherwise, 0.045 s). The slices of a big file hand their NIRs over
+**Structure** (measured, see bench/bench_watchlist.py): a list is its members, sorted 64-bit
+integers (20M members: 160 MB), mapped from a flat file beside the database; a document's
+fingerprints are sorted and looked up in one walk through it (`members.hits`: compiled,
+galloping from one answer to the next, 908,528 look-ups in 20M in 0.02-0.03 s; numpy's
+`searchsorted` by ranges without a compiler). The slices of a big file hand their NIRs over
 as one string each, fingerprinted as they arrive (`watcher.parallel`). Stored in SQLite as
 one BLOB per 1M members (`watchlist_chunks`), so a 20M import is one sort and 20 inserts.
-Two NIRs share a 64-bit
-fingerprint with probability 2**-64: a non-member matches a list of N members with probability
-about N / 2**64 (20M: ~1.1e-12 per NIR looked up).
+Two NIRs share a 64-bit fingerprint with probability 2**-64: a non-member matches a list of
+N members with probability about N / 2**64 (20M: ~1.1e-12 per NIR looked up).
 
-Modules: `files` (reading NIR and fingerprint files), `members` (the key, the fingerprints, the
-lookup; imports numpy and cryptography), `store` (the SQL; no numpy: the daemon's process and
-the alerting stage import it).
+Modules: `files` (reading NIR and fingerprint files), `members` (the key, the fingerprints,
+the look-up, loading the lists; cryptography and the compiled helpers, no numpy: scanning
+and the daemon's workers do not import it), `arrays` (numpy: what an import stores, and the
+look-up without a compiler), `store` (the SQL: the daemon's process and the alerting stage
+import it).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 def worker_watchlists(db_path: Path, secret: bytes) -> Watchlists | None:
     """The watchlists of the state database for a daemon's analysis worker; None when there is
-    none (numpy is then never imported). A list that cannot be read is logged, never fatal: the
+    none (nothing of the lists is then imported). A list that cannot be read is logged, never fatal: the
     worker analyses without it (the daemon logs the lists it expects at each load)."""
     from .store import generation
 

@@ -1,8 +1,11 @@
-"""Member fingerprints (AES-256-CMAC under the watchlist key, first 8 bytes) and the lookup.
+"""Member fingerprints (AES-256-CMAC under the watchlist key, first 8 bytes) and the look-up.
 
 See the package docstring for the construction and why. Everything here works on whole
-arrays: a document's NIRs are fingerprinted in one AES call and looked up with one
-`np.searchsorted` per watchlist, never one Python call per NIR.
+documents: a document's NIRs go through AES in one call (`MemberHasher.blocks`), and their
+fingerprints are sorted and looked up in one walk through each list (`sorted_keys`, `hits`:
+the compiled `_speedups.block_keys` and `sorted_hits`, numpy's `arrays` where they are not
+built), never one Python call per NIR. A list is the bytes of its sorted little-endian uint64
+members, mapped from its flat file: scanning imports no numpy.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ import contextlib
 import hmac
 import itertools
 import logging
+import mmap
 import os
 import sqlite3
+import struct
+import sys
 import tempfile
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np
+
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
@@ -33,9 +39,9 @@ _MASK = (1 << 128) - 1
 PIECE = 1 << 16                 # NIRs fingerprinted per AES call
 MMAP_BYTES = 1 << 30            # how much of the state database a list's reader maps
 
-Members = np.ndarray             # sorted, distinct, dtype uint64
-BUCKET_BITS = 10                 # a big document's look-ups go by the top bits of their fingerprints...
-BUCKETED_FROM = 1 << 16          # ...from this many distinct NIRs (`in_list`)
+Members = bytes | mmap.mmap     # a list: its members sorted, distinct, as little-endian uint64
+# The compiled helpers read native integers, the lists are little-endian.
+_COMPILED = speedups if speedups and sys.byteorder == "little" else None
 
 log = logging.getLogger("watcher.watchlist")
 
@@ -55,7 +61,7 @@ class MemberHasher:
     """Member fingerprints under one watchlist key (`watchlist_key`)."""
 
     key: bytes
-    _k2_padded: np.ndarray = field(init=False, repr=False, compare=False)
+    _k2_padded: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != 32:
@@ -64,7 +70,7 @@ class MemberHasher:
         k2 = _double(_double(int.from_bytes(zero, "big")))
         padded = bytearray(k2.to_bytes(_BLOCK, "big"))
         padded[-1] ^= 0x80                  # K2 XOR the padding byte of a 15-byte message
-        object.__setattr__(self, "_k2_padded", np.frombuffer(bytes(padded), np.uint8))
+        object.__setattr__(self, "_k2_padded", bytes(padded))
 
     @classmethod
     def from_secret(cls, secret: bytes) -> MemberHasher:
@@ -74,42 +80,47 @@ class MemberHasher:
         encryptor = Cipher(algorithms.AES(self.key), modes.ECB()).encryptor()  # noqa: S305 (CMAC's blocks)
         return encryptor.update(data) + encryptor.finalize()
 
-    def fingerprints(self, nirs: Collection[str]) -> np.ndarray:
-        """One uint64 per normalized NIR, in order. A NIR is one incomplete block: CMAC pads it
-        with 0x80 and XORs the subkey K2 before the single AES encryption, so a batch is one
-        XOR and one ECB call (batches of PIECE NIRs: the buffers stay a few MB). ValueError if
-        a value is not 15 ASCII characters."""
-        out = np.empty(len(nirs), np.uint64)
-        values = iter(nirs)                 # a set is not copied to a list first (908,528 NIRs: 0.03 s)
-        for at in range(0, len(nirs), PIECE):
+    def blocks(self, nirs: Collection[str]) -> bytes:
+        """The AES blocks of normalized NIRs, 16 bytes each, in order: a member's fingerprint
+        is the first 8 bytes of its block read big-endian (`sorted_keys`, `arrays.keys_of`).
+        A NIR is one incomplete block: CMAC pads it with 0x80 and XORs the subkey K2 before
+        the single AES encryption, so a batch is one XOR and one ECB call (batches of PIECE
+        NIRs: the buffers stay a few MB). ValueError if a value is not 15 ASCII characters."""
+        values = iter(nirs)                 # a set is not copied to a list first
+        pieces = []
+        for _ in range(0, len(nirs), PIECE):
             piece = list(itertools.islice(values, PIECE))
-            out[at:at + PIECE] = self._blocks(("\x00".join(piece) + "\x00").encode("ascii"), len(piece), 0)
-        return out
+            pieces.append(self._cmac_blocks(("\x00".join(piece) + "\x00").encode("ascii"), len(piece), 0))
+        return b"".join(pieces)
 
-    def fingerprints_of_lines(self, lines: str) -> np.ndarray:
-        """The fingerprints of the 15-character values of `lines`, NIRs joined by newlines (a
+    def blocks_of_lines(self, lines: str) -> bytes:
+        """The AES blocks of the 15-character values of `lines`, NIRs joined by newlines (a
         slice's values: see `watcher.parallel`), split only when some value is not (the rarer
-        forms, marked: the caller decides whether they count). ValueError as `fingerprints`."""
+        forms, marked: the caller decides whether they count). ValueError as `blocks`."""
         data = (lines + "\n").encode("ascii")
         try:
-            return self._blocks(data, len(data) // _BLOCK, ord("\n"))
+            return self._cmac_blocks(data, len(data) // _BLOCK, ord("\n"))
         except ValueError:
-            return self.fingerprints([v for v in lines.split("\n") if len(v) == NIR_LENGTH])
+            return self.blocks([v for v in lines.split("\n") if len(v) == NIR_LENGTH])
 
-    def _blocks(self, data: bytes, count: int, separator: int) -> np.ndarray:
+    def _cmac_blocks(self, data: bytes, count: int, separator: int) -> bytes:
         # `count` NIRs, each followed by `separator` (encoded as ASCII, which refuses anything
         # else): exactly `count` separators, each at the end of a 16-byte block, prove every
         # NIR 15 ASCII characters. The separator becomes CMAC's 0x80 padding in the XOR with
-        # K2 (`_k2_padded`, its last byte XOR the separator).
-        blocks = np.frombuffer(data, np.uint8).reshape(-1, _BLOCK) if len(data) == count * _BLOCK else None
-        if blocks is None or data.count(separator) != count or (blocks[:, -1] != separator).any():
+        # K2 (`_k2_padded`, its last byte XOR the separator), done on one big integer.
+        pad = self._k2_padded[:-1] + bytes([self._k2_padded[-1] ^ separator])
+        if len(data) != count * _BLOCK:
             raise ValueError("a member fingerprint takes normalized 15-character NIRs")
-        pad = self._k2_padded.copy()
-        pad[-1] ^= separator
-        cipher = bytearray(len(data) + _BLOCK)
-        encryptor = Cipher(algorithms.AES(self.key), modes.ECB()).encryptor()  # noqa: S305 (CMAC's blocks)
-        encryptor.update_into(blocks ^ pad, cipher)
-        return np.frombuffer(cipher, ">u8", count=2 * count)[::2]
+        if _COMPILED:
+            xored = _COMPILED.cmac_input(data, separator, pad)
+        elif data.count(separator) == count and data[_BLOCK - 1::_BLOCK] == bytes([separator]) * count:
+            mixed = int.from_bytes(data, "little") ^ int.from_bytes(pad * count, "little")
+            xored = mixed.to_bytes(len(data), "little")
+        else:
+            xored = None
+        if xored is None:
+            raise ValueError("a member fingerprint takes normalized 15-character NIRs")
+        return self._encrypt(xored)
 
     def key_check(self) -> str:
         """16 hex digits that name the key without revealing it (a key check value): stored
@@ -120,41 +131,28 @@ class MemberHasher:
         return mac.finalize()[:8].hex()
 
 
-def distinct(parts: list[np.ndarray]) -> Members:
-    """The sorted, distinct fingerprints of `parts` (emptied), sorted in place: a 20M list
-    costs its array and a mask, not np.unique's copies."""
-    merged = np.concatenate(parts) if parts else np.empty(0, np.uint64)
-    parts.clear()
-    merged.sort()
-    if len(merged) < 2:
-        return merged
-    keep = np.empty(len(merged), bool)
-    keep[0] = True
-    np.not_equal(merged[1:], merged[:-1], out=keep[1:])
-    return merged if keep.all() else merged[keep]
+def sorted_keys(blocks: bytes) -> bytes:
+    """The member fingerprints of AES blocks (`MemberHasher.blocks`), sorted and distinct, as
+    little-endian uint64 (two NIRs share one with probability 2^-64)."""
+    if _COMPILED:
+        return _COMPILED.block_keys(blocks)
+    from .arrays import sorted_keys as with_numpy
+
+    return with_numpy(blocks)
 
 
-def to_blob(members: Members) -> bytes:
-    """Little-endian bytes of a uint64 array (the chunks' storage order)."""
-    return members.astype("<u8", copy=False).tobytes()
+def hits(members: Members, keys: bytes) -> bytes:
+    """The `keys` (sorted, little-endian uint64) found among a list's `members`, in order."""
+    if _COMPILED:
+        return _COMPILED.sorted_hits(members, keys)
+    from .arrays import hits as with_numpy
+
+    return with_numpy(members, keys)
 
 
-def from_blobs(blobs: Iterable[bytes], count: int) -> Members:
-    """One uint64 array from the chunks' bytes, filled in place (no second copy)."""
-    out = np.empty(count, np.uint64)
-    at = 0
-    for blob in blobs:
-        chunk = np.frombuffer(blob, "<u8")
-        out[at:at + len(chunk)] = chunk
-        at += len(chunk)
-    if at != count:
-        raise ValueError(f"watchlist holds {at} fingerprints, its row says {count}")
-    return out
-
-
-def signed(members: np.ndarray) -> list[int]:
-    """uint64 fingerprints as SQLite integers (signed 64-bit, same bits)."""
-    return members.astype(np.uint64, copy=False).view(np.int64).tolist()
+def signed(values: bytes) -> list[int]:
+    """Little-endian uint64 fingerprints as SQLite integers (signed 64-bit, same bits)."""
+    return list(struct.unpack(f"<{len(values) // 8}q", values))
 
 
 @dataclass
@@ -167,60 +165,30 @@ class Watchlists:
     def __bool__(self) -> bool:
         return bool(self.lists)
 
-    def match(self, nirs: Collection[str], fingerprinted: Sequence[np.ndarray] = ()) -> dict[str, list[int]]:
+    def match(self, nirs: Collection[str], blocks: Sequence[bytes] = ()) -> dict[str, list[int]]:
         """Per watchlist with a hit, the distinct member fingerprints (signed, see `signed`)
-        among the fingerprints of `nirs` (normalized NIRs) and those `fingerprinted` already
-        (by the slices of a big file: one look-up of them all here, since a list's look-up
-        costs a small batch 2-3 times more per NIR than a big one)."""
-        if not self.lists or not (nirs or fingerprinted):
+        among those of `nirs` (normalized NIRs) and of the AES `blocks` made already (by the
+        slices of a big file: one look-up of them all here, since a list's look-up costs a
+        small batch several times more per NIR than a big one)."""
+        if not self.lists or not (nirs or blocks):
             return {}
-        queries = self.hasher.fingerprints(nirs) if nirs else np.empty(0, np.uint64)
-        if fingerprinted:
-            queries = np.concatenate([queries, *fingerprinted])
-        queries.sort()
+        keys = sorted_keys(b"".join([self.hasher.blocks(nirs), *blocks]))
         matched: dict[str, list[int]] = {}
         for name, members in self.lists.items():
-            hits = distinct([queries[in_list(members, queries)]])
-            if len(hits):
-                matched[name] = signed(hits)
+            found = hits(members, keys)
+            if found:
+                matched[name] = signed(found)
         return matched
 
     def members_among(self, nirs: Sequence[str]) -> list[str]:
         """The NIRs of `nirs` (normalized) that are members of at least one list."""
         if not nirs or not self.lists:
             return []
-        queries = self.hasher.fingerprints(list(nirs))
-        hit = np.zeros(len(queries), bool)
-        order = np.argsort(queries)
-        for members in self.lists.values():
-            hit[order] |= in_list(members, queries[order])
-        return [nir for nir, member in zip(nirs, hit.tolist(), strict=True) if member]
-
-
-def in_list(members: Members, queries: np.ndarray) -> np.ndarray:
-    """Which of `queries` (sorted) are in `members`. Compiled (`_speedups.sorted_in`), one
-    walk through the list galloping from query to query: the 908,528 NIRs of the bench corpus
-    against 20M members in 0.021 s. Else one `searchsorted`, or for a big document one per
-    range of the top BUCKET_BITS bits, in the slice of the list holding those bits (a 20M
-    list's slice is ~20,000 values, which the cache holds: 0.045 s instead of 0.086)."""
-    if speedups:
-        native = np.ascontiguousarray(members, np.uint64).data, np.ascontiguousarray(queries, np.uint64).data
-        return np.frombuffer(speedups.sorted_in(*native), bool)
-    found = np.zeros(len(queries), bool)
-    if not len(members) or not len(queries):
-        return found
-    if len(queries) < BUCKETED_FROM:
-        at = np.minimum(np.searchsorted(members, queries), len(members) - 1)
-        return np.asarray(members[at] == queries)
-    starts = np.arange(1 << BUCKET_BITS, dtype=np.uint64) << np.uint64(64 - BUCKET_BITS)
-    list_edges = np.append(np.searchsorted(members, starts), len(members))
-    query_edges = np.append(np.searchsorted(queries, starts), len(queries))
-    for bucket in np.flatnonzero((query_edges[1:] > query_edges[:-1]) & (list_edges[1:] > list_edges[:-1])):
-        part = members[list_edges[bucket]:list_edges[bucket + 1]]
-        low, high = query_edges[bucket], query_edges[bucket + 1]
-        at = np.minimum(np.searchsorted(part, queries[low:high]), len(part) - 1)
-        found[low:high] = part[at] == queries[low:high]
-    return found
+        blocks = self.hasher.blocks(nirs)
+        keys = sorted_keys(blocks)
+        found = {key for members in self.lists.values() for key in signed(hits(members, keys))}
+        return [nir for at, nir in enumerate(nirs)
+                if int.from_bytes(blocks[_BLOCK * at:_BLOCK * at + 8], "big", signed=True) in found]
 
 
 def load_watchlists(db: sqlite3.Connection, hasher: MemberHasher,
@@ -242,8 +210,11 @@ def load_watchlists(db: sqlite3.Connection, hasher: MemberHasher,
     return loaded, other_key
 
 
-def _read_members(db: sqlite3.Connection, row: WatchlistRow) -> Members:
-    return from_blobs(chunks(db, row.id), row.members)
+def _read_members(db: sqlite3.Connection, row: WatchlistRow) -> bytes:
+    data = b"".join(chunks(db, row.id))
+    if len(data) != 8 * row.members:
+        raise ValueError(f"watchlist holds {len(data) // 8} fingerprints, its row says {row.members}")
+    return data
 
 
 def mapped_members(db: sqlite3.Connection, row: WatchlistRow, folder: Path) -> Members:
@@ -255,10 +226,11 @@ def mapped_members(db: sqlite3.Connection, row: WatchlistRow, folder: Path) -> M
     chunks are read into memory, as without `folder`."""
     path = folder / file_name(row)
     if not row.members:
-        return np.empty(0, np.uint64)
+        return b""
     try:
-        if path.stat().st_size == row.members * 8:
-            return np.memmap(path, dtype="<u8", mode="r")
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 8 * row.members:
+                return mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
     except OSError:
         pass
     members = _read_members(db, row)
@@ -270,14 +242,14 @@ def mapped_members(db: sqlite3.Connection, row: WatchlistRow, folder: Path) -> M
     return members
 
 
-def _write_file(path: Path, members: Members) -> None:
+def _write_file(path: Path, members: bytes) -> None:
     """`members` to `path`, whole or not at all (a temporary file renamed; 0600, like the
     database: fingerprints only, but keyed ones of a member list)."""
     path.parent.mkdir(mode=0o700, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=".members-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            members.astype("<u8", copy=False).tofile(handle)
+            handle.write(members)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
