@@ -717,11 +717,11 @@ static PyObject *cmac_input(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "cmac_input takes a 16-byte pad");
         goto done;
     }
-    const unsigned char *s = dv.buf, *pad = pv.buf;
+    const unsigned char *s = dv.buf;
     Py_ssize_t n = dv.len;
     int ok = n % 16 == 0;
-    for (Py_ssize_t i = 0; ok && i < n; i++)
-        ok = (s[i] == separator) == (i % 16 == 15);
+    for (Py_ssize_t i = 15; ok && i < n; i += 16)
+        ok = s[i] == separator && !memchr(s + i - 15, separator, 15);
     if (!ok) {
         out = Py_NewRef(Py_None);
         goto done;
@@ -730,8 +730,14 @@ static PyObject *cmac_input(PyObject *self, PyObject *args)
     if (!out)
         goto done;
     unsigned char *x = (unsigned char *)PyBytes_AS_STRING(out);
-    for (Py_ssize_t i = 0; i < n; i++)
-        x[i] = s[i] ^ pad[i % 16];
+    uint64_t pad[2], word[2];
+    memcpy(pad, pv.buf, 16);
+    for (Py_ssize_t i = 0; i < n; i += 16) {
+        memcpy(word, s + i, 16);
+        word[0] ^= pad[0];
+        word[1] ^= pad[1];
+        memcpy(x + i, word, 16);
+    }
 done:
     PyBuffer_Release(&dv);
     PyBuffer_Release(&pv);
