@@ -61,21 +61,21 @@ class Analyzer:
     def analyze_path(self, path: Path, label: str | None = None, reveal: bool = False) -> Report:
         """A file of any size, streamed (a zip is read from the file, not memory)."""
         path = Path(path)
-        return self.analyze_chunks(file_chunks(path), label or str(path), zip_path=path, reveal=reveal)
+        return self.analyze_chunks(file_chunks(path), label or str(path), file_path=path, reveal=reveal)
 
     def analyze_chunks(
         self,
         chunks: Iterable[bytes],
         label: str,
         content_type: str | None = None,
-        zip_path: Path | None = None,
+        file_path: Path | None = None,
         reveal: bool = False,
     ) -> Report:
         hashing = _Hashing()
         budget = Budget()
         detection = self.scanner.start()
         raw = hashing.wrap(chunks)
-        for part in extract(raw, label, budget, content_type, zip_path):
+        for part in extract(raw, label, budget, content_type, file_path):
             scan = detection.part()
             for chunk in part.chunks:
                 scan.feed(chunk)

@@ -1,8 +1,9 @@
 """Extraction: from fetched or read bytes to parts of UTF-8 text.
 
 A document becomes one or more `Part`s, each a stream of UTF-8 chunks the detectors scan:
-the text itself, and what is embedded in it (base64 blocks, compressed streams, zip members;
-a spreadsheet's sheets as `;`-separated rows, a PDF's page text),
+the text itself, and what is embedded in it (base64 blocks, compressed streams, zip and tar
+members; a spreadsheet's sheets and a SQLite database's tables as `;`-separated rows, a PDF's
+page text),
 depth- and size-limited by a `Budget`. Compressed input is recognised by its magic bytes,
 HTML by its tags (or Content-Type), the encoding by `decode.sniff_encoding`.
 
@@ -31,6 +32,8 @@ from .html import html_to_text, looks_like_html
 from .office import office_parts
 from .pdf import MAX_PDF, looks_like_pdf, pdf_text
 from .spool import spool as scratch
+from .sqlite import MAX_DATABASE, looks_like_sqlite, sqlite_tables
+from .tar import looks_like_tar, tar_members
 
 CHUNK = MiB
 HEAD = 64 * 1024
@@ -80,11 +83,13 @@ def extract(
     label: str,
     budget: Budget | None = None,
     content_type: str | None = None,
-    zip_path: Path | None = None,
+    file_path: Path | None = None,
 ) -> Iterator[Part]:
-    """The parts of one document. Refusals and skipped members go to `budget.notes`."""
+    """The parts of one document. Refusals and skipped members go to `budget.notes`.
+    `file_path`: the document's file, when it is one (a zip or a SQLite database is then read
+    from it, seeking, instead of being spooled or held in memory)."""
     budget = budget or Budget()
-    parts = _parts(iter(chunks), label, 0, budget, content_type, zip_path)
+    parts = _parts(iter(chunks), label, 0, budget, content_type, file_path)
     while True:
         try:
             part = next(parts)
@@ -117,7 +122,7 @@ def _unexpected(exc: Exception, label: str, budget: Budget) -> None:
 
 def _parts(
     chunks: Iterator[bytes], label: str, depth: int, budget: Budget,
-    content_type: str | None = None, zip_path: Path | None = None,
+    content_type: str | None = None, file_path: Path | None = None,
 ) -> Iterator[Part]:
     head, chunks = _peek(chunks, HEAD)
     kind = compression_of(head)
@@ -125,8 +130,8 @@ def _parts(
         budget.note(f"{label}: {kind} content nested too deep, not followed")
         return
     if kind == "zip":
-        if zip_path:
-            yield from _zip_parts(str(zip_path), label, depth, budget)
+        if file_path:
+            yield from _zip_parts(str(file_path), label, depth, budget)
             return
         with _spooled(chunks, budget.max_blob * 8, label, budget) as spool:
             yield from _zip_parts(spool, label, depth, budget)
@@ -134,6 +139,13 @@ def _parts(
     if kind:
         inner = f"{label} ({kind})"
         yield from _guarded(decompress(chunks, kind, budget, inner), inner, depth + 1, budget)
+        return
+    if depth < budget.max_depth and looks_like_tar(head):
+        yield from _members(tar_members(chunks, budget, label), label, depth, budget)
+        return
+    if depth < budget.max_depth and looks_like_sqlite(head):
+        database = file_path or _read_capped(chunks, MAX_DATABASE, label, budget)
+        yield from _members(sqlite_tables(database, budget, label), label, depth, budget)
         return
     if looks_like_pdf(head):
         document = _read_capped(chunks, MAX_PDF + 1, label, budget)
@@ -169,7 +181,13 @@ def _zip_parts(source: ZipSource, label: str, depth: int, budget: Budget) -> Ite
     except Refused as exc:
         budget.note(str(exc))
         return
-    for name, member in office_parts(source, budget, label) or zip_members(source, budget, label):
+    yield from _members(office_parts(source, budget, label) or zip_members(source, budget, label), label, depth, budget)
+
+
+def _members(members: Iterable[tuple[str, Iterator[bytes]]], label: str, depth: int, budget: Budget) -> Iterator[Part]:
+    """The parts of each member of a container (an archive's files, a workbook's sheets, a
+    database's tables), one level deeper."""
+    for name, member in members:
         yield from _guarded(member, f"{label}:{name}", depth + 1, budget)
 
 

@@ -1,0 +1,165 @@
+"""Containers read member by member: tar archives (plain or compressed, holding workbooks and
+zips) and SQLite databases (their tables as rows), hostile ones included."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+import sqlite3
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.archives import xlsx_bytes, zip_bytes
+from tests.support.nirs import random_nir
+from watcher.analyze import Analyzer
+from watcher.extract import Budget, extract
+
+RNG = random.Random(23)
+PEOPLE = [random_nir(RNG, strict=True) for _ in range(12)]
+MAINLAND = [nir for nir in PEOPLE if nir[5:7] not in ("2A", "2B")]
+
+
+def _csv(nirs: list[str]) -> bytes:
+    return ("nom;prenom;nir;mutuelle\n" + "".join(f"NOM{i};Jean;{n};MGEN\n" for i, n in enumerate(nirs))).encode()
+
+
+def _tar(members: dict[str, bytes], fmt: int = tarfile.PAX_FORMAT, mode: str = "w") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode, format=fmt) as archive:
+        archive.addfile(tarfile.TarInfo("export"), None)                 # a file of nothing, then a folder
+        folder = tarfile.TarInfo("export/sub")
+        folder.type = tarfile.DIRTYPE
+        archive.addfile(folder)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _database(path: Path, script: str, rows: list[tuple[object, ...]] = (), insert: str = "") -> bytes:
+    db = sqlite3.connect(path)
+    db.executescript(script)
+    if insert:
+        db.executemany(insert, rows)
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+@pytest.mark.parametrize("mode", ["w", "w:gz", "w:xz"])
+def test_a_tar_is_read_member_by_member_workbooks_and_zips_included(analyzer: Analyzer, fmt: int, mode: str) -> None:
+    """Scanned as one stream, a tar hid what is compressed in it (a workbook, a zip): 0 found."""
+    third = len(PEOPLE) // 3
+    data = _tar({"export/a.csv": _csv(PEOPLE[:third]),
+                 "export/b.xlsx": xlsx_bytes([["nom", "nir"], *[["X", n] for n in PEOPLE[third:2 * third]]]),
+                 "export/c.zip": zip_bytes({"c.csv": _csv(PEOPLE[2 * third:])})}, fmt, mode)
+    report = analyzer.analyze_bytes(data, "export.tar")
+    assert report.counts["nir"] == len(set(PEOPLE)), report.errors
+    assert report.severity == "critical" and not report.errors
+
+
+def test_a_truncated_tar_keeps_the_members_read_and_says_so(analyzer: Analyzer) -> None:
+    data = _tar({"a.csv": _csv(PEOPLE[:6]), "b.csv": _csv(PEOPLE[6:])})
+    cut = data.index(b"NOM0;Jean;" + PEOPLE[6].encode()) + 5          # inside the second member
+    report = analyzer.analyze_bytes(data[:cut], "cut.tar")
+    assert report.counts["nir"] == len(set(PEOPLE[:6]))
+    assert any("cut.tar" in note and "unreadable" in note for note in report.errors), report.errors
+
+
+def test_a_tar_of_too_many_members_is_refused_past_the_budget() -> None:
+    data = _tar({f"m{i}.txt": b"x" for i in range(10)})
+    budget = Budget(max_members=4)
+    parts = [(part.label, b"".join(part.chunks)) for part in extract([data], "many.tar", budget)]
+    assert [label for label, _ in parts] == [f"many.tar:{name}" for name in ("export", "m0.txt", "m1.txt", "m2.txt")]
+    assert any("refused" in note and "4" in note for note in budget.notes), budget.notes
+
+
+def test_text_that_merely_holds_ustar_at_257_is_still_text(analyzer: Analyzer) -> None:
+    text = ("x" * 257 + "ustar " + _csv(PEOPLE).decode()).encode()
+    assert analyzer.analyze_bytes(text, "notes.txt").counts["nir"] == len(set(PEOPLE))
+
+
+def test_a_sqlite_database_is_read_table_by_table(analyzer: Analyzer, tmp_path: Path) -> None:
+    """NIRs stored as text, as an INTEGER beside an INTEGER key (`7` for `07`), as a REAL and as
+    a UTF-8 BLOB are all found; an INTEGER column scanned raw was binary: 0 found."""
+    mainland = MAINLAND[:8]
+    _database(tmp_path / "crm.db", """
+        CREATE TABLE "adhérents ""vip"" 2024" (id INTEGER PRIMARY KEY, nom TEXT, nir TEXT, mutuelle TEXT);
+        CREATE TABLE assures (id INTEGER, nom TEXT, nir INTEGER, cle INTEGER);
+        CREATE TABLE notes (id INTEGER, valeur REAL, brut BLOB);
+    """)
+    db = sqlite3.connect(tmp_path / "crm.db")
+    db.executemany('INSERT INTO "adhérents ""vip"" 2024" (nom, nir, mutuelle) VALUES (?, ?, ?)',
+                   [(f"NOM{i}", nir, "MGEN") for i, nir in enumerate(mainland[:2])])
+    db.executemany("INSERT INTO assures VALUES (?, ?, ?, ?)",
+                   [(i, f"NOM{i}", int(nir[:13]), int(nir[13:])) for i, nir in enumerate(mainland[2:6])])
+    db.executemany("INSERT INTO notes VALUES (?, ?, ?)",
+                   [(1, float(mainland[6]), None), (2, None, mainland[7].encode())])
+    db.commit()
+    db.close()
+    report = analyzer.analyze_bytes((tmp_path / "crm.db").read_bytes(), "crm.db")
+    assert report.counts["nir"] == len(set(mainland)), report.errors
+    assert not report.errors and report.severity in ("high", "critical")
+    assert "MGEN" in report.insurers
+
+
+def test_a_hostile_database_runs_nothing_of_its_schema_and_costs_one_table(analyzer: Analyzer, tmp_path: Path) -> None:
+    """Views (here an endless recursive one), triggers and virtual tables are not read; a value
+    over MAX_VALUE ends its table only; the other tables are read."""
+    data = _database(tmp_path / "hostile.db", f"""
+        CREATE TABLE bomb (id INTEGER, big BLOB GENERATED ALWAYS AS (zeroblob(50000000)) VIRTUAL);
+        INSERT INTO bomb (id) VALUES (1);
+        CREATE VIEW forever AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT i FROM n;
+        CREATE TABLE people (nir TEXT);
+        CREATE TRIGGER t AFTER INSERT ON people BEGIN INSERT INTO people VALUES ('x'); END;
+        CREATE VIRTUAL TABLE search USING fts5(body);
+        INSERT INTO search VALUES ('{PEOPLE[0]}');
+    """)
+    db = sqlite3.connect(tmp_path / "hostile.db")
+    db.execute("DROP TRIGGER t")
+    db.executemany("INSERT INTO people VALUES (?)", [(nir,) for nir in PEOPLE[1:5]])
+    db.commit()
+    db.close()
+    data = (tmp_path / "hostile.db").read_bytes()
+    report = analyzer.analyze_bytes(data, "hostile.db")
+    assert report.counts["nir"] >= len(set(PEOPLE[1:5]))
+    assert any("bomb" in note and "not read to its end" in note for note in report.errors), report.errors
+
+
+def test_a_corrupt_or_truncated_database_is_noted_never_raised(analyzer: Analyzer, tmp_path: Path) -> None:
+    data = _database(tmp_path / "ok.db", "CREATE TABLE p (nir TEXT);", [(n,) for n in PEOPLE] * 200,
+                     "INSERT INTO p VALUES (?)")
+    garbled = bytearray(data)
+    garbled[4096:] = bytes(random.Random(1).randbytes(len(data) - 4096))
+    for label, damaged in (("garbled.db", bytes(garbled)), ("cut.db", data[:len(data) // 2]),
+                           ("header.db", data[:100])):
+        report = analyzer.analyze_bytes(damaged, label)
+        assert report.errors, label
+        assert all(label in note for note in report.errors)
+
+
+def test_a_database_inside_a_tar_inside_a_zip_is_found(analyzer: Analyzer, tmp_path: Path) -> None:
+    """And one level deeper than the budget's depth (a tar.gz in a zip: the gzip is a level),
+    the database is scanned raw: its text columns still give their NIRs."""
+    data = _database(tmp_path / "app.db", "CREATE TABLE p (nir TEXT, organisme TEXT);",
+                     [(n, "Viamedis") for n in PEOPLE], "INSERT INTO p VALUES (?, ?)")
+    report = analyzer.analyze_bytes(zip_bytes({"dump.tar": _tar({"app.db": data})}), "sample.zip")
+    assert report.counts["nir"] == len(set(PEOPLE)) and "Viamedis" in report.insurers, report.errors
+    deeper = analyzer.analyze_bytes(zip_bytes({"dump.tar.gz": gzip.compress(_tar({"app.db": data}))}), "deep.zip")
+    assert deeper.counts["nir"] == len(set(PEOPLE))
+
+
+def test_a_database_file_is_read_in_place_and_left_as_it_was(analyzer: Analyzer, tmp_path: Path) -> None:
+    """A file scanned from disk is opened read-only and immutable: no journal or -wal file
+    appears beside it and its bytes do not change."""
+    path = tmp_path / "big.sqlite"
+    data = _database(path, "CREATE TABLE p (nir TEXT, pad TEXT);", [(n, "x" * 2000) for n in PEOPLE * 100],
+                     "INSERT INTO p VALUES (?, ?)")
+    report = analyzer.analyze_path(path)
+    assert report.counts["nir"] == len(set(PEOPLE)) and report.records == len(PEOPLE) * 100, report.errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.sqlite"] and path.read_bytes() == data

@@ -1,0 +1,84 @@
+"""Tar archives (`.tar`, and `.tar.gz`, `.tgz`, `.tar.xz` once decompressed): each regular
+member read as a document of its own, so a workbook, a zip or a PDF packed in a tar is opened
+as if it had been dropped alone. Scanned as one stream, a tar shows the text of its plain
+members but hides everything compressed inside it (a `.xlsx` is a zip).
+
+Read as the archive streams past (`tarfile`'s `r|` mode: no seeking, nothing spooled, each
+member's bytes read once, in order). Members count against the document's `max_members` and
+their bytes against its expansion budget, as a zip's do.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Iterator
+from typing import IO
+
+from .blobs import CORRUPT, MiB, Budget, Refused
+
+_MAGIC_AT = 257             # "ustar" in a POSIX header, "ustar  " in a GNU one
+
+
+def looks_like_tar(head: bytes) -> bool:
+    """A tar's first header: the magic, and a checksum that holds (text that happens to say
+    "ustar" 257 bytes in is text)."""
+    if head[_MAGIC_AT:_MAGIC_AT + 5] != b"ustar":
+        return False
+    try:
+        tarfile.TarInfo.frombuf(head[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable file over an iterator of chunks (what `tarfile` reads a stream from)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._chunk = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._chunk:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._chunk = memoryview(chunk)
+        size = min(len(buffer), len(self._chunk))
+        buffer[:size] = self._chunk[:size]
+        self._chunk = self._chunk[size:]
+        return size
+
+
+def tar_members(chunks: Iterator[bytes], budget: Budget, what: str) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """(name, chunks) for each regular member, in the archive's order; a member must be read
+    (or dropped) before the next is asked for. A corrupt or truncated archive ends with a
+    note; the members read so far stand."""
+    try:
+        archive = tarfile.open(fileobj=io.BufferedReader(_ChunkStream(chunks), MiB), mode="r|")  # noqa: SIM115 (with below)
+    except tarfile.TarError as exc:
+        budget.note(f"{what}: unreadable tar ({exc.__class__.__name__})")
+        return
+    with archive:
+        try:
+            for info in archive:
+                if not info.isfile():
+                    continue
+                budget.spend_members(1, what)
+                member = archive.extractfile(info)
+                if member is not None:
+                    yield info.name, _read(member, budget, f"{what}: member {info.name!r}")
+        except Refused as exc:
+            budget.note(str(exc))
+        except (tarfile.TarError, *CORRUPT) as exc:
+            budget.note(f"{what}: unreadable past a point ({exc.__class__.__name__})")
+
+
+def _read(member: IO[bytes], budget: Budget, label: str) -> Iterator[bytes]:
+    while chunk := member.read(MiB):
+        budget.spend(len(chunk), label)
+        yield chunk
