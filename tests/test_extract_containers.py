@@ -163,3 +163,40 @@ def test_a_database_file_is_read_in_place_and_left_as_it_was(analyzer: Analyzer,
     report = analyzer.analyze_path(path)
     assert report.counts["nir"] == len(set(PEOPLE)) and report.records == len(PEOPLE) * 100, report.errors
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.sqlite"] and path.read_bytes() == data
+
+
+def _xls(sheets: dict[str, list[list[object]]]) -> bytes:
+    import xlwt
+
+    book = xlwt.Workbook()
+    for name, rows in sheets.items():
+        sheet = book.add_sheet(name)
+        for r, row in enumerate(rows):
+            for c, value in enumerate(row):
+                if value is not None:
+                    sheet.write(r, c, value)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def test_an_xls_workbook_is_read_sheet_by_sheet_numbers_as_their_digits(analyzer: Analyzer) -> None:
+    """NIRs typed into cells (floats on disk: invisible when scanned raw), a 13-digit number
+    beside its key typed as a number (`7` for `07`), and text cells, on two sheets."""
+    typed, split, text = MAINLAND[:4], MAINLAND[4:7], PEOPLE[-2:]
+    data = _xls({"Adhérents": [["nom", "nir", "mutuelle"], *[[f"NOM{i}", float(n), "MGEN"] for i, n in enumerate(typed)],
+                               *[[f"TXT{i}", n, None] for i, n in enumerate(text)]],
+                 "Bénéficiaires": [["nom", "nir", "cle"], *[[f"B{i}", int(n[:13]), int(n[13:])] for i, n in enumerate(split)]]})
+    assert all(n.encode() not in data for n in typed)
+    report = analyzer.analyze_bytes(data, "adherents.xls")
+    assert report.counts["nir"] == len(set(typed + split + text)), report.errors
+    assert "MGEN" in report.insurers and not report.errors and report.severity in ("high", "critical")
+
+
+def test_an_ole2_file_that_is_no_workbook_is_read_as_text(analyzer: Analyzer) -> None:
+    """A .doc or .msg shares the .xls container: what xlrd cannot open is scanned as before."""
+    data = bytes.fromhex("d0cf11e0a1b11ae1") + bytes(504) + _csv(PEOPLE)
+    report = analyzer.analyze_bytes(data, "note.doc")
+    assert report.counts["nir"] == len(set(PEOPLE))
+    cut = _xls({"s": [["nir"], *[[float(n)] for n in MAINLAND]]})
+    assert analyzer.analyze_bytes(cut[:len(cut) // 2], "cut.xls").severity in ("none", "low")   # damaged: no crash

@@ -2,8 +2,8 @@
 
 A document becomes one or more `Part`s, each a stream of UTF-8 chunks the detectors scan:
 the text itself, and what is embedded in it (base64 blocks, compressed streams, zip and tar
-members; a spreadsheet's sheets and a SQLite database's tables as `;`-separated rows, a PDF's
-page text),
+members; a spreadsheet's sheets (.xlsx, .xls) and a SQLite database's tables as
+`;`-separated rows, a PDF's page text),
 depth- and size-limited by a `Budget`. Compressed input is recognised by its magic bytes,
 HTML by its tags (or Content-Type), the encoding by `decode.sniff_encoding`.
 
@@ -34,6 +34,7 @@ from .pdf import MAX_PDF, looks_like_pdf, pdf_text
 from .spool import spool as scratch
 from .sqlite import MAX_DATABASE, looks_like_sqlite, sqlite_tables
 from .tar import looks_like_tar, tar_members
+from .xls import MAX_WORKBOOK, looks_like_ole2, xls_sheets
 
 CHUNK = MiB
 HEAD = 64 * 1024
@@ -147,6 +148,13 @@ def _parts(
         database = file_path or _read_capped(chunks, MAX_DATABASE, label, budget)
         yield from _members(sqlite_tables(database, budget, label), label, depth, budget)
         return
+    if depth < budget.max_depth and looks_like_ole2(head):
+        document = _read_capped(chunks, MAX_WORKBOOK, label, budget)
+        sheets = xls_sheets(document, budget, label)
+        if sheets is not None:
+            yield from _members(sheets, label, depth, budget)
+            return
+        chunks = iter([document])           # another OLE2 document (.doc, .msg): read as text
     if looks_like_pdf(head):
         document = _read_capped(chunks, MAX_PDF + 1, label, budget)
         yield from _text_part(pdf_text(document, budget, label), f"{label} (pdf)", depth, budget)

@@ -15,14 +15,13 @@ against the document's expansion budget.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 from .blobs import MiB, Budget, Refused
+from .rows import csv_chunks, integral
 
 MAGIC = b"SQLite format 3\x00"
 MAX_DATABASE = 256 * MiB
@@ -61,7 +60,8 @@ def sqlite_tables(source: bytes | Path, budget: Budget, what: str) -> Iterator[t
         return
     try:
         for name in tables:
-            yield name, _rows(db, name, budget, f"{what}: table {name!r}")
+            label = f"{what}: table {name!r}"
+            yield name, csv_chunks(_rows(db, name, budget, label), budget, label)
     finally:
         db.close()
 
@@ -78,36 +78,22 @@ def _open(source: bytes | Path) -> sqlite3.Connection:
     return db
 
 
-def _rows(db: sqlite3.Connection, table: str, budget: Budget, label: str) -> Iterator[bytes]:
-    """The table's header and rows, about a MiB at a time."""
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=";", lineterminator="\n")
+def _rows(db: sqlite3.Connection, table: str, budget: Budget, label: str) -> Iterator[list[object]]:
+    """The table's header (its column names) and rows."""
     try:
         cursor = db.execute('SELECT * FROM "{}"'.format(table.replace('"', '""')))
-        writer.writerow([column[0] for column in cursor.description])
+        yield [column[0] for column in cursor.description]
         while rows := cursor.fetchmany(1000):
-            writer.writerows([_cell(value) for value in row] for row in rows)
-            if out.tell() >= MiB:
-                yield _spent(out, budget, label)
+            yield from ([_cell(value) for value in row] for row in rows)
     except sqlite3.Error as exc:        # corrupt pages, a value over MAX_VALUE, MAX_STEPS
         budget.note(f"{label}: not read to its end ({exc.__class__.__name__}: {exc})")
-    if out.tell():
-        yield _spent(out, budget, label)
-
-
-def _spent(out: io.StringIO, budget: Budget, label: str) -> bytes:
-    data = out.getvalue().encode("utf-8", "replace")
-    out.seek(0)
-    out.truncate()
-    budget.spend(len(data), label)
-    return data
 
 
 def _cell(value: object) -> object:
-    """A value as a CSV cell: an integral REAL as its integer (a NIR stored as 1.84e14 reads as
-    its 15 digits), a BLOB as its text when it is UTF-8 (binary otherwise: left out)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
+    """A value as a cell: an integral REAL as its integer, a BLOB as its text when it is UTF-8
+    (binary otherwise: left out)."""
+    if isinstance(value, float):
+        return integral(value)
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
