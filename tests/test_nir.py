@@ -405,3 +405,47 @@ def test_digits_that_are_not_ascii_never_raise() -> None:
     assert not is_valid("1841275123456²7")
     assert complete("1841275123456", "٧٧") is None
     assert complete("18412751234٥6") is None
+
+
+# -- a NIR shown as a number, thousands grouped (a spreadsheet's number format, Excel's CSV) ---
+
+THOUSANDS = {"space": " ", "nbsp": "\u00a0", "narrow nbsp": "\u202f", "dot": ".", "comma": ","}
+
+
+def _thousands(nir: str, separator: str) -> str:
+    return separator.join(nir[i:i + 3] for i in range(0, 15, 3))
+
+
+@pytest.mark.parametrize("separator", THOUSANDS.values(), ids=THOUSANDS.keys())
+def test_a_nir_shown_with_its_thousands_grouped_is_found(found, separator, rng):
+    """`184 127 512 345 640`: how a NIR column formatted as a number reads in a spreadsheet,
+    its PDF, or the CSV Excel exports (cells as shown). Other NIRs in the same form too."""
+    others = [random_nir(rng, strict=True) for _ in range(20)]
+    others = [n for n in others if n.isdigit()]              # 2A/2B cannot be numbers
+    text = "".join(f"adhérent {i} : {_thousands(n, separator)} ;\n" for i, n in enumerate([NIR, *others]))
+    assert nirs(found, text) == {NIR, *others}
+
+
+@pytest.mark.parametrize("text", [
+    "184 127 512 345 640 123",            # a longer grouped number
+    "5 184 127 512 345 640",
+    "12.184.127.512.345.640",
+    "184 127.512 345 640",                # separators mixed
+    "184 127 512 345",                    # too short
+    "184-127-512-345-640",                # dashes do not group thousands
+])
+def test_pieces_of_longer_or_mixed_groupings_are_not_nirs(found, text):
+    assert not nirs(found, f"montant : {text} €")
+
+
+def test_grouped_numbers_with_a_wrong_key_count_against_plausibility(analyzer):
+    """Random 15-digit amounts shown grouped rarely pass the key; those that fail are counted
+    as NIR-shaped numbers that failed, so a few passing by chance stay low."""
+    rng = random.Random(4)
+    lines = []
+    for _ in range(3000):
+        digits = f"{rng.choice('12')}{rng.randint(0, 99):02d}{rng.randint(1, 12):02d}{rng.randint(1, 95):02d}" \
+                 f"{rng.randint(1, 999):03d}{rng.randint(1, 999):03d}{rng.randint(0, 99):02d}"
+        lines.append(f"virement {_thousands(digits, ' ')} EUR")
+    report = analyzer.analyze_bytes("\n".join(lines).encode(), "amounts.txt")
+    assert 0 < report.counts["nir"] < 100 and report.severity in ("none", "low"), (report.counts, report.reasons)

@@ -143,8 +143,15 @@ def nir_texts(draw) -> str:
             text += (draw(noisy) if draw(st.integers(0, 9)) == 0 else style) + group
         if len(groups) == 7:
             text += draw(st.sampled_from(KEY_SEPARATORS + OTHER[:3])) + groups[-1]
-        before = draw(st.sampled_from(["", " ", "7", "NIR ", "A", "2", "\n", "'"]))
-        after = draw(st.sampled_from(["", " ", "7", "3 ", "A", "\n", "'", ";"]))
+        if draw(st.integers(0, 3)) == 0:                    # as a number, thousands grouped
+            digits = f"{body}{key:02d}"
+            triples = [digits[i:i + 3] for i in range(0, 15, 3)]
+            triples = triples[:draw(st.integers(3, 5))] + draw(st.sampled_from([[], [], ["123"], ["4"]]))
+            thousands = draw(st.sampled_from(THOUSANDS_SEPARATORS))
+            text = triples[0] + "".join((draw(noisy) if draw(st.integers(0, 9)) == 0 else thousands) + t
+                                        for t in triples[1:])
+        before = draw(st.sampled_from(["", " ", "7", "NIR ", "A", "2", "\n", "'", "5 ", "5.", "12,"]))
+        after = draw(st.sampled_from(["", " ", "7", "3 ", "A", "\n", "'", ";", " 123", ".456", ",7"]))
         parts.append(before + text + after)
     return "".join(parts)
 
@@ -158,6 +165,9 @@ def test_compiled_nir_scan_equals_the_python_path(text, cut):
     assert_same(buf, lo, hi)
 
 
+THOUSANDS_SEPARATORS = [" ", ".", ",", "\u00a0", "-", "\u202f"]
+
+
 def _seeded_candidate(rng: random.Random) -> str:
     """One NIR-like number over the whole space the pattern accepts, written in any form."""
     place = rng.choice(["20", "97", "98", "99", "2A", "2B", "2a", "01", "19", "96", f"{rng.randint(1, 99):02d}"])
@@ -166,6 +176,9 @@ def _seeded_candidate(rng: random.Random) -> str:
     year = rng.choice([0, 75, 76, 99, rng.randint(0, 99)])
     body = f"{rng.choice('1234')}{year:02d}{month}{place}{commune}{rng.randint(1, 999):03d}"
     key = nir_key(body.upper()) if rng.random() < 0.7 else rng.randint(0, 99)
+    if rng.random() < 0.2:                              # as a number, thousands grouped
+        digits = f"{body}{key:02d}"
+        return rng.choice(THOUSANDS_SEPARATORS[:4]).join(digits[i:i + 3] for i in range(0, 15, 3))
     groups = [body[0], body[1:3], body[3:5], body[5:7], body[7:10], body[10:13]]
     style = rng.choice(BODY_SEPARATORS)
     text = groups[0] + "".join(

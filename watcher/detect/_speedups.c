@@ -2,11 +2,12 @@
  *
  * scan_numbers(buf, lo, hi) -> (nirs, rarer-form nirs, sirets, rpps, phones, ibans, failed)
  *     (the lists in the order of NUMBER_KINDS, `failed` in that of FAILED_KINDS, both exported
- *     for watcher.detect to check at import). Every full NIR (13 characters + key, every written form), SIRET and grouped SIREN,
+ *     for watcher.detect to check at import). Every full NIR (13 characters + key, every written form,
+ *     and as a number with its thousands grouped), SIRET and grouped SIREN,
  *     RPPS number, French phone number and IBAN whose match ends in (lo, hi], checked and
  *     normalized as the Python detectors do (NIRs of the rarer forms marked "~", in a list
  *     of their own so Python need not look for the mark among a million values). It is
- *     exactly the Hyperscan patterns each detector leaves out when compiled (nir.py NirTag.FULL,
+ *     exactly the Hyperscan patterns each detector leaves out when compiled (nir.py NirTag.FULL and THOUSANDS,
  *     siret.py SiretTag.SIRET and SIREN_GROUPED, rpps.py, phone.py, iban.py) followed by their `find`, in one pass
  *     without a Python call per match: a dense member extract holds ~9,000 NIRs a megabyte,
  *     and the Python path spent 2-3 us on each. `failed` is (nirs, sirets, rpps): how many
@@ -179,6 +180,39 @@ static Py_ssize_t match_nir(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, 
     return number_match_end(s, p, n);
 }
 
+
+/* A NIR written as a number with its thousands grouped, as a spreadsheet's number format
+ * shows it and as Excel exports it to CSV (184 127 512 345 678, 184.127.512.345.678,
+ * 184,127,512,345,678; a no-break space in fr-FR): five groups of three digits, the same
+ * separator between each (space, no-break space, dot or comma), not a piece of a longer
+ * grouped number. Fills v[15], checks what match_nir's shape does (month, place, order) and
+ * returns the match end, or -1 (nir.py NirTag.THOUSANDS). */
+static Py_ssize_t match_nir_thousands(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, char *v)
+{
+    Py_ssize_t first = p, sep = p + 3, width;
+    if (sep >= n)
+        return -1;
+    if (s[sep] == ' ' || s[sep] == '.' || s[sep] == ',')
+        width = 1;
+    else if (s[sep] == 0xc2 && sep + 1 < n && s[sep + 1] == 0xa0)
+        width = 2;
+    else
+        return -1;
+    if (first > width && !memcmp(s + first - width, s + sep, width) && is_digit(s[first - width - 1]))
+        return -1;                                                      /* ...123 456 789...: a longer number */
+    for (int group = 0; group < 5; group++) {
+        if (group && (p + width > n || memcmp(s + p, s + sep, width)))
+            return -1;
+        if ((p = read_digits(s, p + (group ? width : 0), n, 3, v + 3 * group)) < 0)
+            return -1;
+    }
+    if (p + width < n && !memcmp(s + p, s + sep, width) && is_digit(s[p + width]))
+        return -1;
+    if (!month_ok((v[3] - '0') * 10 + (v[4] - '0')) || (v[5] == '0' && v[6] == '0')
+            || (v[10] == '0' && v[11] == '0' && v[12] == '0'))
+        return -1;
+    return number_match_end(s, p, n);
+}
 
 /* The checks the pattern cannot do, then the key. Returns -1 bad structure, 0 bad key,
  * 1 strict form, 2 rarer form. */
@@ -447,6 +481,8 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         Py_ssize_t L = run - p;
         if (L <= 15 && (NIR_RUNS & BIT(L)) && c >= '1' && c <= '4') {
             end = match_nir(s, p, n, value + 1);
+            if (end < 0 && L == 3)
+                end = match_nir_thousands(s, p, n, value + 1);
             int tier = end < 0 ? -1 : check_nir(value + 1);
             if (tier == 0 && in_window(s, n, end, lo, hi))
                 failed[FAILED_NIR]++;

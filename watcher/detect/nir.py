@@ -4,7 +4,9 @@
 commune, or 99 + country), order number, key = 97 - (body mod 97) with 2A -> 19, 2B -> 18.
 
 Matched in every written form (compact, grouped 1-2-2-2-3-3-2 by spaces, dots, dashes or
-no-break spaces, key apart), never inside a longer run of digits. A 13-character NIR without
+no-break spaces, key apart; and as a number with its thousands grouped, `184 127 512 345 678`,
+as a spreadsheet's number format shows it and Excel exports it to CSV), never inside a longer
+run of digits. A 13-character NIR without
 its key counts only after a label that says what it is (`NIR :`, `n° SS`, `matricule`...);
 the tabular detector handles `nir;cle` columns through `complete()`.
 """
@@ -39,6 +41,9 @@ _LABEL = (
     rb"|assur" + _E + rb"s?\ssocial)"
 )
 _LABEL_GAP = rb"[^0-9\n]{0,30}?"
+# Five groups of three digits, one separator throughout: `184 127 512 345 678`, and with a
+# no-break space, dots or commas (fr-FR, de-DE, en-US number formats).
+_THOUSANDS = rb"[1-4][0-9]{2}(?:(?: [0-9]{3}){4}|(?:\.[0-9]{3}){4}|(?:,[0-9]{3}){4}|(?:\xc2\xa0[0-9]{3}){4})"
 _KEY_AFTER = re.compile(r"^\s{0,3}[./:\-]?\s{0,3}(?:cl[eé]\s{0,3}[:=]?\s{0,3})?(\d{2})(?!\d)", re.IGNORECASE)
 
 
@@ -141,6 +146,7 @@ class NirTag(IntEnum):
 
     LABELLED = 0    # a 13-character body after a label (`NIR :`, `n° SS`...), key optional
     FULL = 1        # a full NIR in every written form (left to `_speedups` when built)
+    THOUSANDS = 2   # a full NIR as a number, thousands grouped (left to `_speedups` when built)
 
 
 class NirDetector:
@@ -160,12 +166,15 @@ class NirDetector:
         patterns = {NirTag.LABELLED: Pattern(_LABEL + _LABEL_GAP + body + NOT_BEFORE_DIGIT)}
         if not self.compiled:
             patterns[NirTag.FULL] = Pattern(NOT_AFTER_DIGIT + body + _KEY_SEPARATOR + rb"[0-9]{2}" + NOT_BEFORE_DIGIT)
+            patterns[NirTag.THOUSANDS] = Pattern(NOT_AFTER_DIGIT + _THOUSANDS + NOT_BEFORE_DIGIT)
         return tagged(patterns)
 
     def find(self, buf: bytes, hits: Hits, window: Window, found: set[str]) -> Iterator[str]:
         for tag, ends in hits:
             if tag == NirTag.FULL:
                 yield from self._full(buf, ends)
+            elif tag == NirTag.THOUSANDS:
+                yield from self._thousands(buf, ends)
             else:
                 for end in ends:
                     value = self._labelled(buf, number_end(buf, end))   # a label is context enough
@@ -200,6 +209,25 @@ class NirDetector:
                     yield FAILED
                     continue
             yield value if nir[0] in _STRICT_SEX and nir[3:5] in _STRICT_MONTHS_B else LOOSE + value
+
+    @staticmethod
+    def _thousands(buf: bytes, ends: list[int]) -> Iterator[str]:
+        """A NIR as a number with its thousands grouped, unless the groups go on before or
+        after it (a longer number); FAILED when only the key fails (`_full`)."""
+        for end in ends:
+            end = number_end(buf, end)
+            width = 2 if buf[end - 5:end - 3] == b"\xc2\xa0" else 1
+            separator, start = buf[end - 3 - width:end - 3], end - 15 - 4 * width
+            if (buf[start - width:start] == separator and buf[start - width - 1:start - width].isdigit()) \
+                    or (buf[end:end + width] == separator and buf[end + width:end + width + 1].isdigit()):
+                continue
+            value = buf[start:end].replace(separator, b"").decode()
+            if not structure_ok(value[:13]):
+                continue
+            if int(value[13:]) != nir_key(value[:13]):
+                yield FAILED
+                continue
+            yield value if value[0] in "12" and value[3:5] in STRICT_MONTHS else LOOSE + value
 
     @staticmethod
     def _labelled(buf: bytes, end: int) -> str | None:
