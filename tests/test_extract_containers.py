@@ -200,3 +200,68 @@ def test_an_ole2_file_that_is_no_workbook_is_read_as_text(analyzer: Analyzer) ->
     assert report.counts["nir"] == len(set(PEOPLE))
     cut = _xls({"s": [["nir"], *[[float(n)] for n in MAINLAND]]})
     assert analyzer.analyze_bytes(cut[:len(cut) // 2], "cut.xls").severity in ("none", "low")   # damaged: no crash
+
+
+def _qp_csv(nirs: list[str]) -> str:
+    import quopri
+
+    rows = "nom;prénom;nir;mutuelle;commentaire\n" + "".join(
+        f"NOM{i};Zoé;{'x' * (60 - i % 15)} {n};Mutuelle Générale;ok\n" for i, n in enumerate(nirs))
+    return quopri.encodestring(rows.encode("utf-8")).decode("ascii")
+
+
+def test_a_quoted_printable_mail_is_decoded_rows_and_nirs_whole(analyzer: Analyzer) -> None:
+    """Soft line breaks cut rows (counted twice) and NIRs (lost) when scanned raw."""
+    body = _qp_csv(PEOPLE)
+    assert any(f"={chr(10)}" in body[body.find(n[:4]) - 2:body.find(n[:4]) + 17] for n in PEOPLE)   # some NIR is cut
+    mail = ("Return-Path: <a@example.org>\nFrom: =?utf-8?q?Service_Adh=C3=A9rents?= <a@example.org>\n"
+            "Subject: =?utf-8?q?Extraction_Alm=C3=A9rys?=\nMIME-Version: 1.0\n"
+            "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n" + body)
+    report = analyzer.analyze_bytes(mail.encode(), "message.eml")
+    assert report.counts["nir"] == len(set(PEOPLE)) and report.records == len(PEOPLE), report.errors
+    assert {"Almerys", "La Mutuelle Générale"} <= set(report.insurers)
+
+
+def test_a_mailbox_of_multipart_messages_gives_each_part(analyzer: Analyzer) -> None:
+    """An mbox: an HTML body whose table cells split the NIRs' groups, a base64 workbook, a
+    Latin-1 text part, an attached message; each read as what it is."""
+    import base64
+    from email.mime.application import MIMEApplication
+    from email.mime.message import MIMEMessage
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    html = "<table>" + "".join(f"<tr><td>{n[:7]}</td><td>{n[7:]}</td></tr>" for n in PEOPLE[:3]) + "</table>"
+    html = "<html><body><p>NIR :</p>" + "".join(f"<p>{n[:5]}<b>{n[5:]}</b></p>" for n in PEOPLE[:3]) + html + "</body></html>"
+    first = MIMEMultipart()
+    first["Subject"] = "export"
+    first.attach(MIMEText(html, "html", "utf-8"))
+    first.attach(MIMEApplication(xlsx_bytes([["nir"], *[[n] for n in PEOPLE[3:6]]]), Name="export.xlsx"))
+    second = MIMEMultipart()
+    second.attach(MIMEText("adhérents MGEN : " + ", ".join(PEOPLE[6:9]), "plain", "iso-8859-1"))
+    forwarded = MIMEText("\n".join(PEOPLE[9:]), "plain", "utf-8")
+    second.attach(MIMEMessage(forwarded))
+    mbox = b"".join(b"From someone@example.org Mon Dec  7 06:00:00 2026\n" + m.as_bytes() + b"\n" for m in (first, second))
+    assert all(n.encode() not in mbox for n in PEOPLE[3:6])                   # the workbook is base64
+    report = analyzer.analyze_bytes(mbox, "inbox.mbox")
+    assert report.counts["nir"] == len(set(PEOPLE)), report.errors
+    assert not report.errors and "MGEN" in report.insurers
+    assert base64  # imported for readers: the workbook travels base64-encoded
+
+
+def test_text_with_header_like_lines_but_no_mime_is_read_as_text(analyzer: Analyzer) -> None:
+    text = "Subject: extraction\nFrom: nobody\n\n" + _csv(PEOPLE).decode()
+    report = analyzer.analyze_bytes(text.encode(), "paste.txt")
+    assert report.counts["nir"] == len(set(PEOPLE)) and report.records == len(PEOPLE)
+
+
+def test_a_hostile_mail_costs_nothing_but_itself(analyzer: Analyzer) -> None:
+    nested = "Content-Type: text/plain\n\n" + _csv(PEOPLE).decode()
+    for depth in range(2000):                                        # deeply nested multiparts
+        nested = f'Content-Type: multipart/mixed; boundary="b{depth}"\n\n--b{depth}\n{nested}\n--b{depth}--\n'
+    mail = "From: a@b\nMIME-Version: 1.0\n" + nested
+    report = analyzer.analyze_bytes(mail.encode(), "nested.eml")
+    assert report.severity in ("none", "low", "medium", "high", "critical")           # no exception
+    broken = b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=x\nContent-Transfer-Encoding: base64\n\n--x\n" \
+             b"Content-Transfer-Encoding: base64\n\n!!!not base64" + bytes(range(256)) + b"\n--x"
+    assert analyzer.analyze_bytes(broken, "broken.eml").severity == "none"

@@ -3,7 +3,7 @@
 A document becomes one or more `Part`s, each a stream of UTF-8 chunks the detectors scan:
 the text itself, and what is embedded in it (base64 blocks, compressed streams, zip and tar
 members; a spreadsheet's sheets (.xlsx, .xls) and a SQLite database's tables as
-`;`-separated rows, a PDF's page text),
+`;`-separated rows, a PDF's page text, an e-mail's decoded parts),
 depth- and size-limited by a `Budget`. Compressed input is recognised by its magic bytes,
 HTML by its tags (or Content-Type), the encoding by `decode.sniff_encoding`.
 
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 from collections.abc import Iterable, Iterator
 
+from .mail import MAX_MAILBOX, looks_like_mail, mail_parts
 from .blobs import (
     CORRUPT, MiB, BlobFinder, Budget, Refused, ZipSource, compression_of, declared_members, decompress, zip_members,
 )
@@ -141,20 +142,10 @@ def _parts(
         inner = f"{label} ({kind})"
         yield from _guarded(decompress(chunks, kind, budget, inner), inner, depth + 1, budget)
         return
-    if depth < budget.max_depth and looks_like_tar(head):
-        yield from _members(tar_members(chunks, budget, label), label, depth, budget)
+    members, chunks = _container(head, chunks, label, depth, budget, file_path)
+    if members is not None:
+        yield from _members(members, label, depth, budget)
         return
-    if depth < budget.max_depth and looks_like_sqlite(head):
-        database = file_path or _read_capped(chunks, MAX_DATABASE, label, budget)
-        yield from _members(sqlite_tables(database, budget, label), label, depth, budget)
-        return
-    if depth < budget.max_depth and looks_like_ole2(head):
-        document = _read_capped(chunks, MAX_WORKBOOK, label, budget)
-        sheets = xls_sheets(document, budget, label)
-        if sheets is not None:
-            yield from _members(sheets, label, depth, budget)
-            return
-        chunks = iter([document])           # another OLE2 document (.doc, .msg): read as text
     if looks_like_pdf(head):
         document = _read_capped(chunks, MAX_PDF + 1, label, budget)
         yield from _text_part(pdf_text(document, budget, label), f"{label} (pdf)", depth, budget)
@@ -167,6 +158,28 @@ def _parts(
     if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[") and b"\\u" in head:
         text = _json_unescaped(text)         # "Viam\u00e9dis" in API responses
     yield from _text_part(text, label, depth, budget)
+
+
+Members = Iterator[tuple[str, Iterator[bytes]]]
+
+
+def _container(head: bytes, chunks: Iterator[bytes], label: str, depth: int, budget: Budget,
+               file_path: Path | None) -> tuple[Members | None, Iterator[bytes]]:
+    """The members of a container document (a tar's files, a SQLite database's tables, an
+    .xls workbook's sheets, an e-mail's parts), or None; and the chunks left to read as text
+    (an OLE2 file that is no workbook is read whole first)."""
+    if depth >= budget.max_depth:
+        return None, chunks
+    if looks_like_tar(head):
+        return tar_members(chunks, budget, label), chunks
+    if looks_like_sqlite(head):
+        return sqlite_tables(file_path or _read_capped(chunks, MAX_DATABASE, label, budget), budget, label), chunks
+    if looks_like_mail(head):
+        return mail_parts(_read_capped(chunks, MAX_MAILBOX, label, budget), budget, label), chunks
+    if looks_like_ole2(head):
+        document = _read_capped(chunks, MAX_WORKBOOK, label, budget)
+        return xls_sheets(document, budget, label), iter([document])
+    return None, chunks
 
 
 _JSON_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})")
@@ -192,7 +205,8 @@ def _zip_parts(source: ZipSource, label: str, depth: int, budget: Budget) -> Ite
     yield from _members(office_parts(source, budget, label) or zip_members(source, budget, label), label, depth, budget)
 
 
-def _members(members: Iterable[tuple[str, Iterator[bytes]]], label: str, depth: int, budget: Budget) -> Iterator[Part]:
+def _members(members: Iterable[tuple[str, Iterator[bytes]]], label: str, depth: int,
+             budget: Budget) -> Iterator[Part]:
     """The parts of each member of a container (an archive's files, a workbook's sheets, a
     database's tables), one level deeper."""
     for name, member in members:
