@@ -741,3 +741,24 @@ def test_opendocument_spreadsheet_cells_are_separated(analyzer, rng):
     data = zip_bytes({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": content})
     report = analyzer.analyze_bytes(data, "export.ods", reveal=True)
     assert set(report.revealed["nir"]) == set(people)
+
+
+def test_opendocument_number_cells_give_their_value_not_the_text_shown(analyzer, rng):
+    """LibreOffice shows a 15-digit NIR typed as a number as `1,84127E+014` and keeps the
+    full number in `office:value`: the value is read (0 of them were found from the text)."""
+    people = [n for n in (random_nir(rng, strict=True) for _ in range(12)) if n.isdigit()][:6]
+
+    def cell(value: str, shown: str) -> str:
+        return (f'<table:table-cell office:value-type="float" office:value="{value}" calcext:value-type="float">'
+                f"<text:p>{shown}</text:p></table:table-cell>")
+
+    rows = "".join(f"<table:table-row><table:table-cell><text:p>NOM{i}</text:p></table:table-cell>"
+                   f"{cell(p, f'{int(p):.5E}'.replace('.', ','))}{cell('0.15', '15 %')}</table:table-row>"
+                   for i, p in enumerate(people))
+    content = ('<?xml version="1.0"?><office:document-content><office:body><office:spreadsheet><table:table>'
+               f"<table:table-row><table:table-cell><text:p>nom</text:p></table:table-cell><table:table-cell><text:p>"
+               f"nir</text:p></table:table-cell></table:table-row>{rows}</table:table></office:spreadsheet>"
+               "</office:body></office:document-content>")
+    data = zip_bytes({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": content})
+    report = analyzer.analyze_bytes(data, "adherents.ods", reveal=True)
+    assert set(report.revealed["nir"]) == set(people) and report.records == len(people)

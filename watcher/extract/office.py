@@ -44,6 +44,10 @@ _CELL_END = re.compile(rb"(?:</(?:w:p|text:p)>\s*)?</(?:w:tc|table:table-cell)>"
 _TAB = re.compile(rb"<(?:w:tab|text:tab)\b[^<>]{0,200}+/>")
 _SPACES = re.compile(rb"<text:s\b[^<>]{0,200}+/>")
 _TAG = re.compile(rb"<[^<>]{0,4000}+>")
+# An OpenDocument number cell: its value in full beside the text it is shown as, which may have
+# lost digits (LibreOffice shows a 15-digit NIR as `1,84127E+014`). Its text becomes the value.
+_VALUE_CELL = re.compile(rb'(<table:table-cell\b[^<>]{0,2000}?\boffice:value="([0-9.eE+-]{1,40})"[^<>]{0,2000}+>)'
+                         rb"(?:(?!</table:table-cell>)[^<]|<(?!/table:table-cell>)){0,4000}+</table:table-cell>")
 # Where a document's XML may be cut into pieces: before an opening tag (no pattern above
 # spans one). Pieces of about a MiB keep the memory flat whatever the member's size.
 _OPENING_TAGS = (b"<w:", b"<text:", b"<table:")
@@ -95,7 +99,9 @@ def _text_pieces(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _xml_text(xml: bytes) -> bytes:
-    """The text of a document's XML: runs joined, a line per paragraph or row, `;` per cell."""
+    """The text of a document's XML: runs joined, a line per paragraph or row, `;` per cell
+    (a number cell's full value, not the text it is shown as)."""
+    xml = _VALUE_CELL.sub(rb"\1\2</table:table-cell>", xml)
     xml = _CELL_END.sub(b";", xml)
     xml = _LINE_END.sub(b"\n", xml)
     xml = _TAB.sub(b"\t", _SPACES.sub(b" ", xml))
