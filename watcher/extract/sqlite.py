@@ -16,12 +16,15 @@ against the document's expansion budget.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .blobs import MiB, Budget, Refused
 from .rows import csv_chunks, integral
+
+if TYPE_CHECKING:
+    import sqlite3
 
 MAGIC = b"SQLite format 3\x00"
 MAX_DATABASE = 256 * MiB
@@ -39,7 +42,10 @@ def looks_like_sqlite(head: bytes) -> bool:
 def sqlite_tables(source: bytes | Path, budget: Budget, what: str) -> Iterator[tuple[str, Iterator[bytes]]]:
     """(table name, its rows as UTF-8 `;`-separated lines) for each table of the database (its
     bytes, or its file); a table must be read before the next is asked for. A database SQLite
-    cannot open, or a table it cannot read to the end, is noted; what was read stands."""
+    cannot open, or a table it cannot read to the end, is noted; what was read stands.
+    sqlite3 is imported here: `watcher scan` of anything else does not pay for it."""
+    import sqlite3
+
     try:
         db = _open(source)
     except sqlite3.Error as exc:
@@ -67,6 +73,8 @@ def sqlite_tables(source: bytes | Path, budget: Budget, what: str) -> Iterator[t
 
 
 def _open(source: bytes | Path) -> sqlite3.Connection:
+    import sqlite3
+
     if isinstance(source, Path):
         return sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
     db = sqlite3.connect(":memory:", isolation_level=None)
@@ -80,6 +88,8 @@ def _open(source: bytes | Path) -> sqlite3.Connection:
 
 def _rows(db: sqlite3.Connection, table: str, budget: Budget, label: str) -> Iterator[list[object]]:
     """The table's header (its column names) and rows."""
+    import sqlite3
+
     try:
         cursor = db.execute('SELECT * FROM "{}"'.format(table.replace('"', '""')))
         yield [column[0] for column in cursor.description]
