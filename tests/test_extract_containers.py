@@ -11,6 +11,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support.archives import xlsx_bytes, zip_bytes
 from tests.support.nirs import random_nir
@@ -265,3 +267,38 @@ def test_a_hostile_mail_costs_nothing_but_itself(analyzer: Analyzer) -> None:
     broken = b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=x\nContent-Transfer-Encoding: base64\n\n--x\n" \
              b"Content-Transfer-Encoding: base64\n\n!!!not base64" + bytes(range(256)) + b"\n--x"
     assert analyzer.analyze_bytes(broken, "broken.eml").severity == "none"
+
+
+@st.composite
+def damaged_containers(draw: st.DrawFn) -> bytes:
+    """A real tar, SQLite database, .xls workbook or e-mail, then bytes of it overwritten,
+    cut or appended at random."""
+    kind = draw(st.sampled_from(["tar", "sqlite", "xls", "mail"]))
+    data = bytearray(CONTAINERS[kind])
+    for _ in range(draw(st.integers(0, 8))):
+        at = draw(st.integers(0, len(data) - 1))
+        data[at:at + 4] = draw(st.binary(min_size=1, max_size=4))
+    return bytes(data[:draw(st.integers(1, len(data)))]) + draw(st.binary(max_size=64))
+
+
+def _containers() -> dict[str, bytes]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        database = _database(Path(folder) / "c.db", "CREATE TABLE p (nir TEXT, n INTEGER);",
+                             [(n, int(n[:13].replace("A", "0").replace("B", "0"))) for n in PEOPLE],
+                             "INSERT INTO p VALUES (?, ?)")
+    mail = ("From: a@b\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=x\n\n--x\n"
+            "Content-Transfer-Encoding: quoted-printable\n\n" + _qp_csv(PEOPLE) + "\n--x--\n").encode()
+    return {"tar": _tar({"a.csv": _csv(PEOPLE), "b.zip": zip_bytes({"c.csv": _csv(PEOPLE)})}), "sqlite": database,
+            "xls": _xls({"s": [["nir"], *[[float(n)] for n in MAINLAND]]}), "mail": mail}
+
+
+CONTAINERS = _containers()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=damaged_containers())
+def test_a_damaged_container_never_raises(analyzer: Analyzer, data: bytes) -> None:
+    report = analyzer.analyze_bytes(data, "damaged")
+    assert report.severity in ("none", "low", "medium", "high", "critical")
