@@ -449,3 +449,19 @@ def test_grouped_numbers_with_a_wrong_key_count_against_plausibility(analyzer):
         lines.append(f"virement {_thousands(digits, ' ')} EUR")
     report = analyzer.analyze_bytes("\n".join(lines).encode(), "amounts.txt")
     assert 0 < report.counts["nir"] < 100 and report.severity in ("none", "low"), (report.counts, report.reasons)
+
+
+@pytest.mark.parametrize("between", [" (", "(", " ( ", " clé ", "clé", ", clé : ", " (clé ", " CLÉ:", ", Clé ", " cle "])
+def test_a_key_in_brackets_or_named_is_found(found, between, rng):
+    """`1 84 12 75 123 456 (40)`, `1841275123456, clé : 40`: as written in letters and forms,
+    with no label before (a labelled one was found already)."""
+    others = [random_nir(rng, strict=True) for _ in range(5)]
+    text = "".join(f"assuré {i} : {n[:13]}{between}{n[13:]}{')' if '(' in between else ''}\n"
+                   for i, n in enumerate([NIR, *others]))
+    spaced = f"adhérent {BODY[0]} {BODY[1:3]} {BODY[3:5]} {BODY[5:7]} {BODY[7:10]} {BODY[10:]}{between}{NIR[13:]}"
+    assert nirs(found, text) == {NIR, *others} == nirs(found, text + spaced) - set()
+
+
+@pytest.mark.parametrize("between", [" (clef ", " clés ", " c ", " (( ", " cl ", ", , "])
+def test_other_words_between_body_and_key_are_not_a_key(found, between):
+    assert not nirs(found, f"dossier {BODY}{between}{NIR[13:]})")

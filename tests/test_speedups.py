@@ -42,7 +42,8 @@ ENGINES = {id(d): Engine([d]) for pair in DETECTORS.values() for d in pair}
 COMPILED, PYTHON = DETECTORS["nir"]
 # Separators inside the body, between body and key, and bytes that are neither.
 BODY_SEPARATORS = ["", " ", ".", "-", "\xa0"]
-KEY_SEPARATORS = BODY_SEPARATORS + ["/", " / ", ";", ",", "\t", "|", "; ", '";"', "', '", '" , "', "'|'"]
+KEY_SEPARATORS = BODY_SEPARATORS + ["/", " / ", ";", ",", "\t", "|", "; ", '";"', "', '", '" , "', "'|'",
+                                     " (", "(", "( ", " clé ", "clé", ", clé : ", " (clé ", " CLE:", ", Clé", " cle  ", "clef "]
 OTHER = ["x", "  ", "\n", "/", "'", '"', "..", ";;", " ; ; "]
 
 def found(kind: str, compiled: bool, buf: bytes, lo: int, hi: int) -> set[str]:

@@ -97,8 +97,43 @@ static inline Py_ssize_t skip_separator(const unsigned char *s, Py_ssize_t p, Py
     return p;
 }
 
+/* The key named or in brackets: ' ?\( ?' or '(?:, ?| )?\(? ?cl[eé] ?:? ?' (any case):
+ * `1841275123456 (78)`, `1 84 12 75 123 456, clé : 78`. */
+static int key_word_ok(const unsigned char *s, Py_ssize_t i, Py_ssize_t b)
+{
+    Py_ssize_t j = i;
+    if (j < b && s[j] == ' ') j++;
+    if (j < b && s[j] == '(') {
+        j++;
+        if (j < b && s[j] == ' ') j++;
+        if (j == b) return 1;
+    }
+    j = i;
+    if (j < b && s[j] == ',') {
+        j++;
+        if (j < b && s[j] == ' ') j++;
+    } else if (j < b && s[j] == ' ') {
+        j++;
+    }
+    if (j < b && s[j] == '(') j++;
+    if (j < b && s[j] == ' ') j++;
+    if (j + 2 > b || (s[j] | 0x20) != 'c' || (s[j + 1] | 0x20) != 'l')
+        return 0;
+    j += 2;
+    if (j < b && (s[j] | 0x20) == 'e')
+        j++;
+    else if (j + 1 < b && s[j] == 0xc3 && (s[j + 1] == 0xa9 || s[j + 1] == 0x89))
+        j += 2;
+    else
+        return 0;
+    if (j < b && s[j] == ' ') j++;
+    if (j < b && s[j] == ':') j++;
+    if (j < b && s[j] == ' ') j++;
+    return j == b;
+}
+
 /* Does s[a:b] (the bytes between body and key) match the key separator of nir.py:
- * (?: ?[./\-] ?| |\xc2\xa0|[\x22']? ?[;,\t|] ?[\x22']?)?  */
+ * (?: ?[./\-] ?| |\xc2\xa0|[\x22']? ?[;,\t|] ?[\x22']?|<key_word_ok>)?  */
 static int key_separator_ok(const unsigned char *s, Py_ssize_t a, Py_ssize_t b)
 {
     Py_ssize_t len = b - a, i;
@@ -124,9 +159,9 @@ static int key_separator_ok(const unsigned char *s, Py_ssize_t a, Py_ssize_t b)
         i++;
         if (i < b && s[i] == ' ') i++;
         if (i < b && (s[i] == '"' || s[i] == '\'')) i++;
-        return i == b;
+        if (i == b) return 1;
     }
-    return 0;
+    return key_word_ok(s, a, b);
 }
 
 /* The months the Assurance Maladie's validator accepts: 01-12 and 20-99 (nir.py MONTHS). */
@@ -174,7 +209,7 @@ static Py_ssize_t match_nir(const unsigned char *s, Py_ssize_t p, Py_ssize_t n, 
     if ((p = read_digits(s, p, n, 3, v + 10)) < 0) return -1;         /* order, never 000 */
     if (v[10] == '0' && v[11] == '0' && v[12] == '0') return -1;
     Py_ssize_t gap = p;
-    while (p < n && p - gap <= 5 && !is_digit(s[p])) p++;
+    while (p < n && p - gap <= 11 && !is_digit(s[p])) p++;          /* ", (clé : " at most */
     if (!key_separator_ok(s, gap, p)) return -1;
     if ((p = read_digits(s, p, n, 2, v + 13)) < 0) return -1;         /* key */
     return number_match_end(s, p, n);
@@ -455,8 +490,9 @@ static PyObject *scan_numbers(PyObject *self, PyObject *args)
         if (!(lists[k] = PyList_New(0))) goto done;
     char value[48];
     Py_ssize_t len, end;
-    /* Every match ends at most 32 bytes after its start. */
-    Py_ssize_t p = lo - 32 > 0 ? lo - 32 : 0, stop = hi < n ? hi : n;
+    /* Every match ends at most 64 bytes after its start (a NIR with no-break spaces and a
+     * named key ", clé : " 40, a grouped IBAN 42). */
+    Py_ssize_t p = lo - 64 > 0 ? lo - 64 : 0, stop = hi < n ? hi : n;
     if (p > 0)
         while (p < stop && is_digit(s[p - 1]) && is_digit(s[p])) p++;   /* not inside a run */
     while (p < stop) {

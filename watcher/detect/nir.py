@@ -4,10 +4,10 @@
 commune, or 99 + country), order number, key = 97 - (body mod 97) with 2A -> 19, 2B -> 18.
 
 Matched in every written form (compact, grouped 1-2-2-2-3-3-2 by spaces, dots, dashes or
-no-break spaces, key apart; and as a number with its thousands grouped, `184 127 512 345 678`,
-as a spreadsheet's number format shows it and Excel exports it to CSV), never inside a longer
-run of digits. A 13-character NIR without
-its key counts only after a label that says what it is (`NIR :`, `n° SS`, `matricule`...);
+no-break spaces; the key apart, in brackets or after `clé`; and as a number with its
+thousands grouped, `184 127 512 345 678`, as a spreadsheet's number format shows it and Excel
+exports it to CSV), never inside a longer run of digits. A 13-character NIR without its key
+counts only after a label that says what it is (`NIR :`, `n° SS`, `matricule`...);
 the tabular detector handles `nir;cle` columns through `complete()`.
 """
 
@@ -27,11 +27,13 @@ from .compiled import speedups
 MONTHS = frozenset([f"{m:02d}" for m in range(1, 13)] + [f"{m}" for m in range(20, 100)])
 _MONTH = rb"(?:0[1-9]|1[0-2]|[2-9][0-9])"
 _SEPARATOR = rb"(?:[ .\-]|\xc2\xa0)?"      # mixed separators are rare, the key check keeps them honest
-# The key may stand apart: after a space, dot, dash, slash or no-break space, or in the next
+# The key may stand apart: after a space, dot, dash, slash or no-break space, in the next
 # column of a CSV row or an SQL tuple (`1841275123456;40`, `"1841275123456","40"`,
-# `'1841275123456', '40'`): as strong as a compact NIR, since the key must match.
-_KEY_SEPARATOR = rb"(?: ?[./\-] ?| |\xc2\xa0|[\x22']? ?[;,\t|] ?[\x22']?)?"
-_DELETE = b" .-/\xc2\xa0\t;,|\x22'"
+# `'1841275123456', '40'`), in brackets or named (`1841275123456 (40)`, `..., clé : 40`): as
+# strong as a compact NIR, since the key must match.
+_KEY_WORD = rb" ?\( ?|(?:, ?| )?\(? ?[cC][lL](?:[eE]|\xc3\xa9|\xc3\x89) ?:? ?"
+_KEY_SEPARATOR = rb"(?: ?[./\-] ?| |\xc2\xa0|[\x22']? ?[;,\t|] ?[\x22']?|" + _KEY_WORD + rb")?"
+_DELETE = b" .-/\xc2\xa0\t;,|\x22'():cClLeE\xa9\x89\xc3"
 _SPECIAL_PLACES_B = frozenset([b"20", b"97", b"98", b"99"])
 # Labels that make a bare 13-character number a NIR (accent- and case-insensitive).
 _E = rb"(?:e|\xc3\xa9|\xc3\x89)"
@@ -189,9 +191,9 @@ class NirDetector:
         fails yields FAILED (counted by the plausibility test, never a value)."""
         for end in ends:
             if 48 <= buf[end - 1] <= 57:
-                raw = buf[end - 32 if end > 32 else 0:end]
+                raw = buf[end - 40 if end > 40 else 0:end]
             else:
-                raw = buf[end - 33 if end > 33 else 0:end - 1]
+                raw = buf[end - 41 if end > 41 else 0:end - 1]
             nir = raw.translate(None, _DELETE)[-15:]
             place = nir[5:7]
             if place.isdigit():
