@@ -107,17 +107,15 @@ class MemberHasher:
         # `count` NIRs, each followed by `separator` (encoded as ASCII, which refuses anything
         # else): exactly `count` separators, each at the end of a 16-byte block, prove every
         # NIR 15 ASCII characters. The separator becomes CMAC's 0x80 padding in the XOR with
-        # K2 (`_k2_padded`, its last byte XOR the separator), done on one big integer.
+        # K2 (`_k2_padded`, its last byte XOR the separator): compiled, or on one big integer.
         pad = self._k2_padded[:-1] + bytes([self._k2_padded[-1] ^ separator])
-        if len(data) != count * _BLOCK:
-            raise ValueError("a member fingerprint takes normalized 15-character NIRs")
-        if _COMPILED:
+        xored = None
+        if len(data) == count * _BLOCK and _COMPILED:
             xored = _COMPILED.cmac_input(data, separator, pad)
-        elif data.count(separator) == count and data[_BLOCK - 1::_BLOCK] == bytes([separator]) * count:
+        elif len(data) == count * _BLOCK and data.count(separator) == count \
+                and data[_BLOCK - 1::_BLOCK] == bytes([separator]) * count:
             mixed = int.from_bytes(data, "little") ^ int.from_bytes(pad * count, "little")
             xored = mixed.to_bytes(len(data), "little")
-        else:
-            xored = None
         if xored is None:
             raise ValueError("a member fingerprint takes normalized 15-character NIRs")
         return self._encrypt(xored)
