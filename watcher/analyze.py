@@ -59,7 +59,7 @@ class Analyzer:
         return self.analyze_chunks(bytes_chunks(data), label, content_type=content_type, reveal=reveal)
 
     def analyze_path(self, path: Path, label: str | None = None, reveal: bool = False) -> Report:
-        """A file of any size, streamed (a zip is read from the file, not memory)."""
+        """A file of any size, streamed (a zip or a SQLite database is read from the file)."""
         path = Path(path)
         return self.analyze_chunks(file_chunks(path), label or str(path), file_path=path, reveal=reveal)
 

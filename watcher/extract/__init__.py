@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import IO
 from collections.abc import Iterable, Iterator
 
-from .mail import MAX_MAILBOX, looks_like_mail, mail_parts
 from .blobs import (
     CORRUPT, MiB, BlobFinder, Budget, Refused, ZipSource, compression_of, declared_members, decompress, zip_members,
 )
 from .decode import decode_text, plain_spaces_and_digits, sniff_encoding, to_utf8
 from .html import html_to_text, looks_like_html
+from .mail import MAX_MAILBOX, looks_like_mail, mail_parts
 from .office import office_parts
 from .pdf import MAX_PDF, looks_like_pdf, pdf_text
 from .spool import spool as scratch
