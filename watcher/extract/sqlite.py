@@ -7,7 +7,8 @@ A file scanned from disk is opened read-only and `immutable` (SQLite writes noth
 a journal, and reads only the pages it needs); a database fetched or found inside an archive
 is opened in memory (`Connection.deserialize`) from at most MAX_DATABASE bytes. Only its
 tables are read: no view, no trigger, no
-virtual table (what a hostile schema could make run). A value longer than MAX_VALUE is an error
+virtual table, no VIRTUAL generated column (what a hostile schema could make run). A value
+longer than MAX_VALUE is an error
 that ends its table, the queries of one database stop after MAX_STEPS of SQLite's virtual
 machine (~10 s of CPU: a million-row table takes a few percent of it), and the rows count
 against the document's expansion budget.
@@ -86,13 +87,23 @@ def _open(source: bytes | Path) -> sqlite3.Connection:
     return db
 
 
+def _quoted(name: str) -> str:
+    return '"{}"'.format(name.replace('"', '""'))
+
+
 def _rows(db: sqlite3.Connection, table: str, budget: Budget, label: str) -> Iterator[list[object]]:
-    """The table's header (its column names) and rows."""
+    """The table's header (its column names) and rows: its stored columns only, since a
+    VIRTUAL generated column is computed as it is read (a hostile schema's expression, say
+    `length(hex(zeroblob(1000000 + id)))`, costs 1 ms a row, one VM step: MAX_STEPS does not
+    see it, and it holds nothing)."""
     import sqlite3
 
     try:
-        cursor = db.execute('SELECT * FROM "{}"'.format(table.replace('"', '""')))
-        yield [column[0] for column in cursor.description]
+        stored = [name for _, name, *_, hidden in db.execute(f"PRAGMA table_xinfo({_quoted(table)})") if hidden != 2]
+        if not stored:
+            return
+        cursor = db.execute(f"SELECT {', '.join(map(_quoted, stored))} FROM {_quoted(table)}")
+        yield stored
         while rows := cursor.fetchmany(1000):
             yield from ([_cell(value) for value in row] for row in rows)
     except sqlite3.Error as exc:        # corrupt pages, a value over MAX_VALUE, MAX_STEPS
