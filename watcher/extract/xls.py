@@ -35,7 +35,7 @@ def xls_sheets(data: bytes, budget: Budget, what: str) -> Iterator[tuple[str, It
     import xlrd
 
     try:
-        book = xlrd.open_workbook(file_contents=data, on_demand=True, logfile=io.StringIO())
+        book = xlrd.open_workbook(file_contents=data, on_demand=True, ragged_rows=True, logfile=io.StringIO())
     except Exception:       # xlrd's own errors, and what hostile bytes make it raise: not a workbook
         return None
     return _sheets(book, budget, what)
