@@ -234,6 +234,9 @@ def test_describe():
 
 @pytest.mark.parametrize("header, role", [
     ("N° sécurité sociale", "nir"), ("No Secu Assure", "nir"), ("Nº de Sécu", "nir"),
+    ("N° Sécu", "nir"), ("n_secu", "nir"), ("Sécu", "nir"), ("N° INSEE", "nir"), ("numero_insee", "nir"),
+    ("Code NIR", "nir"), ("num_assure_social", "nir"), ("Numéro NIR", "nir"),
+    ("code_insee", None), ("immatriculation", None), ("SSN", None), ("nom_assure_social", None),
     ("code mutuelle", "mutuelle"), ("Date de naissance", "date_naissance"), ("Ville", None),
 ])
 def test_header_roles_written_as_people_write_them(header, role):

@@ -50,6 +50,11 @@ _ROLE_EXACT = {
     "rangnaissance": "rang_naissance", "rang": "rang_naissance",
     "nss": "nir", "noss": "nir", "numss": "nir", "nirpp": "nir", "insee": "nir", "numinsee": "nir",
     "matricule": "nir", "numeross": "nir",
+    # `N° Sécu`, `N° INSEE`, `Code NIR`, `num_assure_social`... (`code INSEE` is a commune's code,
+    # `immatriculation` a vehicle's just as often, `SSN` an American number: none of them here)
+    "nsecu": "nir", "secu": "nir", "ninsee": "nir", "noinsee": "nir", "numeroinsee": "nir", "codenir": "nir",
+    "numnir": "nir", "numeronir": "nir", "nonir": "nir", "numassuresocial": "nir", "numeroassuresocial": "nir",
+    "noassuresocial": "nir",
     "cle": "cle", "clenir": "cle", "clesecu": "cle", "cless": "cle", "cleinsee": "cle", "key": "cle",
     "mutuelle": "mutuelle", "organisme": "mutuelle", "assureur": "mutuelle", "amc": "mutuelle",
     "codeamc": "mutuelle", "numamc": "mutuelle", "complementaire": "mutuelle", "caisse": "mutuelle",
