@@ -465,3 +465,15 @@ def test_a_key_in_brackets_or_named_is_found(found, between, rng):
 @pytest.mark.parametrize("between", [" (clef ", " clés ", " c ", " (( ", " cl ", ", , "])
 def test_other_words_between_body_and_key_are_not_a_key(found, between):
     assert not nirs(found, f"dossier {BODY}{between}{NIR[13:]})")
+
+
+@pytest.mark.parametrize("key", ["secu", "Sécu", "codeNir", "code_nir", "num_nir", "numero_insee", "numeroInsee",
+                                 "assure_matricule"])
+def test_a_json_key_gluing_its_words_labels_a_bare_body(found, key):
+    """`{"codeNir": "1841275123456"}`: a JSON key or an SQL column glues its words."""
+    assert nirs(found, f'{{"nom": "X", "{key}": "{BODY}"}}') == {NIR}
+
+
+@pytest.mark.parametrize("text", ["pour obtenir " + BODY, "à venir : " + BODY, "unir " + BODY, "saphir " + BODY])
+def test_words_ending_in_nir_label_nothing(found, text):
+    assert not nirs(found, text)

@@ -37,9 +37,11 @@ _DELETE = b" .-/\xc2\xa0\t;,|\x22'():cClLeE\xa9\x89\xc3"
 _SPECIAL_PLACES_B = frozenset([b"20", b"97", b"98", b"99"])
 # Labels that make a bare 13-character number a NIR (accent- and case-insensitive).
 _E = rb"(?:e|\xc3\xa9|\xc3\x89)"
+# A key of JSON or a column of SQL may glue its words: `code_nir`, `codeNir`, `numero_insee`.
 _LABEL = (
-    rb"(?:\bnir|\bn(?:o|\xc2\xb0|\xc2\xba|um(?:" + _E + rb"ro)?)?[._\-]?\s?(?:de[\s_\-])?(?:s\.?s\b\.?|s" + _E + rb"cu)"
-    rb"|\bnss\b|s" + _E + rb"curit" + _E + rb"\ssociale|\binsee|\bmatricule|\bimmatriculation"
+    rb"(?:(?:\b|_|code|num(?:" + _E + rb"ro)?|no)(?:nir|insee)"
+    rb"|\bn(?:o|\xc2\xb0|\xc2\xba|um(?:" + _E + rb"ro)?)?[._\-]?\s?(?:de[\s_\-])?(?:s\.?s\b\.?|s" + _E + rb"cu)"
+    rb"|\bs" + _E + rb"cu\b|\bnss\b|s" + _E + rb"curit" + _E + rb"\ssociale|(?:\b|_)matricule|\bimmatriculation"
     rb"|assur" + _E + rb"s?\ssocial)"
 )
 _LABEL_GAP = rb"[^0-9\n]{0,30}?"
