@@ -16,12 +16,14 @@ setup: $(VENV)/.installed
 
 # Debian tools the tests run for real (root only; a failure is a warning and the test that
 # needs the tool then fails, saying so): tor for the private Tor network of the end-to-end
-# test, systemd-analyze to verify the unit as docs/service.md installs it, chromium for the
+# test, systemd-analyze to verify the unit as docs/service.md installs it, libarchive13 for 7-Zip
+# and RAR archives (present on most Debian systems), chromium for the
 # web console's browser tests (driven by playwright; browsers are never downloaded).
 test-tools:
 	@command -v tor >/dev/null || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tor; } || echo "make: apt-get install tor failed: tests/test_tor_e2e.py will fail" >&2
 	@command -v systemd-analyze >/dev/null || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd; } || echo "make: apt-get install systemd failed: tests/test_service_install.py will fail" >&2
 	@[ -d /usr/share/i18n/locales ] || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q locales; } || echo "make: apt-get install locales failed: tests/test_benign_corpus.py will fail" >&2
+	@ldconfig -p | grep -q libarchive.so.13 || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libarchive13; } || echo "make: apt-get install libarchive13 failed: 7-Zip/RAR tests will fail" >&2
 	@command -v chromium >/dev/null || [ "$$(id -u)" -ne 0 ] || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || echo "make: apt-get install chromium failed: tests/test_web_browser.py will fail" >&2
 
 # Runs the daemon on the shipped configuration. The shipped config watches ./inbox;

@@ -283,9 +283,9 @@ def test_a_hostile_mail_costs_nothing_but_itself(analyzer: Analyzer) -> None:
 
 @st.composite
 def damaged_containers(draw: st.DrawFn) -> bytes:
-    """A real tar, SQLite database, .xls workbook or e-mail, then bytes of it overwritten,
+    """A real tar, 7-Zip, SQLite database, .xls workbook or e-mail, then bytes of it overwritten,
     cut or appended at random."""
-    kind = draw(st.sampled_from(["tar", "sqlite", "xls", "mail"]))
+    kind = draw(st.sampled_from(sorted(CONTAINERS)))
     data = bytearray(CONTAINERS[kind])
     for _ in range(draw(st.integers(0, 8))):
         at = draw(st.integers(0, len(data) - 1))
@@ -314,3 +314,46 @@ CONTAINERS = _containers()
 def test_a_damaged_container_never_raises(analyzer: Analyzer, data: bytes) -> None:
     report = analyzer.analyze_bytes(data, "damaged")
     assert report.severity in ("none", "low", "medium", "high", "critical")
+
+
+def _7z(members: dict[str, bytes]) -> bytes:
+    import libarchive
+
+    out = bytearray()
+
+    def write(block: bytes) -> int:
+        out.extend(block)
+        return len(block)
+
+    with libarchive.custom_writer(write, "7zip") as archive:
+        for name, data in members.items():
+            archive.add_file_from_memory(name, len(data), data)
+    return bytes(out)
+
+
+def test_a_7z_archive_is_read_member_by_member(analyzer: Analyzer, tmp_path: Path) -> None:
+    """How leaks are packed on forums: compressed noise when scanned raw (0 found before), each
+    member read now, a workbook or a database inside it too, from memory or from its file."""
+    database = _database(tmp_path / "c.db", "CREATE TABLE p (nir INTEGER, cle INTEGER);",
+                         [(int(n[:13]), int(n[13:])) for n in MAINLAND[:4]], "INSERT INTO p VALUES (?, ?)")
+    data = _7z({"dump/a.csv": _csv(PEOPLE[:4]), "dump/b.xlsx": xlsx_bytes([["nir"], *[[n] for n in PEOPLE[4:8]]]),
+                "dump/c.db": database, "dump/d.txt": _csv(PEOPLE[8:])})
+    assert not any(n.encode() in data for n in PEOPLE)
+    expected = set(PEOPLE) | set(MAINLAND[:4])
+    report = analyzer.analyze_bytes(data, "leak.7z")
+    assert report.counts["nir"] == len(expected) and not report.errors, report.errors
+    (tmp_path / "leak.7z").write_bytes(data)
+    assert analyzer.analyze_path(tmp_path / "leak.7z").counts["nir"] == len(expected)
+
+
+def test_a_7z_bomb_or_a_cut_7z_costs_itself_only(analyzer: Analyzer) -> None:
+    bomb = _7z({"zeros.csv": bytes(20 * 1024 * 1024), "after.csv": _csv(PEOPLE)})
+    assert len(bomb) < 100_000
+    report = analyzer.analyze_bytes(bomb, "bomb.7z")
+    assert any("refused" in note and "bomb" in note for note in report.errors), report.errors
+    whole = _7z({"a.csv": _csv(PEOPLE) * 50})
+    report = analyzer.analyze_bytes(whole[:len(whole) // 2], "cut.7z")
+    assert report.errors and all("cut.7z" in note for note in report.errors)
+
+
+CONTAINERS["7z"] = _7z({"a.csv": _csv(PEOPLE), "b.zip": zip_bytes({"c.csv": _csv(PEOPLE)})})

@@ -1,8 +1,8 @@
 """Extraction: from fetched or read bytes to parts of UTF-8 text.
 
 A document becomes one or more `Part`s, each a stream of UTF-8 chunks the detectors scan:
-the text itself, and what is embedded in it (base64 blocks, compressed streams, zip and tar
-members; a spreadsheet's sheets (.xlsx, .xls) and a SQLite database's tables as
+the text itself, and what is embedded in it (base64 blocks, compressed streams, zip, tar,
+7-Zip and RAR members; a spreadsheet's sheets (.xlsx, .xls) and a SQLite database's tables as
 `;`-separated rows, a PDF's page text, an e-mail's decoded parts),
 depth- and size-limited by a `Budget`. Compressed input is recognised by its magic bytes,
 HTML by its tags (or Content-Type), the encoding by `decode.sniff_encoding`.
@@ -31,6 +31,7 @@ from .decode import decode_text, plain_spaces_and_digits, sniff_encoding, to_utf
 from .html import html_to_text, looks_like_html
 from .mail import MAX_MAILBOX, looks_like_mail, mail_parts
 from .office import office_parts
+from .packed import MAX_ARCHIVE, looks_like_packed, packed_members
 from .pdf import MAX_PDF, looks_like_pdf, pdf_text
 from .spool import spool as scratch
 from .sqlite import MAX_DATABASE, looks_like_sqlite, sqlite_tables
@@ -165,8 +166,8 @@ Members = Iterator[tuple[str, Iterator[bytes]]]
 
 def _container(head: bytes, chunks: Iterator[bytes], label: str, depth: int, budget: Budget,
                file_path: Path | None) -> tuple[Members | None, Iterator[bytes]]:
-    """The members of a container document (a tar's files, a SQLite database's tables, an
-    .xls workbook's sheets, an e-mail's parts), or None; and the chunks left to read as text
+    """The members of a container document (a tar's, a 7-Zip's or a RAR's files, a SQLite
+    database's tables, an .xls workbook's sheets, an e-mail's parts), or None; and the chunks left to read as text
     (an OLE2 file that is no workbook is read whole first)."""
     if depth >= budget.max_depth:
         return None, chunks
@@ -176,6 +177,8 @@ def _container(head: bytes, chunks: Iterator[bytes], label: str, depth: int, bud
         return sqlite_tables(file_path or _read_capped(chunks, MAX_DATABASE, label, budget), budget, label), chunks
     if looks_like_mail(head):
         return mail_parts(_read_capped(chunks, MAX_MAILBOX, label, budget), budget, label), chunks
+    if looks_like_packed(head):
+        return packed_members(file_path or _read_capped(chunks, MAX_ARCHIVE, label, budget), budget, label), chunks
     if looks_like_ole2(head):
         document = _read_capped(chunks, MAX_WORKBOOK, label, budget)
         return xls_sheets(document, budget, label), iter([document])
