@@ -357,3 +357,18 @@ def test_a_7z_bomb_or_a_cut_7z_costs_itself_only(analyzer: Analyzer) -> None:
 
 
 CONTAINERS["7z"] = _7z({"a.csv": _csv(PEOPLE), "b.zip": zip_bytes({"c.csv": _csv(PEOPLE)})})
+
+
+def test_without_libarchive_a_7z_is_noted_as_not_read(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "leak.7z"
+    path.write_bytes(CONTAINERS["7z"])
+    code = ("import sys; from watcher.analyze import Analyzer; "
+            "print(Analyzer().analyze_path(sys.argv[1]).errors)")
+    env = {**os.environ, "LIBARCHIVE": str(tmp_path / "missing.so")}
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "7-Zip/RAR archive not read (libarchive unavailable" in done.stdout

@@ -30,7 +30,7 @@ def packed_members(source: bytes | Path, budget: Budget, what: str) -> Iterator[
     (or dropped) before the next is asked for."""
     try:
         import libarchive
-    except (ImportError, OSError) as exc:       # the binding, or the C library it loads
+    except (ImportError, OSError, AttributeError) as exc:   # the binding, or the C library it loads
         budget.note(f"{what}: 7-Zip/RAR archive not read (libarchive unavailable: {exc.__class__.__name__})")
         return
     size = source.stat().st_size if isinstance(source, Path) else len(source)
