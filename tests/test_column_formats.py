@@ -176,3 +176,51 @@ def test_scientific_nir(rng):
     assert scientific_nir(_excel(nir, False)) == nir
     assert scientific_nir(_excel(nir, True, digits=6)) is None
     assert scientific_nir(nir) is None
+
+
+# -- fixed-width records: a NIR field glued to the fields around it --------------------------------
+
+def _records(rng: random.Random, people: list[str], beneficiaries: list[str], newline: str = "\n") -> str:
+    """Flat-file records as a mainframe writes them: fields side by side, no separator."""
+    return "".join(f"100{i:07d}{n}{rng.randint(10**7, 10**8 - 1)}{b}19841201{'MGEN':<10}{rng.randint(0, 10**9):09d}{newline}"
+                   for i, (n, b) in enumerate(zip(people, beneficiaries, strict=True)))
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_nir_fields_of_fixed_width_records_are_read(analyzer, rng, newline):
+    """Glued to other digits a NIR is never read (a random window passes 1 time in 300), so a
+    flat file showed none; two fields that hold a valid NIR on most records are read whole."""
+    people = [random_nir(rng, strict=True) for _ in range(40)] + [with_key("284122A123456")]     # Corsica too
+    beneficiaries = [random_nir(rng, strict=True) for _ in range(len(people))]
+    report = analyzer.analyze_bytes(_records(rng, people, beneficiaries, newline).encode(), "flat.txt", reveal=True)
+    assert set(report.revealed["nir"]) == set(people) | set(beneficiaries)
+    assert report.severity == "critical" and not report.errors
+
+
+def test_a_fixed_width_file_larger_than_a_chunk_is_read_to_its_end(analyzer, rng, tmp_path):
+    people = [random_nir(rng, strict=True) for _ in range(14_000)]
+    path = tmp_path / "flat.txt"
+    path.write_text(_records(rng, people, people[::-1]))
+    assert path.stat().st_size > 1024 * 1024
+    assert analyzer.analyze_path(path).counts["nir"] == len(set(people))
+
+
+def test_long_numbers_and_half_valid_columns_are_no_nir_field(analyzer, rng):
+    noise = "".join("".join(str(rng.randint(0, 9)) for _ in range(80)) + "\n" for _ in range(300))
+    assert analyzer.analyze_bytes(noise.encode(), "ids.txt").counts["nir"] == 0
+    people = [random_nir(rng, strict=True) for _ in range(40)]
+    half = [n if i % 2 else f"{rng.randint(10**14, 10**15 - 1)}" for i, n in enumerate(people)]
+    assert analyzer.analyze_bytes(_records(rng, half, half).encode(), "half.txt").counts["nir"] == 0
+
+
+def test_a_big_fixed_width_file_is_not_cut_into_slices(analyzer, rng, tmp_path):
+    """`watcher scan --jobs 2` cuts big text files into slices scanned raw: a file with NIR
+    fields is read whole instead, so its fields are read (`extract.plain_text`)."""
+    from watcher.parallel import ScanPool
+
+    people = [random_nir(rng, strict=True) for _ in range(3000)]
+    path = tmp_path / "flat.txt"
+    path.write_text(_records(rng, people, people[::-1]))
+    with ScanPool(analyzer, 2, split_at=64 * 1024, slice_size=64 * 1024) as pool:
+        report = next(outcome for _, outcome in pool.reports([path], analyzer.analyze_path))
+    assert report.counts["nir"] == len(set(people))

@@ -372,3 +372,12 @@ def test_without_libarchive_a_7z_is_noted_as_not_read(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "7-Zip/RAR archive not read (libarchive unavailable" in done.stdout
+
+
+def test_containers_are_never_cut_into_slices_as_plain_text() -> None:
+    """`watcher scan --jobs N` cuts only plain text; each container is read whole."""
+    from watcher.extract import plain_text
+
+    assert plain_text(_csv(PEOPLE))
+    for kind, data in CONTAINERS.items():
+        assert not plain_text(data[:64 * 1024]), kind

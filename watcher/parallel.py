@@ -2,8 +2,9 @@
 
 The pool is forked after the `Scanner` is built (the `fork` start method): every process
 shares the compiled patterns, nothing is compiled or loaded again. Small files are analysed
-whole, one per task. A big file (`split_at` bytes and more) of plain UTF-8 text or CSV (not
-compressed, PDF, HTML, JSON or SQL: their parts or records do not follow lines) is cut at
+whole, one per task. A big file (`split_at` bytes and more) of plain UTF-8 text or CSV
+(`extract.plain_text`: not compressed, no archive, database, workbook or mail, no PDF, HTML or
+JSON, no fixed-width NIR field: their parts or records do not follow lines) is cut at
 newlines into slices of about `slice_size` bytes, scanned in order by the pool while this
 process computes the SHA-256 of the whole; the slices' results are merged into one
 `Detection` and scored once, so the report is the one `--jobs 1` gives:
@@ -47,11 +48,9 @@ from .detect.base import CHECKED
 from .detect.compiled import speedups
 from .detect.engine import GUARD, OVERLAP, ChunkWindow
 from .detect.shape import Shape, ShapeReader, SliceCount, Sniffed
-from .extract import CHUNK, HEAD
-from .extract.blobs import compression_of, triggered_py
-from .extract.decode import plain_spaces_and_digits, sniff_encoding, to_utf8
-from .extract.html import looks_like_html
-from .extract.pdf import looks_like_pdf
+from .extract import CHUNK, HEAD, plain_text
+from .extract.blobs import triggered_py
+from .extract.decode import plain_spaces_and_digits, to_utf8
 from .report import Report
 
 if TYPE_CHECKING:
@@ -272,14 +271,12 @@ def _pack(values: set[str] | list[str]) -> str | set[str]:
 # -- in the parent -------------------------------------------------------------------------------
 
 def _splittable(path: Path, size: int, split_at: int) -> bool:
-    """Plain UTF-8 text, big enough: what `extract` would hand on as one text part."""
+    """Plain UTF-8 text (`extract.plain_text`), big enough."""
     if size < split_at:
         return False
     with open(path, "rb") as handle:
         head = handle.read(HEAD)
-    return not (compression_of(head) or looks_like_pdf(head) or looks_like_html(head)
-                or sniff_encoding(head) != "utf-8"
-                or head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["))
+    return plain_text(head)
 
 
 def _cuts(handle: IO[bytes], size: int, slice_size: int) -> list[int]:

@@ -28,6 +28,7 @@ from .blobs import (
     CORRUPT, MiB, BlobFinder, Budget, Refused, ZipSource, compression_of, declared_members, decompress, zip_members,
 )
 from .decode import decode_text, plain_spaces_and_digits, sniff_encoding, to_utf8
+from .fixed import FixedField, nir_fields
 from .html import html_to_text, looks_like_html
 from .mail import MAX_MAILBOX, looks_like_mail, mail_parts
 from .office import office_parts
@@ -164,6 +165,16 @@ def _parts(
 Members = Iterator[tuple[str, Iterator[bytes]]]
 
 
+def plain_text(head: bytes) -> bool:
+    """Whether a document with this head is read as one part of plain UTF-8 text, lines as
+    they are (what `watcher.parallel` may cut into slices): not compressed, no container, no
+    PDF, HTML or JSON, no fixed-width NIR field to take out of its records."""
+    return not (compression_of(head) or looks_like_tar(head) or looks_like_sqlite(head) or looks_like_mail(head)
+                or looks_like_packed(head) or looks_like_ole2(head) or looks_like_pdf(head) or looks_like_html(head)
+                or sniff_encoding(head) != "utf-8" or head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
+                or nir_fields(head))
+
+
 def _container(head: bytes, chunks: Iterator[bytes], label: str, depth: int, budget: Budget,
                file_path: Path | None) -> tuple[Members | None, Iterator[bytes]]:
     """The members of a container document (a tar's, a 7-Zip's or a RAR's files, a SQLite
@@ -239,21 +250,36 @@ def _text_part(chunks: Iterator[bytes], label: str, depth: int, budget: Budget) 
     so what is held meanwhile is bounded too)."""
     finder = BlobFinder()
     blobs: list[bytes] = []
+    field: list[FixedField] = []            # NIR fields of fixed-width records, seen in the first chunk
 
     def scanned() -> Iterator[bytes]:
         collecting = depth < budget.max_depth
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
             chunk = plain_spaces_and_digits(chunk)
+            if index == 0 and (offsets := nir_fields(chunk)):
+                field.append(FixedField(offsets))
             yield chunk
+            if field:
+                field[0].feed(chunk)
             if collecting:
                 collecting = _collect(finder.feed(chunk, budget.max_blob), blobs, label, budget)
         if collecting:
             _collect(finder.close(), blobs, label, budget)
 
     yield Part(label, scanned())
+    if field:
+        columns = ", ".join(str(offset + 1) for offset in field[0].offsets)
+        inner = f"{label} (fixed-width NIR fields at columns {columns})"
+        yield Part(inner, _spent(field[0].chunks(), budget, inner))
     for index in range(len(blobs)):
         blob, blobs[index] = blobs[index], b""          # let each go once extracted
         yield from _guarded(iter([blob]), f"{label} (base64 block {index + 1})", depth + 1, budget)
+
+
+def _spent(chunks: Iterator[bytes], budget: Budget, label: str) -> Iterator[bytes]:
+    for chunk in chunks:
+        budget.spend(len(chunk), label)
+        yield chunk
 
 
 def _collect(found: Iterable[bytes], blobs: list[bytes], label: str, budget: Budget) -> bool:
@@ -297,4 +323,4 @@ def _spooled(chunks: Iterator[bytes], cap: int, label: str, budget: Budget) -> I
     return spool
 
 
-__all__ = ["Budget", "Part", "bytes_chunks", "extract", "file_chunks"]
+__all__ = ["Budget", "Part", "bytes_chunks", "extract", "file_chunks", "plain_text"]
