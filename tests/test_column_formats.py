@@ -224,3 +224,13 @@ def test_a_big_fixed_width_file_is_not_cut_into_slices(analyzer, rng, tmp_path):
     with ScanPool(analyzer, 2, split_at=64 * 1024, slice_size=64 * 1024) as pool:
         report = next(outcome for _, outcome in pool.reports([path], analyzer.analyze_path))
     assert report.counts["nir"] == len(set(people))
+
+
+def test_fewer_than_five_records_make_no_field():
+    from watcher.extract.fixed import nir_fields
+
+    people = [random_nir(random.Random(i), strict=True) for i in range(8)]
+    records = "".join(f"100{i:07d}{n}19841201\n" for i, n in enumerate(people)).encode()
+    assert nir_fields(records) == [10]
+    few = b"".join(records.splitlines(keepends=True)[:3]) + b"1" * 60 + b"\n" + b"2" * 61 + b"\n" + b"3" * 62 + b"\n"
+    assert nir_fields(few) == []

@@ -3,9 +3,9 @@
 Mainframe flat files (the tiers-payant exchanges with the Assurance Maladie among them) write
 their fields side by side without separators: `0001234184127512345640198412010MGEN...`. The
 NIR detector never reads a NIR inside a longer run of digits (a random 15-digit window passes
-its checks about 1 time in 300), so such a file showed none. A field, though, sits at the same
+its checks about 1 time in 400), so such a file showed none. A field, though, sits at the same
 offset on every record: an offset where most records of the document's head hold a valid NIR
-(structure and key; by chance, 1 in 300 per record) is a NIR field, and the NIR at that offset
+(structure and key; by chance, 1 in 400 per record) is a NIR field, and the NIR at that offset
 of every record is read as a part of its own (`FixedField`).
 """
 
@@ -39,6 +39,8 @@ def nir_fields(head: bytes) -> list[int]:
         return []
     length = lengths.most_common(1)[0][0]
     records = [line for line in lines if len(line) == length][:200]
+    if len(records) < MIN_RECORDS:
+        return []
     need = max(MIN_RECORDS, math.ceil(AGREEING * len(records)))
     fields: list[int] = []
     for offset in range(length - _WINDOW + 1):
