@@ -107,8 +107,9 @@ def test_html_entities_and_tags_between_digits(analyzer):
 
 def test_html_text_keeps_the_lines_of_the_page():
     """What analysts' pages look like, rendered as the beautifulsoup version rendered them: head,
-    scripts, styles and comments dropped; a line per block, `<br>` and `<pre>` line; a tab after
-    each cell; whitespace alone between tags one space (a newline if it holds one)."""
+    scripts, styles and comments out of the text; a line per block, `<br>` and `<pre>` line; a
+    tab after each cell; whitespace alone between tags one space (a newline if it holds one).
+    Then what the page holds out of sight: the head's title, comments, scripts (not styles)."""
     from watcher.extract.html import html_to_text
 
     page = ("<!DOCTYPE html><html><head><title>t</title><style>p{}</style></head><body>"
@@ -117,7 +118,7 @@ def test_html_text_keeps_the_lines_of_the_page():
             "<table><tr><th>nom</th>\t<th>nir</th></tr><tr><td>A</td><td>1 84</td></tr></table>"
             "<ul>\x0c<li>un<li>deux</ul><textarea>  x\n  </textarea></body></html>")
     assert html_to_text(page) == ("Fuite\nVoici le\xa0dump\nligne 2\nnom;nir\n  A;1\n\tB;2\napr\u00e8snom\t nir\n"
-                                  "A\t1 84\n un\ndeux\n  x\n")
+                                  "A\t1 84\n un\ndeux\n  x\n" "t\n note\nvar x = 1;\n")
 
 
 @pytest.mark.parametrize("depth", [1_000, 3_000, 100_000])
@@ -762,3 +763,23 @@ def test_opendocument_number_cells_give_their_value_not_the_text_shown(analyzer,
     data = zip_bytes({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": content})
     report = analyzer.analyze_bytes(data, "adherents.ods", reveal=True)
     assert set(report.revealed["nir"]) == set(people) and report.records == len(people)
+
+
+@pytest.mark.parametrize("where", ["value", "data", "title", "script", "json", "comment", "head title"])
+def test_what_a_page_holds_out_of_sight_is_read(analyzer, where):
+    """A form's values, data attributes, tooltips, inline scripts (where web apps keep their
+    data as JSON), comments and the head's title: after the page's text. Styles are not."""
+    people = [random_nir(random.Random(i), strict=True) for i in range(12)]
+    pieces = {
+        "value": "".join(f'<input name="nir" value="{n}">' for n in people),
+        "data": "".join(f'<div data-nir="{n}">assuré</div>' for n in people),
+        "title": "".join(f'<span title="{n}">***</span>' for n in people),
+        "script": "<script>var rows = [" + ",".join(f"'{n}'" for n in people) + "];</script>",
+        "json": '<script type="application/json">' + str([{"nir": n} for n in people]).replace("'", '"') + "</script>",
+        "comment": "<!-- " + " ".join(people) + " -->",
+        "head title": "",
+    }
+    head = f"<title>Extraction Viamedis {' '.join(people)}</title>" if where == "head title" else ""
+    page = f"<html><head>{head}<style>.x{{width:1px}}</style></head><body><p>voir</p>{pieces[where]}</body></html>"
+    report = analyzer.analyze_bytes(page.encode(), "page.html", content_type="text/html")
+    assert report.counts["nir"] == len(set(people))

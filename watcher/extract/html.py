@@ -29,6 +29,10 @@ _SNIFF = re.compile(rb"<(?:!doctype\s+html|html|head|body|div|pre|table|p|span|b
 # Tags of a page too big to parse. `[^<>]` with a possessive bound: a run of `<` costs each
 # one a step, not 2,000 (a tag holds no `<`).
 _TAG = re.compile(r"<br\s*/?>|</(?:p|div|li|tr|pre|h\d)\s*>|<[^<>]{0,2000}+>", re.I)
+# What a page holds out of sight, read after its text: form values and tooltips, data
+# attributes, comments and inline scripts (where web apps keep their data as JSON).
+_HIDDEN_ATTRIBUTES = frozenset(["value", "title", "alt", "content", "placeholder"])
+MAX_HIDDEN = 1024 * 1024        # characters of it a page gives at most
 _SCRIPT_OPEN = re.compile(r"<(script|style)\b", re.I)
 _SCRIPT_CLOSE = {"script": re.compile(r"</script\s*>", re.I), "style": re.compile(r"</style\s*>", re.I)}
 
@@ -51,7 +55,9 @@ class _TooDeep(Exception):
 
 
 def html_to_text(markup: str, max_parse: int = 5 * 1024 * 1024) -> str:
-    """The visible text of a page, one line per block, cells tab-separated."""
+    """The visible text of a page, one line per block, cells tab-separated; then what it holds
+    out of sight (`_HIDDEN_ATTRIBUTES`, data attributes, comments, inline scripts, the head's
+    title)."""
     if len(markup) > max_parse:
         return _strip_tags(markup)
     parser = etree.HTMLParser(target=_TextTarget(), encoding="utf-8", recover=True, no_network=True)
@@ -66,8 +72,10 @@ class _TextTarget:
     """Parser target: the text of the page as its events stream past.
 
     A `<br>` is a newline, a cell ends with a tab and a block with a newline; what is inside
-    script, style and the like (`_DROP`) is skipped, the text after it kept. Comments and
-    processing instructions are not text. As beautifulsoup did before, a string of ASCII
+    script, style and the like (`_DROP`) is skipped, the text after it kept. Comments,
+    scripts and some attributes' values are kept apart, for after the text (`hidden`), up to
+    MAX_HIDDEN characters; styles and processing instructions are not text. As beautifulsoup
+    did before, a string of ASCII
     whitespace alone between two tags becomes one space (one newline if it holds one),
     except inside `<pre>` and `<textarea>`.
     """
@@ -78,14 +86,24 @@ class _TextTarget:
         self._dropped = 0               # depth inside a dropped element (0: outside)
         self._preserved = 0             # depth inside pre/textarea
         self._depth = 0
+        self._script = False            # inside a script, or a title in the dropped head:
+        self._title = False             # their text is hidden text
+        self._hidden: list[str] = []
+        self._hidden_size = 0
 
     def start(self, tag: str, attrib: object) -> None:
         self._depth += 1
         if self._depth > MAX_DEPTH:
             raise _TooDeep
         self._flush()
+        if attrib:                      # lxml's target gets a dict, empty for most elements
+            for name, value in attrib.items():  # type: ignore[attr-defined]
+                if name in _HIDDEN_ATTRIBUTES or name[:5] == "data-":
+                    self._hide(value)
         if self._dropped or tag in _DROP:
             self._dropped += 1
+            self._script = self._script or tag == "script"
+            self._title = self._title or tag == "title"
             return
         if tag in _PRESERVE:
             self._preserved += 1
@@ -97,6 +115,10 @@ class _TextTarget:
         self._flush()
         if self._dropped:
             self._dropped -= 1
+            if tag == "script":
+                self._script = False
+            elif tag == "title":
+                self._title = False
             return
         if tag in _PRESERVE:
             self._preserved -= 1
@@ -108,9 +130,17 @@ class _TextTarget:
     def data(self, text: str) -> None:
         if not self._dropped:
             self._pending.append(text)
+        elif self._script or self._title:
+            self._hide(text)
 
     def comment(self, text: str) -> None:
         self._flush()
+        self._hide(text)
+
+    def _hide(self, text: str) -> None:
+        if text and self._hidden_size < MAX_HIDDEN:
+            self._hidden.append(text[:MAX_HIDDEN - self._hidden_size])
+            self._hidden_size += len(self._hidden[-1])
 
     def pi(self, target: str, data: str | None = None) -> None:
         self._flush()
@@ -120,7 +150,8 @@ class _TextTarget:
 
     def close(self) -> str:
         self._flush()
-        return "".join(self._out)
+        hidden = "\n".join(self._hidden)
+        return "".join(self._out) + (f"\n{hidden}\n" if hidden else "")
 
     def _flush(self) -> None:
         if not self._pending:
