@@ -212,3 +212,15 @@ def test_fast_checksums_agree_with_python_stdnum():
         assert luhn_ok(digits) == luhn.is_valid(digits), digits
         number = ("356000000" + digits[:5]) if rng.random() < 0.3 else digits.ljust(14, "0")[:14]
         assert siret_ok(number) == siret.is_valid(number), number
+
+
+def test_an_iban_has_its_country_length_so_hex_ids_are_no_ibans():
+    """`bf5016f40704d049` (a PrivateBin id) passed mod 97 as a 15-character IBAN of a country
+    whose IBANs have 28 (1 random id in 50): item ids and URLs holding one were masked."""
+    from watcher.detect.iban import valid_length
+    from watcher.redact import redact
+
+    assert valid_length("BF5016F40704D049") == 0 and redact("p1#privatebin:bf5016f40704d049") == "p1#privatebin:bf5016f40704d049"
+    assert valid_length("FR7630006000011234567890189") == 27 and valid_length("FR7630006000011234567890189XY") == 27
+    assert valid_length("FR76300060000112345678901") == 0                    # short of France's 27
+    assert redact("IBAN FR76 3000 6000 0112 3456 7890 189") == "IBAN [IBAN]"

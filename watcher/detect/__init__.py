@@ -23,7 +23,7 @@ from .compiled import DISABLED, speedups
 from .email import EmailDetector
 from .health import HealthTermsDetector
 from .engine import ChunkWindow, Engine, default_cache_dir
-from .iban import IbanDetector
+from .iban import IbanDetector, registered
 from .insurers import InsurerDetector, Name
 from .nir import NirDetector
 from .phone import PhoneDetector
@@ -205,6 +205,8 @@ class PartScan:
         for kind, count in zip(CHECKED, failed, strict=False):
             tallies[kind].failed += count
         for name, values in zip(NUMBER_DETECTORS, numbers, strict=False):
+            if values and name == "iban":
+                values = registered(values)
             if values:
                 if name in tallies:
                     tallies[name].passed += len(values)

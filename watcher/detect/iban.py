@@ -1,9 +1,13 @@
-"""IBAN in compact or grouped-by-four form, ISO 7064 mod 97-10 checked."""
+"""IBAN in compact or grouped-by-four form: its country's length (the SWIFT registry, as
+python-stdnum keeps it) and the ISO 7064 mod 97-10 check. Without the length, a random run of
+letters and digits passed 1 time in 50 (`bf5016f40704d049`, a PrivateBin id, as a 15-character
+IBAN of Burkina Faso, whose IBANs have 28)."""
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..privacy import mask_iban
 from .base import Hits, Pattern, Window
@@ -37,7 +41,34 @@ def valid_length_py(candidate: str) -> int:
     return 0
 
 
-valid_length = speedups.iban_length if speedups else valid_length_py
+_checked_length = speedups.iban_length if speedups else valid_length_py
+
+
+@functools.cache
+def country_lengths() -> dict[str, int]:
+    """Each country's IBAN length, from python-stdnum's copy of the SWIFT registry (read once,
+    when a first IBAN-shaped run is checked)."""
+    from stdnum import numdb
+
+    lengths = {}
+    for _, low, high, properties, _ in numdb.get("iban").prefixes:
+        bban = properties.get("bban", "")
+        if low == high and len(low) == 2 and bban:
+            lengths[low] = 4 + sum(int(n) for n in re.findall(r"([0-9]+)!?[nac]", bban))
+    return lengths
+
+
+def valid_length(candidate: str) -> int:
+    """The length of the IBAN `candidate` starts with (upper-case, no spaces): its country's,
+    when that prefix passes mod 97; else 0."""
+    length = country_lengths().get(candidate[:2], 0)
+    return length if length and len(candidate) >= length and _checked_length(candidate[:length]) == length else 0
+
+
+def registered(values: Iterable[str]) -> list[str]:
+    """The IBANs the compiled number pass found (each its longest prefix passing mod 97), cut
+    to their country's length, those that pass there."""
+    return [value[:length] for value in values if (length := valid_length(value))]
 
 
 class IbanDetector:
