@@ -783,3 +783,28 @@ def test_what_a_page_holds_out_of_sight_is_read(analyzer, where):
     page = f"<html><head>{head}<style>.x{{width:1px}}</style></head><body><p>voir</p>{pieces[where]}</body></html>"
     report = analyzer.analyze_bytes(page.encode(), "page.html", content_type="text/html")
     assert report.counts["nir"] == len(set(people))
+
+
+def test_a_filled_in_pdf_form_gives_its_fields(analyzer):
+    """A tiers-payant form filled in on screen keeps what was typed in its form fields, apart
+    from its pages' text (empty here): the NIR, bare under the field's name, and the insurer."""
+    from pypdf import PdfWriter
+    from pypdf.generic import ArrayObject, DictionaryObject, FloatObject, NameObject, TextStringObject
+
+    nir = random_nir(random.Random(5), strict=True)
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=200, height=200)
+    fields = ArrayObject()
+    for i, (name, value) in enumerate([("numero_securite_sociale", nir[:13]), ("organisme", "Viamedis")]):
+        fields.append(writer._add_object(DictionaryObject({
+            NameObject("/FT"): NameObject("/Tx"), NameObject("/T"): TextStringObject(name),
+            NameObject("/V"): TextStringObject(value), NameObject("/Type"): NameObject("/Annot"),
+            NameObject("/Subtype"): NameObject("/Widget"),
+            NameObject("/Rect"): ArrayObject([FloatObject(0), FloatObject(30 * i), FloatObject(100), FloatObject(30 * i + 20)]),
+        })))
+    page[NameObject("/Annots")] = fields
+    writer._root_object[NameObject("/AcroForm")] = DictionaryObject({NameObject("/Fields"): fields})
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    report = analyzer.analyze_bytes(buffer.getvalue(), "prise-en-charge.pdf", reveal=True)
+    assert report.revealed["nir"] == [nir] and report.insurers == ["Viamedis"], report.errors

@@ -1,7 +1,8 @@
 """PDF documents to text (attestations, member cards and exports dropped by analysts).
 
 pypdf (pure Python, maintained, with its own output limits on every decompression filter)
-extracts each page's text; leak-watcher adds its own limits on top: documents over
+extracts each page's text, then the values typed into its form fields (a filled-in form
+keeps them apart from its pages' text); leak-watcher adds its own limits on top: documents over
 `MAX_PDF` bytes and pages past `MAX_PAGES` are not parsed (a note says so), and a PDF pypdf
 cannot read costs that document a note, never the scan. Scanned images hold no text: OCR is
 not attempted.
@@ -17,6 +18,7 @@ page whose content has no text operator and draws no form is skipped here instea
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import re
 import time
@@ -26,10 +28,12 @@ from collections.abc import Callable, Iterator
 from .blobs import MiB, Budget
 
 if TYPE_CHECKING:                    # pypdf is imported when a PDF comes
-    from pypdf import PageObject
+    from pypdf import PageObject, PdfReader
 
 MAX_PDF = 32 * MiB
 MAX_PAGES = 500
+MAX_FIELDS = 10_000              # form fields read
+MAX_FIELD_TEXT = MiB             # characters of their values
 MAX_SECONDS = 20.0               # reading one document's pages
 _SHOWS_TEXT = re.compile(rb"T[jJ]|Do|['\"]")     # a text operator, or a form that may hold some
 
@@ -69,11 +73,23 @@ def pdf_text(data: bytes, budget: Budget, label: str) -> Iterator[bytes]:
             text = _page_text(pages[index], check)
             budget.spend(len(text), label)
             yield text.encode("utf-8", "replace") + b"\n"
+        fields = _form_values(reader)
+        budget.spend(len(fields), label)
+        yield fields.encode("utf-8", "replace")
     except _TooLong:
         budget.note(f"{label}: PDF text extraction over {MAX_SECONDS:g} s (the same content drawn again and "
                     f"again?), pages from {index + 1} not read")
     except Exception as exc:   # pypdf raises many kinds on hostile or broken files
         budget.note(f"{label}: PDF unreadable ({exc.__class__.__name__}: {str(exc)[:120]})")
+
+
+def _form_values(reader: PdfReader) -> str:
+    """What was typed into the document's form fields, `name: value` a line (a filled-in form's
+    NIR is in its fields, not in its pages' text; the name labels a bare 13-character one)."""
+    fields = reader.get_form_text_fields() or {}
+    lines = [f"{name}: {value}" for name, value in itertools.islice(fields.items(), MAX_FIELDS)
+             if isinstance(value, str) and value]
+    return ("\n".join(lines) + "\n")[:MAX_FIELD_TEXT] if lines else ""
 
 
 def _page_text(page: PageObject, check: Callable[..., None]) -> str:
