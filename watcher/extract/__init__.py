@@ -178,8 +178,8 @@ def plain_text(head: bytes) -> bool:
 def _container(head: bytes, chunks: Iterator[bytes], label: str, depth: int, budget: Budget,
                file_path: Path | None) -> tuple[Members | None, Iterator[bytes]]:
     """The members of a container document (a tar's, a 7-Zip's or a RAR's files, a SQLite
-    database's tables, an .xls workbook's sheets, an e-mail's parts), or None; and the chunks left to read as text
-    (an OLE2 file that is no workbook is read whole first)."""
+    database's tables, an .xls workbook's sheets, an e-mail's parts), or None; and the chunks
+    left to read as text (an OLE2 file that is no workbook is read whole first)."""
     if depth >= budget.max_depth:
         return None, chunks
     if looks_like_tar(head):
@@ -270,16 +270,10 @@ def _text_part(chunks: Iterator[bytes], label: str, depth: int, budget: Budget) 
     if field:
         columns = ", ".join(str(offset + 1) for offset in field[0].offsets)
         inner = f"{label} (fixed-width NIR fields at columns {columns})"
-        yield Part(inner, _spent(field[0].chunks(), budget, inner))
+        yield Part(inner, budget.counted(field[0].chunks(), inner))
     for index in range(len(blobs)):
         blob, blobs[index] = blobs[index], b""          # let each go once extracted
         yield from _guarded(iter([blob]), f"{label} (base64 block {index + 1})", depth + 1, budget)
-
-
-def _spent(chunks: Iterator[bytes], budget: Budget, label: str) -> Iterator[bytes]:
-    for chunk in chunks:
-        budget.spend(len(chunk), label)
-        yield chunk
 
 
 def _collect(found: Iterable[bytes], blobs: list[bytes], label: str, budget: Budget) -> bool:

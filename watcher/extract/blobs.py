@@ -98,6 +98,12 @@ class Budget:
         if self.expanded > self.max_expanded:
             raise Refused(f"{what} refused: expands past {self.max_expanded // MiB} MiB (decompression bomb?)")
 
+    def counted(self, chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
+        """`chunks` as they pass, each `spend`-counted (content made here, not read as is)."""
+        for chunk in chunks:
+            self.spend(len(chunk), what)
+            yield chunk
+
     def check_ratio(self, produced: int, consumed: int, what: str) -> None:
         """Refuse a stream that has inflated `max_ratio` times its input (past 8 MiB)."""
         if produced > 8 * MiB and produced > self.max_ratio * max(consumed, 1):

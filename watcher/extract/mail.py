@@ -64,9 +64,9 @@ def _messages(data: bytes) -> list[bytes]:
     """A mailbox's messages (each after its `From ` line), or the one message."""
     if not data.startswith(b"From "):
         return [data]
-    starts = [match.end() for match in _MBOX_FROM.finditer(data)]
-    ends = [match.start() for match in _MBOX_FROM.finditer(data)][1:] + [len(data)]
-    return [data[start:end] for start, end in zip(starts, ends, strict=True)]
+    lines = [match.span() for match in _MBOX_FROM.finditer(data)]
+    ends = [start for start, _ in lines[1:]] + [len(data)]
+    return [data[end_of_line:end] for (_, end_of_line), end in zip(lines, ends, strict=True)]
 
 
 def _headers(message: bytes) -> bytes:

@@ -6,12 +6,11 @@ digits, and a `nir` column meets its `cle` column as in any CSV.
 A file scanned from disk is opened read-only and `immutable` (SQLite writes nothing, not even
 a journal, and reads only the pages it needs); a database fetched or found inside an archive
 is opened in memory (`Connection.deserialize`) from at most MAX_DATABASE bytes. Only its
-tables are read: no view, no trigger, no
-virtual table, no VIRTUAL generated column (what a hostile schema could make run). A value
-longer than MAX_VALUE is an error
-that ends its table, the queries of one database stop after MAX_STEPS of SQLite's virtual
-machine (~10 s of CPU: a million-row table takes a few percent of it), and the rows count
-against the document's expansion budget.
+tables' stored columns are read: no view, no trigger, no virtual table, no VIRTUAL generated
+column (what a hostile schema could make run). A value longer than MAX_VALUE is an error that
+ends its table, the queries of one database stop after MAX_STEPS of SQLite's virtual machine
+(~10 s of CPU: a million-row table takes a few percent of it), and the rows count against the
+document's expansion budget.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ their bytes against its expansion budget, as a zip's do.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator
-from typing import IO
 
 from .blobs import CORRUPT, MiB, Budget, Refused
 
@@ -76,14 +76,10 @@ def tar_members(chunks: Iterator[bytes], budget: Budget, what: str) -> Iterator[
                 budget.spend_members(1, what)
                 member = archive.extractfile(info)
                 if member is not None:
-                    yield info.name, _read(member, budget, f"{what}: member {info.name!r}")
+                    chunks = iter(functools.partial(member.read, MiB), b"")
+                    yield info.name, budget.counted(chunks, f"{what}: member {info.name!r}")
         except Refused as exc:
             budget.note(str(exc))
         except (tarfile.TarError, *CORRUPT) as exc:
             budget.note(f"{what}: unreadable past a point ({exc.__class__.__name__})")
 
-
-def _read(member: IO[bytes], budget: Budget, label: str) -> Iterator[bytes]:
-    while chunk := member.read(MiB):
-        budget.spend(len(chunk), label)
-        yield chunk

@@ -44,16 +44,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# numpy sorts and searches here, it never multiplies matrices: its OpenBLAS thread pool (one
-# thread per core, started when numpy is imported) cost `watcher scan --watchlist` 0.12 s of
-# CPU and each daemon worker its threads. Set before any module of this package imports numpy.
+# numpy sorts and searches here (`arrays`: imports, and the look-up without a compiler), it
+# never multiplies matrices: its OpenBLAS thread pool (one thread per core, started when numpy
+# is imported) cost 0.12 s of CPU each time. Set before any module of this package imports it.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def worker_watchlists(db_path: Path, secret: bytes) -> Watchlists | None:
     """The watchlists of the state database for a daemon's analysis worker; None when there is
-    none (nothing of the lists is then imported). A list that cannot be read is logged, never fatal: the
-    worker analyses without it (the daemon logs the lists it expects at each load)."""
+    none (nothing of the lists is then imported). A list that cannot be read is logged, never
+    fatal: the worker analyses without it (the daemon logs the lists it expects at each load)."""
     from .store import generation
 
     try:
